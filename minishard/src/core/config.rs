@@ -1,0 +1,267 @@
+//! Settings the core runs with, their defaults (DESIGN.md section 10) and the
+//! checks that refuse inconsistent ones before anything starts.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use super::ids::{NodeId, Role};
+
+/// A setting, or a combination of settings, that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every timing of the protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    /// How often each connection carries a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a connection is considered lost.
+    pub heartbeat_timeout: Duration,
+    /// How long too few visible members may last before the node is degraded.
+    pub transition_timeout: Duration,
+    /// How long a lost peer's shard stays reserved to it.
+    pub node_grace: Duration,
+    /// How long the view must be still before a free shard is claimed.
+    pub settle: Duration,
+    /// How long a `score` callback may take before its owner loses.
+    pub score_deadline: Duration,
+    /// How often the member list is asked for again.
+    pub member_poll: Duration,
+    /// Back-off after a failed `allocated` before this node takes shards again.
+    pub allocation_retry: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Timings {
+        Timings {
+            heartbeat_interval: Duration::from_millis(100),
+            heartbeat_timeout: Duration::from_millis(500),
+            transition_timeout: Duration::from_millis(1000),
+            node_grace: Duration::from_millis(1500),
+            settle: Duration::from_millis(20),
+            score_deadline: Duration::from_millis(1000),
+            member_poll: Duration::from_secs(5),
+            allocation_retry: Duration::from_millis(1000),
+        }
+    }
+}
+
+impl Timings {
+    /// Refuses zero durations and orderings that break the guarantees.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let named = [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("heartbeat_timeout", self.heartbeat_timeout),
+            ("transition_timeout", self.transition_timeout),
+            ("node_grace", self.node_grace),
+            ("settle", self.settle),
+            ("score_deadline", self.score_deadline),
+            ("member_poll", self.member_poll),
+            ("allocation_retry", self.allocation_retry),
+        ];
+        for (name, value) in named {
+            if value.is_zero() {
+                return Err(ConfigError::new(format!(
+                    "{name} must be greater than zero"
+                )));
+            }
+        }
+        if self.heartbeat_interval >= self.heartbeat_timeout {
+            return Err(ConfigError::new(format!(
+                "heartbeat_interval ({:?}) must be below heartbeat_timeout ({:?}), or every gap between two heartbeats looks like a lost peer",
+                self.heartbeat_interval, self.heartbeat_timeout
+            )));
+        }
+        // DESIGN.md 6.5: the small side of a split must give its shards up
+        // before the large side's grace ends. Both sides notice the split
+        // within one heartbeat of each other, so that is the least margin.
+        if self.transition_timeout + self.heartbeat_interval > self.node_grace {
+            return Err(ConfigError::new(format!(
+                "transition_timeout ({:?}) must be below node_grace ({:?}) by at least heartbeat_interval ({:?}), so a degraded side gives its shards up before the other side takes them",
+                self.transition_timeout, self.node_grace, self.heartbeat_interval
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What one node's core needs to run in one cluster.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// This node's advertised address.
+    pub me: NodeId,
+    /// Whether this node joins to host shards or only to watch.
+    pub role: Role,
+    /// The member list, as the `nodes` callback gave it.
+    pub members: Vec<NodeId>,
+    /// How many shards the cluster keeps, from the `shard_count` callback.
+    pub shard_count: u32,
+    /// Protocol timings.
+    pub timings: Timings,
+}
+
+impl CoreConfig {
+    /// Checks the settings and the member list together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.timings.validate()?;
+        validate_members(&self.members)?;
+        if self.shard_count == 0 {
+            return Err(ConfigError::new("shard_count must be at least 1"));
+        }
+        if self.shard_count as usize > self.members.len() {
+            return Err(ConfigError::new(format!(
+                "shard_count ({}) is larger than the member list ({} nodes): one shard per node at most",
+                self.shard_count,
+                self.members.len()
+            )));
+        }
+        if self.role == Role::Member && !self.members.contains(&self.me) {
+            return Err(ConfigError::new(format!(
+                "this node ({}) joins as a member but is not in the member list [{}]; add it, or join as an observer",
+                self.me,
+                join(&self.members)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Refuses an empty member list or one that names a node twice.
+pub fn validate_members(members: &[NodeId]) -> Result<(), ConfigError> {
+    if members.is_empty() {
+        return Err(ConfigError::new("the member list is empty"));
+    }
+    let mut seen = BTreeSet::new();
+    for member in members {
+        if !seen.insert(member) {
+            return Err(ConfigError::new(format!(
+                "the member list names {member} twice"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn join(members: &[NodeId]) -> String {
+    members
+        .iter()
+        .map(NodeId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(list: &[&str]) -> Vec<NodeId> {
+        list.iter().map(|s| NodeId::parse(s).unwrap()).collect()
+    }
+
+    fn config() -> CoreConfig {
+        CoreConfig {
+            me: NodeId::parse("a:1").unwrap(),
+            role: Role::Member,
+            members: ids(&["a:1", "b:1", "c:1"]),
+            shard_count: 2,
+            timings: Timings::default(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_design() {
+        let t = Timings::default();
+        t.validate().unwrap();
+        assert_eq!(t.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(t.heartbeat_timeout, Duration::from_millis(500));
+        assert_eq!(t.transition_timeout, Duration::from_millis(1000));
+        assert_eq!(t.node_grace, Duration::from_millis(1500));
+        assert_eq!(t.settle, Duration::from_millis(20));
+        assert_eq!(t.score_deadline, Duration::from_millis(1000));
+        assert_eq!(t.member_poll, Duration::from_secs(5));
+        config().validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_zero_timings() {
+        let t = Timings {
+            settle: Duration::ZERO,
+            ..Timings::default()
+        };
+        assert!(t.validate().unwrap_err().to_string().contains("settle"));
+    }
+
+    #[test]
+    fn refuses_transition_timeout_not_below_node_grace() {
+        let mut t = Timings::default();
+        t.transition_timeout = t.node_grace;
+        let err = t.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("transition_timeout") && err.contains("node_grace"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_heartbeat_interval_not_below_timeout() {
+        let mut t = Timings::default();
+        t.heartbeat_interval = t.heartbeat_timeout;
+        assert!(t
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("heartbeat_interval"));
+    }
+
+    #[test]
+    fn refuses_more_shards_than_members() {
+        let mut c = config();
+        c.shard_count = 4;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("larger than the member list"));
+        c.shard_count = 0;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn refuses_a_member_missing_from_the_list() {
+        let mut c = config();
+        c.me = NodeId::parse("z:1").unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not in the member list"));
+        c.role = Role::Observer;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_duplicate_members() {
+        let mut c = config();
+        c.members = ids(&["a:1", "b:1", "a:1"]);
+        assert!(c.validate().unwrap_err().to_string().contains("twice"));
+    }
+}

@@ -1,0 +1,156 @@
+//! Who is who: node addresses, incarnations and roles.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Longest accepted node address, in bytes (a DNS name is at most 253).
+pub const MAX_ADDRESS_LEN: usize = 261;
+
+/// A node's identity: the address it advertises, `host:port`.
+///
+/// Cloning is a reference-count increment, so lookups can hand out owners
+/// without allocating.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(Arc<str>);
+
+/// Why a string is not a node address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressError {
+    /// The rejected text (truncated if very long).
+    pub address: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for AddressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid node address {:?}: {} (expected host:port)",
+            self.address, self.reason
+        )
+    }
+}
+
+impl std::error::Error for AddressError {}
+
+impl NodeId {
+    /// Parses `host:port` (`[v6]:port` for IPv6). The host is not resolved.
+    pub fn parse(text: &str) -> Result<NodeId, AddressError> {
+        let fail = |reason| AddressError {
+            address: text.chars().take(80).collect(),
+            reason,
+        };
+        if text.len() > MAX_ADDRESS_LEN {
+            return Err(fail("too long"));
+        }
+        let (host, port) = text.rsplit_once(':').ok_or_else(|| fail("no port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| fail("port is not a number 1-65535"))?;
+        if port == 0 {
+            return Err(fail("port 0 cannot be advertised"));
+        }
+        if host.is_empty() {
+            return Err(fail("empty host"));
+        }
+        let bare = match host.strip_prefix('[') {
+            Some(inner) => inner
+                .strip_suffix(']')
+                .ok_or_else(|| fail("unclosed '[' in IPv6 host"))?,
+            None if host.contains(':') => return Err(fail("IPv6 hosts need brackets")),
+            None => host,
+        };
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+        if bare.is_empty() || !bare.chars().all(allowed) {
+            return Err(fail("host has characters not allowed in a name or IP"));
+        }
+        Ok(NodeId(Arc::from(text)))
+    }
+
+    /// The address as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::str::FromStr for NodeId {
+    type Err = AddressError;
+    fn from_str(s: &str) -> Result<NodeId, AddressError> {
+        NodeId::parse(s)
+    }
+}
+
+impl Serialize for NodeId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+// A peer's bytes become a NodeId only if they parse: nothing downstream has to
+// defend against an empty or 1 MiB "address".
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<NodeId, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        NodeId::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A random number drawn at each start of a node, so a restarted node is new.
+pub type Incarnation = u64;
+
+/// What a node is in a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// In the member list: can host a shard.
+    Member,
+    /// Not in the member list: sees the shard map, never hosts a shard.
+    Observer,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_hosts_ipv4_and_bracketed_ipv6() {
+        for ok in ["127.0.0.1:7000", "node-3.example:1", "[::1]:65535", "a_b:9"] {
+            assert_eq!(NodeId::parse(ok).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn rejects_what_cannot_be_dialled() {
+        for bad in [
+            "",
+            "host",
+            ":80",
+            "host:",
+            "host:0",
+            "host:65536",
+            "host:x",
+            "::1:80",
+            "[::1:80",
+            "a b:80",
+            "h\u{e9}:80",
+        ] {
+            let err = NodeId::parse(bad).unwrap_err();
+            assert!(err.to_string().contains("host:port"), "{bad}: {err}");
+        }
+        assert!(NodeId::parse(&format!("{}:1", "a".repeat(300))).is_err());
+    }
+}

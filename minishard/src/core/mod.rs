@@ -1,0 +1,697 @@
+//! The sans-IO core: one node's state machine for one cluster.
+//!
+//! Events go in ([`Core::handle`]), each with the current [`Instant`];
+//! actions come out ([`Core::poll_action`]): send this message to that peer,
+//! wake me at this instant, run this callback, publish this snapshot. The core
+//! never sleeps, reads a clock, spawns a thread or touches a socket, so the
+//! tokio engine and the deterministic simulator ([`crate::sim`]) drive the
+//! very same code.
+//!
+//! Inside: the peer view ([`view`]), the watcher ([`watcher`]), the manager
+//! (the allocation lifecycle in `manager`) and conflicts ([`conflict`]).
+//! After every event the core re-evaluates the whole picture (level-
+//! triggered), so no rule depends on having seen one particular event.
+
+pub mod config;
+pub mod conflict;
+pub mod ids;
+mod manager;
+pub mod record;
+pub mod snapshot;
+pub mod time;
+pub mod view;
+pub mod watcher;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+pub use config::{ConfigError, CoreConfig, Timings};
+pub use ids::{AddressError, Incarnation, NodeId, Role};
+pub use record::{
+    Ack, Claim, Epoch, Holding, PeerMessage, Record, ScoreOffer, Shard, Sighting, Yield,
+};
+pub use snapshot::{CoreCounters, LocalState, NodeState, Owner, Snapshot};
+pub use time::Instant;
+pub use watcher::Health;
+
+use conflict::Episode;
+use manager::Local;
+use view::{Liveness, PeerView};
+use watcher::{Observation, Watcher};
+
+/// Identifies one callback request, so its result finds its way back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallId(pub u64);
+
+/// A callback the application must run. Callbacks of one node run one at a
+/// time in the order asked; each reports back with [`Event::CallDone`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// Ask for the member list again.
+    Nodes,
+    /// This node now owns `shard`: create the application's state.
+    Allocated {
+        /// The shard.
+        shard: Shard,
+        /// The allocation's epoch.
+        epoch: Epoch,
+    },
+    /// Score this node's shard for a conflict.
+    Score {
+        /// The shard.
+        shard: Shard,
+        /// The allocation's epoch.
+        epoch: Epoch,
+    },
+    /// This node won a conflict against `loser` and keeps its shard.
+    Prolonged {
+        /// The shard.
+        shard: Shard,
+        /// The allocation's epoch.
+        epoch: Epoch,
+        /// The node that gives the shard up.
+        loser: NodeId,
+    },
+    /// This node no longer owns `shard`.
+    Deallocated {
+        /// The shard.
+        shard: Shard,
+        /// The allocation's epoch.
+        epoch: Epoch,
+        /// Who won the shard from it, or `None` (degraded, leave, shutdown).
+        winner: Option<NodeId>,
+    },
+    /// This node's view of the cluster's health changed.
+    StatusChanged {
+        /// The health before.
+        old: Health,
+        /// The health now.
+        new: Health,
+    },
+}
+
+impl Call {
+    /// The callback's name, as the application knows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Call::Nodes => "nodes",
+            Call::Allocated { .. } => "allocated",
+            Call::Score { .. } => "score",
+            Call::Prolonged { .. } => "prolonged",
+            Call::Deallocated { .. } => "deallocated",
+            Call::StatusChanged { .. } => "status_changed",
+        }
+    }
+}
+
+/// How a callback ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It returned normally (callbacks that return no value).
+    Done,
+    /// `score` returned this.
+    Score(i64),
+    /// `nodes` returned this member list (already parsed).
+    Members(Vec<NodeId>),
+    /// It failed: an error, a panic, an exception or an unusable return.
+    Failed(String),
+}
+
+/// Something that happened to this node.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A handshake with a peer completed.
+    Connected {
+        /// The peer.
+        peer: NodeId,
+        /// Its incarnation, from the handshake.
+        incarnation: Incarnation,
+        /// Its role, from the handshake.
+        role: Role,
+    },
+    /// The connection to a peer closed or went silent.
+    Lost {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// A connected peer sent a message.
+    Message {
+        /// The peer it came from (not necessarily its author).
+        from: NodeId,
+        /// The message.
+        message: PeerMessage,
+    },
+    /// A callback finished.
+    CallDone {
+        /// The request it answers.
+        id: CallId,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// The member list changed (learned other than through [`Call::Nodes`]).
+    MembersChanged(Vec<NodeId>),
+    /// The application asked to leave (or dropped its handle).
+    Leave,
+    /// The timer set by [`Action::SetTimer`] fired.
+    Timeout,
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Send a message to a connected peer.
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// The message.
+        message: PeerMessage,
+    },
+    /// Deliver [`Event::Timeout`] at this instant (replaces any earlier timer).
+    SetTimer(Instant),
+    /// No timer is needed.
+    CancelTimer,
+    /// Run a callback, then report [`Event::CallDone`].
+    Call {
+        /// The request's id.
+        id: CallId,
+        /// The callback.
+        call: Call,
+    },
+    /// Make this the snapshot lookups read.
+    Publish(Arc<Snapshot>),
+    /// Dial these members and accept handshakes from them (and from observers).
+    SetMembers(Arc<[NodeId]>),
+    /// The node has left: close every connection and stop.
+    Close,
+}
+
+/// One node's state machine for one cluster.
+#[derive(Debug)]
+pub struct Core {
+    config: CoreConfig,
+    incarnation: Incarnation,
+    members: Arc<[NodeId]>,
+    view: PeerView,
+    watcher: Watcher,
+    local: Local,
+    episode: Option<Episode>,
+    episodes: u64,
+    last_offer: Option<ScoreOffer>,
+    last_yield: Option<Yield>,
+    /// Claims wait until this instant unless every member is connected, so
+    /// a node that starts does not claim before it has met its peers.
+    claims_from: Instant,
+    /// The largest epoch seen for each shard.
+    epochs: Vec<Epoch>,
+    published: Arc<Record>,
+    sees_due: Option<Instant>,
+    view_changed_at: Instant,
+    relays_dirty: bool,
+    relays_checked_at: Instant,
+    next_poll: Instant,
+    poll_call: Option<CallId>,
+    next_call: u64,
+    leaving: bool,
+    closed: bool,
+    counters: CoreCounters,
+    snapshot: Option<Arc<Snapshot>>,
+    timer: Option<Instant>,
+    actions: VecDeque<Action>,
+}
+
+impl Core {
+    /// A node starting at `now` with a fresh `incarnation`. The config must
+    /// have passed [`CoreConfig::validate`].
+    pub fn new(config: CoreConfig, incarnation: Incarnation, now: Instant) -> Core {
+        let members: Arc<[NodeId]> = config.members.clone().into();
+        let published = Arc::new(Record {
+            node: config.me.clone(),
+            incarnation,
+            version: 0,
+            role: config.role,
+            holding: Holding::Idle,
+            sees: Vec::new(),
+            offer: None,
+            yielded: None,
+        });
+        let mut core = Core {
+            view: PeerView::new(config.me.clone()),
+            watcher: Watcher::new(config.timings.transition_timeout),
+            epochs: vec![0; config.shard_count as usize],
+            next_poll: now + config.timings.member_poll,
+            claims_from: now + config.timings.heartbeat_timeout,
+            config,
+            incarnation,
+            members,
+            local: Local::Idle { retry_at: None },
+            episode: None,
+            episodes: 0,
+            last_offer: None,
+            last_yield: None,
+            published,
+            sees_due: None,
+            view_changed_at: now,
+            relays_dirty: false,
+            relays_checked_at: now,
+            poll_call: None,
+            next_call: 0,
+            leaving: false,
+            closed: false,
+            counters: CoreCounters::default(),
+            snapshot: None,
+            timer: None,
+            actions: VecDeque::new(),
+        };
+        core.actions
+            .push_back(Action::SetMembers(core.members.clone()));
+        core.evaluate(now);
+        core
+    }
+
+    /// This node's address.
+    pub fn me(&self) -> &NodeId {
+        &self.config.me
+    }
+
+    /// This node's incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
+    }
+
+    /// The health as of the last event.
+    pub fn health(&self) -> Health {
+        self.watcher.health()
+    }
+
+    /// Whether the node has left and closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Option<&Arc<Snapshot>> {
+        self.snapshot.as_ref()
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> CoreCounters {
+        self.counters
+    }
+
+    /// The next action to carry out, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Takes an event that happened at `now`.
+    pub fn handle(&mut self, now: Instant, event: Event) {
+        if self.closed {
+            return;
+        }
+        match event {
+            Event::Connected {
+                peer,
+                incarnation,
+                role,
+            } => self.on_connected(now, peer, incarnation, role),
+            Event::Lost { peer } => {
+                if self.view.lost(&peer) {
+                    self.view_changed(now);
+                }
+            }
+            Event::Message { from, message } => self.on_message(now, &from, message),
+            Event::CallDone { id, outcome } => self.on_call_done(now, id, outcome),
+            Event::MembersChanged(list) => self.on_members(now, list),
+            Event::Leave => self.leaving = true,
+            Event::Timeout => {}
+        }
+        self.evaluate(now);
+    }
+
+    fn on_connected(&mut self, now: Instant, peer: NodeId, incarnation: Incarnation, role: Role) {
+        if peer == self.config.me {
+            return;
+        }
+        if self.view.connected(now, &peer, incarnation, role) {
+            tracing::info!(%peer, "peer restarted: its earlier allocation is void");
+        }
+        // Our record in full on connect; changes follow as they happen.
+        self.actions.push_back(Action::Send {
+            to: peer,
+            message: PeerMessage::Record(self.published.clone()),
+        });
+        self.view_changed(now);
+    }
+
+    fn on_message(&mut self, now: Instant, from: &NodeId, message: PeerMessage) {
+        let PeerMessage::Record(record) = message;
+        // Any epoch this node has seen counts, even in a record it does not
+        // take, so its own next claim of that shard is above it.
+        self.note_epochs(&record);
+        let members = self.members.clone();
+        let is_member = |n: &NodeId| members.contains(n);
+        match self
+            .view
+            .accept(from, record.clone(), is_member, self.config.shard_count)
+        {
+            Ok(view::Accepted::New) => self.view_changed(now),
+            Ok(view::Accepted::Known) => {}
+            Err(refusal) => {
+                self.counters.ignored_messages += 1;
+                tracing::debug!(%from, author = %record.node, ?refusal, "ignored a record");
+            }
+        }
+    }
+
+    fn note_epochs(&mut self, record: &Record) {
+        let mut note = |shard: Shard, epoch: Epoch| {
+            if let Some(seen) = self.epochs.get_mut(shard as usize) {
+                *seen = (*seen).max(epoch);
+            }
+        };
+        if let Some((shard, epoch)) = record.holding.reserved() {
+            note(shard, epoch);
+        }
+        if let Some(offer) = &record.offer {
+            note(offer.shard, offer.epoch);
+        }
+    }
+
+    fn on_members(&mut self, now: Instant, list: Vec<NodeId>) {
+        if let Err(error) = config::validate_members(&list) {
+            self.counters.failed_callbacks += 1;
+            tracing::warn!(%error, "ignored an unusable member list");
+            return;
+        }
+        if *self.members == *list {
+            return;
+        }
+        if (self.config.shard_count as usize) > list.len() {
+            tracing::warn!(
+                shard_count = self.config.shard_count,
+                members = list.len(),
+                "the member list is shorter than shard_count: the cluster will be degraded"
+            );
+        }
+        self.members = list.into();
+        self.actions
+            .push_back(Action::SetMembers(self.members.clone()));
+        self.view_changed(now);
+    }
+
+    fn view_changed(&mut self, now: Instant) {
+        self.view_changed_at = now;
+        self.relays_dirty = true;
+    }
+
+    fn next_call_id(&mut self) -> CallId {
+        self.next_call += 1;
+        CallId(self.next_call)
+    }
+
+    fn call(&mut self, call: Call) -> CallId {
+        let id = self.next_call_id();
+        self.actions.push_back(Action::Call { id, call });
+        id
+    }
+
+    /// Whether this node takes part as a member (in the list, joined as one).
+    fn am_member(&self) -> bool {
+        self.config.role == Role::Member && self.members.contains(&self.config.me)
+    }
+
+    fn is_member(&self, node: &NodeId) -> bool {
+        self.members.contains(node)
+    }
+
+    /// The whole picture again, after any event.
+    fn evaluate(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        if self.view.refresh(now, self.config.timings.node_grace) {
+            self.view_changed(now);
+        }
+        self.poll_members(now);
+        self.update_health(now);
+        self.manage(now);
+        if self.closed {
+            return;
+        }
+        self.update_health(now);
+        self.sync_record(now);
+        self.send_relays(now);
+        self.publish_snapshot();
+        self.arm_timer(now);
+    }
+
+    fn poll_members(&mut self, now: Instant) {
+        if now >= self.next_poll && self.poll_call.is_none() {
+            self.next_poll = now + self.config.timings.member_poll;
+            self.poll_call = Some(self.call(Call::Nodes));
+        }
+    }
+
+    fn observe(&self) -> Observation {
+        let visible_peers = self
+            .view
+            .up()
+            .filter(|(id, _)| self.is_member(id))
+            .filter(|(id, _)| self.view.connected_role(id) == Some(Role::Member))
+            .count();
+        let settled_ownership = (0..self.config.shard_count).all(|shard| {
+            let mut holders = self.holders(shard);
+            match (holders.next(), holders.next()) {
+                (Some((node, Holding::Active { .. })), None) => {
+                    node == &self.config.me || self.view.liveness(node) == Liveness::Up
+                }
+                _ => false,
+            }
+        });
+        Observation {
+            visible_members: visible_peers + usize::from(self.am_member()),
+            shard_count: self.config.shard_count as usize,
+            settled_ownership,
+        }
+    }
+
+    fn update_health(&mut self, now: Instant) {
+        let seen = self.observe();
+        if let Some((old, new)) = self.watcher.update(now, seen) {
+            tracing::info!(%old, %new, "health changed");
+            self.call(Call::StatusChanged { old, new });
+        }
+    }
+
+    /// Every node whose holding reserves `shard` in this view, this node included.
+    fn holders(&self, shard: Shard) -> impl Iterator<Item = (&NodeId, Holding)> {
+        let own = self.local.holding();
+        let mine =
+            (own.reserved().map(|(s, _)| s) == Some(shard)).then_some((&self.config.me, own));
+        let peers = self
+            .view
+            .present_records()
+            .filter(move |(r, _)| self.is_member(&r.node))
+            .filter(move |(r, _)| r.holding.reserved().map(|(s, _)| s) == Some(shard))
+            .map(|(r, _)| (&r.node, r.holding));
+        mine.into_iter().chain(peers)
+    }
+
+    /// Publishes this node's record: at once when what it holds or offers
+    /// changed, a little later when only the peers it sees did (a cold start
+    /// changes them many times in a few milliseconds).
+    fn sync_record(&mut self, now: Instant) {
+        let holding = self.local.holding();
+        let sees = self.view.sightings();
+        let role = if self.am_member() {
+            Role::Member
+        } else {
+            Role::Observer
+        };
+        let old = &self.published;
+        let urgent = old.holding != holding
+            || old.offer != self.last_offer
+            || old.yielded != self.last_yield
+            || old.role != role;
+        let sees_changed = old.sees != sees;
+        if sees_changed && !urgent {
+            let due = *self
+                .sees_due
+                .get_or_insert(now + self.config.timings.settle / 2);
+            if now < due {
+                return;
+            }
+        }
+        if !urgent && !sees_changed {
+            return;
+        }
+        if urgent {
+            self.view_changed_at = now;
+        }
+        self.sees_due = None;
+        let record = Arc::new(Record {
+            node: self.config.me.clone(),
+            incarnation: self.incarnation,
+            version: old.version + 1,
+            role,
+            holding,
+            sees,
+            offer: self.last_offer.clone(),
+            yielded: self.last_yield.clone(),
+        });
+        self.published = record.clone();
+        let peers: Vec<NodeId> = self.view.up().map(|(id, _)| id.clone()).collect();
+        for to in peers {
+            self.actions.push_back(Action::Send {
+                to,
+                message: PeerMessage::Record(record.clone()),
+            });
+        }
+        self.relays_dirty = true;
+    }
+
+    /// A member peer takes relays once it has been connected for a heartbeat
+    /// timeout: by then a cold start has connected it to everyone it can
+    /// reach, and relaying earlier would send it records it gets directly.
+    /// Observers take them at once: they connect to one node only.
+    fn relay_from(&self, peer: &NodeId) -> Option<Instant> {
+        match self.view.connected_role(peer)? {
+            Role::Observer => Some(Instant::ZERO),
+            Role::Member => Some(self.view.up_since(peer)? + self.config.timings.heartbeat_timeout),
+        }
+    }
+
+    fn send_relays(&mut self, now: Instant) {
+        let newly_eligible = self
+            .view
+            .up()
+            .filter_map(|(id, _)| self.relay_from(id))
+            .any(|at| at <= now && at > self.relays_checked_at);
+        self.relays_checked_at = now;
+        if !self.relays_dirty && !newly_eligible {
+            return;
+        }
+        self.relays_dirty = false;
+        let targets: Vec<NodeId> = self
+            .view
+            .up()
+            .filter(|(_, record)| record.is_some())
+            .filter(|(id, _)| self.relay_from(id).is_some_and(|at| at <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let members = self.members.clone();
+        for to in targets {
+            for record in self.view.relays_for(&to, |n| members.contains(n)) {
+                self.actions.push_back(Action::Send {
+                    to: to.clone(),
+                    message: PeerMessage::Record(record),
+                });
+            }
+        }
+    }
+
+    fn publish_snapshot(&mut self) {
+        let snapshot = self.build_snapshot();
+        if self.snapshot.as_deref() != Some(&snapshot) {
+            let snapshot = Arc::new(snapshot);
+            self.snapshot = Some(snapshot.clone());
+            self.actions.push_back(Action::Publish(snapshot));
+        }
+    }
+
+    fn build_snapshot(&self) -> Snapshot {
+        let owners = (0..self.config.shard_count)
+            .map(|shard| {
+                // While two claims stand, report the one a tie would keep.
+                self.holders(shard)
+                    .filter_map(|(node, holding)| match holding {
+                        Holding::Active { epoch, .. } => Some(Owner {
+                            node: node.clone(),
+                            epoch,
+                        }),
+                        _ => None,
+                    })
+                    .min_by(|a, b| (a.epoch, &a.node).cmp(&(b.epoch, &b.node)))
+            })
+            .collect();
+        let mut nodes: Vec<(NodeId, NodeState)> = Vec::new();
+        for member in self.members.iter().filter(|m| **m != self.config.me) {
+            nodes.push((member.clone(), self.node_state(member)));
+        }
+        for (id, _) in self.view.up() {
+            if !self.is_member(id) {
+                nodes.push((id.clone(), NodeState::Connected));
+            }
+        }
+        let own_state = match self.local.holding() {
+            Holding::Active { shard, .. } => NodeState::Active { shard },
+            Holding::Claiming { .. } | Holding::Releasing { .. } => NodeState::Transition,
+            Holding::Standby => NodeState::Standby,
+            Holding::Idle if self.am_member() => NodeState::Standby,
+            Holding::Idle | Holding::Left => NodeState::Connected,
+        };
+        nodes.push((self.config.me.clone(), own_state));
+        nodes.sort_by(|a, b| a.0.cmp(&b.0));
+        Snapshot {
+            health: self.watcher.health(),
+            shard_count: self.config.shard_count,
+            owners,
+            local: self.local.state(),
+            nodes,
+            members: self.members.clone(),
+            counters: self.counters,
+        }
+    }
+
+    fn node_state(&self, node: &NodeId) -> NodeState {
+        let liveness = self.view.liveness(node);
+        let holding = self.view.record(node).map(|r| r.holding);
+        match (liveness, holding) {
+            (Liveness::Down, _) => NodeState::Unavailable,
+            (Liveness::Up, Some(Holding::Active { shard, .. })) => NodeState::Active { shard },
+            (Liveness::Up, Some(Holding::Claiming { .. } | Holding::Releasing { .. })) => {
+                NodeState::Transition
+            }
+            (Liveness::Up, _) => NodeState::Standby,
+            (_, Some(h)) if h.reserved().is_some() => NodeState::Transition,
+            _ => NodeState::Unavailable,
+        }
+    }
+
+    fn arm_timer(&mut self, now: Instant) {
+        let t = &self.config.timings;
+        let settle_end = self.view_changed_at + t.settle;
+        let candidates = [
+            self.watcher.deadline(),
+            self.view.next_grace_end(t.node_grace),
+            (matches!(self.local, Local::Standby) && settle_end > now).then_some(settle_end),
+            (matches!(self.local, Local::Standby) && self.claims_from > now)
+                .then_some(self.claims_from),
+            self.episode.as_ref().map(|e| {
+                // The score deadline, then the wait for rivals' scores.
+                let waits = if e.score.is_none() { 1 } else { 2 };
+                e.started + t.score_deadline * waits
+            }),
+            self.local.retry_at(),
+            self.sees_due,
+            self.view
+                .up()
+                .filter_map(|(id, _)| self.relay_from(id))
+                .filter(|at| *at > now)
+                .min(),
+            Some(self.next_poll),
+        ];
+        let next = candidates
+            .into_iter()
+            .flatten()
+            .filter(|at| *at > now)
+            .min();
+        if next != self.timer {
+            self.timer = next;
+            self.actions.push_back(match next {
+                Some(at) => Action::SetTimer(at),
+                None => Action::CancelTimer,
+            });
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! What nodes tell each other: each node's record of itself.
+//!
+//! A node is the only author of its own record. It sends it in full on
+//! connect and again on every change; peers relay it to nodes that cannot see
+//! its author (DESIGN.md 6.1, 6.3), unchanged, so the highest `version` of an
+//! incarnation is always the truth.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{Incarnation, NodeId, Role};
+
+/// A shard number, `0 .. shard_count`.
+pub type Shard = u32;
+
+/// Fencing number of an allocation: larger than any epoch its owner had seen
+/// for that shard.
+pub type Epoch = u64;
+
+/// What a node holds, as it publishes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Holding {
+    /// Not taking shards: an observer, a degraded member, or a member backing
+    /// off after a failed `allocated`.
+    Idle,
+    /// A member ready to take a free shard.
+    Standby,
+    /// Announced a claim; its `allocated` callback is running.
+    Claiming {
+        /// The claimed shard.
+        shard: Shard,
+        /// The claim's epoch.
+        epoch: Epoch,
+    },
+    /// Owns the shard: `allocated` returned.
+    Active {
+        /// The owned shard.
+        shard: Shard,
+        /// The allocation's epoch.
+        epoch: Epoch,
+    },
+    /// Giving the shard up: its `deallocated` callback is running. The shard
+    /// stays reserved until it returns, so the next owner never overlaps it.
+    Releasing {
+        /// The shard being released.
+        shard: Shard,
+        /// The epoch of the allocation being ended.
+        epoch: Epoch,
+    },
+    /// Left the cluster for good (this incarnation): its shard is free now.
+    Left,
+}
+
+impl Holding {
+    /// The shard and epoch this holding reserves, if any.
+    pub fn reserved(self) -> Option<(Shard, Epoch)> {
+        match self {
+            Holding::Claiming { shard, epoch }
+            | Holding::Active { shard, epoch }
+            | Holding::Releasing { shard, epoch } => Some((shard, epoch)),
+            Holding::Idle | Holding::Standby | Holding::Left => None,
+        }
+    }
+
+    /// The shard and epoch this holding contends for in a conflict: a claim
+    /// or an allocation, not one already being given up.
+    pub fn contending(self) -> Option<(Shard, Epoch)> {
+        match self {
+            Holding::Claiming { shard, epoch } | Holding::Active { shard, epoch } => {
+                Some((shard, epoch))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One node's claim on a shard, as a participant of a conflict.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Claim {
+    /// The claimant.
+    pub node: NodeId,
+    /// The claimant's incarnation.
+    pub incarnation: Incarnation,
+    /// The claim's epoch.
+    pub epoch: Epoch,
+}
+
+/// A rival's score that a node has seen, in the episode it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ack {
+    /// The rival.
+    pub node: NodeId,
+    /// The epoch of the rival's claim.
+    pub epoch: Epoch,
+    /// The rival's episode whose score was seen.
+    pub episode: u64,
+}
+
+/// A node's score for its current claim, in one conflict episode.
+///
+/// A rival may rank this claim by `score` only if `acks` names the rival's own
+/// current episode: that proves this score was made while both were in the
+/// same conflict, so two owners never rank each other by scores from
+/// different episodes and never both give the shard up.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ScoreOffer {
+    /// The disputed shard.
+    pub shard: Shard,
+    /// The epoch of the claim it scores.
+    pub epoch: Epoch,
+    /// The author's episode number (grows within an incarnation).
+    pub episode: u64,
+    /// The score, or `None` when the `score` callback failed or was late
+    /// (which ranks last).
+    pub score: Option<i64>,
+    /// The rivals' offers seen in this episode, sorted.
+    pub acks: Vec<Ack>,
+}
+
+/// A conflict a node lost: which allocation it gave up, and to whom. The
+/// winner is told `prolonged` on seeing it, so it hears of exactly the losers
+/// that were told `deallocated` with its name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Yield {
+    /// The shard given up.
+    pub shard: Shard,
+    /// The epoch of the allocation given up.
+    pub epoch: Epoch,
+    /// The claim that won.
+    pub winner: Claim,
+    /// The winner's score it was ranked by.
+    pub winner_score: Option<i64>,
+    /// The loser's own score.
+    pub own_score: Option<i64>,
+}
+
+/// A peer this node currently sees (connected, handshake done).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Sighting {
+    /// The peer.
+    pub node: NodeId,
+    /// Its incarnation on that connection.
+    pub incarnation: Incarnation,
+}
+
+/// Everything a node publishes about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Record {
+    /// The author.
+    pub node: NodeId,
+    /// The author's incarnation.
+    pub incarnation: Incarnation,
+    /// Grows with every change the author publishes in this incarnation.
+    pub version: u64,
+    /// Member or observer.
+    pub role: Role,
+    /// What it holds.
+    pub holding: Holding,
+    /// The peers it sees, sorted.
+    pub sees: Vec<Sighting>,
+    /// Its score in its latest conflict, kept after the conflict so a peer
+    /// that learns of it late still ranks the claim the same way.
+    pub offer: Option<ScoreOffer>,
+    /// The latest conflict it lost, kept for the same reason as `offer`.
+    pub yielded: Option<Yield>,
+}
+
+impl Record {
+    /// Whether this record says its author sees `node` (any incarnation).
+    pub fn sees_node(&self, node: &NodeId) -> bool {
+        self.sees.iter().any(|s| &s.node == node)
+    }
+
+    /// Whether this record says its author sees `node` in `incarnation`.
+    pub fn sees_incarnation(&self, node: &NodeId, incarnation: Incarnation) -> bool {
+        self.sees
+            .iter()
+            .any(|s| &s.node == node && s.incarnation == incarnation)
+    }
+}
+
+/// A message between the cores of two nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// A node's record: from its author, or relayed.
+    Record(Arc<Record>),
+}

@@ -1,0 +1,109 @@
+//! What lookups read: an immutable picture of this node's view, rebuilt by
+//! the core after every step that changes it and swapped in by the driver.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::ids::NodeId;
+use super::record::{Epoch, Shard};
+use super::watcher::Health;
+
+/// The owner of a shard in this node's view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    /// The owning node.
+    pub node: NodeId,
+    /// Its allocation's epoch.
+    pub epoch: Epoch,
+}
+
+/// What this node itself is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LocalState {
+    /// Not taking shards (observer, degraded, backing off, left).
+    Idle,
+    /// Ready to take a shard.
+    Standby,
+    /// Owns a shard: its `allocated` returned and no `deallocated` was sent.
+    Allocated {
+        /// The shard.
+        shard: Shard,
+        /// The allocation's epoch.
+        epoch: Epoch,
+    },
+}
+
+/// How this node sees another node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum NodeState {
+    /// Not connected and holding nothing in this view.
+    Unavailable,
+    /// Connected, but not in the member list (an observer).
+    Connected,
+    /// A member without a shard.
+    Standby,
+    /// A member that owns a shard.
+    Active {
+        /// The shard.
+        shard: Shard,
+    },
+    /// Claiming or releasing a shard, or out of reach while still holding one.
+    Transition,
+}
+
+/// The core's own counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CoreCounters {
+    /// `allocated` callbacks that returned successfully.
+    pub allocations: u64,
+    /// `deallocated` callbacks sent.
+    pub deallocations: u64,
+    /// Conflicts this node decided (won or lost).
+    pub conflicts_resolved: u64,
+    /// Callbacks that failed or were late.
+    pub failed_callbacks: u64,
+    /// Peer messages ignored because they made no sense in the current state.
+    pub ignored_messages: u64,
+}
+
+/// Everything a lookup may ask, at one instant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// This node's view of the cluster's health.
+    pub health: Health,
+    /// The configured number of shards.
+    pub shard_count: u32,
+    /// The owner of each shard, `None` where there is none.
+    pub owners: Vec<Option<Owner>>,
+    /// What this node is doing.
+    pub local: LocalState,
+    /// Every member and connected node, sorted, with this node among them.
+    pub nodes: Vec<(NodeId, NodeState)>,
+    /// The member list in force.
+    pub members: Arc<[NodeId]>,
+    /// Counters.
+    pub counters: CoreCounters,
+}
+
+impl Snapshot {
+    /// The owner of `shard`, if any.
+    pub fn owner(&self, shard: Shard) -> Option<&Owner> {
+        self.owners.get(shard as usize)?.as_ref()
+    }
+
+    /// How many shards have an owner.
+    pub fn allocated_count(&self) -> usize {
+        self.owners.iter().flatten().count()
+    }
+
+    /// This node's shard and epoch, if it owns one.
+    pub fn my_shard(&self) -> Option<(Shard, Epoch)> {
+        match self.local {
+            LocalState::Allocated { shard, epoch } => Some((shard, epoch)),
+            _ => None,
+        }
+    }
+}

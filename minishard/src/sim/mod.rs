@@ -1,0 +1,907 @@
+//! A deterministic simulator: many nodes of the real [`crate::core`] on a
+//! simulated network and clock, driven by a seed.
+//!
+//! It is another executor of the core's actions, like the tokio engine: it
+//! delivers messages with latency over TCP-like connections, fires timers,
+//! runs the applications' callbacks one at a time per node (fast, slow or
+//! failing), and injects faults: cuts in one or both directions, splits,
+//! crashes, restarts with new incarnations and graceful leaves. The
+//! [`Ledger`] checks callback discipline as it happens; [`schedule`] runs
+//! random fault schedules and checks DESIGN.md section 7 after each.
+//!
+//! Scenario tests script it directly:
+//! ```
+//! use minishard::sim::{Sim, SimConfig};
+//! let mut sim = Sim::new(SimConfig::new(5, 3));
+//! sim.start_all();
+//! assert!(sim.wait_until(std::time::Duration::from_secs(5), |s| s.converged()));
+//! ```
+
+pub mod ledger;
+mod network;
+pub mod schedule;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::core::{
+    Action, Call, CallId, Core, CoreConfig, Epoch, Event, Health, Incarnation, Instant, NodeId,
+    Outcome, PeerMessage, Role, Snapshot, Timings, Yield,
+};
+pub use ledger::{Allocation, Ending, Ledger};
+use network::{Delivery, Net};
+
+/// The shape of a simulated cluster.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Members (nodes in the member list).
+    pub members: usize,
+    /// Observers (joined, not in the member list).
+    pub observers: usize,
+    /// Shards to keep.
+    pub shard_count: u32,
+    /// Protocol timings.
+    pub timings: Timings,
+    /// Seed for every random choice.
+    pub seed: u64,
+}
+
+impl SimConfig {
+    /// `members` members keeping `shard_count` shards, default timings, seed 1.
+    pub fn new(members: usize, shard_count: u32) -> SimConfig {
+        SimConfig {
+            members,
+            observers: 0,
+            shard_count,
+            timings: Timings::default(),
+            seed: 1,
+        }
+    }
+}
+
+/// How the simulated network and applications behave; change it at any time.
+#[derive(Clone, Debug)]
+pub struct Behaviour {
+    /// Message latency, uniformly drawn from this range.
+    pub latency: (Duration, Duration),
+    /// Duration of an ordinary callback.
+    pub callback: (Duration, Duration),
+    /// Probability that a callback is slow.
+    pub slow_probability: f64,
+    /// Duration of a slow callback.
+    pub slow: (Duration, Duration),
+    /// Probability that `allocated`, `score` or `prolonged` fails.
+    pub fail_probability: f64,
+    /// Delay before a node dials a peer it is not connected to.
+    pub dial: (Duration, Duration),
+}
+
+impl Default for Behaviour {
+    fn default() -> Behaviour {
+        Behaviour {
+            latency: (Duration::from_micros(100), Duration::from_millis(2)),
+            callback: (Duration::from_micros(10), Duration::from_millis(2)),
+            slow_probability: 0.0,
+            slow: (Duration::from_millis(200), Duration::from_millis(2500)),
+            fail_probability: 0.0,
+            dial: (Duration::from_millis(5), Duration::from_millis(300)),
+        }
+    }
+}
+
+/// One simulated node slot: an address that may be running an incarnation.
+#[derive(Debug)]
+struct Node {
+    id: NodeId,
+    role: Role,
+    core: Option<Core>,
+    incarnation: Incarnation,
+    timer: Option<Instant>,
+    pending_calls: VecDeque<(CallId, Call)>,
+    busy: bool,
+    /// When the latest slow callback of this node ends.
+    slow_until: Instant,
+    snapshot: Option<Arc<Snapshot>>,
+    /// The largest epoch this incarnation has seen for each shard.
+    seen_epochs: Vec<Epoch>,
+    /// What its `score` returns; random when `None`.
+    fixed_score: Option<i64>,
+}
+
+/// The other end of a connection being closed.
+struct FarEnd {
+    conn: u64,
+    node: NodeId,
+    incarnation: Incarnation,
+    drained: Instant,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver(Delivery),
+    Timer {
+        node: usize,
+        incarnation: Incarnation,
+        at: Instant,
+    },
+    CallDone {
+        node: usize,
+        incarnation: Incarnation,
+        id: CallId,
+        outcome: Outcome,
+    },
+    SilenceCheck {
+        conn: u64,
+        from: NodeId,
+        to: NodeId,
+    },
+    Lost {
+        conn: u64,
+        node: usize,
+        incarnation: Incarnation,
+        peer: NodeId,
+    },
+    Dial {
+        a: usize,
+        b: usize,
+    },
+}
+
+/// The simulated world.
+pub struct Sim {
+    config: SimConfig,
+    now: Instant,
+    rng: StdRng,
+    queue: BTreeMap<(Instant, u64), Ev>,
+    seq: u64,
+    nodes: Vec<Node>,
+    members: Vec<NodeId>,
+    net: Net,
+    /// What the network and applications do.
+    pub behaviour: Behaviour,
+    ledger: Ledger,
+    /// Every conflict each node published it lost, in order.
+    yields: Vec<(Instant, NodeId, Yield)>,
+    trace: bool,
+}
+
+impl Sim {
+    /// A world with every node stopped.
+    pub fn new(config: SimConfig) -> Sim {
+        let address = |i: usize| {
+            NodeId::parse(&format!("10.0.{}.{}:7000", i / 200, i % 200 + 1)).expect("valid")
+        };
+        let total = config.members + config.observers;
+        let nodes: Vec<Node> = (0..total)
+            .map(|i| Node {
+                id: address(i),
+                role: if i < config.members {
+                    Role::Member
+                } else {
+                    Role::Observer
+                },
+                core: None,
+                incarnation: 0,
+                timer: None,
+                pending_calls: VecDeque::new(),
+                busy: false,
+                slow_until: Instant::ZERO,
+                snapshot: None,
+                seen_epochs: vec![0; config.shard_count as usize],
+                fixed_score: None,
+            })
+            .collect();
+        let members = nodes[..config.members]
+            .iter()
+            .map(|n| n.id.clone())
+            .collect();
+        Sim {
+            rng: StdRng::seed_from_u64(config.seed),
+            config,
+            now: Instant::ZERO,
+            queue: BTreeMap::new(),
+            seq: 0,
+            nodes,
+            members,
+            net: Net::default(),
+            behaviour: Behaviour::default(),
+            ledger: Ledger::default(),
+            yields: Vec::new(),
+            trace: false,
+        }
+    }
+
+    /// Prints every step to stderr.
+    pub fn set_trace(&mut self, on: bool) {
+        self.trace = on;
+    }
+
+    /// The current simulated instant.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The cluster's shape.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// Number of node slots (members first, then observers).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no node slots.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The address of node `i`.
+    pub fn id(&self, i: usize) -> &NodeId {
+        &self.nodes[i].id
+    }
+
+    /// Whether node `i` is an observer.
+    pub fn is_observer(&self, i: usize) -> bool {
+        self.nodes[i].role == Role::Observer
+    }
+
+    /// Whether node `i` is running.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].core.is_some()
+    }
+
+    /// Node `i`'s current incarnation.
+    pub fn incarnation(&self, i: usize) -> Incarnation {
+        self.nodes[i].incarnation
+    }
+
+    /// Node `i`'s latest snapshot (kept after it stops).
+    pub fn snapshot(&self, i: usize) -> Option<&Arc<Snapshot>> {
+        self.nodes[i].snapshot.as_ref()
+    }
+
+    /// Node `i`'s health, if it is running.
+    pub fn health(&self, i: usize) -> Option<Health> {
+        self.nodes[i].core.as_ref().map(Core::health)
+    }
+
+    /// Every callback so far.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Every lost conflict published so far.
+    pub fn yields(&self) -> &[(Instant, NodeId, Yield)] {
+        &self.yields
+    }
+
+    /// Fixes what node `i`'s `score` returns (`None`: random).
+    pub fn set_score(&mut self, i: usize, score: Option<i64>) {
+        self.nodes[i].fixed_score = score;
+    }
+
+    /// When node `i`'s latest slow callback ends.
+    pub fn slow_until(&self, i: usize) -> Instant {
+        self.nodes[i].slow_until
+    }
+
+    fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| &n.id == id)
+    }
+
+    fn schedule(&mut self, at: Instant, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((at.max(self.now), self.seq), ev);
+    }
+
+    fn draw(&mut self, range: (Duration, Duration)) -> Duration {
+        if range.1 <= range.0 {
+            return range.0;
+        }
+        let micros = self
+            .rng
+            .random_range(range.0.as_micros() as u64..=range.1.as_micros() as u64);
+        Duration::from_micros(micros)
+    }
+
+    /// Starts node `i` with a fresh incarnation (a restart if it ran before).
+    pub fn start(&mut self, i: usize) {
+        if self.is_running(i) {
+            return;
+        }
+        let incarnation = self.rng.random::<u64>();
+        let node = &mut self.nodes[i];
+        let config = CoreConfig {
+            me: node.id.clone(),
+            role: node.role,
+            members: self.members.clone(),
+            shard_count: self.config.shard_count,
+            timings: self.config.timings,
+        };
+        config.validate().expect("simulated config is valid");
+        node.incarnation = incarnation;
+        node.timer = None;
+        node.pending_calls.clear();
+        node.busy = false;
+        node.seen_epochs = vec![0; self.config.shard_count as usize];
+        node.core = Some(Core::new(config, incarnation, self.now));
+        self.drive(i);
+        for peer in 0..self.nodes.len() {
+            if peer != i {
+                self.schedule_dial(i, peer);
+            }
+        }
+    }
+
+    /// Starts every node, each a few milliseconds after the previous.
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start(i);
+            let gap = self.draw((Duration::ZERO, Duration::from_millis(10)));
+            self.run_for(gap);
+        }
+    }
+
+    /// Kills node `i` without a word: its application loses its shard with
+    /// no callback, its peers notice when their connections break.
+    pub fn crash(&mut self, i: usize) {
+        let Some(_core) = self.nodes[i].core.take() else {
+            return;
+        };
+        let (id, incarnation) = (self.nodes[i].id.clone(), self.nodes[i].incarnation);
+        self.ledger.crashed(self.now, &id, incarnation);
+        let node = &mut self.nodes[i];
+        node.pending_calls.clear();
+        node.busy = false;
+        node.timer = None;
+        // A killed process's kernel closes its sockets at once; a dead host
+        // is noticed only when heartbeats stop.
+        let t = self.config.timings;
+        for end in self.close_connections_of(&id) {
+            let delay = if self.rng.random_bool(0.5) {
+                self.draw((Duration::from_micros(200), Duration::from_millis(2)))
+            } else {
+                t.heartbeat_timeout + self.draw((Duration::ZERO, t.heartbeat_interval / 2))
+            };
+            self.tell_lost(end, &id, self.now + delay);
+        }
+    }
+
+    /// Asks node `i` to leave gracefully.
+    pub fn leave(&mut self, i: usize) {
+        if let Some(core) = self.nodes[i].core.as_mut() {
+            core.handle(self.now, Event::Leave);
+            self.drive(i);
+        }
+    }
+
+    /// Cuts the direction `from → to` (messages from `from` stop reaching `to`).
+    pub fn cut(&mut self, from: usize, to: usize) {
+        let (a, b) = (self.nodes[from].id.clone(), self.nodes[to].id.clone());
+        if let Some(conn) = self.net.cut(self.now, &a, &b) {
+            let jitter = self.draw((Duration::ZERO, self.config.timings.heartbeat_interval / 2));
+            let at = self.now + self.config.timings.heartbeat_timeout + jitter;
+            self.schedule(
+                at,
+                Ev::SilenceCheck {
+                    conn,
+                    from: a,
+                    to: b,
+                },
+            );
+        }
+    }
+
+    /// Cuts both directions between `a` and `b`.
+    pub fn cut_both(&mut self, a: usize, b: usize) {
+        self.cut(a, b);
+        self.cut(b, a);
+    }
+
+    /// Cuts every link between different groups.
+    pub fn split(&mut self, groups: &[Vec<usize>]) {
+        for (gi, group) in groups.iter().enumerate() {
+            for other in groups.iter().skip(gi + 1) {
+                for &a in group {
+                    for &b in other {
+                        self.cut_both(a, b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Heals the direction `from → to`.
+    pub fn heal(&mut self, from: usize, to: usize) {
+        let (a, b) = (self.nodes[from].id.clone(), self.nodes[to].id.clone());
+        let latency = self.draw(self.behaviour.latency);
+        for delivery in self.net.heal(self.now, latency, &a, &b) {
+            self.schedule(delivery.at, Ev::Deliver(delivery));
+        }
+        self.schedule_dial(from, to);
+    }
+
+    /// Heals every cut.
+    pub fn heal_all(&mut self) {
+        for (a, b) in self.net.cuts() {
+            let (a, b) = (
+                self.index_of(&a).expect("known"),
+                self.index_of(&b).expect("known"),
+            );
+            self.heal(a, b);
+        }
+    }
+
+    /// Whether both directions between `a` and `b` pass.
+    pub fn link_clear(&self, a: usize, b: usize) -> bool {
+        self.net.clear(&self.nodes[a].id, &self.nodes[b].id)
+    }
+
+    /// Whether any link is cut.
+    pub fn any_cut(&self) -> bool {
+        !self.net.cuts().is_empty()
+    }
+
+    /// Whether `a` and `b` have a live connection.
+    pub fn connected(&self, a: usize, b: usize) -> bool {
+        self.net
+            .conn(&self.nodes[a].id, &self.nodes[b].id)
+            .is_some_and(|c| !c.closing)
+    }
+
+    /// Whether every pair of running nodes that should connect is connected.
+    pub fn mesh_complete(&self) -> bool {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.is_running(*i))
+            .collect();
+        running.iter().all(|&a| {
+            running
+                .iter()
+                .filter(|&&b| b > a && self.should_connect(a, b))
+                .all(|&b| self.connected(a, b))
+        })
+    }
+
+    fn should_connect(&self, a: usize, b: usize) -> bool {
+        // Members dial members; observers dial members; observers ignore each other.
+        self.nodes[a].role == Role::Member || self.nodes[b].role == Role::Member
+    }
+
+    fn schedule_dial(&mut self, a: usize, b: usize) {
+        if !self.should_connect(a, b) {
+            return;
+        }
+        let delay = self.draw(self.behaviour.dial);
+        self.schedule(self.now + delay, Ev::Dial { a, b });
+    }
+
+    /// Runs until `at`.
+    pub fn run_until(&mut self, at: Instant) {
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > at {
+                break;
+            }
+            let ((time, _), ev) = entry.remove_entry();
+            self.now = time;
+            self.step(ev);
+        }
+        self.now = at;
+    }
+
+    /// Runs for `duration`.
+    pub fn run_for(&mut self, duration: Duration) {
+        self.run_until(self.now + duration);
+    }
+
+    /// Runs until `condition` holds, checking after every event, for at most
+    /// `timeout`. Returns whether it held.
+    pub fn wait_until(&mut self, timeout: Duration, condition: impl Fn(&Sim) -> bool) -> bool {
+        let deadline = self.now + timeout;
+        loop {
+            if condition(self) {
+                return true;
+            }
+            let next = self.queue.first_key_value().map(|(k, _)| k.0);
+            match next {
+                Some(t) if t <= deadline => {
+                    let ((time, _), ev) = self.queue.pop_first().expect("peeked");
+                    self.now = time;
+                    self.step(ev);
+                }
+                _ => {
+                    self.now = deadline;
+                    return condition(self);
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver(d) => self.deliver(d),
+            Ev::Timer {
+                node,
+                incarnation,
+                at,
+            } => {
+                let n = &mut self.nodes[node];
+                if n.incarnation == incarnation && n.timer == Some(at) {
+                    n.timer = None;
+                    self.feed(node, Event::Timeout);
+                }
+            }
+            Ev::CallDone {
+                node,
+                incarnation,
+                id,
+                outcome,
+            } => {
+                if self.nodes[node].incarnation != incarnation {
+                    return;
+                }
+                self.nodes[node].busy = false;
+                self.feed(node, Event::CallDone { id, outcome });
+                self.start_next_call(node);
+            }
+            Ev::SilenceCheck { conn, from, to } => {
+                let timeout = self.config.timings.heartbeat_timeout;
+                let now = self.now;
+                let Some(c) = self.net.conn_mut(&from, &to) else {
+                    return;
+                };
+                if c.id != conn || c.closing {
+                    return;
+                }
+                let silent = c
+                    .dir_mut(&from)
+                    .silent_since
+                    .is_some_and(|t| now >= t + timeout);
+                if !silent {
+                    return;
+                }
+                c.closing = true;
+                let ends = c.ends.clone();
+                for (k, (node, incarnation)) in ends.iter().enumerate() {
+                    let peer = ends[1 - k].0.clone();
+                    let p = self.index_of(node).expect("known");
+                    let delay = self.draw((Duration::ZERO, Duration::from_millis(3)));
+                    self.schedule(
+                        now + delay,
+                        Ev::Lost {
+                            conn,
+                            node: p,
+                            incarnation: *incarnation,
+                            peer,
+                        },
+                    );
+                }
+            }
+            Ev::Lost {
+                conn,
+                node,
+                incarnation,
+                peer,
+            } => {
+                let id = self.nodes[node].id.clone();
+                self.net.remove(&id, &peer, conn);
+                let superseded = self.net.conn(&id, &peer).is_some_and(|c| c.id != conn);
+                if self.nodes[node].incarnation == incarnation && !superseded {
+                    self.feed(node, Event::Lost { peer: peer.clone() });
+                }
+                if let Some(p) = self.index_of(&peer) {
+                    self.schedule_dial(node, p);
+                }
+            }
+            Ev::Dial { a, b } => self.dial(a, b),
+        }
+    }
+
+    fn dial(&mut self, a: usize, b: usize) {
+        let (ida, idb) = (self.nodes[a].id.clone(), self.nodes[b].id.clone());
+        if !self.is_running(a)
+            || !self.is_running(b)
+            || !self.net.clear(&ida, &idb)
+            || self.net.conn(&ida, &idb).is_some()
+        {
+            return;
+        }
+        let (inc_a, inc_b) = (self.nodes[a].incarnation, self.nodes[b].incarnation);
+        self.net.open((ida.clone(), inc_a), (idb.clone(), inc_b));
+        let (role_a, role_b) = (self.nodes[a].role, self.nodes[b].role);
+        let mut order = [(a, idb, inc_b, role_b), (b, ida, inc_a, role_a)];
+        if self.rng.random_bool(0.5) {
+            order.swap(0, 1);
+        }
+        for (node, peer, incarnation, role) in order {
+            self.feed(
+                node,
+                Event::Connected {
+                    peer,
+                    incarnation,
+                    role,
+                },
+            );
+        }
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        let Some(conn) = self.net.conn(&d.from, &d.to) else {
+            return;
+        };
+        if conn.id != d.conn {
+            return;
+        }
+        let expected = conn.incarnation_of(&d.to);
+        let Some(to) = self.index_of(&d.to) else {
+            return;
+        };
+        if self.nodes[to].incarnation != expected || !self.is_running(to) {
+            return;
+        }
+        let PeerMessage::Record(record) = &d.message;
+        let seen = &mut self.nodes[to].seen_epochs;
+        let mut note = |shard: u32, epoch: Epoch| {
+            if let Some(e) = seen.get_mut(shard as usize) {
+                *e = (*e).max(epoch);
+            }
+        };
+        if let Some((shard, epoch)) = record.holding.reserved() {
+            note(shard, epoch);
+        }
+        if let Some(offer) = &record.offer {
+            note(offer.shard, offer.epoch);
+        }
+        self.feed(
+            to,
+            Event::Message {
+                from: d.from,
+                message: d.message,
+            },
+        );
+    }
+
+    fn feed(&mut self, i: usize, event: Event) {
+        let now = self.now;
+        if self.trace {
+            eprintln!("{now} {} <- {event:?}", self.nodes[i].id);
+        }
+        let Some(core) = self.nodes[i].core.as_mut() else {
+            return;
+        };
+        core.handle(now, event);
+        self.drive(i);
+    }
+
+    /// Carries out every action node `i`'s core asked for.
+    fn drive(&mut self, i: usize) {
+        loop {
+            let Some(action) = self.nodes[i].core.as_mut().and_then(Core::poll_action) else {
+                return;
+            };
+            if self.trace {
+                eprintln!("{} {} -> {action:?}", self.now, self.nodes[i].id);
+            }
+            self.act(i, action);
+        }
+    }
+
+    fn act(&mut self, i: usize, action: Action) {
+        let now = self.now;
+        match action {
+            Action::Send { to, message } => {
+                let from = self.nodes[i].id.clone();
+                let PeerMessage::Record(record) = &message;
+                if record.node == from {
+                    if let Some(lost) = &record.yielded {
+                        let known = self
+                            .yields
+                            .iter()
+                            .rev()
+                            .find(|(_, n, _)| *n == from)
+                            .map(|(_, _, y)| y);
+                        if known != Some(lost) {
+                            self.yields.push((now, from.clone(), lost.clone()));
+                        }
+                    }
+                }
+                let latency = self.draw(self.behaviour.latency);
+                if let Some(delivery) = self.net.send(now, latency, &from, &to, message) {
+                    self.schedule(delivery.at, Ev::Deliver(delivery));
+                }
+            }
+            Action::SetTimer(at) => {
+                let node = &mut self.nodes[i];
+                node.timer = Some(at);
+                let incarnation = node.incarnation;
+                self.schedule(
+                    at,
+                    Ev::Timer {
+                        node: i,
+                        incarnation,
+                        at,
+                    },
+                );
+            }
+            Action::CancelTimer => self.nodes[i].timer = None,
+            Action::Call { id, call } => {
+                if let Call::Allocated { shard, epoch } = call {
+                    let node = &mut self.nodes[i];
+                    let seen = &mut node.seen_epochs[shard as usize];
+                    if epoch <= *seen {
+                        self.ledger.violations.push(format!(
+                            "t={now} node={}: allocated shard {shard} with epoch {epoch}, not above {} already seen",
+                            node.id, *seen
+                        ));
+                    }
+                    *seen = (*seen).max(epoch);
+                }
+                self.nodes[i].pending_calls.push_back((id, call));
+                self.start_next_call(i);
+            }
+            Action::Publish(snapshot) => self.nodes[i].snapshot = Some(snapshot),
+            Action::SetMembers(_) => {}
+            Action::Close => self.close(i),
+        }
+    }
+
+    /// A node that left closes its connections once its last messages are out.
+    fn close(&mut self, i: usize) {
+        let id = self.nodes[i].id.clone();
+        self.nodes[i].core = None;
+        self.nodes[i].timer = None;
+        for end in self.close_connections_of(&id) {
+            self.tell_lost(end, &id, self.now);
+        }
+    }
+
+    /// Marks every connection of `id` closing; returns the far ends.
+    fn close_connections_of(&mut self, id: &NodeId) -> Vec<FarEnd> {
+        let ends: Vec<FarEnd> = self
+            .net
+            .conns()
+            .filter(|c| c.ends.iter().any(|e| e.0 == *id))
+            .map(|c| {
+                let (node, incarnation) = c
+                    .ends
+                    .iter()
+                    .find(|e| e.0 != *id)
+                    .cloned()
+                    .expect("two ends");
+                FarEnd {
+                    conn: c.id,
+                    node,
+                    incarnation,
+                    drained: c.drained_at(),
+                }
+            })
+            .collect();
+        for end in &ends {
+            if let Some(c) = self.net.conn_mut(id, &end.node) {
+                c.closing = true;
+            }
+        }
+        ends
+    }
+
+    /// Tells the far end that its connection to `gone` closed, at `at` or
+    /// once the messages already sent have arrived (TCP's FIN follows data).
+    fn tell_lost(&mut self, end: FarEnd, gone: &NodeId, at: Instant) {
+        let Some(node) = self.index_of(&end.node) else {
+            return;
+        };
+        let at = at.max(end.drained + Duration::from_micros(1));
+        self.schedule(
+            at,
+            Ev::Lost {
+                conn: end.conn,
+                node,
+                incarnation: end.incarnation,
+                peer: gone.clone(),
+            },
+        );
+    }
+
+    fn start_next_call(&mut self, i: usize) {
+        if self.nodes[i].busy {
+            return;
+        }
+        let Some((id, call)) = self.nodes[i].pending_calls.pop_front() else {
+            return;
+        };
+        let b = self.behaviour.clone();
+        let slow = b.slow_probability > 0.0 && self.rng.random_bool(b.slow_probability);
+        let duration = self.draw(if slow { b.slow } else { b.callback });
+        let can_fail = matches!(
+            call,
+            Call::Allocated { .. } | Call::Score { .. } | Call::Prolonged { .. }
+        );
+        let failed =
+            can_fail && b.fail_probability > 0.0 && self.rng.random_bool(b.fail_probability);
+        let score = match self.nodes[i].fixed_score {
+            Some(s) => s,
+            None => match self.rng.random_range(0..8) {
+                0 => i64::MIN,
+                1 => i64::MAX,
+                2 => 0,
+                _ => self.rng.random_range(-3..=3),
+            },
+        };
+        let outcome = match (&call, failed) {
+            (_, true) => Outcome::Failed("simulated failure".into()),
+            (Call::Score { .. }, false) => Outcome::Score(score),
+            (Call::Nodes, false) => Outcome::Members(self.members.clone()),
+            _ => Outcome::Done,
+        };
+        let node = &mut self.nodes[i];
+        node.busy = true;
+        if slow {
+            node.slow_until = node.slow_until.max(self.now + duration);
+        }
+        self.ledger.begin(
+            self.now,
+            (&node.id, node.incarnation, node.role),
+            &call,
+            &outcome,
+        );
+        let incarnation = node.incarnation;
+        self.schedule(
+            self.now + duration,
+            Ev::CallDone {
+                node: i,
+                incarnation,
+                id,
+                outcome,
+            },
+        );
+    }
+
+    /// Running members.
+    pub fn running_members(&self) -> Vec<usize> {
+        (0..self.config.members)
+            .filter(|i| self.is_running(*i))
+            .collect()
+    }
+
+    /// Every shard has exactly one open allocation, on a running member;
+    /// every running node reports that map and `available`.
+    pub fn converged(&self) -> bool {
+        self.convergence_problem().is_none()
+    }
+
+    /// Why the cluster has not converged, or `None` if it has.
+    pub fn convergence_problem(&self) -> Option<String> {
+        let mut owners: Vec<Vec<&NodeId>> = vec![Vec::new(); self.config.shard_count as usize];
+        for a in self.ledger.open_allocations() {
+            owners[a.shard as usize].push(&a.node);
+        }
+        for (shard, list) in owners.iter().enumerate() {
+            if list.len() != 1 {
+                return Some(format!("shard {shard} is held by {list:?}"));
+            }
+        }
+        for i in (0..self.nodes.len()).filter(|i| self.is_running(*i)) {
+            let Some(snapshot) = self.snapshot(i) else {
+                return Some(format!("{} has no snapshot", self.id(i)));
+            };
+            if snapshot.health != Health::Available {
+                return Some(format!("{} is {}", self.id(i), snapshot.health));
+            }
+            for (shard, list) in owners.iter().enumerate() {
+                let reported = snapshot.owners[shard].as_ref().map(|o| &o.node);
+                if reported != Some(list[0]) {
+                    return Some(format!(
+                        "{} reports {reported:?} for shard {shard}, held by {}",
+                        self.id(i),
+                        list[0]
+                    ));
+                }
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,257 @@
+//! The Rust API: join a cluster with callbacks, look up owners, wait for
+//! health, leave.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::core::{Epoch, Health, LocalState, NodeId, NodeState, Owner, Shard, Snapshot};
+use crate::error::{CallbackError, Error};
+use crate::runtime::Engine;
+
+/// The application's side of a cluster (DESIGN.md 3).
+///
+/// Callbacks of one handle run one at a time, in order, on the handle's
+/// callback thread (or inside [`Cluster::dispatch`] with
+/// [`crate::Dispatch::Host`]), never on the thread that called
+/// [`Cluster::join`]. For each allocation the order is exactly `allocated`,
+/// then any number of `score`/`prolonged`, then one `deallocated`.
+///
+/// A callback that returns an error or panics does not stop the engine: a
+/// failed `allocated` releases the shard and the node backs off; a failed or
+/// late `score` loses the conflict; other failures are logged.
+pub trait Callbacks: Send + 'static {
+    /// What the application keeps for the shard it owns.
+    type State: Send + 'static;
+
+    /// The member list: every node's advertised `host:port`. Asked at join
+    /// and then periodically.
+    fn nodes(&mut self, cluster: &str) -> Result<Vec<String>, CallbackError>;
+
+    /// How many shards the cluster keeps (at least 1, at most the number of
+    /// members). Asked at join.
+    fn shard_count(&mut self, cluster: &str) -> Result<u32, CallbackError>;
+
+    /// This node now owns `shard`; `epoch` is larger than any epoch this node
+    /// has seen for it, for fencing writes by stale owners.
+    fn allocated(
+        &mut self,
+        cluster: &str,
+        shard: Shard,
+        epoch: Epoch,
+    ) -> Result<Self::State, CallbackError>;
+
+    /// A conflict over this node's shard is being resolved: higher wins.
+    fn score(&mut self, state: &mut Self::State) -> Result<i64, CallbackError>;
+
+    /// This node won a conflict against `loser` and keeps its shard.
+    fn prolonged(&mut self, loser: &NodeId, state: &mut Self::State) -> Result<(), CallbackError>;
+
+    /// This node no longer owns its shard: `winner` took it, or no one did
+    /// (degraded, leave, shutdown).
+    fn deallocated(&mut self, winner: Option<&NodeId>, state: Self::State);
+
+    /// This node's view of the cluster's health changed.
+    fn status_changed(&mut self, _cluster: &str, _old: Health, _new: Health) {}
+}
+
+/// A handle on one node's membership of one cluster. Dropping it leaves.
+pub struct Cluster {
+    engine: Engine,
+}
+
+/// The state of the cluster as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// The cluster's name.
+    pub cluster: String,
+    /// This node's advertised address.
+    pub node: NodeId,
+    /// The health.
+    pub health: Health,
+    /// The configured number of shards.
+    pub shard_count: u32,
+    /// How many shards have an owner.
+    pub allocated: usize,
+    /// The owner of each shard.
+    pub owners: Vec<Option<Owner>>,
+    /// Every member and connected node, sorted, this node included.
+    pub nodes: Vec<(NodeId, NodeState)>,
+    /// What this node is doing.
+    pub local: LocalState,
+}
+
+/// Counters since join.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// `allocated` callbacks that returned successfully.
+    pub allocations: u64,
+    /// `deallocated` callbacks sent.
+    pub deallocations: u64,
+    /// Conflicts this node decided.
+    pub conflicts_resolved: u64,
+    /// Callbacks that failed or were late.
+    pub failed_callbacks: u64,
+    /// Peer messages ignored as senseless in the current state.
+    pub ignored_messages: u64,
+    /// Connections established after the first to the same peer.
+    pub reconnects: u64,
+    /// Handshakes refused (wrong cookie, cluster, version, unknown node, ...).
+    pub refused_handshakes: u64,
+    /// Connections closed for a malformed, oversized or unexpected frame.
+    pub protocol_errors: u64,
+    /// The latest heartbeat round trip to any peer, in microseconds.
+    pub heartbeat_rtt_micros: u64,
+}
+
+impl Cluster {
+    /// Joins `cluster` as the node configured in `config`.
+    ///
+    /// Calls `nodes` and `shard_count` (on a thread of its own), checks their
+    /// answers and the configuration together, binds the listener and starts
+    /// the engine. On any error nothing is left running.
+    pub fn join<C: Callbacks>(
+        cluster: &str,
+        callbacks: C,
+        config: Config,
+    ) -> Result<Cluster, Error> {
+        Ok(Cluster {
+            engine: Engine::start(cluster, callbacks, config)?,
+        })
+    }
+
+    /// Leaves gracefully: the shard is handed over at once (DESIGN.md 6.4).
+    /// Returns once `deallocated` has run and every connection is closed.
+    /// Calling it again does nothing. Not allowed from inside a callback.
+    pub fn leave(&self) -> Result<(), Error> {
+        self.engine.leave()
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        self.engine.name()
+    }
+
+    /// This node's advertised address.
+    pub fn node_id(&self) -> &NodeId {
+        self.engine.me()
+    }
+
+    /// The latest snapshot of this node's view. Lock-free.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.engine.snapshot()
+    }
+
+    /// The owner of `shard` in this node's view (while two claims stand, the
+    /// one a tie would keep). Lock-free, no allocation, no syscall.
+    pub fn get_node(&self, shard: Shard) -> Option<NodeId> {
+        self.engine
+            .with_snapshot(|s| s.owner(shard).map(|o| o.node.clone()))
+    }
+
+    /// The owner of every shard.
+    pub fn shard_map(&self) -> Vec<Option<NodeId>> {
+        self.engine.with_snapshot(|s| {
+            s.owners
+                .iter()
+                .map(|o| o.as_ref().map(|o| o.node.clone()))
+                .collect()
+        })
+    }
+
+    /// This node's shard and its epoch, if it owns one.
+    pub fn my_shard(&self) -> Option<(Shard, Epoch)> {
+        self.engine.with_snapshot(Snapshot::my_shard)
+    }
+
+    /// This node's view of the cluster's health.
+    pub fn health(&self) -> Health {
+        self.engine.with_snapshot(|s| s.health)
+    }
+
+    /// Health, owners, every node's state and this node's own.
+    pub fn status(&self) -> Status {
+        let s = self.snapshot();
+        Status {
+            cluster: self.name().to_owned(),
+            node: self.node_id().clone(),
+            health: s.health,
+            shard_count: s.shard_count,
+            allocated: s.allocated_count(),
+            owners: s.owners.clone(),
+            nodes: s.nodes.clone(),
+            local: s.local,
+        }
+    }
+
+    /// Blocks until the health is `health`, for at most `timeout`.
+    pub fn wait_until(&self, health: Health, timeout: Duration) -> Result<(), Error> {
+        self.engine
+            .wait_until(|s| s.health == health, timeout)
+            .map_err(|e| match e {
+                Error::Timeout(_) => Error::Timeout(format!(
+                    "health did not become {health} within {timeout:?} (it is {})",
+                    self.health()
+                )),
+                other => other,
+            })
+    }
+
+    /// Blocks until `condition` holds for a snapshot, for at most `timeout`.
+    pub fn wait_for(
+        &self,
+        condition: impl Fn(&Snapshot) -> bool,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.engine.wait_until(condition, timeout)
+    }
+
+    /// Counters since join.
+    pub fn stats(&self) -> Stats {
+        self.engine.stats()
+    }
+
+    /// Host dispatch: runs up to `max` pending callbacks on this thread and
+    /// returns how many ran.
+    pub fn dispatch(&self, max: usize) -> Result<usize, Error> {
+        self.engine.dispatch(max)
+    }
+
+    /// Host dispatch: a descriptor that is readable while callbacks are
+    /// pending (for epoll, libuv, asyncio). `None` with thread dispatch.
+    pub fn event_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.engine.event_fd()
+    }
+
+    /// Fault injection for tests: drops all traffic to and from `peer`, as a
+    /// cut cable would, until [`Cluster::heal`].
+    pub fn cut(&self, peer: &NodeId) {
+        self.engine.faults().cut(peer);
+    }
+
+    /// Fault injection for tests: restores traffic with `peer`.
+    pub fn heal(&self, peer: &NodeId) {
+        self.engine.faults().heal(peer);
+    }
+
+    /// Fault injection for tests: restores traffic with every peer.
+    pub fn heal_all(&self) {
+        self.engine.faults().heal_all();
+    }
+
+    /// Fault injection for tests: stops the engine at once, as if the
+    /// process died: no callback, no goodbye, connections just close.
+    pub fn crash(self) {
+        self.engine.crash();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Err(error) = self.engine.leave() {
+            tracing::warn!(%error, cluster = self.name(), "leaving on drop failed");
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The engine's configuration: where to listen, the cookie, timings and
+//! limits, with the defaults of DESIGN.md section 10.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::{NodeId, Timings};
+use crate::error::Error;
+use crate::wire::{DEFAULT_FRAME_LIMIT, MAX_FRAME_LIMIT};
+
+/// Where callbacks run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dispatch {
+    /// On a callback thread of the handle's own (the default).
+    #[default]
+    Thread,
+    /// Only inside [`crate::Cluster::dispatch`], on the caller's thread; the
+    /// descriptor from [`crate::Cluster::event_fd`] becomes readable when
+    /// callbacks are pending.
+    Host,
+}
+
+/// Something the mesh did, reported for logs and tools (not a callback).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MeshNotice {
+    /// A handshake with a peer completed.
+    PeerUp {
+        /// The peer.
+        peer: NodeId,
+    },
+    /// A connection to a peer ended.
+    PeerDown {
+        /// The peer.
+        peer: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// A connection was refused or closed for misbehaving.
+    Refused {
+        /// Who it claimed to be, or its socket address.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A function told about every [`MeshNotice`], on the engine's network
+/// thread: it must return quickly.
+pub type NoticeHook = Arc<dyn Fn(&MeshNotice) + Send + Sync>;
+
+/// Settings for one node in one cluster.
+#[derive(Clone)]
+pub struct Config {
+    /// The address to listen on, `host:port`. Port 0 picks a free port (then
+    /// the advertised address is the one bound).
+    pub listen: String,
+    /// The address peers know this node by, if not `listen`.
+    pub advertise: Option<String>,
+    /// The cluster's shared secret. Must not be empty.
+    pub cookie: Vec<u8>,
+    /// Protocol timings.
+    pub timings: Timings,
+    /// Join as an observer: see the shard map, never host a shard.
+    pub observer: bool,
+    /// Where callbacks run.
+    pub dispatch: Dispatch,
+    /// The largest frame accepted, in bytes.
+    pub frame_limit: usize,
+    /// How long a connection may take to authenticate.
+    pub handshake_timeout: Duration,
+    /// Connections allowed to be in their handshake at once.
+    pub max_handshakes: usize,
+    /// Of those, from one source address.
+    pub max_handshakes_per_source: usize,
+    /// Frames queued for one peer before it is considered too slow and
+    /// disconnected.
+    pub send_queue: usize,
+    /// Told about connections coming and going and refusals.
+    pub notice_hook: Option<NoticeHook>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("cookie", &format_args!("<{} bytes>", self.cookie.len()))
+            .field("timings", &self.timings)
+            .field("observer", &self.observer)
+            .field("dispatch", &self.dispatch)
+            .field("frame_limit", &self.frame_limit)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_handshakes", &self.max_handshakes)
+            .field("max_handshakes_per_source", &self.max_handshakes_per_source)
+            .field("send_queue", &self.send_queue)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Defaults for a node listening on `listen` with `cookie`.
+    pub fn new(listen: impl Into<String>, cookie: impl Into<Vec<u8>>) -> Config {
+        Config {
+            listen: listen.into(),
+            advertise: None,
+            cookie: cookie.into(),
+            timings: Timings::default(),
+            observer: false,
+            dispatch: Dispatch::Thread,
+            frame_limit: DEFAULT_FRAME_LIMIT,
+            handshake_timeout: Duration::from_secs(2),
+            max_handshakes: 256,
+            max_handshakes_per_source: 16,
+            send_queue: 4096,
+            notice_hook: None,
+        }
+    }
+
+    /// Checks everything that can be checked before touching the network.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.cookie.is_empty() {
+            return Err(Error::Config(
+                "the cookie is empty: every node of a cluster needs the same non-empty secret"
+                    .into(),
+            ));
+        }
+        listen_port(&self.listen)?;
+        if let Some(advertise) = &self.advertise {
+            NodeId::parse(advertise)?;
+        }
+        self.timings.validate()?;
+        if !(4096..=MAX_FRAME_LIMIT).contains(&self.frame_limit) {
+            return Err(Error::Config(format!(
+                "frame_limit must be between 4096 and {MAX_FRAME_LIMIT} bytes, not {}",
+                self.frame_limit
+            )));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(Error::Config(
+                "handshake_timeout must be greater than zero".into(),
+            ));
+        }
+        for (name, value) in [
+            ("max_handshakes", self.max_handshakes),
+            ("max_handshakes_per_source", self.max_handshakes_per_source),
+            ("send_queue", self.send_queue),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The port of a `host:port` listen address (0 allowed).
+pub(crate) fn listen_port(listen: &str) -> Result<u16, Error> {
+    let bad = |why: &str| {
+        Error::Config(format!(
+            "invalid listen address {listen:?}: {why} (expected host:port)"
+        ))
+    };
+    let (host, port) = listen.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    if host.is_empty() {
+        return Err(bad("empty host"));
+    }
+    port.parse()
+        .map_err(|_| bad("port is not a number 0-65535"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::new("127.0.0.1:7000", b"secret".to_vec())
+            .validate()
+            .unwrap();
+        Config::new("localhost:0", b"s".to_vec())
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_clear_message() {
+        let ok = Config::new("127.0.0.1:7000", b"secret".to_vec());
+        let cases: Vec<(Config, &str)> = vec![
+            (
+                Config {
+                    cookie: vec![],
+                    ..ok.clone()
+                },
+                "cookie is empty",
+            ),
+            (
+                Config {
+                    listen: "nowhere".into(),
+                    ..ok.clone()
+                },
+                "invalid listen address",
+            ),
+            (
+                Config {
+                    listen: "h:99999".into(),
+                    ..ok.clone()
+                },
+                "invalid listen address",
+            ),
+            (
+                Config {
+                    advertise: Some("h:0".into()),
+                    ..ok.clone()
+                },
+                "port 0",
+            ),
+            (
+                Config {
+                    frame_limit: 10,
+                    ..ok.clone()
+                },
+                "frame_limit",
+            ),
+            (
+                Config {
+                    send_queue: 0,
+                    ..ok.clone()
+                },
+                "send_queue",
+            ),
+            (
+                Config {
+                    timings: Timings {
+                        node_grace: Duration::from_millis(900),
+                        ..Timings::default()
+                    },
+                    ..ok.clone()
+                },
+                "node_grace",
+            ),
+        ];
+        for (config, expected) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! One connection: the handshake over a socket, then frames both ways with
+//! heartbeats, until either side closes, a heartbeat is missed, or the peer
+//! sends something it must not.
+//!
+//! A misbehaving peer costs exactly its own connection: every failure here
+//! ends this task with a reason, and nothing else.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::{timeout, timeout_at, Instant as TokioInstant};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+use super::faults::Faults;
+use crate::core::{NodeId, PeerMessage};
+use crate::wire::handshake::{fresh_nonce, Answering, Dialing, Identity, PeerFacts, Refusal};
+use crate::wire::{self, Frame};
+
+/// Identifies one connection, so events of a replaced one are ignored.
+pub(crate) type ConnId = u64;
+
+/// What every connection of a node needs.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub identity: Identity,
+    pub frame_limit: usize,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub send_queue: usize,
+}
+
+/// Counters the mesh keeps.
+#[derive(Debug, Default)]
+pub(crate) struct MeshStats {
+    pub reconnects: AtomicU64,
+    pub refused: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub rtt_micros: AtomicU64,
+}
+
+/// What connections tell the mesh.
+#[derive(Debug)]
+pub(crate) enum ConnEvent {
+    /// A handshake completed.
+    Up {
+        conn: ConnId,
+        peer: PeerFacts,
+        dialed: bool,
+        sender: mpsc::Sender<Frame>,
+        kill: Arc<Notify>,
+    },
+    /// A message for the core.
+    Message {
+        conn: ConnId,
+        peer: NodeId,
+        message: PeerMessage,
+    },
+    /// The connection ended.
+    Down {
+        conn: ConnId,
+        peer: NodeId,
+        reason: String,
+    },
+    /// A connection was refused or closed for misbehaving.
+    Refused { peer: String, reason: String },
+}
+
+pub(crate) struct Streams {
+    reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+}
+
+fn streams(stream: TcpStream, frame_limit: usize) -> Streams {
+    let _ = stream.set_nodelay(true);
+    let codec = LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .max_frame_length(frame_limit)
+        .new_codec();
+    let (read, write) = stream.into_split();
+    Streams {
+        reader: FramedRead::new(read, codec.clone()),
+        writer: FramedWrite::new(write, codec),
+    }
+}
+
+impl Streams {
+    async fn read(&mut self, limit: usize) -> Result<Frame, String> {
+        match self.reader.next().await {
+            None => Err("connection closed".into()),
+            Some(Err(e)) => Err(format!("read failed: {e}")),
+            Some(Ok(bytes)) => wire::decode(&bytes, limit).map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn write(&mut self, frame: &Frame) -> Result<(), String> {
+        self.writer
+            .send(Bytes::from(wire::encode(frame)))
+            .await
+            .map_err(|e| format!("write failed: {e}"))
+    }
+
+    async fn refuse(&mut self, refusal: &Refusal) {
+        if let Some(frame) = refusal.frame() {
+            let _ = self.write(&frame).await;
+        }
+    }
+}
+
+/// Microseconds on a process-wide monotonic clock, for heartbeat round trips.
+fn clock_micros() -> u64 {
+    static BASE: OnceLock<std::time::Instant> = OnceLock::new();
+    BASE.get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
+}
+
+/// Dials `target` and authenticates both ways within the handshake deadline.
+pub(crate) async fn dial(
+    settings: &Settings,
+    target: &NodeId,
+) -> Result<(Streams, PeerFacts), Refusal> {
+    let fail = |reason: String| Refusal {
+        reason,
+        tell_peer: false,
+    };
+    let work = async {
+        let stream = TcpStream::connect(target.as_str())
+            .await
+            .map_err(|e| fail(format!("cannot connect: {e}")))?;
+        let mut s = streams(stream, settings.frame_limit);
+        let (dialing, hello) =
+            Dialing::start(settings.identity.clone(), target.clone(), fresh_nonce());
+        s.write(&hello).await.map_err(fail)?;
+        let challenge = s.read(settings.frame_limit).await.map_err(fail)?;
+        let (awaiting, proof) = match dialing.on_challenge(challenge) {
+            Ok(next) => next,
+            Err(refusal) => {
+                s.refuse(&refusal).await;
+                return Err(refusal);
+            }
+        };
+        s.write(&proof).await.map_err(fail)?;
+        let welcome = s.read(settings.frame_limit).await.map_err(fail)?;
+        let peer = awaiting.on_welcome(welcome)?;
+        Ok((s, peer))
+    };
+    timeout(settings.handshake_timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(fail(format!(
+                "no handshake within {:?}",
+                settings.handshake_timeout
+            )))
+        })
+}
+
+/// Answers a dialer: checks its hello with `admit`, authenticates both ways.
+pub(crate) async fn answer(
+    settings: &Settings,
+    stream: TcpStream,
+    admit: impl FnOnce(&PeerFacts) -> Result<(), String>,
+) -> Result<(Streams, PeerFacts), Refusal> {
+    let fail = |reason: String| Refusal {
+        reason,
+        tell_peer: false,
+    };
+    let mut s = streams(stream, settings.frame_limit);
+    let work = async {
+        let hello = s.read(settings.frame_limit).await.map_err(fail)?;
+        let (answering, challenge) =
+            Answering::on_hello(&settings.identity, hello, fresh_nonce(), admit)?;
+        s.write(&challenge).await.map_err(fail)?;
+        let proof = s.read(settings.frame_limit).await.map_err(fail)?;
+        let peer = answering.on_proof(proof)?;
+        s.write(&Frame::Welcome).await.map_err(fail)?;
+        Ok(peer)
+    };
+    let result = timeout(settings.handshake_timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(fail(format!(
+                "no handshake within {:?}",
+                settings.handshake_timeout
+            )))
+        });
+    match result {
+        Ok(peer) => Ok((s, peer)),
+        Err(refusal) => {
+            s.refuse(&refusal).await;
+            Err(refusal)
+        }
+    }
+}
+
+/// Everything a running connection needs besides its socket.
+pub(crate) struct Link {
+    pub conn: ConnId,
+    pub peer: PeerFacts,
+    pub dialed: bool,
+    pub settings: Arc<Settings>,
+    pub events: mpsc::UnboundedSender<ConnEvent>,
+    pub faults: Arc<Faults>,
+    pub stats: Arc<MeshStats>,
+}
+
+/// Announces the connection to the mesh, then carries frames until it ends.
+pub(crate) async fn run(link: Link, streams: Streams) {
+    let (sender, outbox) = mpsc::channel(link.settings.send_queue);
+    let kill = Arc::new(Notify::new());
+    let up = ConnEvent::Up {
+        conn: link.conn,
+        peer: link.peer.clone(),
+        dialed: link.dialed,
+        sender: sender.clone(),
+        kill: kill.clone(),
+    };
+    if link.events.send(up).is_err() {
+        return;
+    }
+    // Only the mesh holds the outbox's sender: when it lets go, the writer
+    // flushes what is queued and closes. Heartbeat answers go on a side
+    // channel so they do not keep the outbox open.
+    drop(sender);
+    let (acks, acks_out) = mpsc::channel(16);
+    let Streams { reader, writer } = streams;
+    let peer = link.peer.node.clone();
+    let writing = tokio::spawn(write_loop(
+        writer,
+        outbox,
+        acks_out,
+        link.settings.clone(),
+        link.faults.clone(),
+        peer.clone(),
+    ));
+    let reason = tokio::select! {
+        reason = read_loop(&link, reader, acks) => reason,
+        () = kill.notified() => "closed by this node".to_owned(),
+    };
+    writing.abort();
+    let _ = link.events.send(ConnEvent::Down {
+        conn: link.conn,
+        peer,
+        reason,
+    });
+}
+
+async fn write_loop(
+    mut writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    mut outbox: mpsc::Receiver<Frame>,
+    mut acks: mpsc::Receiver<u64>,
+    settings: Arc<Settings>,
+    faults: Arc<Faults>,
+    peer: NodeId,
+) {
+    let mut beat = tokio::time::interval(settings.heartbeat_interval);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let frame = tokio::select! {
+            next = outbox.recv() => match next {
+                Some(frame) => frame,
+                // The mesh let go of this connection: flush and close.
+                None => break,
+            },
+            Some(sent_micros) = acks.recv() => Frame::HeartbeatAck { sent_micros },
+            _ = beat.tick() => Frame::Heartbeat { sent_micros: clock_micros() },
+        };
+        if faults.is_cut(&peer) {
+            continue;
+        }
+        if writer
+            .send(Bytes::from(wire::encode(&frame)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let _ = SinkExt::<Bytes>::close(&mut writer).await;
+}
+
+async fn read_loop(
+    link: &Link,
+    mut reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    acks: mpsc::Sender<u64>,
+) -> String {
+    let settings = &link.settings;
+    let peer = &link.peer.node;
+    let mut last_heard = TokioInstant::now();
+    loop {
+        let next = match timeout_at(last_heard + settings.heartbeat_timeout, reader.next()).await {
+            Err(_) => return format!("no heartbeat for {:?}", settings.heartbeat_timeout),
+            Ok(None) => return "closed by the peer".into(),
+            Ok(Some(next)) => next,
+        };
+        if link.faults.is_cut(peer) {
+            continue;
+        }
+        let frame = match next
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| wire::decode(&bytes, settings.frame_limit).map_err(|e| e.to_string()))
+        {
+            Ok(frame) => frame,
+            Err(reason) => return protocol_error(link, reason),
+        };
+        last_heard = TokioInstant::now();
+        match frame {
+            Frame::Heartbeat { sent_micros } => {
+                // A peer that floods heartbeats gets some answered, not all.
+                let _ = acks.try_send(sent_micros);
+            }
+            Frame::HeartbeatAck { sent_micros } => {
+                let rtt = clock_micros().saturating_sub(sent_micros);
+                link.stats.rtt_micros.store(rtt, Ordering::Relaxed);
+            }
+            Frame::Peer(message) => {
+                let event = ConnEvent::Message {
+                    conn: link.conn,
+                    peer: peer.clone(),
+                    message,
+                };
+                if link.events.send(event).is_err() {
+                    return "engine stopped".into();
+                }
+            }
+            Frame::Refused { reason } => return format!("refused by the peer: {reason}"),
+            other => {
+                return protocol_error(
+                    link,
+                    format!("unexpected {} after the handshake", other.kind()),
+                )
+            }
+        }
+    }
+}
+
+fn protocol_error(link: &Link, reason: String) -> String {
+    link.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+    let _ = link.events.send(ConnEvent::Refused {
+        peer: link.peer.node.to_string(),
+        reason: reason.clone(),
+    });
+    reason
+}

@@ -1,0 +1,429 @@
+//! The mesh: a listener, a dialer per member, and the registry of live
+//! connections, one per peer (DESIGN.md 8).
+//!
+//! Every node dials the members it is not connected to, with exponential
+//! back-off and jitter. To keep one connection per pair, the node with the
+//! smaller address dials and the other waits for it, dialling too only if
+//! nothing came for a while; when two connections still meet, both ends keep
+//! the one dialled by the smaller address. The registry lives on the engine's
+//! task: connection tasks report to it through one channel.
+
+mod conn;
+pub(crate) mod faults;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rand::Rng;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::task::TaskTracker;
+
+use conn::Link;
+pub(crate) use conn::{ConnEvent, ConnId, MeshStats, Settings};
+use faults::Faults;
+
+use crate::config::MeshNotice;
+use crate::core::{Event, NodeId, Role};
+use crate::wire::Frame;
+
+const BACKOFF_START: Duration = Duration::from_millis(50);
+const BACKOFF_CAP: Duration = Duration::from_secs(1);
+/// How long the larger address waits to be dialled before dialling itself.
+const DIAL_FALLBACK: Duration = Duration::from_secs(1);
+
+struct Live {
+    conn: ConnId,
+    incarnation: u64,
+    dialed: bool,
+    sender: mpsc::Sender<Frame>,
+    kill: Arc<Notify>,
+}
+
+/// State shared with the listener and dialer tasks.
+struct Shared {
+    settings: Arc<Settings>,
+    events: mpsc::UnboundedSender<ConnEvent>,
+    members: ArcSwap<Vec<NodeId>>,
+    connected: Mutex<HashSet<NodeId>>,
+    stopping: AtomicBool,
+    next_conn: AtomicU64,
+    faults: Arc<Faults>,
+    stats: Arc<MeshStats>,
+    tracker: TaskTracker,
+    handshakes: Arc<Semaphore>,
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+    max_per_source: usize,
+}
+
+impl Shared {
+    fn is_connected(&self, peer: &NodeId) -> bool {
+        self.connected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(peer)
+    }
+
+    fn link(self: &Arc<Self>, peer: crate::wire::handshake::PeerFacts, dialed: bool) -> Link {
+        Link {
+            conn: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            peer,
+            dialed,
+            settings: self.settings.clone(),
+            events: self.events.clone(),
+            faults: self.faults.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    fn refused(&self, peer: String, reason: String) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        let _ = self.events.send(ConnEvent::Refused { peer, reason });
+    }
+}
+
+/// The registry of live connections, owned by the engine's task.
+pub(crate) struct Mesh {
+    shared: Arc<Shared>,
+    me: NodeId,
+    role: Role,
+    live: HashMap<NodeId, Live>,
+    ever_connected: HashSet<NodeId>,
+    dialers: HashMap<NodeId, tokio::task::AbortHandle>,
+    acceptor: tokio::task::AbortHandle,
+}
+
+impl Mesh {
+    /// Starts listening; dialling starts with [`Mesh::set_members`].
+    pub(crate) fn start(
+        listener: TcpListener,
+        settings: Settings,
+        max_handshakes: usize,
+        max_per_source: usize,
+        faults: Arc<Faults>,
+        stats: Arc<MeshStats>,
+        events: mpsc::UnboundedSender<ConnEvent>,
+    ) -> Mesh {
+        let me = settings.identity.node.clone();
+        let role = settings.identity.role;
+        let shared = Arc::new(Shared {
+            settings: Arc::new(settings),
+            events,
+            members: ArcSwap::from_pointee(Vec::new()),
+            connected: Mutex::new(HashSet::new()),
+            stopping: AtomicBool::new(false),
+            next_conn: AtomicU64::new(1),
+            faults,
+            stats,
+            tracker: TaskTracker::new(),
+            handshakes: Arc::new(Semaphore::new(max_handshakes)),
+            per_source: Mutex::new(HashMap::new()),
+            max_per_source,
+        });
+        let acceptor = tokio::spawn(accept_loop(listener, shared.clone())).abort_handle();
+        Mesh {
+            shared,
+            me,
+            role,
+            live: HashMap::new(),
+            ever_connected: HashSet::new(),
+            dialers: HashMap::new(),
+            acceptor,
+        }
+    }
+
+    /// Dials the members it should and accepts handshakes from them.
+    pub(crate) fn set_members(&mut self, members: &[NodeId]) {
+        self.shared.members.store(Arc::new(members.to_vec()));
+        let wanted: HashSet<&NodeId> = members.iter().filter(|m| **m != self.me).collect();
+        self.dialers.retain(|peer, task| {
+            let keep = wanted.contains(peer);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for peer in wanted {
+            if !self.dialers.contains_key(peer) {
+                let eager = self.role == Role::Observer || self.me < *peer;
+                let task = tokio::spawn(dial_loop(self.shared.clone(), peer.clone(), eager));
+                self.dialers.insert(peer.clone(), task.abort_handle());
+            }
+        }
+    }
+
+    /// Takes a connection event; returns what the core must hear of it and
+    /// what to report to the application's notice hook.
+    pub(crate) fn on_event(&mut self, event: ConnEvent) -> (Option<Event>, Option<MeshNotice>) {
+        match event {
+            ConnEvent::Up {
+                conn,
+                peer,
+                dialed,
+                sender,
+                kill,
+            } => {
+                let facts = peer.clone();
+                if self.on_up(conn, peer, dialed, sender, kill) {
+                    let notice = MeshNotice::PeerUp {
+                        peer: facts.node.clone(),
+                    };
+                    let event = Event::Connected {
+                        peer: facts.node,
+                        incarnation: facts.incarnation,
+                        role: facts.role,
+                    };
+                    (Some(event), Some(notice))
+                } else {
+                    (None, None)
+                }
+            }
+            ConnEvent::Message {
+                conn,
+                peer,
+                message,
+            } => {
+                let live = self.live.get(&peer).is_some_and(|l| l.conn == conn);
+                (
+                    live.then_some(Event::Message {
+                        from: peer,
+                        message,
+                    }),
+                    None,
+                )
+            }
+            ConnEvent::Down { conn, peer, reason } => {
+                if self.live.get(&peer).is_some_and(|l| l.conn == conn) {
+                    self.forget(&peer);
+                    let notice = MeshNotice::PeerDown {
+                        peer: peer.clone(),
+                        reason,
+                    };
+                    (Some(Event::Lost { peer }), Some(notice))
+                } else {
+                    (None, None)
+                }
+            }
+            ConnEvent::Refused { peer, reason } => {
+                (None, Some(MeshNotice::Refused { peer, reason }))
+            }
+        }
+    }
+
+    fn on_up(
+        &mut self,
+        conn: ConnId,
+        peer: crate::wire::handshake::PeerFacts,
+        dialed: bool,
+        sender: mpsc::Sender<Frame>,
+        kill: Arc<Notify>,
+    ) -> bool {
+        let new = Live {
+            conn,
+            incarnation: peer.incarnation,
+            dialed,
+            sender,
+            kill,
+        };
+        // Both ends keep the connection dialled by the smaller address.
+        let preferred = |l: &Live| l.dialed == (self.me < peer.node);
+        match self.live.get(&peer.node) {
+            Some(old) if old.incarnation != new.incarnation => {
+                new.kill.notify_one();
+                self.shared.refused(
+                    peer.node.to_string(),
+                    "a connection with another incarnation of this node is still alive".into(),
+                );
+                false
+            }
+            Some(old) if preferred(old) || !preferred(&new) => {
+                new.kill.notify_one();
+                false
+            }
+            _ => {
+                if let Some(old) = self.live.insert(peer.node.clone(), new) {
+                    old.kill.notify_one();
+                }
+                if !self.ever_connected.insert(peer.node.clone()) {
+                    self.shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                self.shared
+                    .connected
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(peer.node.clone());
+                true
+            }
+        }
+    }
+
+    fn forget(&mut self, peer: &NodeId) {
+        self.live.remove(peer);
+        self.shared
+            .connected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(peer);
+    }
+
+    /// Queues a frame for a peer. A peer whose queue is full has fallen too
+    /// far behind: it is disconnected (returns true: the core must hear it
+    /// is lost) rather than let memory grow.
+    pub(crate) fn send(&mut self, to: &NodeId, frame: Frame) -> bool {
+        let Some(live) = self.live.get(to) else {
+            return false;
+        };
+        match live.sender.try_send(frame) {
+            Ok(()) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                live.kill.notify_one();
+                self.forget(to);
+                self.shared
+                    .refused(to.to_string(), "send queue full: peer too slow".into());
+                true
+            }
+        }
+    }
+
+    /// Stops dialling and accepting, lets every connection flush what it was
+    /// sent and close, and waits for that for at most `grace`.
+    pub(crate) async fn shutdown(mut self, grace: Duration) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        self.acceptor.abort();
+        for (_, task) in self.dialers.drain() {
+            task.abort();
+        }
+        // Dropping the senders lets each writer flush and close.
+        self.live.clear();
+        self.shared.tracker.close();
+        let _ = tokio::time::timeout(grace, self.shared.tracker.wait()).await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of descriptors or similar: wait rather than spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.handshakes.clone().try_acquire_owned() else {
+            shared.refused(
+                from.to_string(),
+                "too many connections in their handshake".into(),
+            );
+            continue;
+        };
+        let source = from.ip();
+        {
+            let mut per_source = shared.per_source.lock().unwrap_or_else(|p| p.into_inner());
+            let count = per_source.entry(source).or_insert(0);
+            if *count >= shared.max_per_source {
+                drop(per_source);
+                shared.refused(
+                    from.to_string(),
+                    "too many connections in their handshake from this address".into(),
+                );
+                continue;
+            }
+            *count += 1;
+        }
+        let task_shared = shared.clone();
+        shared.tracker.spawn(async move {
+            let admitted = admit_and_answer(&task_shared, stream).await;
+            drop(permit);
+            {
+                let mut per_source = task_shared
+                    .per_source
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if let Some(count) = per_source.get_mut(&source) {
+                    *count -= 1;
+                    if *count == 0 {
+                        per_source.remove(&source);
+                    }
+                }
+            }
+            match admitted {
+                Ok((streams, peer)) => {
+                    let link = task_shared.link(peer, false);
+                    conn::run(link, streams).await;
+                }
+                Err(refusal) => task_shared.refused(from.to_string(), refusal.reason),
+            }
+        });
+    }
+}
+
+async fn admit_and_answer(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+) -> Result<(conn::Streams, crate::wire::handshake::PeerFacts), crate::wire::handshake::Refusal> {
+    let members = shared.members.load_full();
+    let faults = shared.faults.clone();
+    conn::answer(&shared.settings, stream, move |peer| {
+        if faults.is_cut(&peer.node) {
+            return Err("cut off by fault injection".into());
+        }
+        match peer.role {
+            Role::Member if !members.contains(&peer.node) => Err(format!(
+                "{} claims to be a member but is not in the member list",
+                peer.node
+            )),
+            _ => Ok(()),
+        }
+    })
+    .await
+}
+
+async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
+    let mut backoff = BACKOFF_START;
+    let mut waiting_since = tokio::time::Instant::now();
+    let idle = shared.settings.heartbeat_interval;
+    loop {
+        if shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        if shared.is_connected(&peer) || shared.faults.is_cut(&peer) {
+            waiting_since = tokio::time::Instant::now();
+            tokio::time::sleep(idle).await;
+            continue;
+        }
+        if !eager && waiting_since.elapsed() < DIAL_FALLBACK {
+            tokio::time::sleep(idle).await;
+            continue;
+        }
+        match conn::dial(&shared.settings, &peer).await {
+            Ok((streams, facts)) => {
+                backoff = BACKOFF_START;
+                let link = shared.link(facts, true);
+                // Its own task, so stopping the dialer at shutdown does not
+                // cut the connection before it has flushed.
+                let _ = shared.tracker.spawn(conn::run(link, streams)).await;
+                waiting_since = tokio::time::Instant::now();
+            }
+            Err(refusal) => {
+                if refusal.reason.starts_with("refused by the peer")
+                    || refusal.reason.contains("cookie")
+                    || refusal.reason.contains("says it is")
+                {
+                    shared.refused(peer.to_string(), refusal.reason);
+                } else {
+                    tracing::debug!(%peer, reason = %refusal.reason, "dial failed");
+                }
+                let jitter = rand::rng().random_range(0.5..1.5);
+                tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                backoff = (backoff * 2).min(BACKOFF_CAP);
+            }
+        }
+    }
+}

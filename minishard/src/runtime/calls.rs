@@ -1,0 +1,319 @@
+//! Running the application's callbacks: one at a time, in order, never on
+//! the engine's network thread, never while an engine lock is held.
+//!
+//! The core asks for a callback with an action; the queue hands it to the
+//! application — on a callback thread of the handle's own, or inside
+//! `dispatch` on the host's thread — and sends the outcome back to the core.
+//! Panics are caught and become failures, so an application bug never stops
+//! the engine (DESIGN.md 3).
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle, ThreadId};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::api::Callbacks;
+use crate::config::Dispatch;
+use crate::core::{Call, CallId, NodeId, Outcome};
+
+/// Something that turns a [`Call`] into an [`Outcome`]: the application.
+pub(crate) trait Runner: Send {
+    /// Runs one callback.
+    fn run(&mut self, call: &Call) -> Outcome;
+    /// `nodes`, at join, with the raw answer for a precise error.
+    fn nodes_at_join(&mut self) -> Result<Vec<NodeId>, String>;
+    /// `shard_count`, at join.
+    fn shard_count(&mut self) -> Result<u32, String>;
+}
+
+/// Adapts an application's [`Callbacks`] to a [`Runner`], keeping the state
+/// of the current allocation.
+pub(crate) struct AppRunner<C: Callbacks> {
+    cluster: String,
+    app: C,
+    state: Option<C::State>,
+    shard: Option<u32>,
+}
+
+impl<C: Callbacks> AppRunner<C> {
+    pub(crate) fn new(cluster: String, app: C) -> AppRunner<C> {
+        AppRunner {
+            cluster,
+            app,
+            state: None,
+            shard: None,
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => format!("panicked: {s}"),
+        Err(payload) => match payload.downcast::<&str>() {
+            Ok(s) => format!("panicked: {s}"),
+            Err(_) => "panicked".into(),
+        },
+    }
+}
+
+fn parse_members(list: Vec<String>) -> Result<Vec<NodeId>, String> {
+    list.iter()
+        .map(|s| NodeId::parse(s).map_err(|e| format!("returned {e}")))
+        .collect()
+}
+
+impl<C: Callbacks> Runner for AppRunner<C> {
+    fn run(&mut self, call: &Call) -> Outcome {
+        let cluster = self.cluster.clone();
+        let result = catch_unwind(AssertUnwindSafe(|| self.run_inner(&cluster, call)));
+        let outcome = result.unwrap_or_else(|payload| Outcome::Failed(panic_message(payload)));
+        if let Outcome::Failed(reason) = &outcome {
+            tracing::warn!(
+                callback = call.name(),
+                cluster = %self.cluster,
+                shard = ?self.shard,
+                %reason,
+                "callback failed"
+            );
+        }
+        outcome
+    }
+
+    fn nodes_at_join(&mut self) -> Result<Vec<NodeId>, String> {
+        let cluster = self.cluster.clone();
+        match catch_unwind(AssertUnwindSafe(|| self.app.nodes(&cluster))) {
+            Ok(Ok(list)) => parse_members(list),
+            Ok(Err(e)) => Err(e.0),
+            Err(payload) => Err(panic_message(payload)),
+        }
+    }
+
+    fn shard_count(&mut self) -> Result<u32, String> {
+        let cluster = self.cluster.clone();
+        match catch_unwind(AssertUnwindSafe(|| self.app.shard_count(&cluster))) {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(e.0),
+            Err(payload) => Err(panic_message(payload)),
+        }
+    }
+}
+
+impl<C: Callbacks> AppRunner<C> {
+    fn run_inner(&mut self, cluster: &str, call: &Call) -> Outcome {
+        match call {
+            Call::Nodes => match self.app.nodes(cluster) {
+                Ok(list) => parse_members(list).map_or_else(Outcome::Failed, Outcome::Members),
+                Err(e) => Outcome::Failed(e.0),
+            },
+            Call::Allocated { shard, epoch } => {
+                self.shard = Some(*shard);
+                match self.app.allocated(cluster, *shard, *epoch) {
+                    Ok(state) => {
+                        self.state = Some(state);
+                        Outcome::Done
+                    }
+                    Err(e) => {
+                        self.shard = None;
+                        Outcome::Failed(e.0)
+                    }
+                }
+            }
+            Call::Score { .. } => match self.state.as_mut() {
+                Some(state) => self
+                    .app
+                    .score(state)
+                    .map_or_else(|e| Outcome::Failed(e.0), Outcome::Score),
+                None => Outcome::Failed("score asked with no allocation".into()),
+            },
+            Call::Prolonged { loser, .. } => match self.state.as_mut() {
+                Some(state) => self
+                    .app
+                    .prolonged(loser, state)
+                    .map_or_else(|e| Outcome::Failed(e.0), |()| Outcome::Done),
+                None => Outcome::Failed("prolonged asked with no allocation".into()),
+            },
+            Call::Deallocated { winner, .. } => {
+                self.shard = None;
+                match self.state.take() {
+                    Some(state) => {
+                        self.app.deallocated(winner.as_ref(), state);
+                        Outcome::Done
+                    }
+                    None => Outcome::Failed("deallocated asked with no allocation".into()),
+                }
+            }
+            Call::StatusChanged { old, new } => {
+                self.app.status_changed(cluster, *old, *new);
+                Outcome::Done
+            }
+        }
+    }
+}
+
+struct Queue {
+    jobs: VecDeque<(CallId, Call)>,
+    closed: bool,
+}
+
+/// The callbacks of one handle, waiting to run.
+pub(crate) struct CallQueue {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    runner: Mutex<Box<dyn Runner>>,
+    results: UnboundedSender<(CallId, Outcome)>,
+    dispatch: Dispatch,
+    /// Written to when callbacks are pending in host mode; the host polls
+    /// the other end.
+    wake_writer: Mutex<UnixStream>,
+    wake_reader: UnixStream,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    thread_id: Mutex<Option<ThreadId>>,
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A callback that panicked was caught inside the lock; the data it
+    // guards is still consistent, so a poisoned lock is used as is.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl CallQueue {
+    pub(crate) fn new(
+        runner: Box<dyn Runner>,
+        results: UnboundedSender<(CallId, Outcome)>,
+        dispatch: Dispatch,
+    ) -> std::io::Result<Arc<CallQueue>> {
+        let (wake_writer, wake_reader) = UnixStream::pair()?;
+        wake_reader.set_nonblocking(true)?;
+        wake_writer.set_nonblocking(true)?;
+        Ok(Arc::new(CallQueue {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            runner: Mutex::new(runner),
+            results,
+            dispatch,
+            wake_writer: Mutex::new(wake_writer),
+            wake_reader,
+            thread: Mutex::new(None),
+            thread_id: Mutex::new(None),
+        }))
+    }
+
+    /// Starts the callback thread (thread dispatch only).
+    pub(crate) fn start(self: &Arc<Self>, cluster: &str) -> std::io::Result<()> {
+        if self.dispatch != Dispatch::Thread {
+            return Ok(());
+        }
+        let queue = self.clone();
+        let handle = thread::Builder::new()
+            .name(format!("minishard-cb-{cluster}"))
+            .spawn(move || {
+                while let Some((id, call)) = queue.next_blocking() {
+                    queue.run_one(id, &call);
+                }
+            })?;
+        *lock(&self.thread_id) = Some(handle.thread().id());
+        *lock(&self.thread) = Some(handle);
+        Ok(())
+    }
+
+    /// Runs the join-time callbacks on a thread that is not the caller's.
+    pub(crate) fn at_join(&self) -> Result<(Vec<NodeId>, u32), (&'static str, String)> {
+        thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mut runner = lock(&self.runner);
+                    let members = runner.nodes_at_join().map_err(|e| ("nodes", e))?;
+                    let shards = runner.shard_count().map_err(|e| ("shard_count", e))?;
+                    Ok((members, shards))
+                })
+                .join()
+                .unwrap_or_else(|_| Err(("nodes", "panicked".into())))
+        })
+    }
+
+    /// Queues a callback.
+    pub(crate) fn submit(&self, id: CallId, call: Call) {
+        let mut queue = lock(&self.queue);
+        queue.jobs.push_back((id, call));
+        drop(queue);
+        self.ready.notify_one();
+        if self.dispatch == Dispatch::Host {
+            // A full pipe already says "pending"; nothing more to say.
+            let _ = lock(&self.wake_writer).write(&[1]);
+        }
+    }
+
+    fn next_blocking(&self) -> Option<(CallId, Call)> {
+        let mut queue = lock(&self.queue);
+        loop {
+            if let Some(job) = queue.jobs.pop_front() {
+                return Some(job);
+            }
+            if queue.closed {
+                return None;
+            }
+            queue = self.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn run_one(&self, id: CallId, call: &Call) {
+        let outcome = lock(&self.runner).run(call);
+        // The engine may be gone after a leave; then nobody needs the outcome.
+        let _ = self.results.send((id, outcome));
+        self.ready.notify_all();
+    }
+
+    /// Host dispatch: runs up to `max` pending callbacks on this thread.
+    pub(crate) fn dispatch(&self, max: usize) -> usize {
+        let mut ran = 0;
+        while ran < max {
+            let job = lock(&self.queue).jobs.pop_front();
+            let Some((id, call)) = job else { break };
+            self.run_one(id, &call);
+            ran += 1;
+        }
+        if lock(&self.queue).jobs.is_empty() {
+            let mut sink = [0u8; 64];
+            while matches!((&self.wake_reader).read(&mut sink), Ok(n) if n > 0) {}
+        }
+        ran
+    }
+
+    /// The descriptor that is readable while callbacks wait (host dispatch).
+    pub(crate) fn wake_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.wake_reader.as_raw_fd()
+    }
+
+    pub(crate) fn dispatch_mode(&self) -> Dispatch {
+        self.dispatch
+    }
+
+    /// Whether the calling thread is this queue's callback thread.
+    pub(crate) fn is_callback_thread(&self) -> bool {
+        *lock(&self.thread_id) == Some(thread::current().id())
+    }
+
+    /// Drops every callback not yet started (the node crashed: its
+    /// application hears nothing more).
+    pub(crate) fn abandon(&self) {
+        lock(&self.queue).jobs.clear();
+    }
+
+    /// Stops taking callbacks once the queued ones have run, and waits for
+    /// the callback thread to end.
+    pub(crate) fn close(&self) {
+        lock(&self.queue).closed = true;
+        self.ready.notify_all();
+        if let Some(handle) = lock(&self.thread).take() {
+            let _ = handle.join();
+        }
+    }
+}

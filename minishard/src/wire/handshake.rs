@@ -1,0 +1,361 @@
+//! The handshake, as a sans-IO state machine: mutual authentication of two
+//! nodes with the cluster's cookie (DESIGN.md 8).
+//!
+//! ```text
+//! dialer                                  listener
+//!   Hello {version, cluster, id, incarnation, role, nonce_d}  ->
+//!                     <-  Challenge {id, incarnation, role, nonce_l, mac_l}
+//!   Proof {mac_d}                                             ->
+//!                     <-  Welcome            (or Refused {reason} at any step)
+//! ```
+//! `mac_l` and `mac_d` are HMAC-SHA256 with the cookie as key over the whole
+//! transcript (both nonces, both identities) with a different label each, so
+//! the cookie never crosses the wire, each side proves it knows it, and a
+//! recorded handshake is useless: the other side's fresh nonce differs.
+//! MACs are compared in constant time.
+
+use std::fmt;
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::{Frame, PROTOCOL_VERSION};
+use crate::core::{Incarnation, NodeId, Role};
+
+/// A fresh random value, one per handshake per side.
+pub type Nonce = [u8; 32];
+
+/// A message authentication code.
+pub type Tag = [u8; 32];
+
+/// The dialling node's introduction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version it speaks.
+    pub version: u16,
+    /// The cluster it wants to join.
+    pub cluster: String,
+    /// Its advertised address.
+    pub node: NodeId,
+    /// Its incarnation.
+    pub incarnation: Incarnation,
+    /// Member or observer.
+    pub role: Role,
+    /// Its fresh nonce.
+    pub nonce: Nonce,
+}
+
+/// The listening node's introduction and proof of the cookie.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// Its advertised address.
+    pub node: NodeId,
+    /// Its incarnation.
+    pub incarnation: Incarnation,
+    /// Member or observer.
+    pub role: Role,
+    /// Its fresh nonce.
+    pub nonce: Nonce,
+    /// HMAC over the transcript, labelled for the listener.
+    pub mac: Tag,
+}
+
+/// The dialling node's proof of the cookie.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proof {
+    /// HMAC over the transcript, labelled for the dialer.
+    pub mac: Tag,
+}
+
+/// Who this node is, for handshakes.
+#[derive(Clone)]
+pub struct Identity {
+    /// The cluster's name.
+    pub cluster: String,
+    /// This node's advertised address.
+    pub node: NodeId,
+    /// This node's incarnation.
+    pub incarnation: Incarnation,
+    /// Member or observer.
+    pub role: Role,
+    /// The shared secret. Never printed, never sent.
+    pub cookie: Arc<[u8]>,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("cluster", &self.cluster)
+            .field("node", &self.node)
+            .field("incarnation", &self.incarnation)
+            .field("role", &self.role)
+            .field("cookie", &"<secret>")
+            .finish()
+    }
+}
+
+/// What the handshake established about the peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerFacts {
+    /// Its advertised address.
+    pub node: NodeId,
+    /// Its incarnation.
+    pub incarnation: Incarnation,
+    /// Member or observer.
+    pub role: Role,
+}
+
+/// A handshake that failed, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// A reason fit for a log line on both sides.
+    pub reason: String,
+    /// Whether to send the reason to the peer (not when the peer refused us).
+    pub tell_peer: bool,
+}
+
+impl Refusal {
+    fn ours(reason: impl Into<String>) -> Refusal {
+        Refusal {
+            reason: reason.into(),
+            tell_peer: true,
+        }
+    }
+
+    fn unexpected(expected: &str, got: Frame) -> Refusal {
+        match got {
+            Frame::Refused { reason } => Refusal {
+                reason: format!("refused by the peer: {reason}"),
+                tell_peer: false,
+            },
+            other => Refusal::ours(format!(
+                "expected {expected} during the handshake, got {}",
+                other.kind()
+            )),
+        }
+    }
+
+    /// The frame that tells the peer, if it should be told.
+    pub fn frame(&self) -> Option<Frame> {
+        self.tell_peer.then(|| Frame::Refused {
+            reason: self.reason.clone(),
+        })
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+#[derive(Serialize)]
+struct Transcript<'a> {
+    label: &'static str,
+    hello: &'a Hello,
+    node: &'a NodeId,
+    incarnation: Incarnation,
+    role: Role,
+    nonce: &'a Nonce,
+}
+
+fn mac(
+    cookie: &[u8],
+    label: &'static str,
+    hello: &Hello,
+    listener: &PeerFacts,
+    nonce: &Nonce,
+) -> Hmac<Sha256> {
+    let transcript = Transcript {
+        label,
+        hello,
+        node: &listener.node,
+        incarnation: listener.incarnation,
+        role: listener.role,
+        nonce,
+    };
+    let bytes = bincode::serde::encode_to_vec(&transcript, bincode::config::standard())
+        .expect("a transcript always encodes");
+    let mut mac = Hmac::<Sha256>::new_from_slice(cookie).expect("HMAC takes keys of any length");
+    mac.update(b"minishard handshake v1\0");
+    mac.update(&bytes);
+    mac
+}
+
+const LISTENER: &str = "listener";
+const DIALER: &str = "dialer";
+
+/// The dialer, after sending its [`Hello`].
+#[derive(Debug)]
+pub struct Dialing {
+    me: Identity,
+    target: NodeId,
+    hello: Hello,
+}
+
+impl Dialing {
+    /// Starts a handshake with the node advertised as `target`.
+    pub fn start(me: Identity, target: NodeId, nonce: Nonce) -> (Dialing, Frame) {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            cluster: me.cluster.clone(),
+            node: me.node.clone(),
+            incarnation: me.incarnation,
+            role: me.role,
+            nonce,
+        };
+        let frame = Frame::Hello(hello.clone());
+        (Dialing { me, target, hello }, frame)
+    }
+
+    /// Checks the listener's [`Challenge`]; answers with a [`Proof`].
+    pub fn on_challenge(self, frame: Frame) -> Result<(AwaitingWelcome, Frame), Refusal> {
+        let Frame::Challenge(challenge) = frame else {
+            return Err(Refusal::unexpected("a challenge", frame));
+        };
+        let listener = PeerFacts {
+            node: challenge.node.clone(),
+            incarnation: challenge.incarnation,
+            role: challenge.role,
+        };
+        if listener.node != self.target {
+            return Err(Refusal::ours(format!(
+                "dialled {} but the node there says it is {}",
+                self.target, listener.node
+            )));
+        }
+        mac(
+            &self.me.cookie,
+            LISTENER,
+            &self.hello,
+            &listener,
+            &challenge.nonce,
+        )
+        .verify_slice(&challenge.mac)
+        .map_err(|_| Refusal::ours("the listener does not know the cluster's cookie"))?;
+        let proof = mac(
+            &self.me.cookie,
+            DIALER,
+            &self.hello,
+            &listener,
+            &challenge.nonce,
+        )
+        .finalize()
+        .into_bytes()
+        .into();
+        Ok((
+            AwaitingWelcome { peer: listener },
+            Frame::Proof(Proof { mac: proof }),
+        ))
+    }
+}
+
+/// The dialer, after sending its [`Proof`].
+#[derive(Debug)]
+pub struct AwaitingWelcome {
+    peer: PeerFacts,
+}
+
+impl AwaitingWelcome {
+    /// The listener accepted: the handshake is done.
+    pub fn on_welcome(self, frame: Frame) -> Result<PeerFacts, Refusal> {
+        match frame {
+            Frame::Welcome => Ok(self.peer),
+            other => Err(Refusal::unexpected("welcome", other)),
+        }
+    }
+}
+
+/// The listener, after answering a [`Hello`] with a [`Challenge`].
+#[derive(Debug)]
+pub struct Answering {
+    hello: Hello,
+    me: PeerFacts,
+    nonce: Nonce,
+    cookie: Arc<[u8]>,
+}
+
+impl Answering {
+    /// Checks a dialer's [`Hello`]: protocol version, cluster, identity, and
+    /// `admit`, which says whether this node may join (the member list).
+    /// Answers with a [`Challenge`].
+    pub fn on_hello(
+        me: &Identity,
+        frame: Frame,
+        nonce: Nonce,
+        admit: impl FnOnce(&PeerFacts) -> Result<(), String>,
+    ) -> Result<(Answering, Frame), Refusal> {
+        let Frame::Hello(hello) = frame else {
+            return Err(Refusal::unexpected("hello", frame));
+        };
+        if hello.version != PROTOCOL_VERSION {
+            return Err(Refusal::ours(format!(
+                "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
+                hello.version
+            )));
+        }
+        if hello.cluster != me.cluster {
+            return Err(Refusal::ours(format!(
+                "wrong cluster {:?} (this node is in {:?})",
+                hello.cluster, me.cluster
+            )));
+        }
+        if hello.node == me.node {
+            return Err(Refusal::ours(format!(
+                "{} is this node's own address",
+                hello.node
+            )));
+        }
+        let dialer = PeerFacts {
+            node: hello.node.clone(),
+            incarnation: hello.incarnation,
+            role: hello.role,
+        };
+        admit(&dialer).map_err(Refusal::ours)?;
+        let mine = PeerFacts {
+            node: me.node.clone(),
+            incarnation: me.incarnation,
+            role: me.role,
+        };
+        let tag = mac(&me.cookie, LISTENER, &hello, &mine, &nonce)
+            .finalize()
+            .into_bytes()
+            .into();
+        let challenge = Frame::Challenge(Challenge {
+            node: mine.node.clone(),
+            incarnation: mine.incarnation,
+            role: mine.role,
+            nonce,
+            mac: tag,
+        });
+        let answering = Answering {
+            hello,
+            me: mine,
+            nonce,
+            cookie: me.cookie.clone(),
+        };
+        Ok((answering, challenge))
+    }
+
+    /// Checks the dialer's [`Proof`]; on success send [`Frame::Welcome`].
+    pub fn on_proof(self, frame: Frame) -> Result<PeerFacts, Refusal> {
+        let Frame::Proof(proof) = frame else {
+            return Err(Refusal::unexpected("a proof", frame));
+        };
+        mac(&self.cookie, DIALER, &self.hello, &self.me, &self.nonce)
+            .verify_slice(&proof.mac)
+            .map_err(|_| Refusal::ours("wrong cookie: the proof does not match"))?;
+        Ok(PeerFacts {
+            node: self.hello.node,
+            incarnation: self.hello.incarnation,
+            role: self.hello.role,
+        })
+    }
+}
+
+/// A fresh nonce from the operating system's generator.
+pub fn fresh_nonce() -> Nonce {
+    rand::random()
+}

@@ -1,0 +1,134 @@
+//! What goes over a connection: frames, their encoding and their limits
+//! (DESIGN.md 8).
+//!
+//! A frame is a 4-byte big-endian length and then the bincode encoding of a
+//! [`Frame`]. Decoding never trusts the peer: the length is checked against
+//! the frame limit before anything is read, every count inside is bounded by
+//! the bytes actually present, trailing bytes are refused, and every failure
+//! is an [`WireError`], never a panic.
+
+pub mod handshake;
+
+use bincode::config::{self, Config};
+use serde::{Deserialize, Serialize};
+
+use crate::core::PeerMessage;
+pub use handshake::{Challenge, Hello, Proof};
+
+/// The protocol version this build speaks. Peers must speak the same.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The default largest frame, in bytes (DESIGN.md 10).
+pub const DEFAULT_FRAME_LIMIT: usize = 1 << 20;
+
+/// The largest frame limit a configuration may set.
+pub const MAX_FRAME_LIMIT: usize = 64 << 20;
+
+/// Everything that travels between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// Handshake, first step: the dialling node introduces itself.
+    Hello(Hello),
+    /// Handshake, second step: the listening node introduces itself and
+    /// proves it knows the cookie.
+    Challenge(Challenge),
+    /// Handshake, third step: the dialling node proves it knows the cookie.
+    Proof(Proof),
+    /// Handshake, last step: the listening node accepts.
+    Welcome,
+    /// The sender refuses the connection, and says why.
+    Refused {
+        /// A reason fit for a log line.
+        reason: String,
+    },
+    /// A heartbeat; the receiver answers with [`Frame::HeartbeatAck`].
+    Heartbeat {
+        /// Echoed back, to measure the round trip.
+        sent_micros: u64,
+    },
+    /// The answer to a heartbeat.
+    HeartbeatAck {
+        /// The heartbeat's `sent_micros`.
+        sent_micros: u64,
+    },
+    /// A message for the peer's core.
+    Peer(PeerMessage),
+}
+
+impl Frame {
+    /// A short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "hello",
+            Frame::Challenge(_) => "challenge",
+            Frame::Proof(_) => "proof",
+            Frame::Welcome => "welcome",
+            Frame::Refused { .. } => "refused",
+            Frame::Heartbeat { .. } => "heartbeat",
+            Frame::HeartbeatAck { .. } => "heartbeat-ack",
+            Frame::Peer(_) => "peer message",
+        }
+    }
+}
+
+/// Why bytes could not become a frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WireError {
+    /// The frame is longer than the limit.
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The bytes are not a valid frame.
+    Malformed(String),
+    /// Valid frame, followed by bytes that belong to none.
+    TrailingBytes(usize),
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::TooLarge { len, limit } => {
+                write!(f, "frame of {len} bytes is over the limit of {limit}")
+            }
+            WireError::Malformed(why) => write!(f, "malformed frame: {why}"),
+            WireError::TrailingBytes(n) => write!(f, "{n} unexpected bytes after a frame"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {}
+
+// The hard ceiling on what bincode may allocate for one frame; the
+// configured frame limit is checked first and is never larger.
+fn bincode_config() -> impl Config {
+    config::standard().with_limit::<MAX_FRAME_LIMIT>()
+}
+
+/// Encodes a frame's body (without the length prefix).
+pub fn encode(frame: &Frame) -> Vec<u8> {
+    bincode::serde::encode_to_vec(frame, bincode_config())
+        .expect("frames always encode: they hold only plain data")
+}
+
+/// Decodes a frame's body (without the length prefix), refusing anything
+/// over `limit` bytes.
+pub fn decode(bytes: &[u8], limit: usize) -> Result<Frame, WireError> {
+    if bytes.len() > limit {
+        return Err(WireError::TooLarge {
+            len: bytes.len(),
+            limit,
+        });
+    }
+    let (frame, used) = bincode::serde::decode_from_slice::<Frame, _>(bytes, bincode_config())
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(WireError::TrailingBytes(bytes.len() - used));
+    }
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! The C ABI of minishard (being written: see issue "The C ABI").

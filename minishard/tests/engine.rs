@@ -1,21 +1,211 @@
-//! The running engine over real sockets on loopback.
+//! The running engine over real sockets on loopback: convergence, failover,
+//! restarts, leaves, splits and their heal.
 
 mod common;
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use common::*;
+use minishard::{Health, NodeId};
+
+fn bound(local: &Local) -> Duration {
+    // DESIGN.md 7.1, with room for a loaded CI machine.
+    let t = local.timings;
+    (t.heartbeat_timeout + t.node_grace + Duration::from_millis(100)) * 4
+}
 
 #[test]
-fn five_nodes_three_shards_converge() {
+fn five_nodes_three_shards_converge_to_one_map() {
     let local = Local::start("converge", 5, 3);
     let map = local.converged(Duration::from_secs(10)).unwrap();
-    let owners: std::collections::HashSet<_> = map.iter().flatten().collect();
+    let owners: HashSet<_> = map.iter().flatten().collect();
     assert_eq!(owners.len(), 3, "three different owners: {map:?}");
     let allocated: usize = local
         .nodes
         .iter()
         .map(|n| n.journal.count(|t| matches!(t, Told::Allocated { .. })))
         .sum();
-    assert_eq!(allocated, 3);
+    assert_eq!(allocated, 3, "one allocated per shard, no churn");
+    for node in &local.nodes {
+        let status = node.cluster().status();
+        assert_eq!(status.allocated, 3);
+        assert_eq!(status.nodes.len(), 5);
+    }
+}
+
+#[test]
+fn a_crashed_owner_fails_over_after_the_grace() {
+    let mut local = Local::start("failover", 4, 2);
+    local.converged(Duration::from_secs(10)).unwrap();
+    let victim = local.owner(0, 0).unwrap();
+    let viewer = (victim + 1) % 4;
+    let crashed_at = Instant::now();
+    local.crash(victim);
+    let moved = eventually(bound(&local), || {
+        local.owner(viewer, 0).is_some_and(|o| o != victim)
+    });
+    assert!(moved, "shard 0 never left the crashed node");
+    let new_owner = local.owner(viewer, 0).unwrap();
+    let (at, _) = local.nodes[new_owner]
+        .journal
+        .timed()
+        .into_iter()
+        .rfind(|(_, t)| matches!(t, Told::Allocated { shard: 0, .. }))
+        .unwrap();
+    // The peers notice the close at once; the shard stays reserved for the grace.
+    assert!(
+        at.duration_since(crashed_at) >= local.timings.node_grace,
+        "took the shard before the grace ended"
+    );
+    local.converged(bound(&local)).unwrap();
+}
+
+#[test]
+fn a_restarted_owner_voids_its_allocation_at_once() {
+    let mut local = Local::start("restart", 4, 2);
+    local.converged(Duration::from_secs(10)).unwrap();
+    let victim = local.owner(0, 1).unwrap();
+    local.crash(victim);
+    let restarted_at = Instant::now();
+    local.restart(victim);
+    let map = local.converged(bound(&local)).unwrap();
+    assert!(map[1].is_some());
+    // Someone allocated shard 1 again well before a grace had passed.
+    let reallocated = local.nodes.iter().filter_map(|n| {
+        n.journal
+            .timed()
+            .into_iter()
+            .find(|(at, t)| *at > restarted_at && matches!(t, Told::Allocated { shard: 1, .. }))
+            .map(|(at, _)| at)
+    });
+    let first = reallocated.min().expect("shard 1 was allocated again");
+    assert!(
+        first.duration_since(restarted_at) < local.timings.node_grace,
+        "waited for the grace"
+    );
+}
+
+#[test]
+fn a_graceful_leave_hands_over_without_waiting_for_the_grace() {
+    let local = Local::start("leave", 4, 2);
+    local.converged(Duration::from_secs(10)).unwrap();
+    let leaver = local.owner(0, 0).unwrap();
+    let viewer = (leaver + 1) % 4;
+    let left_at = Instant::now();
+    local.nodes[leaver].cluster().leave().unwrap();
+    assert_eq!(
+        local.nodes[leaver]
+            .journal
+            .all()
+            .iter()
+            .filter(|t| matches!(t, Told::Deallocated { winner: None }))
+            .count(),
+        1,
+        "the leaver's application was told deallocated(no winner)"
+    );
+    assert!(eventually(bound(&local), || local
+        .owner(viewer, 0)
+        .is_some_and(|o| o != leaver)));
+    let took = left_at.elapsed();
+    assert!(
+        took < local.timings.node_grace,
+        "hand-over took {took:?}, as long as a grace"
+    );
+}
+
+#[test]
+fn split_three_two_degrades_the_small_side_and_the_big_side_keeps_every_shard() {
+    let local = Local::start("split32", 5, 3);
+    local.converged(Duration::from_secs(10)).unwrap();
+    let (big, small) = ([0, 1, 2], [3, 4]);
+    local.split(&big, &small);
+    let t = local.timings;
+    let degrade_bound =
+        (t.heartbeat_timeout + t.transition_timeout + Duration::from_millis(100)) * 4;
+    for &i in &small {
+        let c = local.nodes[i].cluster();
+        c.wait_until(Health::Degraded, degrade_bound).unwrap();
+        assert_eq!(c.my_shard(), None, "a degraded node holds no shard");
+    }
+    let everything = eventually(bound(&local), || {
+        big.iter().all(|&i| {
+            let map = local.nodes[i].cluster().shard_map();
+            map.iter()
+                .all(|o| o.as_ref().is_some_and(|o| big.contains(&local.index_of(o))))
+                && local.nodes[i].cluster().health() == Health::Available
+        })
+    });
+    assert!(everything, "the big side did not end with every shard");
+    local.heal();
+    local.converged(bound(&local)).unwrap();
+}
+
+#[test]
+fn split_three_three_both_sides_allocate_and_the_heal_keeps_the_higher_score() {
+    let local = Local::start("split33", 6, 2);
+    local.converged(Duration::from_secs(10)).unwrap();
+    let (left, right) = ([0, 1, 2], [3, 4, 5]);
+    for (i, node) in local.nodes.iter().enumerate() {
+        // The right side scores higher: it must win every conflict.
+        *node.score.lock().unwrap() = if right.contains(&i) {
+            100 + i as i64
+        } else {
+            i as i64
+        };
+    }
+    local.split(&left, &right);
+    let both_sides_full = eventually(bound(&local) * 2, || {
+        [&left[..], &right[..]].iter().all(|side| {
+            let map = local.nodes[side[0]].cluster().shard_map();
+            map.iter().all(|o| {
+                o.as_ref()
+                    .is_some_and(|o| side.contains(&local.index_of(o)))
+            })
+        })
+    });
+    assert!(
+        both_sides_full,
+        "each side should hold both shards during the split"
+    );
+    local.heal();
+    let map = local.converged(bound(&local) * 2).unwrap();
+    for owner in map.iter().flatten() {
+        assert!(
+            right.contains(&local.index_of(owner)),
+            "the higher score keeps the shard: {map:?}"
+        );
+    }
+    // Every loser was told who won; every winner was told once per loser.
+    for &i in &left {
+        let journal = local.nodes[i].journal.all();
+        let lost: Vec<&String> = journal
+            .iter()
+            .filter_map(|t| match t {
+                Told::Deallocated { winner: Some(w) } => Some(w),
+                _ => None,
+            })
+            .collect();
+        for winner in lost {
+            let w = local.index_of(&NodeId::parse(winner).unwrap());
+            let told = local.nodes[w].journal.count(
+                |t| matches!(t, Told::Prolonged { loser } if *loser == local.nodes[i].address),
+            );
+            assert_eq!(
+                told, 1,
+                "{} should hear prolonged({}) once",
+                local.nodes[w].address, local.nodes[i].address
+            );
+        }
+    }
+    let losers = left
+        .iter()
+        .filter(|&&i| {
+            local.nodes[i]
+                .journal
+                .count(|t| matches!(t, Told::Deallocated { winner: Some(_) }))
+                > 0
+        })
+        .count();
+    assert_eq!(losers, 2, "two shards, two losers on the left");
 }

@@ -90,11 +90,23 @@ fn streams(stream: TcpStream, frame_limit: usize) -> Streams {
     }
 }
 
+/// Says what went wrong reading a frame, in the protocol's words.
+fn read_failure(error: &std::io::Error, limit: usize) -> String {
+    let text = error.to_string();
+    if text.contains("frame size too big") {
+        format!("frame over the limit of {limit} bytes")
+    } else if text.contains("bytes remaining on stream") {
+        "truncated frame: the connection closed in the middle of it".into()
+    } else {
+        format!("read failed: {text}")
+    }
+}
+
 impl Streams {
     async fn read(&mut self, limit: usize) -> Result<Frame, String> {
         match self.reader.next().await {
             None => Err("connection closed".into()),
-            Some(Err(e)) => Err(format!("read failed: {e}")),
+            Some(Err(e)) => Err(read_failure(&e, limit)),
             Some(Ok(bytes)) => wire::decode(&bytes, limit).map_err(|e| e.to_string()),
         }
     }

@@ -227,3 +227,46 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     }
     condition()
 }
+
+impl Local {
+    /// Cuts every link between the two groups (by node index), both ways.
+    pub fn split(&self, a: &[usize], b: &[usize]) {
+        for &i in a {
+            for &j in b {
+                let (ni, nj) = (&self.nodes[i], &self.nodes[j]);
+                let (idi, idj) = (
+                    NodeId::parse(&ni.address).unwrap(),
+                    NodeId::parse(&nj.address).unwrap(),
+                );
+                ni.cluster().cut(&idj);
+                nj.cluster().cut(&idi);
+            }
+        }
+    }
+
+    /// Heals every cut on every running node.
+    pub fn heal(&self) {
+        for c in self.running() {
+            c.heal_all();
+        }
+    }
+
+    /// Node `i` dies without a word.
+    pub fn crash(&mut self, i: usize) {
+        self.nodes[i].cluster.take().expect("running").crash();
+    }
+
+    /// Which node index owns `shard` in node `viewer`'s view.
+    pub fn owner(&self, viewer: usize, shard: u32) -> Option<usize> {
+        self.nodes[viewer]
+            .cluster()
+            .get_node(shard)
+            .map(|n| self.index_of(&n))
+    }
+}
+
+/// Threads and open descriptors of this process.
+pub fn threads_and_fds() -> (usize, usize) {
+    let count = |dir: &str| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    (count("/proc/self/task"), count("/proc/self/fd"))
+}

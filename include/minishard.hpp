@@ -1,0 +1,415 @@
+/*
+ * minishard.hpp: a small header-only C++17 wrapper over the C ABI in
+ * minishard.h (link with -lminishard, or pkg-config minishard).
+ *
+ *   - minishard::Config and minishard::Cluster own their C handles and free
+ *     them in their destructors (a Cluster leaves the cluster when it goes).
+ *   - Callbacks are the virtual methods of a minishard::Handler. A node holds
+ *     at most one shard at a time, so the handler keeps the state of its
+ *     current shard itself, between allocated() and deallocated().
+ *   - Errors are minishard::Error exceptions carrying the minishard_result
+ *     and the library's message. An exception thrown by a callback never
+ *     crosses into the library: it makes that callback fail (DESIGN.md
+ *     section 3), and one thrown by nodes() or shard_count() during
+ *     Cluster::join is rethrown from join.
+ *
+ * Threads: as in minishard.h. Cluster's const methods may be called from any
+ * thread concurrently; handler methods run one at a time on the cluster's
+ * callback thread (Dispatch::Thread) or inside Cluster::dispatch
+ * (Dispatch::Host).
+ */
+#ifndef MINISHARD_HPP
+#define MINISHARD_HPP
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "minishard.h"
+
+namespace minishard {
+
+/// A failed call: the result code and the library's message.
+class Error : public std::runtime_error {
+public:
+    Error(minishard_result code, const std::string &message)
+        : std::runtime_error(std::string(minishard_result_name(code)) + ": " + message),
+          code_(code) {}
+
+    /// The minishard_result the C call returned.
+    minishard_result code() const noexcept { return code_; }
+
+private:
+    minishard_result code_;
+};
+
+namespace detail {
+
+/// The calling thread's last error message.
+inline std::string last_error() {
+    std::string message(256, '\0');
+    std::size_t needed = minishard_last_error(&message[0], message.size());
+    if (needed > message.size()) {
+        message.assign(needed, '\0');
+        needed = minishard_last_error(&message[0], message.size());
+    }
+    message.resize(needed > 0 ? needed - 1 : 0);
+    return message;
+}
+
+/// Throws an Error unless `rc` is MINISHARD_OK.
+inline void check(minishard_result rc) {
+    if (rc != MINISHARD_OK) throw Error(rc, last_error());
+}
+
+/// Calls `fill(buf, len, &written)` with a growing buffer; returns the string,
+/// or nullopt on MINISHARD_NOT_FOUND.
+template <typename Fill>
+std::optional<std::string> read_string(Fill fill) {
+    char stack[MINISHARD_ADDRESS_MAX];
+    std::size_t written = 0;
+    minishard_result rc = fill(stack, sizeof stack, &written);
+    if (rc == MINISHARD_OK) return std::string(stack, written - 1);
+    if (rc == MINISHARD_NOT_FOUND) return std::nullopt;
+    if (rc != MINISHARD_BUFFER_TOO_SMALL) throw Error(rc, last_error());
+    std::string heap(written, '\0');
+    check(fill(&heap[0], heap.size(), &written));
+    heap.resize(written - 1);
+    return heap;
+}
+
+}  // namespace detail
+
+/// The cluster's health as this node sees it.
+enum class Health : std::uint32_t {
+    Degraded = MINISHARD_HEALTH_DEGRADED,
+    Transition = MINISHARD_HEALTH_TRANSITION,
+    Available = MINISHARD_HEALTH_AVAILABLE,
+};
+
+/// Where callbacks run.
+enum class Dispatch : std::uint32_t {
+    Thread = MINISHARD_DISPATCH_THREAD,  ///< on the cluster's callback thread
+    Host = MINISHARD_DISPATCH_HOST,      ///< only inside Cluster::dispatch
+};
+
+/// Settings for one node in one cluster (owns a minishard_config).
+class Config {
+public:
+    /// Defaults of DESIGN.md section 10; set listen() and cookie().
+    Config() : cfg_(minishard_config_new()) {
+        if (!cfg_) throw Error(MINISHARD_PANIC, detail::last_error());
+    }
+
+    Config &listen(const std::string &host_port) {
+        detail::check(minishard_config_set_listen(cfg_.get(), host_port.c_str()));
+        return *this;
+    }
+    Config &advertise(const std::string &host_port) {
+        detail::check(minishard_config_set_advertise(cfg_.get(), host_port.c_str()));
+        return *this;
+    }
+    Config &cookie(std::string_view secret) {
+        detail::check(minishard_config_set_cookie(
+            cfg_.get(), reinterpret_cast<const std::uint8_t *>(secret.data()), secret.size()));
+        return *this;
+    }
+    Config &observer(bool observer) {
+        detail::check(minishard_config_set_observer(cfg_.get(), observer ? 1 : 0));
+        return *this;
+    }
+    Config &dispatch(Dispatch mode) {
+        detail::check(minishard_config_set_dispatch(
+            cfg_.get(), static_cast<minishard_dispatch_mode>(mode)));
+        return *this;
+    }
+    Config &heartbeat_interval(std::chrono::milliseconds ms) {
+        detail::check(minishard_config_set_heartbeat_interval_ms(cfg_.get(), count(ms)));
+        return *this;
+    }
+    Config &heartbeat_timeout(std::chrono::milliseconds ms) {
+        detail::check(minishard_config_set_heartbeat_timeout_ms(cfg_.get(), count(ms)));
+        return *this;
+    }
+    Config &transition_timeout(std::chrono::milliseconds ms) {
+        detail::check(minishard_config_set_transition_timeout_ms(cfg_.get(), count(ms)));
+        return *this;
+    }
+    Config &node_grace(std::chrono::milliseconds ms) {
+        detail::check(minishard_config_set_node_grace_ms(cfg_.get(), count(ms)));
+        return *this;
+    }
+    Config &settle(std::chrono::milliseconds ms) {
+        detail::check(minishard_config_set_settle_ms(cfg_.get(), count(ms)));
+        return *this;
+    }
+    Config &score_deadline(std::chrono::milliseconds ms) {
+        detail::check(minishard_config_set_score_deadline_ms(cfg_.get(), count(ms)));
+        return *this;
+    }
+    Config &member_poll(std::chrono::milliseconds ms) {
+        detail::check(minishard_config_set_member_poll_ms(cfg_.get(), count(ms)));
+        return *this;
+    }
+    Config &allocation_retry(std::chrono::milliseconds ms) {
+        detail::check(minishard_config_set_allocation_retry_ms(cfg_.get(), count(ms)));
+        return *this;
+    }
+
+    /// The C handle, still owned by this Config.
+    const minishard_config *get() const noexcept { return cfg_.get(); }
+
+private:
+    static std::uint64_t count(std::chrono::milliseconds ms) {
+        // A negative duration would wrap to a huge one; 0 is refused as such.
+        return ms.count() > 0 ? static_cast<std::uint64_t>(ms.count()) : 0;
+    }
+    struct Free {
+        void operator()(minishard_config *cfg) const noexcept { minishard_config_free(cfg); }
+    };
+    std::unique_ptr<minishard_config, Free> cfg_;
+};
+
+/// The application's side of a cluster: override these. They run one at a
+/// time (see the top of this file); an exception thrown from one makes that
+/// callback fail.
+class Handler {
+public:
+    virtual ~Handler() = default;
+
+    /// The member list: every member's advertised "host:port".
+    virtual std::vector<std::string> nodes(const std::string &cluster) = 0;
+    /// How many shards the cluster keeps (1 .. number of members). At join.
+    virtual std::int64_t shard_count(const std::string &cluster) = 0;
+    /// This node now owns `shard`; `epoch` fences writes by stale owners.
+    /// Throw to refuse it (the node backs off and stays on standby).
+    virtual void allocated(const std::string &cluster, std::uint32_t shard,
+                           std::uint64_t epoch) = 0;
+    /// A conflict over this node's shard: higher wins. Throwing loses.
+    virtual std::int64_t score() = 0;
+    /// This node won a conflict against `loser` and keeps its shard.
+    virtual void prolonged(const std::string &loser) { (void)loser; }
+    /// This node lost its shard to `winner`, or to no one (nullopt).
+    virtual void deallocated(const std::optional<std::string> &winner) = 0;
+    /// This node's view of the health changed.
+    virtual void status_changed(const std::string &cluster, Health old_health, Health new_health) {
+        (void)cluster;
+        (void)old_health;
+        (void)new_health;
+    }
+};
+
+namespace detail {
+
+/// What user_data points to: keeps the handler alive as long as the C side
+/// may call it, and carries a join-time exception back to Cluster::join.
+struct Holder {
+    std::shared_ptr<Handler> handler;
+    std::exception_ptr join_error;
+};
+
+using HolderRef = std::shared_ptr<Holder>;
+
+inline Holder &holder(void *user_data) { return **static_cast<HolderRef *>(user_data); }
+
+inline minishard_result on_nodes(void *user_data, const char *cluster, minishard_node_list *out) {
+    Holder &h = holder(user_data);
+    try {
+        for (const std::string &node : h.handler->nodes(cluster)) {
+            minishard_result rc = minishard_node_list_push(out, node.c_str());
+            if (rc != MINISHARD_OK) return rc;
+        }
+        return MINISHARD_OK;
+    } catch (...) {
+        h.join_error = std::current_exception();
+        return MINISHARD_CALLBACK_FAILED;
+    }
+}
+
+inline std::int64_t on_shard_count(void *user_data, const char *cluster) {
+    Holder &h = holder(user_data);
+    try {
+        return h.handler->shard_count(cluster);
+    } catch (...) {
+        h.join_error = std::current_exception();
+        return 0;
+    }
+}
+
+inline minishard_result on_allocated(void *user_data, const char *cluster, std::uint32_t shard,
+                                     std::uint64_t epoch, void **state) {
+    *state = nullptr;  // the handler keeps its own state
+    try {
+        holder(user_data).handler->allocated(cluster, shard, epoch);
+        return MINISHARD_OK;
+    } catch (...) {
+        return MINISHARD_CALLBACK_FAILED;
+    }
+}
+
+inline std::int64_t on_score(void *user_data, void *) {
+    try {
+        return holder(user_data).handler->score();
+    } catch (...) {
+        return INT64_MIN;  // the C ABI has no failed score: the lowest loses
+    }
+}
+
+inline minishard_result on_prolonged(void *user_data, const char *loser, void *, void **) {
+    try {
+        holder(user_data).handler->prolonged(loser);
+        return MINISHARD_OK;
+    } catch (...) {
+        return MINISHARD_CALLBACK_FAILED;
+    }
+}
+
+inline void on_deallocated(void *user_data, const char *winner, void *) {
+    try {
+        holder(user_data).handler->deallocated(winner ? std::optional<std::string>(winner)
+                                                      : std::nullopt);
+    } catch (...) {
+        // Nothing to fail: the shard is gone either way.
+    }
+}
+
+inline void on_status_changed(void *user_data, const char *cluster, minishard_health old_health,
+                              minishard_health new_health) {
+    try {
+        holder(user_data).handler->status_changed(cluster, static_cast<Health>(old_health),
+                                                  static_cast<Health>(new_health));
+    } catch (...) {
+    }
+}
+
+inline void on_free(void *user_data) { delete static_cast<HolderRef *>(user_data); }
+
+}  // namespace detail
+
+/// One node's membership of one cluster. Move-only; the destructor leaves
+/// and frees it.
+class Cluster {
+public:
+    /// Joins `name` with `config`; `handler` is kept alive until the Cluster
+    /// is gone. Throws Error (or what nodes()/shard_count() threw).
+    static Cluster join(const std::string &name, const Config &config,
+                        std::shared_ptr<Handler> handler) {
+        if (!handler) throw Error(MINISHARD_INVALID_ARGUMENT, "handler is null");
+        auto holder = std::make_shared<detail::Holder>();
+        holder->handler = std::move(handler);
+        minishard_callbacks cb{};
+        cb.user_data = new detail::HolderRef(holder);  // freed by on_free, always
+        cb.nodes = detail::on_nodes;
+        cb.shard_count = detail::on_shard_count;
+        cb.allocated_with_epoch = detail::on_allocated;
+        cb.score = detail::on_score;
+        cb.prolonged = detail::on_prolonged;
+        cb.deallocated = detail::on_deallocated;
+        cb.status_changed = detail::on_status_changed;
+        cb.free_user_data = detail::on_free;
+        minishard_cluster *raw = nullptr;
+        minishard_result rc = minishard_join(name.c_str(), config.get(), &cb, &raw);
+        if (rc != MINISHARD_OK) {
+            if (holder->join_error) std::rethrow_exception(holder->join_error);
+            throw Error(rc, detail::last_error());
+        }
+        return Cluster(raw);
+    }
+
+    Cluster(Cluster &&other) noexcept : raw_(std::exchange(other.raw_, nullptr)) {}
+    Cluster &operator=(Cluster &&other) noexcept {
+        if (this != &other) {
+            minishard_cluster_free(raw_);
+            raw_ = std::exchange(other.raw_, nullptr);
+        }
+        return *this;
+    }
+    Cluster(const Cluster &) = delete;
+    Cluster &operator=(const Cluster &) = delete;
+    ~Cluster() { minishard_cluster_free(raw_); }
+
+    /// Leaves gracefully (hands the shard over at once). Idempotent.
+    void leave() { detail::check(minishard_leave(raw_)); }
+
+    /// The owner of `shard`, or nullopt when it has none right now.
+    std::optional<std::string> get_node(std::uint32_t shard) const {
+        return detail::read_string([&](char *buf, std::size_t len, std::size_t *written) {
+            return minishard_get_node(raw_, shard, buf, len, written);
+        });
+    }
+
+    /// This node's shard and its epoch, or nullopt.
+    std::optional<std::pair<std::uint32_t, std::uint64_t>> my_shard() const {
+        std::uint32_t shard = 0;
+        std::uint64_t epoch = 0;
+        minishard_result rc = minishard_my_shard(raw_, &shard, &epoch);
+        if (rc == MINISHARD_NOT_FOUND) return std::nullopt;
+        detail::check(rc);
+        return std::make_pair(shard, epoch);
+    }
+
+    /// This node's view of the health.
+    Health health() const { return static_cast<Health>(minishard_get_health(raw_)); }
+
+    /// Blocks until `health`; throws Error(MINISHARD_TIMEOUT) after `timeout`.
+    void wait_until(Health health, std::chrono::milliseconds timeout) const {
+        detail::check(minishard_wait_until(raw_, static_cast<minishard_health>(health),
+                                           static_cast<std::uint64_t>(timeout.count())));
+    }
+
+    /// The status as JSON (see minishard_status_json).
+    std::string status_json() const {
+        return *detail::read_string([&](char *buf, std::size_t len, std::size_t *written) {
+            return minishard_status_json(raw_, buf, len, written);
+        });
+    }
+
+    /// This node's advertised address.
+    std::string node_id() const {
+        return *detail::read_string([&](char *buf, std::size_t len, std::size_t *written) {
+            return minishard_node_id(raw_, buf, len, written);
+        });
+    }
+
+    /// Counters since join.
+    minishard_stats stats() const {
+        minishard_stats stats{};
+        detail::check(minishard_get_stats(raw_, &stats));
+        return stats;
+    }
+
+    /// Host dispatch: runs up to `max` pending callbacks here; how many ran.
+    std::size_t dispatch(std::size_t max = SIZE_MAX) {
+        std::size_t ran = 0;
+        detail::check(minishard_dispatch(raw_, max, &ran));
+        return ran;
+    }
+
+    /// Host dispatch: readable while callbacks are pending. Do not close it.
+    int event_fd() const {
+        int fd = minishard_event_fd(raw_);
+        if (fd < 0) throw Error(MINISHARD_INVALID_ARGUMENT, detail::last_error());
+        return fd;
+    }
+
+    /// The C handle, still owned by this Cluster.
+    minishard_cluster *get() const noexcept { return raw_; }
+
+private:
+    explicit Cluster(minishard_cluster *raw) noexcept : raw_(raw) {}
+    minishard_cluster *raw_;
+};
+
+/// The library's version.
+inline std::string version() { return minishard_version(); }
+
+}  // namespace minishard
+
+#endif  // MINISHARD_HPP

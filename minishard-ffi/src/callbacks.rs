@@ -1,0 +1,470 @@
+//! The application's callbacks as C function pointers, adapted to the Rust
+//! [`Callbacks`] trait.
+//!
+//! The adapter owns `user_data` (freed exactly once, when the engine drops
+//! the adapter) and keeps the C `void *state` of the current allocation as
+//! the Rust state, so the engine's ordering guarantees (DESIGN.md 3) carry
+//! over to C unchanged. A C callback that returns anything but
+//! `MINISHARD_OK` is a failed callback, handled by the engine as section 3
+//! says.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_void, CString};
+use std::sync::{Arc, Mutex};
+
+use minishard::{CallbackError, Callbacks, Health, NodeId};
+
+use crate::buffer::{mut_arg, str_arg};
+use crate::error::{call, minishard_result, minishard_result_code, Failure};
+use crate::health::minishard_health;
+
+/// The member list being built by a `nodes` callback: an opaque handle,
+/// valid only during that callback. Fill it with `minishard_node_list_push`.
+pub struct minishard_node_list {
+    nodes: Vec<String>,
+    /// Why the list cannot be used, if a push was refused: then the whole
+    /// answer is refused, even if the callback returns `MINISHARD_OK`.
+    refused: Option<String>,
+}
+
+/// Adds a member's advertised address, `"host:port"`, to the list a `nodes`
+/// callback is building. The string is copied.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for NULL or non-UTF-8,
+/// `MINISHARD_CONFIG` for an address that does not parse. A refused push
+/// makes the whole answer of that `nodes` call fail, so a half-built member
+/// list is never used.
+///
+/// Call it only from inside `nodes`, on the thread that runs it.
+///
+/// # Safety
+///
+/// `list`: the list passed to the running `nodes` callback; `addr`: NULL or
+/// a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_node_list_push(
+    list: *mut minishard_node_list,
+    addr: *const c_char,
+) -> minishard_result {
+    call(|| {
+        // SAFETY: the list of the running `nodes` callback, by the caller's
+        // contract; nothing else touches it while the callback runs.
+        let list = unsafe { mut_arg(list, "list") }?;
+        // SAFETY: NULL or NUL-terminated, by the caller's contract.
+        let checked = unsafe { str_arg(addr, "addr") }.and_then(|addr| {
+            NodeId::parse(addr)
+                .map(|_| addr)
+                .map_err(|e| Failure::new(minishard_result::MINISHARD_CONFIG, e))
+        });
+        match checked {
+            Ok(addr) => {
+                list.nodes.push(addr.to_owned());
+                Ok(())
+            }
+            Err(failure) => {
+                list.refused.get_or_insert_with(|| {
+                    format!(
+                        "minishard_node_list_push refused a member: {}",
+                        failure.message
+                    )
+                });
+                Err(failure)
+            }
+        }
+    })
+}
+
+/// The callbacks of one join: what minishard tells the application and asks
+/// of it (DESIGN.md section 3).
+///
+/// Every callback gets `user_data` back as its first argument. Callbacks of
+/// one handle run one at a time, in order, never on the thread that called
+/// `minishard_join`: on the handle's callback thread
+/// (`MINISHARD_DISPATCH_THREAD`) or inside `minishard_dispatch`
+/// (`MINISHARD_DISPATCH_HOST`). So `user_data` and the callbacks must be
+/// usable from that thread. For each allocation the order is exactly
+/// `allocated`, then any number of `score`/`prolonged`, then one
+/// `deallocated`; a node holds at most one allocation at a time.
+///
+/// Strings passed to callbacks are valid only during the call: copy what
+/// you keep. A callback must return normally: no C++ exception and no
+/// `longjmp` may leave it. Inside a callback, lookups on any handle are
+/// fine; `minishard_leave`, `minishard_dispatch` and `minishard_cluster_free`
+/// on the handle whose callback is running are refused (they wait for that
+/// very callback).
+///
+/// A callback that returns anything but `MINISHARD_OK` has failed: at join
+/// (`nodes`, `shard_count`) the join fails; a failed `allocated` releases the
+/// shard and the node returns to standby after a back-off; a failed or late
+/// `score` loses the conflict; other failures are logged and the engine
+/// goes on.
+///
+/// Zero-initialise the struct (`minishard_callbacks cb = {0};` or designated
+/// initialisers) so that fields added in later versions stay NULL.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct minishard_callbacks {
+    /// Passed back as the first argument of every callback. Owned by the
+    /// handle once `minishard_join` is called (see `free_user_data`).
+    pub user_data: *mut c_void,
+    /// Required. Fills `out` with the member list: every member's
+    /// advertised `"host:port"`, with `minishard_node_list_push`. Asked at
+    /// join and then periodically (see `minishard_config_set_member_poll_ms`).
+    /// This node's own address must be in it, unless it joins as an
+    /// observer (`minishard_config_set_observer`). Return `MINISHARD_OK`,
+    /// or any other code to fail (the join fails; later, the old list stays).
+    pub nodes: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            cluster: *const c_char,
+            out: *mut minishard_node_list,
+        ) -> minishard_result_code,
+    >,
+    /// Required. How many shards the cluster keeps: at least 1, at most the
+    /// number of members. Asked once, at join; a value <= 0 or above
+    /// `UINT32_MAX` makes the join fail with `MINISHARD_CONFIG`.
+    pub shard_count:
+        Option<unsafe extern "C" fn(user_data: *mut c_void, cluster: *const c_char) -> i64>,
+    /// Required (unless `allocated_with_epoch` is set). This node now owns
+    /// `shard`: set `*state` (preset to NULL) to whatever the application
+    /// keeps for it; it comes back in `score`, `prolonged` and
+    /// `deallocated`. On failure `*state` is ignored and no `deallocated`
+    /// follows: free what you made before returning the error.
+    pub allocated: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            cluster: *const c_char,
+            shard: u32,
+            state: *mut *mut c_void,
+        ) -> minishard_result_code,
+    >,
+    /// Required. A conflict over this node's shard is being resolved (after
+    /// a split healed): return a score, higher wins. It cannot fail, but one
+    /// that takes longer than the score deadline loses.
+    pub score: Option<unsafe extern "C" fn(user_data: *mut c_void, state: *mut c_void) -> i64>,
+    /// Required. This node won a conflict against `loser` (its address) and
+    /// keeps its shard. `*new_state` is preset to `state`; whatever it holds
+    /// when the callback returns is the state from then on, whatever the
+    /// result (so replace `state` only together with `*new_state`).
+    pub prolonged: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            loser: *const c_char,
+            state: *mut c_void,
+            new_state: *mut *mut c_void,
+        ) -> minishard_result_code,
+    >,
+    /// Required. This node no longer owns its shard: `winner_or_null` (an
+    /// address) took it in a conflict, or no one did (NULL: degraded,
+    /// `minishard_leave`, free). Free `state` here: minishard never touches
+    /// it again.
+    pub deallocated: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            winner_or_null: *const c_char,
+            state: *mut c_void,
+        ),
+    >,
+    /// Optional (may be NULL). This node's view of the cluster's health
+    /// changed from `old_health` to `new_health`.
+    pub status_changed: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            cluster: *const c_char,
+            old_health: minishard_health,
+            new_health: minishard_health,
+        ),
+    >,
+    /// Optional (may be NULL). Frees `user_data`. Called exactly once for
+    /// every `minishard_join` given a non-NULL `minishard_callbacks`: before
+    /// `minishard_join` returns if the join fails, otherwise after the last
+    /// callback, inside `minishard_cluster_free` (or
+    /// `minishard_testing_crash`), on that caller's thread.
+    pub free_user_data: Option<unsafe extern "C" fn(user_data: *mut c_void)>,
+    /// Optional (may be NULL). `allocated` with the allocation's epoch:
+    /// larger than any epoch this node has seen for `shard`, for fencing
+    /// writes by stale owners. When set, it is called instead of
+    /// `allocated`, which may then be NULL.
+    pub allocated_with_epoch: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            cluster: *const c_char,
+            shard: u32,
+            epoch: u64,
+            state: *mut *mut c_void,
+        ) -> minishard_result_code,
+    >,
+}
+
+/// `user_data` and its destructor: frees it exactly once, when dropped.
+struct UserData {
+    ptr: *mut c_void,
+    free: Option<unsafe extern "C" fn(*mut c_void)>,
+}
+
+impl Drop for UserData {
+    fn drop(&mut self) {
+        if let Some(free) = self.free {
+            // SAFETY: `free` is the application's destructor for `ptr`; this
+            // is the only place it is called, once, as the header promises.
+            unsafe { free(self.ptr) };
+        }
+    }
+}
+
+// Handles whose callback is running on this thread, innermost last.
+// Calls that wait for that handle's callbacks to finish are refused on it.
+thread_local! {
+    static RUNNING: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks a callback of handle `id` as running on this thread.
+struct Running;
+
+impl Running {
+    fn enter(id: u64) -> Running {
+        RUNNING.with(|r| r.borrow_mut().push(id));
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.with(|r| r.borrow_mut().pop());
+    }
+}
+
+/// Whether a callback of handle `id` is running on this thread.
+pub(crate) fn in_callback_of(id: u64) -> bool {
+    RUNNING.with(|r| r.try_borrow().map_or(true, |r| r.contains(&id)))
+}
+
+type NodesFn = unsafe extern "C" fn(*mut c_void, *const c_char, *mut minishard_node_list) -> u32;
+type ShardCountFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> i64;
+type AllocatedFn = unsafe extern "C" fn(*mut c_void, *const c_char, u32, *mut *mut c_void) -> u32;
+type AllocatedEpochFn =
+    unsafe extern "C" fn(*mut c_void, *const c_char, u32, u64, *mut *mut c_void) -> u32;
+type ScoreFn = unsafe extern "C" fn(*mut c_void, *mut c_void) -> i64;
+type ProlongedFn =
+    unsafe extern "C" fn(*mut c_void, *const c_char, *mut c_void, *mut *mut c_void) -> u32;
+type DeallocatedFn = unsafe extern "C" fn(*mut c_void, *const c_char, *mut c_void);
+type StatusFn =
+    unsafe extern "C" fn(*mut c_void, *const c_char, minishard_health, minishard_health);
+
+enum Allocate {
+    Plain(AllocatedFn),
+    WithEpoch(AllocatedEpochFn),
+}
+
+/// The C application behind one handle.
+pub(crate) struct CApp {
+    user_data: UserData,
+    nodes: NodesFn,
+    shard_count: ShardCountFn,
+    allocated: Allocate,
+    score: ScoreFn,
+    prolonged: ProlongedFn,
+    deallocated: DeallocatedFn,
+    status_changed: Option<StatusFn>,
+    cluster: CString,
+    handle: u64,
+    /// Set when an answer at join was unusable as configuration (rather
+    /// than the callback failing), so the join reports `MINISHARD_CONFIG`.
+    pub(crate) bad_answer: Arc<Mutex<Option<String>>>,
+}
+
+// SAFETY: the only non-Send parts are `user_data` and the C state pointers.
+// The header requires them, and the callbacks, to be usable from the
+// callback thread, and the engine runs one callback at a time, so they are
+// never used from two threads at once.
+unsafe impl Send for CApp {}
+
+/// The C `void *state` of the current allocation.
+pub(crate) struct CState(*mut c_void);
+
+// SAFETY: as for `CApp`: the application's state is handed only to its own
+// callbacks, one at a time, on the thread the header allows.
+unsafe impl Send for CState {}
+
+/// A join's callbacks taken over from C: `user_data` is owned from here on,
+/// even if the callbacks turn out to be incomplete.
+pub(crate) struct Taken {
+    user_data: UserData,
+    cb: minishard_callbacks,
+}
+
+impl Taken {
+    /// Takes ownership of `cb.user_data`.
+    pub(crate) fn new(cb: &minishard_callbacks) -> Taken {
+        Taken {
+            user_data: UserData {
+                ptr: cb.user_data,
+                free: cb.free_user_data,
+            },
+            cb: minishard_callbacks {
+                user_data: cb.user_data,
+                free_user_data: None,
+                ..*cb
+            },
+        }
+    }
+
+    /// Checks that every required callback is there.
+    pub(crate) fn into_app(self, cluster: &str, handle: u64) -> Result<CApp, Failure> {
+        let missing =
+            |name: &str| Failure::invalid(format_args!("callbacks.{name} is NULL; it is required"));
+        let cb = &self.cb;
+        let allocated = match (cb.allocated_with_epoch, cb.allocated) {
+            (Some(f), _) => Allocate::WithEpoch(f),
+            (None, Some(f)) => Allocate::Plain(f),
+            (None, None) => return Err(missing("allocated")),
+        };
+        Ok(CApp {
+            nodes: cb.nodes.ok_or_else(|| missing("nodes"))?,
+            shard_count: cb.shard_count.ok_or_else(|| missing("shard_count"))?,
+            allocated,
+            score: cb.score.ok_or_else(|| missing("score"))?,
+            prolonged: cb.prolonged.ok_or_else(|| missing("prolonged"))?,
+            deallocated: cb.deallocated.ok_or_else(|| missing("deallocated"))?,
+            status_changed: cb.status_changed,
+            cluster: CString::new(cluster)
+                .map_err(|_| Failure::invalid("cluster contains a NUL byte"))?,
+            handle,
+            bad_answer: Arc::default(),
+            user_data: self.user_data,
+        })
+    }
+}
+
+fn failed(callback: &str, code: u32) -> CallbackError {
+    let name = minishard_result::from_raw(code).map_or_else(
+        || format!("unknown result {code}"),
+        |r| r.name().to_string_lossy().into_owned(),
+    );
+    CallbackError(format!("{callback} returned {name}"))
+}
+
+fn c_address(node: &NodeId) -> CString {
+    // A NodeId has only letters, digits and `.-_:[]`: never a NUL.
+    CString::new(node.as_str()).unwrap_or_default()
+}
+
+impl CApp {
+    fn answer_unusable(&self, message: String) -> CallbackError {
+        *self.bad_answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
+        CallbackError(message)
+    }
+}
+
+impl Callbacks for CApp {
+    type State = CState;
+
+    fn nodes(&mut self, _cluster: &str) -> Result<Vec<String>, CallbackError> {
+        let mut list = minishard_node_list {
+            nodes: Vec::new(),
+            refused: None,
+        };
+        let _running = Running::enter(self.handle);
+        // SAFETY: a callback the application gave for this handle, called
+        // with its user_data, a NUL-terminated name and a list that lives
+        // through the call; one callback at a time (engine guarantee).
+        let code = unsafe { (self.nodes)(self.user_data.ptr, self.cluster.as_ptr(), &mut list) };
+        if let Some(refused) = list.refused {
+            return Err(self.answer_unusable(refused));
+        }
+        if code != minishard_result::MINISHARD_OK as u32 {
+            return Err(failed("nodes", code));
+        }
+        Ok(list.nodes)
+    }
+
+    fn shard_count(&mut self, _cluster: &str) -> Result<u32, CallbackError> {
+        let _running = Running::enter(self.handle);
+        // SAFETY: as in `nodes`.
+        let count = unsafe { (self.shard_count)(self.user_data.ptr, self.cluster.as_ptr()) };
+        match u32::try_from(count) {
+            Ok(count) if count > 0 => Ok(count),
+            _ => Err(self.answer_unusable(format!(
+                "shard_count returned {count}; a cluster keeps between 1 and {} shards",
+                u32::MAX
+            ))),
+        }
+    }
+
+    fn allocated(
+        &mut self,
+        _cluster: &str,
+        shard: u32,
+        epoch: u64,
+    ) -> Result<CState, CallbackError> {
+        let mut state: *mut c_void = std::ptr::null_mut();
+        let _running = Running::enter(self.handle);
+        let (name, code) = match self.allocated {
+            // SAFETY: as in `nodes`; `state` is a valid place for the answer.
+            Allocate::Plain(f) => ("allocated", unsafe {
+                f(self.user_data.ptr, self.cluster.as_ptr(), shard, &mut state)
+            }),
+            // SAFETY: as above.
+            Allocate::WithEpoch(f) => ("allocated_with_epoch", unsafe {
+                f(
+                    self.user_data.ptr,
+                    self.cluster.as_ptr(),
+                    shard,
+                    epoch,
+                    &mut state,
+                )
+            }),
+        };
+        if code != minishard_result::MINISHARD_OK as u32 {
+            return Err(failed(name, code));
+        }
+        Ok(CState(state))
+    }
+
+    fn score(&mut self, state: &mut CState) -> Result<i64, CallbackError> {
+        let _running = Running::enter(self.handle);
+        // SAFETY: as in `nodes`; `state` is what `allocated` or `prolonged`
+        // gave for the current allocation.
+        Ok(unsafe { (self.score)(self.user_data.ptr, state.0) })
+    }
+
+    fn prolonged(&mut self, loser: &NodeId, state: &mut CState) -> Result<(), CallbackError> {
+        let loser = c_address(loser);
+        let mut new_state = state.0;
+        let _running = Running::enter(self.handle);
+        // SAFETY: as in `score`; `loser` lives through the call and
+        // `new_state` is a valid place for the answer.
+        let code = unsafe {
+            (self.prolonged)(self.user_data.ptr, loser.as_ptr(), state.0, &mut new_state)
+        };
+        state.0 = new_state;
+        if code != minishard_result::MINISHARD_OK as u32 {
+            return Err(failed("prolonged", code));
+        }
+        Ok(())
+    }
+
+    fn deallocated(&mut self, winner: Option<&NodeId>, state: CState) {
+        let winner = winner.map(c_address);
+        let winner_ptr = winner.as_ref().map_or(std::ptr::null(), |w| w.as_ptr());
+        let _running = Running::enter(self.handle);
+        // SAFETY: as in `score`; `winner_ptr` is NULL or lives through the
+        // call, and the state is handed back for the last time.
+        unsafe { (self.deallocated)(self.user_data.ptr, winner_ptr, state.0) };
+    }
+
+    fn status_changed(&mut self, _cluster: &str, old: Health, new: Health) {
+        if let Some(status_changed) = self.status_changed {
+            let _running = Running::enter(self.handle);
+            // SAFETY: as in `nodes`.
+            unsafe {
+                status_changed(
+                    self.user_data.ptr,
+                    self.cluster.as_ptr(),
+                    old.into(),
+                    new.into(),
+                )
+            };
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! `minishard_config`: the settings of one join, built with setters.
+//!
+//! Setters check what can be checked alone (a value is not zero, an address
+//! parses); what depends on several settings together (timings in the right
+//! order) is checked by `minishard_join`, with the same messages as the
+//! Rust API.
+
+use std::ffi::{c_char, c_int};
+use std::time::Duration;
+
+use minishard::{Config, Dispatch};
+
+use crate::buffer::{mut_arg, str_arg};
+use crate::error::{call, minishard_result, Failure, Outcome};
+
+/// Settings for one node in one cluster: an opaque handle.
+///
+/// Create it with `minishard_config_new`, free it with
+/// `minishard_config_free`. `minishard_join` copies what it needs, so a
+/// configuration can be freed right after the join, or reused for more
+/// joins. A configuration is not synchronised: do not change it from two
+/// threads at once.
+pub struct minishard_config {
+    pub(crate) config: Config,
+}
+
+/// Where callbacks run (see `minishard_config_set_dispatch`).
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum minishard_dispatch_mode {
+    /// Callbacks run on a callback thread the handle owns (the default).
+    MINISHARD_DISPATCH_THREAD = 0,
+    /// Callbacks run only inside `minishard_dispatch`, on the caller's
+    /// thread; `minishard_event_fd` becomes readable when some are pending.
+    MINISHARD_DISPATCH_HOST = 1,
+}
+
+/// A `minishard_dispatch_mode` as C passes it in: any `uint32_t`.
+#[allow(non_camel_case_types)]
+pub type minishard_dispatch_mode_code = u32;
+
+/// A new configuration with the defaults of DESIGN.md section 10, except
+/// that the listen address and the cookie are empty: set both before
+/// joining.
+///
+/// Returns NULL only if minishard panicked (see `minishard_last_error`).
+/// Free it with `minishard_config_free`. Any thread.
+#[no_mangle]
+pub extern "C" fn minishard_config_new() -> *mut minishard_config {
+    crate::panic::boundary(|| {
+        Box::into_raw(Box::new(minishard_config {
+            config: Config::new(String::new(), Vec::new()),
+        }))
+    })
+}
+
+/// Frees a configuration. NULL is a no-op.
+///
+/// # Safety
+///
+/// `cfg` must be NULL or a configuration from `minishard_config_new` not yet
+/// freed, in use by no other thread.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_free(cfg: *mut minishard_config) {
+    crate::panic::boundary(|| {
+        if !cfg.is_null() {
+            // SAFETY: `cfg` came from `Box::into_raw` in `minishard_config_new`
+            // and is freed once, by the caller's contract.
+            drop(unsafe { Box::from_raw(cfg) });
+        }
+    })
+}
+
+/// Runs a setter's body on the configuration behind `cfg`.
+///
+/// # Safety
+///
+/// `cfg` must be NULL or a live configuration used by no other thread.
+unsafe fn set(
+    cfg: *mut minishard_config,
+    body: impl FnOnce(&mut Config) -> Outcome,
+) -> minishard_result {
+    call(|| {
+        // SAFETY: NULL or live and unshared, by the caller's contract.
+        let cfg = unsafe { mut_arg(cfg, "cfg") }?;
+        body(&mut cfg.config)
+    })
+}
+
+fn positive_ms(name: &str, ms: u64) -> Result<Duration, Failure> {
+    if ms == 0 {
+        return Err(Failure::new(
+            minishard_result::MINISHARD_CONFIG,
+            format_args!("{name} must be greater than zero"),
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// Sets the address to listen on, `"host:port"` (e.g. `"0.0.0.0:7001"`,
+/// `"[::1]:7001"`). This is also the node's advertised address, the one in
+/// the member list, unless `minishard_config_set_advertise` says otherwise.
+/// Port 0 picks a free port (then the advertised address is the one bound,
+/// see `minishard_node_id`).
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for NULL or non-UTF-8,
+/// `MINISHARD_CONFIG` for an address that does not parse; the configuration
+/// is then unchanged.
+///
+/// # Safety
+///
+/// `cfg`: a live configuration; `listen`: NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_listen(
+    cfg: *mut minishard_config,
+    listen: *const c_char,
+) -> minishard_result {
+    let body = |config: &mut Config| {
+        // SAFETY: NULL or NUL-terminated, by the caller's contract.
+        let listen = unsafe { str_arg(listen, "listen") }?;
+        // A default configuration is valid apart from these two, so any
+        // complaint is about the address.
+        Config::new(listen, b"x".to_vec()).validate()?;
+        config.listen = listen.to_owned();
+        Ok(())
+    };
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set(cfg, body) }
+}
+
+/// Sets the address peers know this node by, `"host:port"`, when it is not
+/// the listen address (behind NAT, or listening on `0.0.0.0`). NULL goes
+/// back to advertising the listen address.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for non-UTF-8, `MINISHARD_CONFIG`
+/// for an address that does not parse (port 0 included).
+///
+/// # Safety
+///
+/// `cfg`: a live configuration; `advertise`: NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_advertise(
+    cfg: *mut minishard_config,
+    advertise: *const c_char,
+) -> minishard_result {
+    let body = |config: &mut Config| {
+        if advertise.is_null() {
+            config.advertise = None;
+            return Ok(());
+        }
+        // SAFETY: non-NULL and NUL-terminated, by the caller's contract.
+        let advertise = unsafe { str_arg(advertise, "advertise") }?;
+        minishard::NodeId::parse(advertise)
+            .map_err(|e| Failure::new(minishard_result::MINISHARD_CONFIG, e))?;
+        config.advertise = Some(advertise.to_owned());
+        Ok(())
+    };
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set(cfg, body) }
+}
+
+/// Sets the cluster's shared secret: `len` bytes at `cookie`, copied. Every
+/// node of a cluster needs the same one. It must not be empty.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cookie`,
+/// `MINISHARD_CONFIG` for `len` 0.
+///
+/// # Safety
+///
+/// `cfg`: a live configuration; `cookie`: NULL or `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_cookie(
+    cfg: *mut minishard_config,
+    cookie: *const u8,
+    len: usize,
+) -> minishard_result {
+    let body = |config: &mut Config| {
+        if cookie.is_null() {
+            return Err(Failure::invalid("cookie is NULL"));
+        }
+        if len == 0 {
+            return Err(Failure::new(
+                minishard_result::MINISHARD_CONFIG,
+                "the cookie is empty: every node of a cluster needs the same non-empty secret",
+            ));
+        }
+        // SAFETY: `cookie` is non-NULL with `len` readable bytes, by the
+        // caller's contract; they are copied before returning.
+        config.cookie = unsafe { std::slice::from_raw_parts(cookie, len) }.to_vec();
+        Ok(())
+    };
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set(cfg, body) }
+}
+
+/// Joins as an observer (`observer` non-zero): the node sees the shard map
+/// but never hosts a shard, and need not be in the member list. Default 0.
+///
+/// # Safety
+///
+/// `cfg`: a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_observer(
+    cfg: *mut minishard_config,
+    observer: c_int,
+) -> minishard_result {
+    // SAFETY: the caller's contract covers `cfg`.
+    unsafe {
+        set(cfg, |config| {
+            config.observer = observer != 0;
+            Ok(())
+        })
+    }
+}
+
+/// Sets where callbacks run: `MINISHARD_DISPATCH_THREAD` (the default) or
+/// `MINISHARD_DISPATCH_HOST`.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for any other value.
+///
+/// # Safety
+///
+/// `cfg`: a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_dispatch(
+    cfg: *mut minishard_config,
+    dispatch: minishard_dispatch_mode_code,
+) -> minishard_result {
+    // SAFETY: the caller's contract covers `cfg`.
+    unsafe {
+        set(cfg, |config| {
+            config.dispatch = match dispatch {
+                d if d == minishard_dispatch_mode::MINISHARD_DISPATCH_THREAD as u32 => {
+                    Dispatch::Thread
+                }
+                d if d == minishard_dispatch_mode::MINISHARD_DISPATCH_HOST as u32 => Dispatch::Host,
+                other => {
+                    return Err(Failure::invalid(format_args!(
+                        "dispatch must be MINISHARD_DISPATCH_THREAD or MINISHARD_DISPATCH_HOST, not {other}"
+                    )))
+                }
+            };
+            Ok(())
+        })
+    }
+}
+
+/// Sets one timing of `cfg`.
+///
+/// # Safety
+///
+/// `cfg` must be NULL or a live configuration used by no other thread.
+unsafe fn set_timing(
+    cfg: *mut minishard_config,
+    name: &str,
+    ms: u64,
+    field: impl FnOnce(&mut minishard::Timings) -> &mut Duration,
+) -> minishard_result {
+    let body = |config: &mut Config| {
+        *field(&mut config.timings) = positive_ms(name, ms)?;
+        Ok(())
+    };
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set(cfg, body) }
+}
+
+/// How often each connection carries a heartbeat, in milliseconds
+/// (default 100).
+///
+/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+/// heartbeat_interval <= node_grace`).
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_heartbeat_interval_ms(
+    cfg: *mut minishard_config,
+    ms: u64,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe {
+        set_timing(cfg, "heartbeat_interval_ms", ms, |t| {
+            &mut t.heartbeat_interval
+        })
+    }
+}
+
+/// Silence after which a peer is suspect, in milliseconds (default 500).
+///
+/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+/// heartbeat_interval <= node_grace`).
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_heartbeat_timeout_ms(
+    cfg: *mut minishard_config,
+    ms: u64,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe {
+        set_timing(cfg, "heartbeat_timeout_ms", ms, |t| {
+            &mut t.heartbeat_timeout
+        })
+    }
+}
+
+/// How long too few visible members may last before this node is
+/// degraded and gives its shard up, in milliseconds (default 1000).
+///
+/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+/// heartbeat_interval <= node_grace`).
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_transition_timeout_ms(
+    cfg: *mut minishard_config,
+    ms: u64,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe {
+        set_timing(cfg, "transition_timeout_ms", ms, |t| {
+            &mut t.transition_timeout
+        })
+    }
+}
+
+/// How long a lost peer's shard stays reserved to it, in milliseconds
+/// (default 1500).
+///
+/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+/// heartbeat_interval <= node_grace`).
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_node_grace_ms(
+    cfg: *mut minishard_config,
+    ms: u64,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_timing(cfg, "node_grace_ms", ms, |t| &mut t.node_grace) }
+}
+
+/// How long the view must be still before a free shard is claimed, in
+/// milliseconds (default 20).
+///
+/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+/// heartbeat_interval <= node_grace`).
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_settle_ms(
+    cfg: *mut minishard_config,
+    ms: u64,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_timing(cfg, "settle_ms", ms, |t| &mut t.settle) }
+}
+
+/// How long a `score` callback may take before its owner loses the
+/// conflict, in milliseconds (default 1000).
+///
+/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+/// heartbeat_interval <= node_grace`).
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_score_deadline_ms(
+    cfg: *mut minishard_config,
+    ms: u64,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_timing(cfg, "score_deadline_ms", ms, |t| &mut t.score_deadline) }
+}
+
+/// How often the `nodes` callback is asked for the member list again, in
+/// milliseconds (default 5000).
+///
+/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+/// heartbeat_interval <= node_grace`).
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_member_poll_ms(
+    cfg: *mut minishard_config,
+    ms: u64,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_timing(cfg, "member_poll_ms", ms, |t| &mut t.member_poll) }
+}
+
+/// Back-off after a failed `allocated` before this node takes a shard
+/// again, in milliseconds (default 1000).
+///
+/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+/// heartbeat_interval <= node_grace`).
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_allocation_retry_ms(
+    cfg: *mut minishard_config,
+    ms: u64,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_timing(cfg, "allocation_retry_ms", ms, |t| &mut t.allocation_retry) }
+}

@@ -1,0 +1,86 @@
+//! The panic boundary: no panic ever unwinds into C.
+//!
+//! Every exported function runs its body through [`boundary`]. A panic is
+//! caught there and becomes the function's failure value (a result code,
+//! NULL, -1, ...), with a message for `minishard_last_error`, the pattern of
+//! rustls-ffi's `ffi_panic_boundary!`.
+
+use std::any::Any;
+use std::ffi::c_char;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::error::{minishard_result, set_last_error};
+
+/// What an exported function returns when its body panicked.
+pub(crate) trait Fallback {
+    fn after_panic() -> Self;
+}
+
+impl Fallback for minishard_result {
+    fn after_panic() -> Self {
+        minishard_result::MINISHARD_PANIC
+    }
+}
+
+impl Fallback for crate::health::minishard_health {
+    fn after_panic() -> Self {
+        crate::health::minishard_health::MINISHARD_HEALTH_DEGRADED
+    }
+}
+
+impl Fallback for () {
+    fn after_panic() -> Self {}
+}
+
+impl Fallback for usize {
+    fn after_panic() -> Self {
+        0
+    }
+}
+
+impl Fallback for i32 {
+    fn after_panic() -> Self {
+        -1
+    }
+}
+
+impl<T> Fallback for *mut T {
+    fn after_panic() -> Self {
+        std::ptr::null_mut()
+    }
+}
+
+impl Fallback for *const c_char {
+    fn after_panic() -> Self {
+        std::ptr::null()
+    }
+}
+
+/// Runs `body`, turning a panic into `T::after_panic()` and a message.
+///
+/// `AssertUnwindSafe` is right here: after a panic the caller only sees the
+/// failure value, and every object the body may have touched half-way is
+/// either owned by the body (dropped) or a handle whose Rust side keeps its
+/// own invariants through poisoning-tolerant locks.
+pub(crate) fn boundary<T: Fallback>(body: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(value) => value,
+        Err(payload) => {
+            set_last_error(&format!(
+                "minishard panicked (a bug, please report it): {}",
+                panic_message(payload.as_ref())
+            ));
+            T::after_panic()
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else {
+        "no message"
+    }
+}

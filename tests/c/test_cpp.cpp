@@ -1,0 +1,246 @@
+// The C++ wrapper: RAII (the handler is released exactly when the Cluster
+// goes), errors as exceptions with their code, exceptions thrown by
+// callbacks contained, lookups as optionals, move semantics.
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "minishard.hpp"
+
+using namespace std::chrono_literals;
+using minishard::Health;
+
+static int failures;
+static int passed, failed;
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            std::fprintf(stderr, "  %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
+            failures++;                                                               \
+        }                                                                             \
+    } while (0)
+
+static std::chrono::milliseconds scaled(std::chrono::milliseconds ms) {
+    const char *scale = std::getenv("TIME_SCALE");
+    long k = scale ? std::strtol(scale, nullptr, 10) : 1;
+    return ms * (k >= 1 ? k : 1);
+}
+
+static std::vector<std::string> free_addresses(size_t n) {
+    std::vector<int> fds;
+    std::vector<std::string> out;
+    for (size_t i = 0; i < n; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in sa{};
+        socklen_t len = sizeof sa;
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        bind(fd, reinterpret_cast<sockaddr *>(&sa), sizeof sa);
+        getsockname(fd, reinterpret_cast<sockaddr *>(&sa), &len);
+        out.push_back("127.0.0.1:" + std::to_string(ntohs(sa.sin_port)));
+        fds.push_back(fd);
+    }
+    for (int fd : fds) close(fd);
+    return out;
+}
+
+static minishard::Config fast(const std::string &listen) {
+    minishard::Config config;
+    config.listen(listen)
+        .cookie("cpp-cookie")
+        .heartbeat_interval(scaled(50ms))
+        .heartbeat_timeout(scaled(250ms))
+        .transition_timeout(scaled(500ms))
+        .node_grace(scaled(750ms))
+        .settle(scaled(10ms))
+        .score_deadline(scaled(500ms))
+        .allocation_retry(scaled(300ms));
+    return config;
+}
+
+class Recorder : public minishard::Handler {
+public:
+    Recorder(std::vector<std::string> members, std::int64_t shards)
+        : members_(std::move(members)), shards_(shards) {}
+
+    std::vector<std::string> nodes(const std::string &) override {
+        if (throw_in_nodes) throw std::runtime_error("no member list today");
+        return members_;
+    }
+    std::int64_t shard_count(const std::string &) override { return shards_; }
+    void allocated(const std::string &, std::uint32_t shard, std::uint64_t) override {
+        if (refuse_allocations.load()) {
+            refused++;
+            throw std::runtime_error("not now");
+        }
+        std::lock_guard<std::mutex> lock(mutex);
+        owned = static_cast<int>(shard);
+        allocations++;
+    }
+    std::int64_t score() override { return 0; }
+    void deallocated(const std::optional<std::string> &) override {
+        std::lock_guard<std::mutex> lock(mutex);
+        owned = -1;
+        deallocations++;
+    }
+
+    bool throw_in_nodes = false;
+    std::atomic<bool> refuse_allocations{false};
+    std::atomic<int> refused{0};
+    std::mutex mutex;
+    int owned = -1, allocations = 0, deallocations = 0;
+
+private:
+    std::vector<std::string> members_;
+    std::int64_t shards_;
+};
+
+static void run(const char *name, void (*test)()) {
+    failures = 0;
+    try {
+        test();
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "  unexpected exception: %s\n", e.what());
+        failures++;
+    }
+    if (failures == 0) {
+        passed++;
+        std::printf("ok   %s\n", name);
+    } else {
+        failed++;
+        std::printf("FAIL %s\n", name);
+    }
+    std::fflush(stdout);
+}
+
+static void errors_are_exceptions_with_their_code() {
+    try {
+        minishard::Config config;
+        config.listen("nowhere");
+        CHECK(false);
+    } catch (const minishard::Error &e) {
+        CHECK(e.code() == MINISHARD_CONFIG);
+        CHECK(std::strstr(e.what(), "MINISHARD_CONFIG: configuration error: invalid listen address") != nullptr);
+    }
+    auto addrs = free_addresses(1);
+    auto zero = std::make_shared<Recorder>(addrs, 0);
+    try {
+        minishard::Cluster::join("zero", fast(addrs[0]), zero);
+        CHECK(false);
+    } catch (const minishard::Error &e) {
+        CHECK(e.code() == MINISHARD_CONFIG);
+        CHECK(std::strstr(e.what(), "shard_count returned 0") != nullptr);
+    }
+    CHECK(zero.use_count() == 1);  // the failed join released its reference
+    // An exception thrown by nodes() at join comes back out of join.
+    auto throwing = std::make_shared<Recorder>(addrs, 1);
+    throwing->throw_in_nodes = true;
+    try {
+        minishard::Cluster::join("throwing", fast(addrs[0]), throwing);
+        CHECK(false);
+    } catch (const std::runtime_error &e) {
+        CHECK(std::string(e.what()) == "no member list today");
+    }
+    CHECK(throwing.use_count() == 1);
+}
+
+static void a_cluster_releases_its_handler_when_it_goes() {
+    auto addrs = free_addresses(1);
+    auto handler = std::make_shared<Recorder>(addrs, 1);
+    {
+        auto cluster = minishard::Cluster::join("raii", fast(addrs[0]), handler);
+        CHECK(handler.use_count() == 2);
+        cluster.wait_until(Health::Available, scaled(10s));
+        CHECK(cluster.health() == Health::Available);
+        CHECK(cluster.get_node(0) == addrs[0]);
+        CHECK(cluster.node_id() == addrs[0]);
+        auto mine = cluster.my_shard();
+        CHECK(mine && mine->first == 0 && mine->second > 0);
+        CHECK(cluster.status_json().find("\"shard_count\":1") != std::string::npos);
+        CHECK(cluster.stats().allocations == 1);
+        try {
+            cluster.get_node(5);
+            CHECK(false);
+        } catch (const minishard::Error &e) {
+            CHECK(e.code() == MINISHARD_INVALID_ARGUMENT);
+        }
+        try {
+            cluster.wait_until(Health::Degraded, 20ms);
+            CHECK(false);
+        } catch (const minishard::Error &e) {
+            CHECK(e.code() == MINISHARD_TIMEOUT);
+        }
+        try {
+            cluster.dispatch();
+            CHECK(false);
+        } catch (const minishard::Error &e) {
+            CHECK(e.code() == MINISHARD_INVALID_ARGUMENT);
+        }
+        // Moving hands the membership over; the moved-from object is inert.
+        minishard::Cluster moved = std::move(cluster);
+        CHECK(moved.get() != nullptr && cluster.get() == nullptr);
+        CHECK(moved.get_node(0) == addrs[0]);
+    }
+    CHECK(handler.use_count() == 1);
+    CHECK(handler->deallocations == 1);  // leaving on destruction
+}
+
+static void a_throwing_allocated_fails_that_callback_only() {
+    auto addrs = free_addresses(2);
+    auto refusing = std::make_shared<Recorder>(addrs, 1);
+    auto willing = std::make_shared<Recorder>(addrs, 1);
+    refusing->refuse_allocations = true;
+    auto a = minishard::Cluster::join("refuse", fast(addrs[0]), refusing);
+    // Alone, it is enough members for one shard: it is asked, and refuses.
+    auto deadline = std::chrono::steady_clock::now() + scaled(10s);
+    while (refusing->refused == 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(1ms);
+    }
+    auto b = minishard::Cluster::join("refuse", fast(addrs[1]), willing);
+    b.wait_until(Health::Available, scaled(10s));
+    a.wait_until(Health::Available, scaled(10s));
+    CHECK(b.get_node(0) == addrs[1]);
+    CHECK(a.get_node(0) == addrs[1]);
+    CHECK(refusing->refused >= 1);
+    CHECK(refusing->allocations == 0);
+    CHECK(willing->allocations == 1);
+    CHECK(a.stats().failed_callbacks == static_cast<std::uint64_t>(refusing->refused.load()));
+}
+
+static void host_dispatch_runs_handlers_on_the_dispatching_thread() {
+    auto addrs = free_addresses(1);
+    auto handler = std::make_shared<Recorder>(addrs, 1);
+    auto config = fast(addrs[0]);
+    config.dispatch(minishard::Dispatch::Host);
+    auto cluster = minishard::Cluster::join("host", config, handler);
+    CHECK(cluster.event_fd() >= 0);
+    auto deadline = std::chrono::steady_clock::now() + scaled(10s);
+    while (cluster.health() != Health::Available && std::chrono::steady_clock::now() < deadline) {
+        if (cluster.dispatch() == 0) std::this_thread::sleep_for(1ms);
+    }
+    CHECK(cluster.health() == Health::Available);
+    CHECK(handler->allocations == 1);
+}
+
+int main() {
+    run("errors_are_exceptions_with_their_code", errors_are_exceptions_with_their_code);
+    run("a_cluster_releases_its_handler_when_it_goes", a_cluster_releases_its_handler_when_it_goes);
+    run("a_throwing_allocated_fails_that_callback_only", a_throwing_allocated_fails_that_callback_only);
+    run("host_dispatch_runs_handlers_on_the_dispatching_thread",
+        host_dispatch_runs_handlers_on_the_dispatching_thread);
+    std::printf("c++-wrapper: %d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}

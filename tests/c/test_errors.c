@@ -1,0 +1,444 @@
+/*
+ * Every error path of the C ABI: NULL pointers, invalid UTF-8, unparsable
+ * addresses, zero/negative/huge shard counts, failing callbacks, small
+ * buffers, calls after leave and calls from inside a callback; and that
+ * user_data is freed exactly once on every path.
+ */
+#include "harness.h"
+
+static const uint8_t COOKIE[] = "test-cookie";
+
+/* ---- results and messages ---------------------------------------------- */
+
+static void result_names_and_version(void) {
+    const char *version = minishard_version();
+    REQUIRE(version != NULL);
+    CHECK(strchr(version, '.') != NULL);
+    CHECK(strcmp(minishard_result_name(MINISHARD_OK), "MINISHARD_OK") == 0);
+    CHECK(strcmp(minishard_result_name(MINISHARD_INVALID_ARGUMENT), "MINISHARD_INVALID_ARGUMENT") == 0);
+    CHECK(strcmp(minishard_result_name(MINISHARD_CONFIG), "MINISHARD_CONFIG") == 0);
+    CHECK(strcmp(minishard_result_name(MINISHARD_IO), "MINISHARD_IO") == 0);
+    CHECK(strcmp(minishard_result_name(MINISHARD_TIMEOUT), "MINISHARD_TIMEOUT") == 0);
+    CHECK(strcmp(minishard_result_name(MINISHARD_NOT_FOUND), "MINISHARD_NOT_FOUND") == 0);
+    CHECK(strcmp(minishard_result_name(MINISHARD_BUFFER_TOO_SMALL), "MINISHARD_BUFFER_TOO_SMALL") == 0);
+    CHECK(strcmp(minishard_result_name(MINISHARD_CLOSED), "MINISHARD_CLOSED") == 0);
+    CHECK(strcmp(minishard_result_name(MINISHARD_CALLBACK_FAILED), "MINISHARD_CALLBACK_FAILED") == 0);
+    CHECK(strcmp(minishard_result_name(MINISHARD_PANIC), "MINISHARD_PANIC") == 0);
+    CHECK(strcmp(minishard_result_name((minishard_result)77), "MINISHARD_UNKNOWN") == 0);
+    CHECK(MINISHARD_OK == 0);
+}
+
+static void *last_error_of_a_fresh_thread(void *out) {
+    char buf[16] = "untouched";
+    *(size_t *)out = minishard_last_error(buf, sizeof buf);
+    if (buf[0] != '\0') *(size_t *)out = 999;
+    return NULL;
+}
+
+static void last_error_is_per_thread_and_truncates(void) {
+    char small[8], big[256];
+    size_t needed, fresh = 1;
+    pthread_t thread;
+    /* A thread that has seen no failure has no message. */
+    pthread_create(&thread, NULL, last_error_of_a_fresh_thread, &fresh);
+    pthread_join(thread, NULL);
+    CHECK(fresh == 0);
+
+    CHECK_RC(minishard_config_set_listen(NULL, "127.0.0.1:1"), MINISHARD_INVALID_ARGUMENT);
+    needed = minishard_last_error(NULL, 0);
+    CHECK(needed == strlen("cfg is NULL") + 1);
+    CHECK(minishard_last_error(big, sizeof big) == needed);
+    CHECK(strcmp(big, "cfg is NULL") == 0);
+    /* Truncated, NUL-terminated, and the return says how much was needed. */
+    CHECK(minishard_last_error(small, sizeof small) == needed);
+    CHECK(strcmp(small, "cfg is ") == 0);
+    /* A success does not clear it. */
+    CHECK(minishard_version() != NULL);
+    CHECK(minishard_last_error(big, sizeof big) == needed);
+}
+
+/* ---- configuration ------------------------------------------------------ */
+
+static void config_setters_refuse_bad_values_with_a_message(void) {
+    minishard_config *cfg = minishard_config_new();
+    REQUIRE(cfg != NULL);
+    CHECK_RC(minishard_config_set_listen(cfg, NULL), MINISHARD_INVALID_ARGUMENT);
+    CHECK(last_error_mentions("listen is NULL"));
+    CHECK_RC(minishard_config_set_listen(cfg, "127.0.0.1:\xff"), MINISHARD_INVALID_ARGUMENT);
+    CHECK(last_error_mentions("not valid UTF-8"));
+    CHECK_RC(minishard_config_set_listen(cfg, "nowhere"), MINISHARD_CONFIG);
+    CHECK(last_error_mentions("invalid listen address"));
+    CHECK_RC(minishard_config_set_listen(cfg, "host:99999"), MINISHARD_CONFIG);
+    CHECK_RC(minishard_config_set_listen(cfg, ":7000"), MINISHARD_CONFIG);
+    CHECK_RC(minishard_config_set_listen(cfg, "127.0.0.1:0"), MINISHARD_OK);
+    CHECK_RC(minishard_config_set_advertise(cfg, "10.0.0.1:0"), MINISHARD_CONFIG);
+    CHECK(last_error_mentions("port 0"));
+    CHECK_RC(minishard_config_set_advertise(cfg, "10.0.0.1:7000"), MINISHARD_OK);
+    CHECK_RC(minishard_config_set_advertise(cfg, NULL), MINISHARD_OK);
+    CHECK_RC(minishard_config_set_cookie(cfg, NULL, 3), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_config_set_cookie(cfg, COOKIE, 0), MINISHARD_CONFIG);
+    CHECK(last_error_mentions("cookie is empty"));
+    CHECK_RC(minishard_config_set_cookie(NULL, COOKIE, 3), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_config_set_heartbeat_interval_ms(cfg, 0), MINISHARD_CONFIG);
+    CHECK(last_error_mentions("heartbeat_interval_ms must be greater than zero"));
+    CHECK_RC(minishard_config_set_heartbeat_timeout_ms(cfg, 0), MINISHARD_CONFIG);
+    CHECK_RC(minishard_config_set_transition_timeout_ms(cfg, 0), MINISHARD_CONFIG);
+    CHECK_RC(minishard_config_set_node_grace_ms(cfg, 0), MINISHARD_CONFIG);
+    CHECK_RC(minishard_config_set_settle_ms(cfg, 0), MINISHARD_CONFIG);
+    CHECK_RC(minishard_config_set_score_deadline_ms(cfg, 0), MINISHARD_CONFIG);
+    CHECK_RC(minishard_config_set_member_poll_ms(cfg, 0), MINISHARD_CONFIG);
+    CHECK_RC(minishard_config_set_allocation_retry_ms(cfg, 0), MINISHARD_CONFIG);
+    CHECK_RC(minishard_config_set_node_grace_ms(NULL, 10), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_config_set_dispatch(cfg, (minishard_dispatch_mode)7), MINISHARD_INVALID_ARGUMENT);
+    CHECK(last_error_mentions("MINISHARD_DISPATCH_HOST"));
+    CHECK_RC(minishard_config_set_dispatch(cfg, MINISHARD_DISPATCH_HOST), MINISHARD_OK);
+    CHECK_RC(minishard_config_set_observer(cfg, 1), MINISHARD_OK);
+    minishard_config_free(cfg);
+    minishard_config_free(NULL);
+}
+
+/* ---- join --------------------------------------------------------------- */
+
+typedef struct {
+    app base;
+    int64_t shard_answer;
+    minishard_result nodes_answer;
+    const char *extra_member; /* pushed after the real members */
+} join_app;
+
+static minishard_result join_nodes(void *user_data, const char *cluster, minishard_node_list *out) {
+    join_app *a = user_data;
+    minishard_result rc = app_nodes(&a->base, cluster, out);
+    if (rc != MINISHARD_OK) return rc;
+    if (a->extra_member) minishard_node_list_push(out, a->extra_member); /* result ignored on purpose */
+    return a->nodes_answer;
+}
+
+static int64_t join_shard_count(void *user_data, const char *cluster) {
+    (void)cluster;
+    return ((join_app *)user_data)->shard_answer;
+}
+
+/* Joins a one-member cluster; the join must fail with `expected` and a
+ * message mentioning `mention`, leave *out NULL, and free user_data once. */
+static void join_fails(join_app *a, const char *name, minishard_config *cfg,
+                       minishard_result expected, const char *mention) {
+    minishard_callbacks cb = app_callbacks(&a->base);
+    minishard_cluster *cluster = (minishard_cluster *)&cb; /* not NULL */
+    cb.user_data = a;
+    cb.nodes = join_nodes;
+    cb.shard_count = join_shard_count;
+    a->base.freed = 0;
+    CHECK_RC(minishard_join(name, cfg, &cb, &cluster), expected);
+    CHECK(last_error_mentions(mention));
+    CHECK(cluster == NULL);
+    CHECK(a->base.freed == 1);
+}
+
+static void join_refuses_bad_arguments_and_answers_and_frees_user_data_once(void) {
+    char addrs[2][64];
+    const char *members[1];
+    join_app a;
+    minishard_config *cfg;
+    minishard_callbacks cb;
+    minishard_cluster *cluster = NULL;
+    REQUIRE(free_addresses(2, addrs));
+    members[0] = addrs[0];
+    app_init(&a.base, members, 1, 1);
+    a.shard_answer = 1;
+    a.nodes_answer = MINISHARD_OK;
+    a.extra_member = NULL;
+    cfg = fast_config(addrs[0], MINISHARD_DISPATCH_THREAD);
+    REQUIRE(cfg != NULL);
+
+    /* NULL callbacks: nothing to free. */
+    CHECK_RC(minishard_join("c", cfg, NULL, &cluster), MINISHARD_INVALID_ARGUMENT);
+    CHECK(last_error_mentions("cb is NULL"));
+    /* NULL out: the callbacks are still taken over and user_data freed. */
+    cb = app_callbacks(&a.base);
+    a.base.freed = 0;
+    CHECK_RC(minishard_join("c", cfg, &cb, NULL), MINISHARD_INVALID_ARGUMENT);
+    CHECK(a.base.freed == 1);
+    join_fails(&a, NULL, cfg, MINISHARD_INVALID_ARGUMENT, "cluster is NULL");
+    join_fails(&a, "bad\xc3\x28name", cfg, MINISHARD_INVALID_ARGUMENT, "not valid UTF-8");
+    join_fails(&a, "", cfg, MINISHARD_CONFIG, "cluster name is empty");
+    join_fails(&a, "c", NULL, MINISHARD_INVALID_ARGUMENT, "cfg is NULL");
+    {
+        /* A required callback missing. */
+        minishard_callbacks partial = app_callbacks(&a.base);
+        partial.score = NULL;
+        a.base.freed = 0;
+        CHECK_RC(minishard_join("c", cfg, &partial, &cluster), MINISHARD_INVALID_ARGUMENT);
+        CHECK(last_error_mentions("callbacks.score is NULL"));
+        CHECK(a.base.freed == 1);
+        partial = app_callbacks(&a.base);
+        partial.allocated = NULL;
+        partial.allocated_with_epoch = NULL;
+        a.base.freed = 0;
+        CHECK_RC(minishard_join("c", cfg, &partial, &cluster), MINISHARD_INVALID_ARGUMENT);
+        CHECK(last_error_mentions("callbacks.allocated is NULL"));
+        CHECK(a.base.freed == 1);
+    }
+    /* Shard counts out of range are configuration errors. */
+    a.shard_answer = 0;
+    join_fails(&a, "c", cfg, MINISHARD_CONFIG, "shard_count returned 0");
+    a.shard_answer = -3;
+    join_fails(&a, "c", cfg, MINISHARD_CONFIG, "shard_count returned -3");
+    a.shard_answer = (int64_t)1 << 33;
+    join_fails(&a, "c", cfg, MINISHARD_CONFIG, "shard_count returned 8589934592");
+    a.shard_answer = 2; /* one member cannot keep two shards */
+    join_fails(&a, "c", cfg, MINISHARD_CONFIG, "larger than the member list");
+    a.shard_answer = 1;
+    /* The member list: a failing callback, an unparsable member. */
+    a.nodes_answer = MINISHARD_IO;
+    join_fails(&a, "c", cfg, MINISHARD_CALLBACK_FAILED, "nodes returned MINISHARD_IO");
+    a.nodes_answer = MINISHARD_OK;
+    a.extra_member = "not an address";
+    join_fails(&a, "c", cfg, MINISHARD_CONFIG, "invalid node address");
+    a.extra_member = NULL;
+    /* This node not in the member list. */
+    members[0] = addrs[1];
+    join_fails(&a, "c", cfg, MINISHARD_CONFIG, "not in the member list");
+    members[0] = addrs[0];
+    /* Timings out of order are found at join. */
+    {
+        minishard_config *slow = fast_config(addrs[0], MINISHARD_DISPATCH_THREAD);
+        REQUIRE(slow != NULL);
+        CHECK_RC(minishard_config_set_heartbeat_interval_ms(slow, 5000), MINISHARD_OK);
+        join_fails(&a, "c", slow, MINISHARD_CONFIG, "heartbeat_interval");
+        minishard_config_free(slow);
+    }
+    /* An empty cookie (never set). */
+    {
+        minishard_config *bare = minishard_config_new();
+        REQUIRE(bare != NULL);
+        CHECK_RC(minishard_config_set_listen(bare, addrs[0]), MINISHARD_OK);
+        join_fails(&a, "c", bare, MINISHARD_CONFIG, "cookie is empty");
+        minishard_config_free(bare);
+    }
+    /* The listen address in use. */
+    {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa;
+        socklen_t sa_len = sizeof sa;
+        char taken[64];
+        minishard_config *busy;
+        const char *busy_members[1];
+        memset(&sa, 0, sizeof sa);
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(fd, 1) == 0);
+        REQUIRE(getsockname(fd, (struct sockaddr *)&sa, &sa_len) == 0);
+        snprintf(taken, sizeof taken, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+        busy = fast_config(taken, MINISHARD_DISPATCH_THREAD);
+        busy_members[0] = taken;
+        a.base.members = busy_members;
+        join_fails(&a, "c", busy, MINISHARD_IO, "cannot listen");
+        a.base.members = members;
+        minishard_config_free(busy);
+        close(fd);
+    }
+    minishard_config_free(cfg);
+    app_destroy(&a.base);
+}
+
+/* ---- a live handle -------------------------------------------------------- */
+
+static void null_handles_are_refused(void) {
+    char buf[64];
+    size_t written;
+    uint32_t shard;
+    uint64_t epoch;
+    minishard_stats stats;
+    CHECK_RC(minishard_get_node(NULL, 0, buf, sizeof buf, &written), MINISHARD_INVALID_ARGUMENT);
+    CHECK(last_error_mentions("cluster is NULL"));
+    CHECK_RC(minishard_my_shard(NULL, &shard, &epoch), MINISHARD_INVALID_ARGUMENT);
+    CHECK(minishard_get_health(NULL) == MINISHARD_HEALTH_DEGRADED);
+    CHECK(last_error_mentions("cluster is NULL"));
+    CHECK_RC(minishard_wait_until(NULL, MINISHARD_HEALTH_AVAILABLE, 1), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_status_json(NULL, buf, sizeof buf, &written), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_get_stats(NULL, &stats), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_node_id(NULL, buf, sizeof buf, &written), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_dispatch(NULL, 1, &written), MINISHARD_INVALID_ARGUMENT);
+    CHECK(minishard_event_fd(NULL) == -1);
+    CHECK_RC(minishard_leave(NULL), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_testing_cut(NULL, "127.0.0.1:1"), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_testing_heal_all(NULL), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_node_list_push(NULL, "127.0.0.1:1"), MINISHARD_INVALID_ARGUMENT);
+    minishard_cluster_free(NULL);
+    minishard_testing_crash(NULL);
+}
+
+static void a_live_handle_checks_buffers_shards_and_modes_then_closes(void) {
+    local l;
+    char buf[MINISHARD_ADDRESS_MAX], tiny[4];
+    size_t written = 0, needed;
+    uint32_t shard = 7;
+    uint64_t epoch = 0;
+    REQUIRE(local_start(&l, "one", 1, 1, MINISHARD_DISPATCH_THREAD));
+    REQUIRE_OK(minishard_wait_until(l.nodes[0], MINISHARD_HEALTH_AVAILABLE, 10000 * time_scale()));
+
+    CHECK_RC(minishard_get_node(l.nodes[0], 0, buf, sizeof buf, &written), MINISHARD_OK);
+    CHECK(strcmp(buf, l.addrs[0]) == 0);
+    CHECK(written == strlen(l.addrs[0]) + 1);
+    needed = written;
+    /* Too small: the size needed, NUL included, and an empty string. */
+    written = 0;
+    CHECK_RC(minishard_get_node(l.nodes[0], 0, tiny, sizeof tiny, &written), MINISHARD_BUFFER_TOO_SMALL);
+    CHECK(written == needed);
+    CHECK(tiny[0] == '\0');
+    CHECK(last_error_mentions("are needed"));
+    /* Exactly the size needed fits. */
+    CHECK_RC(minishard_get_node(l.nodes[0], 0, buf, needed, &written), MINISHARD_OK);
+    /* NULL with 0 asks the size. */
+    CHECK_RC(minishard_get_node(l.nodes[0], 0, NULL, 0, &written), MINISHARD_BUFFER_TOO_SMALL);
+    CHECK(written == needed);
+    CHECK_RC(minishard_get_node(l.nodes[0], 0, NULL, 5, &written), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_get_node(l.nodes[0], 0, buf, sizeof buf, NULL), MINISHARD_INVALID_ARGUMENT);
+    CHECK(last_error_mentions("written is NULL"));
+    CHECK_RC(minishard_get_node(l.nodes[0], 1, buf, sizeof buf, &written), MINISHARD_INVALID_ARGUMENT);
+    CHECK(last_error_mentions("shard 1 does not exist"));
+
+    CHECK_RC(minishard_my_shard(l.nodes[0], &shard, &epoch), MINISHARD_OK);
+    CHECK(shard == 0 && epoch > 0);
+    CHECK_RC(minishard_my_shard(l.nodes[0], NULL, &epoch), MINISHARD_INVALID_ARGUMENT);
+
+    CHECK_RC(minishard_node_id(l.nodes[0], buf, sizeof buf, &written), MINISHARD_OK);
+    CHECK(strcmp(buf, l.addrs[0]) == 0);
+    CHECK_RC(minishard_status_json(l.nodes[0], NULL, 0, &written), MINISHARD_BUFFER_TOO_SMALL);
+    {
+        char *json = malloc(written);
+        size_t again = 0;
+        CHECK_RC(minishard_status_json(l.nodes[0], json, written, &again), MINISHARD_OK);
+        CHECK(again == written && strlen(json) + 1 == written);
+        CHECK(strstr(json, "\"shard_count\":1") != NULL);
+        CHECK(strstr(json, "\"stats\":{") != NULL);
+        free(json);
+    }
+
+    /* Thread dispatch has no dispatch and no event fd. */
+    CHECK_RC(minishard_dispatch(l.nodes[0], 10, &written), MINISHARD_INVALID_ARGUMENT);
+    CHECK(last_error_mentions("host dispatch"));
+    CHECK(minishard_event_fd(l.nodes[0]) == -1);
+    CHECK(last_error_mentions("MINISHARD_DISPATCH_HOST"));
+    /* Waits: an unknown health, a timeout that says where it stands. */
+    CHECK_RC(minishard_wait_until(l.nodes[0], (minishard_health)9, 10), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_wait_until(l.nodes[0], MINISHARD_HEALTH_DEGRADED, 30), MINISHARD_TIMEOUT);
+    CHECK(last_error_mentions("it is available"));
+    /* Fault injection refuses what is not an address. */
+    CHECK_RC(minishard_testing_cut(l.nodes[0], "no-port"), MINISHARD_CONFIG);
+    CHECK_RC(minishard_testing_heal(l.nodes[0], NULL), MINISHARD_INVALID_ARGUMENT);
+
+    /* Leave, twice; then the live view is closed. */
+    CHECK_RC(minishard_leave(l.nodes[0]), MINISHARD_OK);
+    CHECK(app_count(&l.apps[0], EV_DEALLOCATED) == 1);
+    CHECK_RC(minishard_leave(l.nodes[0]), MINISHARD_OK);
+    CHECK_RC(minishard_get_node(l.nodes[0], 0, buf, sizeof buf, &written), MINISHARD_CLOSED);
+    CHECK_RC(minishard_my_shard(l.nodes[0], &shard, &epoch), MINISHARD_CLOSED);
+    CHECK_RC(minishard_wait_until(l.nodes[0], MINISHARD_HEALTH_AVAILABLE, 10), MINISHARD_CLOSED);
+    CHECK_RC(minishard_status_json(l.nodes[0], NULL, 0, &written), MINISHARD_BUFFER_TOO_SMALL);
+    CHECK(l.apps[0].freed == 0);
+    local_stop(&l);
+    CHECK(app_count(&l.apps[0], EV_DEALLOCATED) == 1); /* free after leave: no second one */
+}
+
+static void without_enough_members_there_is_no_owner(void) {
+    /* Three members, two shards, only one running: degraded, no owner. */
+    char addrs[3][64];
+    const char *members[3];
+    app a;
+    minishard_callbacks cb;
+    minishard_config *cfg;
+    minishard_cluster *cluster = NULL;
+    char buf[64] = "x";
+    size_t written = 9;
+    uint32_t shard = 5;
+    uint64_t epoch = 5;
+    REQUIRE(free_addresses(3, addrs));
+    members[0] = addrs[0];
+    members[1] = addrs[1];
+    members[2] = addrs[2];
+    app_init(&a, members, 3, 2);
+    cb = app_callbacks(&a);
+    cfg = fast_config(addrs[0], MINISHARD_DISPATCH_THREAD);
+    REQUIRE(cfg != NULL);
+    REQUIRE_OK(minishard_join("lonely", cfg, &cb, &cluster));
+    minishard_config_free(cfg);
+    CHECK(minishard_get_health(cluster) == MINISHARD_HEALTH_DEGRADED);
+    CHECK_RC(minishard_get_node(cluster, 0, buf, sizeof buf, &written), MINISHARD_NOT_FOUND);
+    CHECK(written == 0 && buf[0] == '\0');
+    CHECK(last_error_mentions("no owner"));
+    CHECK_RC(minishard_my_shard(cluster, &shard, &epoch), MINISHARD_NOT_FOUND);
+    CHECK(shard == 5 && epoch == 5);
+    minishard_cluster_free(cluster);
+    CHECK(a.freed == 1);
+    CHECK(app_count(&a, EV_ALLOCATED) == 0);
+    app_destroy(&a);
+}
+
+/* ---- calls from inside a callback -------------------------------------- */
+
+static minishard_result reentrant_nodes(void *user_data, const char *cluster, minishard_node_list *out) {
+    app *a = user_data;
+    pthread_mutex_lock(&a->lock);
+    if (a->self != NULL && !a->reentered) {
+        a->leave_rc = minishard_leave(a->self);
+        a->dispatch_rc = minishard_dispatch(a->self, 1, NULL);
+        minishard_cluster_free(a->self); /* refused: the handle stays valid */
+        a->reentered = 1;
+    }
+    pthread_mutex_unlock(&a->lock);
+    return app_nodes(a, cluster, out);
+}
+
+static void a_callback_cannot_leave_dispatch_or_free_its_own_handle(void) {
+    char addrs[1][64];
+    const char *members[1];
+    app a;
+    minishard_callbacks cb;
+    minishard_config *cfg;
+    minishard_cluster *cluster = NULL;
+    double deadline;
+    int reentered = 0;
+    REQUIRE(free_addresses(1, addrs));
+    members[0] = addrs[0];
+    app_init(&a, members, 1, 1);
+    cb = app_callbacks(&a);
+    cb.nodes = reentrant_nodes;
+    cfg = fast_config(addrs[0], MINISHARD_DISPATCH_THREAD);
+    REQUIRE(cfg != NULL);
+    /* `nodes` is asked again every 20 ms: the callback thread re-enters. */
+    CHECK_RC(minishard_config_set_member_poll_ms(cfg, 20), MINISHARD_OK);
+    REQUIRE_OK(minishard_join("reenter", cfg, &cb, &cluster));
+    minishard_config_free(cfg);
+    pthread_mutex_lock(&a.lock);
+    a.self = cluster;
+    pthread_mutex_unlock(&a.lock);
+    deadline = now_ms() + 5000.0 * (double)time_scale();
+    while (!reentered && now_ms() < deadline) {
+        pthread_mutex_lock(&a.lock);
+        reentered = a.reentered;
+        pthread_mutex_unlock(&a.lock);
+        if (!reentered) pause_ms(5);
+    }
+    REQUIRE(reentered);
+    CHECK(a.leave_rc == MINISHARD_INVALID_ARGUMENT);
+    CHECK(a.dispatch_rc == MINISHARD_INVALID_ARGUMENT);
+    /* The handle survived the refused free and still works. */
+    CHECK_RC(minishard_wait_until(cluster, MINISHARD_HEALTH_AVAILABLE, 10000 * time_scale()), MINISHARD_OK);
+    minishard_cluster_free(cluster);
+    CHECK(a.freed == 1);
+    app_destroy(&a);
+}
+
+int main(void) {
+    RUN(result_names_and_version);
+    RUN(last_error_is_per_thread_and_truncates);
+    RUN(config_setters_refuse_bad_values_with_a_message);
+    RUN(join_refuses_bad_arguments_and_answers_and_frees_user_data_once);
+    RUN(null_handles_are_refused);
+    RUN(a_live_handle_checks_buffers_shards_and_modes_then_closes);
+    RUN(without_enough_members_there_is_no_owner);
+    RUN(a_callback_cannot_leave_dispatch_or_free_its_own_handle);
+    return finish("c-errors");
+}

@@ -36,7 +36,8 @@
  *     (MINISHARD_DISPATCH_THREAD, the default), or only inside
  *     minishard_dispatch on the caller's thread (MINISHARD_DISPATCH_HOST;
  *     minishard_event_fd wakes the host's event loop). A callback must not
- *     throw or longjmp, and must not leave, dispatch or free its own handle.
+ *     throw or longjmp, and must not leave, wait on, dispatch or free its
+ *     own handle.
  *
  * Functions named minishard_testing_* inject faults for tests only.
  */
@@ -226,9 +227,9 @@ typedef struct minishard_node_list minishard_node_list;
  * Strings passed to callbacks are valid only during the call: copy what
  * you keep. A callback must return normally: no C++ exception and no
  * `longjmp` may leave it. Inside a callback, lookups on any handle are
- * fine; `minishard_leave`, `minishard_dispatch` and `minishard_cluster_free`
- * on the handle whose callback is running are refused (they wait for that
- * very callback).
+ * fine; `minishard_leave`, `minishard_dispatch`, `minishard_wait_until` and
+ * `minishard_cluster_free` on the handle whose callback is running are
+ * refused (they would wait for that very callback).
  *
  * A callback that returns anything but `MINISHARD_OK` has failed: at join
  * (`nodes`, `shard_count`) the join fails; a failed `allocated` releases the
@@ -537,8 +538,9 @@ minishard_health minishard_get_health(const struct minishard_cluster *cluster);
  *
  * Errors: `MINISHARD_TIMEOUT` (the message says the health at the end),
  * `MINISHARD_INVALID_ARGUMENT` (NULL, a value that is not a
- * `minishard_health`), `MINISHARD_CLOSED` (left, before or while waiting).
- * Any thread.
+ * `minishard_health`, or called from inside a callback of this handle,
+ * where it would hold up the very callbacks a change of health may need),
+ * `MINISHARD_CLOSED` (left, before or while waiting). Any other thread.
  *
  * # Safety
  *

@@ -89,9 +89,9 @@ pub unsafe extern "C" fn minishard_node_list_push(
 /// Strings passed to callbacks are valid only during the call: copy what
 /// you keep. A callback must return normally: no C++ exception and no
 /// `longjmp` may leave it. Inside a callback, lookups on any handle are
-/// fine; `minishard_leave`, `minishard_dispatch` and `minishard_cluster_free`
-/// on the handle whose callback is running are refused (they wait for that
-/// very callback).
+/// fine; `minishard_leave`, `minishard_dispatch`, `minishard_wait_until` and
+/// `minishard_cluster_free` on the handle whose callback is running are
+/// refused (they would wait for that very callback).
 ///
 /// A callback that returns anything but `MINISHARD_OK` has failed: at join
 /// (`nodes`, `shard_count`) the join fails; a failed `allocated` releases the

@@ -368,8 +368,9 @@ pub unsafe extern "C" fn minishard_get_health(
 ///
 /// Errors: `MINISHARD_TIMEOUT` (the message says the health at the end),
 /// `MINISHARD_INVALID_ARGUMENT` (NULL, a value that is not a
-/// `minishard_health`), `MINISHARD_CLOSED` (left, before or while waiting).
-/// Any thread.
+/// `minishard_health`, or called from inside a callback of this handle,
+/// where it would hold up the very callbacks a change of health may need),
+/// `MINISHARD_CLOSED` (left, before or while waiting). Any other thread.
 ///
 /// # Safety
 ///
@@ -385,6 +386,7 @@ pub unsafe extern "C" fn minishard_wait_until(
         let handle = unsafe { handle(cluster) }?;
         let health = health_from_code(health)
             .ok_or_else(|| Failure::invalid(format_args!("{health} is not a minishard_health")))?;
+        not_from_own_callback(handle, "minishard_wait_until")?;
         open(handle)?;
         handle
             .cluster

@@ -84,3 +84,35 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
         "no message"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{call, minishard_last_error};
+
+    fn last_error() -> String {
+        let mut buf = [0 as c_char; 256];
+        // SAFETY: `buf` has 256 writable bytes.
+        let needed = unsafe { minishard_last_error(buf.as_mut_ptr(), buf.len()) };
+        assert!(needed > 0 && needed <= buf.len());
+        buf[..needed - 1].iter().map(|&c| c as u8 as char).collect()
+    }
+
+    #[test]
+    fn a_panic_becomes_minishard_panic_with_its_message() {
+        let rc = call(|| panic!("the engine broke an invariant"));
+        assert_eq!(rc, minishard_result::MINISHARD_PANIC);
+        assert_eq!(
+            last_error(),
+            "minishard panicked (a bug, please report it): the engine broke an invariant"
+        );
+    }
+
+    #[test]
+    fn a_panic_in_a_function_returning_a_pointer_becomes_null() {
+        let ptr: *mut u8 = boundary(|| panic!("no"));
+        assert!(ptr.is_null());
+        let fd: i32 = boundary(|| panic!("no"));
+        assert_eq!(fd, -1);
+    }
+}

@@ -215,7 +215,7 @@ typedef struct {
     /* For the reentrancy test: the handle and what calls on it gave. */
     minishard_cluster *self;
     int reentered;
-    minishard_result leave_rc, dispatch_rc;
+    minishard_result leave_rc, dispatch_rc, wait_rc;
 } app;
 
 static inline void app_init(app *a, const char *const *members, size_t member_count,

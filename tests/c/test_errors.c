@@ -384,6 +384,7 @@ static minishard_result reentrant_nodes(void *user_data, const char *cluster, mi
     if (a->self != NULL && !a->reentered) {
         a->leave_rc = minishard_leave(a->self);
         a->dispatch_rc = minishard_dispatch(a->self, 1, NULL);
+        a->wait_rc = minishard_wait_until(a->self, MINISHARD_HEALTH_AVAILABLE, 1);
         minishard_cluster_free(a->self); /* refused: the handle stays valid */
         a->reentered = 1;
     }
@@ -391,7 +392,7 @@ static minishard_result reentrant_nodes(void *user_data, const char *cluster, mi
     return app_nodes(a, cluster, out);
 }
 
-static void a_callback_cannot_leave_dispatch_or_free_its_own_handle(void) {
+static void a_callback_cannot_leave_dispatch_wait_on_or_free_its_own_handle(void) {
     char addrs[1][64];
     const char *members[1];
     app a;
@@ -424,6 +425,7 @@ static void a_callback_cannot_leave_dispatch_or_free_its_own_handle(void) {
     REQUIRE(reentered);
     CHECK(a.leave_rc == MINISHARD_INVALID_ARGUMENT);
     CHECK(a.dispatch_rc == MINISHARD_INVALID_ARGUMENT);
+    CHECK(a.wait_rc == MINISHARD_INVALID_ARGUMENT);
     /* The handle survived the refused free and still works. */
     CHECK_RC(minishard_wait_until(cluster, MINISHARD_HEALTH_AVAILABLE, 10000 * time_scale()), MINISHARD_OK);
     minishard_cluster_free(cluster);
@@ -439,6 +441,6 @@ int main(void) {
     RUN(null_handles_are_refused);
     RUN(a_live_handle_checks_buffers_shards_and_modes_then_closes);
     RUN(without_enough_members_there_is_no_owner);
-    RUN(a_callback_cannot_leave_dispatch_or_free_its_own_handle);
+    RUN(a_callback_cannot_leave_dispatch_wait_on_or_free_its_own_handle);
     return finish("c-errors");
 }

@@ -452,11 +452,12 @@ static inline int local_start(local *l, const char *name, size_t n, int64_t shar
     return 1;
 }
 
-/* Frees every running node, checks each app was freed exactly once and
- * followed the callback discipline, and releases the apps. */
-static inline void local_stop(local *l) {
+/* Frees every running node among the first `apps`, checks each app was
+ * freed exactly once and followed the callback discipline, and releases the
+ * apps. (Nodes from `apps` on run in other processes.) */
+static inline void local_stop_first(local *l, size_t apps) {
     size_t i;
-    for (i = 0; i < l->n; i++) {
+    for (i = 0; i < apps; i++) {
         if (l->nodes[i] != NULL) {
             l->apps[i].dispatching = 1;
             minishard_cluster_free(l->nodes[i]);
@@ -464,12 +465,15 @@ static inline void local_stop(local *l) {
             l->nodes[i] = NULL;
         }
     }
-    for (i = 0; i < l->n; i++) {
+    for (i = 0; i < apps; i++) {
         CHECK(l->apps[i].freed == 1);
         CHECK(l->apps[i].discipline_errors == 0);
         app_destroy(&l->apps[i]);
     }
 }
+
+/* local_stop_first for a cluster wholly in this process. */
+static inline void local_stop(local *l) { local_stop_first(l, l->n); }
 
 /* Node i dies without a word (its app is kept for inspection). */
 static inline void local_crash(local *l, size_t i) {

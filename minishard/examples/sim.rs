@@ -59,6 +59,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.trace {
+        // The core's own log lines, interleaved with the simulator's trace.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("minishard=debug"))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .init();
+    }
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let reports = Mutex::new(Vec::<Report>::new());

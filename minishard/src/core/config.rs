@@ -114,6 +114,7 @@ pub struct CoreConfig {
     /// The member list, as the `nodes` callback gave it.
     pub members: Vec<NodeId>,
     /// How many shards the cluster keeps, from the `shard_count` callback.
+    /// An observer may give 0 to learn it from the first member it meets.
     pub shard_count: u32,
     /// Protocol timings.
     pub timings: Timings,
@@ -124,7 +125,7 @@ impl CoreConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.timings.validate()?;
         validate_members(&self.members)?;
-        if self.shard_count == 0 {
+        if self.shard_count == 0 && self.role == Role::Member {
             return Err(ConfigError::new("shard_count must be at least 1"));
         }
         if self.shard_count as usize > self.members.len() {

@@ -2,7 +2,9 @@
 //! other, directly or through a relay (DESIGN.md 6.3).
 //!
 //! Every owner computes its score once per conflict episode (from the moment
-//! it sees a rival until it sees none) and publishes it in its record, with
+//! it sees a rival until it has seen none for a heartbeat timeout, so a
+//! reconnection in the middle does not start another) and publishes it in
+//! its record, with
 //! the rivals' episodes it has seen (`acks`). All owners rank claims by the
 //! same total order — score, then older epoch, then smaller node id — and an
 //! owner ranks a rival only by an offer that acknowledges its own current
@@ -35,6 +37,8 @@ pub struct Episode {
     pub score: Option<Option<i64>>,
     /// This node found itself the winner (counted once).
     pub won: bool,
+    /// Since when no rival has been in sight.
+    pub alone_since: Option<Instant>,
 }
 
 impl Episode {
@@ -48,6 +52,7 @@ impl Episode {
             call: None,
             score: None,
             won: false,
+            alone_since: None,
         }
     }
 }

@@ -202,19 +202,22 @@ impl Core {
         if self.local != Local::Standby || now < self.view_changed_at + self.config.timings.settle {
             return;
         }
-        let everyone_met = self
-            .members
-            .iter()
-            .all(|m| *m == self.config.me || self.view.is_up(m));
+        // Before its first claim a node waits to meet every member (one
+        // that left counts as met), or a heartbeat timeout at most.
+        let everyone_met = self.members.iter().all(|m| {
+            *m == self.config.me
+                || self.view.is_up(m)
+                || self
+                    .view
+                    .record(m)
+                    .is_some_and(|r| r.holding == Holding::Left)
+        });
         if now < self.claims_from && !everyone_met {
             return;
         }
         // A peer whose record has not arrived yet may hold anything.
-        if self
-            .view
-            .up()
-            .any(|(id, record)| record.is_none() && self.is_member(id))
-        {
+        let unheard = |id: &NodeId| !self.view.is_fresh(id) && self.is_member(id);
+        if self.view.up().any(|(id, _)| unheard(id)) {
             return;
         }
         let reserved: HashSet<Shard> = self
@@ -273,6 +276,9 @@ impl Core {
             .filter(|(r, liveness)| {
                 matches!(liveness, Liveness::Up | Liveness::Unreachable) && self.is_member(&r.node)
             })
+            // A record from before a lost connection is not a claim to
+            // contend with until a current copy confirms it.
+            .filter(|(r, _)| self.view.is_fresh(&r.node))
             .filter_map(|(r, _)| {
                 let (s, epoch) = r.holding.contending()?;
                 (s == shard).then(|| {
@@ -298,20 +304,26 @@ impl Core {
             return;
         };
         let rivals = self.rivals(shard);
+        let quiet = self.config.timings.heartbeat_timeout;
+        let current = self
+            .episode
+            .as_mut()
+            .filter(|e| e.shard == shard && e.epoch == epoch);
         if rivals.is_empty() {
-            // The episode is over; the next rival starts a new one with a
-            // fresh score.
-            self.episode = None;
+            // Once alone for a while, the episode is over: the next rival
+            // starts a new one, with a fresh score.
+            if let Some(e) = current {
+                e.alone_since.get_or_insert(now);
+            }
             return;
         }
+        let ongoing =
+            current.is_some_and(|e| e.alone_since.take().is_none_or(|since| now < since + quiet));
         let deadline = self.config.timings.score_deadline;
-        if !self
-            .episode
-            .as_ref()
-            .is_some_and(|e| e.shard == shard && e.epoch == epoch)
-        {
+        if !ongoing {
             self.episodes += 1;
             self.episode = Some(Episode::new(self.episodes, shard, epoch, now));
+            tracing::debug!(shard, epoch, ?rivals, "a conflict episode starts");
         }
         let episode = self.episode.as_ref().expect("set above");
         if episode.score.is_none() {

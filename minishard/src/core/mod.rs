@@ -229,6 +229,8 @@ impl Core {
             incarnation,
             version: 0,
             role: config.role,
+            shard_count: config.shard_count,
+            health: Health::Degraded,
             holding: Holding::Idle,
             sees: Vec::new(),
             offer: None,
@@ -337,29 +339,60 @@ impl Core {
         }
         // Our record in full on connect; changes follow as they happen.
         self.actions.push_back(Action::Send {
-            to: peer,
+            to: peer.clone(),
             message: PeerMessage::Record(self.published.clone()),
         });
+        // Right behind it, on the same ordered connection, every claim it may
+        // not know of yet: it hears of them before it could claim anything.
+        let members = self.members.clone();
+        for record in self.view.relays_for(&peer, |n| members.contains(n), true) {
+            self.actions.push_back(Action::Send {
+                to: peer.clone(),
+                message: PeerMessage::Record(record),
+            });
+        }
         self.view_changed(now);
     }
 
     fn on_message(&mut self, now: Instant, from: &NodeId, message: PeerMessage) {
         let PeerMessage::Record(record) = message;
+        self.learn_shard_count(&record);
         // Any epoch this node has seen counts, even in a record it does not
         // take, so its own next claim of that shard is above it.
         self.note_epochs(&record);
         let members = self.members.clone();
-        let is_member = |n: &NodeId| members.contains(n);
+        // An observer learns who the members are from the members it meets.
+        let trusts_relays = self.config.role == Role::Observer && record.role == Role::Member;
+        let is_member = |n: &NodeId| members.contains(n) || trusts_relays;
         match self
             .view
             .accept(from, record.clone(), is_member, self.config.shard_count)
         {
             Ok(view::Accepted::New) => self.view_changed(now),
             Ok(view::Accepted::Known) => {}
+            Err(view::Refusal::ShardCountMismatch) => {
+                self.counters.ignored_messages += 1;
+                tracing::warn!(
+                    %from,
+                    author = %record.node,
+                    theirs = record.shard_count,
+                    ours = self.config.shard_count,
+                    "a member keeps another number of shards: its record is ignored; fix the shard_count callbacks"
+                );
+            }
             Err(refusal) => {
                 self.counters.ignored_messages += 1;
                 tracing::debug!(%from, author = %record.node, ?refusal, "ignored a record");
             }
+        }
+    }
+
+    /// An observer started without a shard count takes the first member's.
+    fn learn_shard_count(&mut self, record: &Record) {
+        if self.config.shard_count == 0 && record.role == Role::Member && record.shard_count > 0 {
+            self.config.shard_count = record.shard_count;
+            self.epochs = vec![0; record.shard_count as usize];
+            tracing::info!(shard_count = record.shard_count, "learned the shard count");
         }
     }
 
@@ -420,8 +453,30 @@ impl Core {
         self.config.role == Role::Member && self.members.contains(&self.config.me)
     }
 
+    /// Whether `node` is a member. An observer also counts the members it
+    /// learned of through relays, since it may know only the one it dialled.
     fn is_member(&self, node: &NodeId) -> bool {
         self.members.contains(node)
+            || (self.config.role == Role::Observer
+                && self
+                    .view
+                    .record(node)
+                    .is_some_and(|r| r.role == Role::Member))
+    }
+
+    /// The member list, plus for an observer the members it learned of.
+    fn known_members(&self) -> Vec<NodeId> {
+        let mut list = self.members.to_vec();
+        if self.config.role == Role::Observer {
+            let learned = self
+                .view
+                .all()
+                .map(|(id, _)| id)
+                .filter(|id| self.is_member(id));
+            let learned: Vec<NodeId> = learned.filter(|id| !list.contains(id)).cloned().collect();
+            list.extend(learned);
+        }
+        list
     }
 
     /// The whole picture again, after any event.
@@ -470,7 +525,8 @@ impl Core {
         });
         Observation {
             visible_members: visible_peers + usize::from(self.am_member()),
-            shard_count: self.config.shard_count as usize,
+            // An observer that has not learned the shard count yet knows nothing.
+            shard_count: (self.config.shard_count as usize).max(1),
             settled_ownership,
         }
     }
@@ -509,7 +565,10 @@ impl Core {
             Role::Observer
         };
         let old = &self.published;
+        let health = self.watcher.health();
         let urgent = old.holding != holding
+            || old.health != health
+            || old.shard_count != self.config.shard_count
             || old.offer != self.last_offer
             || old.yielded != self.last_yield
             || old.role != role;
@@ -534,6 +593,8 @@ impl Core {
             incarnation: self.incarnation,
             version: old.version + 1,
             role,
+            shard_count: self.config.shard_count,
+            health,
             holding,
             sees,
             offer: self.last_offer.clone(),
@@ -550,10 +611,13 @@ impl Core {
         self.relays_dirty = true;
     }
 
-    /// A member peer takes relays once it has been connected for a heartbeat
-    /// timeout: by then a cold start has connected it to everyone it can
-    /// reach, and relaying earlier would send it records it gets directly.
-    /// Observers take them at once: they connect to one node only.
+    /// A member peer takes every relay once it has been connected for a
+    /// heartbeat timeout: by then a cold start has connected it to everyone
+    /// it can reach, and relaying earlier would send it records it gets
+    /// directly. Before that it takes only records that hold a shard (or say
+    /// their author left), which it must know before it claims anything —
+    /// after a heal, say, before it has reconnected to every owner. Observers
+    /// take everything at once: they connect to one node only.
     fn relay_from(&self, peer: &NodeId) -> Option<Instant> {
         match self.view.connected_role(peer)? {
             Role::Observer => Some(Instant::ZERO),
@@ -572,16 +636,18 @@ impl Core {
             return;
         }
         self.relays_dirty = false;
-        let targets: Vec<NodeId> = self
+        let targets: Vec<(NodeId, bool)> = self
             .view
             .up()
             .filter(|(_, record)| record.is_some())
-            .filter(|(id, _)| self.relay_from(id).is_some_and(|at| at <= now))
-            .map(|(id, _)| id.clone())
+            .filter_map(|(id, _)| Some((id.clone(), self.relay_from(id)? > now)))
             .collect();
         let members = self.members.clone();
-        for to in targets {
-            for record in self.view.relays_for(&to, |n| members.contains(n)) {
+        for (to, claims_only) in targets {
+            for record in self
+                .view
+                .relays_for(&to, |n| members.contains(n), claims_only)
+            {
                 self.actions.push_back(Action::Send {
                     to: to.clone(),
                     message: PeerMessage::Record(record),
@@ -615,7 +681,11 @@ impl Core {
             })
             .collect();
         let mut nodes: Vec<(NodeId, NodeState)> = Vec::new();
-        for member in self.members.iter().filter(|m| **m != self.config.me) {
+        for member in self
+            .known_members()
+            .iter()
+            .filter(|m| **m != self.config.me)
+        {
             nodes.push((member.clone(), self.node_state(member)));
         }
         for (id, _) in self.view.up() {
@@ -632,8 +702,19 @@ impl Core {
         };
         nodes.push((self.config.me.clone(), own_state));
         nodes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut health_views: Vec<(NodeId, Health)> = self
+            .view
+            .present_records()
+            .filter(|(r, _)| r.role == Role::Member)
+            .map(|(r, _)| (r.node.clone(), r.health))
+            .collect();
+        if self.am_member() {
+            health_views.push((self.config.me.clone(), self.watcher.health()));
+        }
+        health_views.sort_by(|a, b| a.0.cmp(&b.0));
         Snapshot {
             health: self.watcher.health(),
+            health_views,
             shard_count: self.config.shard_count,
             owners,
             local: self.local.state(),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::ids::{Incarnation, NodeId, Role};
+use super::watcher::Health;
 
 /// A shard number, `0 .. shard_count`.
 pub type Shard = u32;
@@ -155,6 +156,10 @@ pub struct Record {
     pub version: u64,
     /// Member or observer.
     pub role: Role,
+    /// The number of shards it keeps (0: an observer still learning it).
+    pub shard_count: u32,
+    /// Its view of the cluster's health.
+    pub health: Health,
     /// What it holds.
     pub holding: Holding,
     /// The peers it sees, sorted.

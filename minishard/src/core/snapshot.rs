@@ -84,6 +84,9 @@ pub struct Snapshot {
     pub nodes: Vec<(NodeId, NodeState)>,
     /// The member list in force.
     pub members: Arc<[NodeId]>,
+    /// Each reachable node's own view of the health, as it last published it
+    /// (this node's included): what a status tool shows for a cluster.
+    pub health_views: Vec<(NodeId, Health)>,
     /// Counters.
     pub counters: CoreCounters,
 }

@@ -59,6 +59,8 @@ pub enum Refusal {
     ObserverClaim,
     /// A shard number outside `0 .. shard_count`.
     ShardOutOfRange,
+    /// A member configured with another number of shards.
+    ShardCountMismatch,
     /// A message from a peer that is not connected.
     NotConnected,
 }
@@ -76,6 +78,9 @@ pub enum Accepted {
 struct Peer {
     link: Link,
     record: Option<Arc<Record>>,
+    /// The record is known to be current: false from a lost connection or a
+    /// reconnection until a current copy arrives (from the author, or relayed).
+    fresh: bool,
     liveness: Liveness,
     suspect_since: Option<Instant>,
     /// Incarnations a restart replaced: never taken back from a late relay.
@@ -89,6 +94,7 @@ impl Peer {
         Peer {
             link: Link::Down,
             record: None,
+            fresh: false,
             liveness: Liveness::Down,
             suspect_since: None,
             retired: BTreeSet::new(),
@@ -141,6 +147,8 @@ impl PeerView {
         };
         peer.retired.remove(&incarnation);
         peer.relayed.clear();
+        // What it held before this connection may have changed meanwhile.
+        peer.fresh = false;
         peer.replace_incarnation(incarnation)
     }
 
@@ -150,6 +158,8 @@ impl PeerView {
             Some(peer) if matches!(peer.link, Link::Up { .. }) => {
                 peer.link = Link::Down;
                 peer.relayed.clear();
+                // From now on its record may go stale unnoticed.
+                peer.fresh = false;
                 true
             }
             _ => false,
@@ -178,6 +188,9 @@ impl PeerView {
         if !self.is_up(from) {
             return Err(Refusal::NotConnected);
         }
+        if record.role == Role::Member && record.shard_count != shard_count {
+            return Err(Refusal::ShardCountMismatch);
+        }
         let in_range = |shard| shard < shard_count;
         if record.holding.reserved().is_some_and(|(s, _)| !in_range(s))
             || record.offer.as_ref().is_some_and(|o| !in_range(o.shard))
@@ -193,6 +206,11 @@ impl PeerView {
                 return Err(Refusal::ObserverClaim);
             }
         }
+        let relayer_sees = self
+            .peers
+            .get(from)
+            .and_then(|p| p.record.as_ref())
+            .is_some_and(|r| r.sees_incarnation(&author, record.incarnation));
         let peer = self.peers.entry(author.clone()).or_insert_with(Peer::new);
         match peer.link {
             Link::Up { incarnation, .. } if incarnation != record.incarnation => {
@@ -205,12 +223,23 @@ impl PeerView {
         }
         peer.replace_incarnation(record.incarnation);
         match &peer.record {
-            Some(known) if known.version >= record.version => Ok(Accepted::Known),
+            Some(known) if known.version >= record.version => {
+                // The same version again, from its author or from a peer that
+                // sees it now, confirms the record is current.
+                peer.fresh |= known.version == record.version && (from == &author || relayer_sees);
+                Ok(Accepted::Known)
+            }
             _ => {
                 peer.record = Some(record);
+                peer.fresh = true;
                 Ok(Accepted::New)
             }
         }
+    }
+
+    /// Whether a peer's record is known to be current (see `Peer::fresh`).
+    pub fn is_fresh(&self, node: &NodeId) -> bool {
+        self.peers.get(node).is_some_and(|p| p.fresh)
     }
 
     /// Recomputes every peer's liveness. Returns true if any changed.
@@ -248,6 +277,10 @@ impl PeerView {
             };
             if matches!(liveness, Liveness::Up | Liveness::Unreachable) || left {
                 peer.suspect_since = None;
+            } else {
+                // Nobody it can hear from sees it: whatever it held may change
+                // unseen, however the record was learned.
+                peer.fresh = false;
             }
             if liveness != peer.liveness {
                 peer.liveness = liveness;
@@ -334,20 +367,26 @@ impl PeerView {
 
     /// Records of members that `to` should get from us because it does not
     /// see their authors; each is marked as sent and returned once per version.
+    /// With `claims_only`, only records that hold a shard or say their author
+    /// left: what a peer must know before it claims anything.
     pub fn relays_for(
         &mut self,
         to: &NodeId,
         is_member: impl Fn(&NodeId) -> bool,
+        claims_only: bool,
     ) -> Vec<Arc<Record>> {
         let Some(target) = self.peers.get(to) else {
             return Vec::new();
         };
-        let target_sees = target.record.clone();
+        // Whom it sees, by its record on this connection (not an old one).
+        let target_sees = target.record.clone().filter(|_| target.fresh);
         let candidates: Vec<Arc<Record>> = self
             .peers
             .iter()
+            // Only what this node knows to be current is worth passing on.
             .filter(|(id, p)| {
                 *id != to
+                    && p.fresh
                     && (p.liveness.present()
                         || p.record
                             .as_ref()
@@ -355,6 +394,9 @@ impl PeerView {
             })
             .filter_map(|(_, p)| p.record.clone())
             .filter(|r| is_member(&r.node))
+            .filter(|r| {
+                !claims_only || r.holding.reserved().is_some() || r.holding == Holding::Left
+            })
             .filter(|r| target_sees.as_ref().is_none_or(|t| !t.sees_node(&r.node)))
             .collect();
         let target = self.peers.get_mut(to).expect("checked above");

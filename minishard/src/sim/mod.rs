@@ -102,6 +102,8 @@ struct Node {
     incarnation: Incarnation,
     timer: Option<Instant>,
     pending_calls: VecDeque<(CallId, Call)>,
+    /// The callback running now, if any.
+    running: Option<Call>,
     busy: bool,
     /// When the latest slow callback of this node ends.
     slow_until: Instant,
@@ -166,6 +168,8 @@ pub struct Sim {
     ledger: Ledger,
     /// Every conflict each node published it lost, in order.
     yields: Vec<(Instant, NodeId, Yield)>,
+    /// Claims whose `allocated` failed: (node, shard, when it failed).
+    failed_claims: Vec<(NodeId, u32, Instant)>,
     trace: bool,
 }
 
@@ -188,6 +192,7 @@ impl Sim {
                 incarnation: 0,
                 timer: None,
                 pending_calls: VecDeque::new(),
+                running: None,
                 busy: false,
                 slow_until: Instant::ZERO,
                 snapshot: None,
@@ -211,6 +216,7 @@ impl Sim {
             behaviour: Behaviour::default(),
             ledger: Ledger::default(),
             yields: Vec::new(),
+            failed_claims: Vec::new(),
             trace: false,
         }
     }
@@ -327,6 +333,7 @@ impl Sim {
         node.incarnation = incarnation;
         node.timer = None;
         node.pending_calls.clear();
+        node.running = None;
         node.busy = false;
         node.seen_epochs = vec![0; self.config.shard_count as usize];
         node.core = Some(Core::new(config, incarnation, self.now));
@@ -357,6 +364,7 @@ impl Sim {
         self.ledger.crashed(self.now, &id, incarnation);
         let node = &mut self.nodes[i];
         node.pending_calls.clear();
+        node.running = None;
         node.busy = false;
         node.timer = None;
         // A killed process's kernel closes its sockets at once; a dead host
@@ -545,6 +553,7 @@ impl Sim {
                     return;
                 }
                 self.nodes[node].busy = false;
+                self.nodes[node].running = None;
                 self.feed(node, Event::CallDone { id, outcome });
                 self.start_next_call(node);
             }
@@ -740,6 +749,9 @@ impl Sim {
                     }
                     *seen = (*seen).max(epoch);
                 }
+                if let Call::Score { shard, .. } = &call {
+                    self.check_rival_exists(i, *shard);
+                }
                 self.nodes[i].pending_calls.push_back((id, call));
                 self.start_next_call(i);
             }
@@ -837,8 +849,14 @@ impl Sim {
             (Call::Nodes, false) => Outcome::Members(self.members.clone()),
             _ => Outcome::Done,
         };
+        if let (Call::Allocated { shard, .. }, true) = (&call, failed) {
+            let failed_at = self.now + duration;
+            self.failed_claims
+                .push((self.nodes[i].id.clone(), *shard, failed_at));
+        }
         let node = &mut self.nodes[i];
         node.busy = true;
+        node.running = Some(call.clone());
         if slow {
             node.slow_until = node.slow_until.max(self.now + duration);
         }
@@ -858,6 +876,43 @@ impl Sim {
                 outcome,
             },
         );
+    }
+
+    /// The core asks for a `score` only in a real conflict: another allocation of the
+    /// shard is open, about to start (its `allocated` queued or running), or
+    /// ended so recently (a crash, a release) that the news may be on its way.
+    fn check_rival_exists(&mut self, i: usize, shard: u32) {
+        let me = &self.nodes[i].id;
+        // A dead host is noticed after a heartbeat timeout (plus jitter).
+        let news = self.config.timings.heartbeat_timeout + self.config.timings.heartbeat_interval;
+        let recent = |a: &Allocation| match &a.end {
+            None => true,
+            Some(Ending::Deallocated { at, .. } | Ending::Crashed(at)) => *at + news > self.now,
+        };
+        let open = self
+            .ledger
+            .allocations
+            .iter()
+            .any(|a| a.shard == shard && a.node != *me && recent(a))
+            || self
+                .failed_claims
+                .iter()
+                .any(|(n, s, at)| *s == shard && n != me && *at + news > self.now);
+        let pending = self.nodes.iter().enumerate().any(|(j, n)| {
+            j != i
+                && n.core.is_some()
+                && n.pending_calls
+                    .iter()
+                    .map(|(_, c)| c)
+                    .chain(&n.running)
+                    .any(|c| matches!(c, Call::Allocated { shard: s, .. } if *s == shard))
+        });
+        if !open && !pending {
+            self.ledger.violations.push(format!(
+                "t={} node={me}: score asked for shard {shard} while no other allocation of it exists",
+                self.now
+            ));
+        }
     }
 
     /// Running members.

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use super::handshake::{Answering, Dialing, Identity, PeerFacts};
 use super::*;
 use crate::core::{
-    Ack, Claim, Holding, NodeId, PeerMessage, Record, Role, ScoreOffer, Sighting, Yield,
+    Ack, Claim, Health, Holding, NodeId, PeerMessage, Record, Role, ScoreOffer, Sighting, Yield,
 };
 
 fn node() -> impl Strategy<Value = NodeId> {
@@ -76,13 +76,26 @@ fn record() -> impl Strategy<Value = Record> {
         prop::collection::vec((node(), any::<u64>()), 0..6),
         prop::option::of(offer),
         prop::option::of(yielded),
+        (any::<u32>(), 0..3usize),
     )
         .prop_map(
-            |(node, incarnation, version, member, holding, sees, offer, yielded)| Record {
+            |(
+                node,
+                incarnation,
+                version,
+                member,
+                holding,
+                sees,
+                offer,
+                yielded,
+                (shards, health),
+            )| Record {
                 node,
                 incarnation,
                 version,
                 role: if member { Role::Member } else { Role::Observer },
+                shard_count: shards,
+                health: [Health::Degraded, Health::Transition, Health::Available][health],
                 holding,
                 sees: sees
                     .into_iter()

@@ -1,0 +1,213 @@
+//! An application for the command line: it owns nothing but prints every
+//! callback it receives, as text or as one JSON object per line.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use minishard::{CallbackError, Callbacks, Health, MeshNotice, NodeId};
+use serde_json::{json, Map, Value};
+
+/// How `score` answers.
+#[derive(Clone, Copy, Debug)]
+pub enum ScoreMode {
+    /// Milliseconds since the allocation started: the older allocation wins.
+    Uptime,
+    /// Always this number.
+    Fixed(i64),
+}
+
+impl std::str::FromStr for ScoreMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ScoreMode, String> {
+        match s.split_once(':') {
+            None if s == "uptime" => Ok(ScoreMode::Uptime),
+            Some(("fixed", n)) => n
+                .parse()
+                .map(ScoreMode::Fixed)
+                .map_err(|_| format!("fixed:N needs an integer, not {n:?}")),
+            _ => Err(format!("unknown score {s:?}: expected uptime or fixed:N")),
+        }
+    }
+}
+
+/// One printed event, kept for tools that measure (the demo, the bench).
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub at: Instant,
+    pub event: String,
+    pub fields: Value,
+}
+
+/// Prints events, one per line, whole lines only (several threads print),
+/// and keeps them.
+#[derive(Clone)]
+pub struct Printer {
+    node: String,
+    json: bool,
+    /// Text lines start with the time since this instant.
+    started: Option<Instant>,
+    out: Arc<Mutex<Box<dyn Write + Send>>>,
+    pub log: Arc<Mutex<Vec<Logged>>>,
+}
+
+impl Printer {
+    pub fn new(node: String, json: bool, out: Box<dyn Write + Send>) -> Printer {
+        Printer {
+            node,
+            json,
+            started: None,
+            out: Arc::new(Mutex::new(out)),
+            log: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Text lines start with the time elapsed since `started`.
+    pub fn timed(mut self, started: Instant) -> Printer {
+        self.started = Some(started);
+        self
+    }
+
+    /// The events so far.
+    pub fn logged(&self) -> Vec<Logged> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Prints one event with its fields.
+    pub fn event(&self, event: &str, fields: Value) {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Logged {
+                at: Instant::now(),
+                event: event.to_owned(),
+                fields: fields.clone(),
+            });
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let line = if self.json {
+            let mut object = Map::new();
+            object.insert("t".into(), json!(t));
+            object.insert("node".into(), json!(self.node));
+            object.insert("event".into(), json!(event));
+            if let Value::Object(extra) = fields {
+                object.extend(extra);
+            }
+            Value::Object(object).to_string()
+        } else {
+            let mut text = match self.started {
+                Some(started) => format!(
+                    "{:>8.3}s  {:<16} {event}",
+                    started.elapsed().as_secs_f64(),
+                    self.node
+                ),
+                None => format!("{} {event}", self.node),
+            };
+            if let Value::Object(extra) = fields {
+                for (k, v) in extra {
+                    let v = match v {
+                        Value::String(s) => s,
+                        Value::Null => "-".into(),
+                        other => other.to_string(),
+                    };
+                    text.push_str(&format!(" {k}={v}"));
+                }
+            }
+            text
+        };
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        // A closed stdout (a pipe whose reader left) must not stop the node.
+        let _ = out.write_all(format!("{line}\n").as_bytes());
+        let _ = out.flush();
+    }
+
+    /// Prints what the mesh did.
+    pub fn notice(&self, notice: &MeshNotice) {
+        match notice {
+            MeshNotice::PeerUp { peer } => self.event("peer_up", json!({ "peer": peer.as_str() })),
+            MeshNotice::PeerDown { peer, reason } => self.event(
+                "peer_down",
+                json!({ "peer": peer.as_str(), "reason": reason }),
+            ),
+            MeshNotice::Refused { peer, reason } => {
+                self.event("refused", json!({ "peer": peer, "reason": reason }))
+            }
+        }
+    }
+}
+
+/// The allocation this node holds.
+pub struct Held {
+    pub shard: u32,
+    pub epoch: u64,
+    pub since: Instant,
+}
+
+/// An application that prints what it is told.
+pub struct PrintingApp {
+    pub members: Arc<Mutex<Vec<String>>>,
+    pub shards: u32,
+    pub score: ScoreMode,
+    pub printer: Printer,
+}
+
+impl Callbacks for PrintingApp {
+    type State = Held;
+
+    fn nodes(&mut self, _cluster: &str) -> Result<Vec<String>, CallbackError> {
+        Ok(self
+            .members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
+    }
+
+    fn shard_count(&mut self, _cluster: &str) -> Result<u32, CallbackError> {
+        Ok(self.shards)
+    }
+
+    fn allocated(&mut self, _cluster: &str, shard: u32, epoch: u64) -> Result<Held, CallbackError> {
+        self.printer
+            .event("allocated", json!({ "shard": shard, "epoch": epoch }));
+        Ok(Held {
+            shard,
+            epoch,
+            since: Instant::now(),
+        })
+    }
+
+    fn score(&mut self, state: &mut Held) -> Result<i64, CallbackError> {
+        let score = match self.score {
+            ScoreMode::Uptime => state.since.elapsed().as_millis() as i64,
+            ScoreMode::Fixed(n) => n,
+        };
+        self.printer.event(
+            "score",
+            json!({ "shard": state.shard, "epoch": state.epoch, "score": score }),
+        );
+        Ok(score)
+    }
+
+    fn prolonged(&mut self, loser: &NodeId, state: &mut Held) -> Result<(), CallbackError> {
+        self.printer.event(
+            "prolonged",
+            json!({ "shard": state.shard, "epoch": state.epoch, "loser": loser.as_str() }),
+        );
+        Ok(())
+    }
+
+    fn deallocated(&mut self, winner: Option<&NodeId>, state: Held) {
+        self.printer.event(
+            "deallocated",
+            json!({ "shard": state.shard, "epoch": state.epoch, "winner": winner.map(NodeId::as_str) }),
+        );
+    }
+
+    fn status_changed(&mut self, _cluster: &str, old: Health, new: Health) {
+        self.printer.event(
+            "status",
+            json!({ "old": old.as_str(), "new": new.as_str() }),
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! `minishard demo`: a local cluster in this process, narrated.
+//!
+//! Five nodes keep three shards: cold start, the crash of an owner and its
+//! failover, a graceful leave, a 3/2 split where the small side degrades.
+//! Then six nodes keep two shards through a 3/3 split where both sides
+//! allocate, and the heal resolves each conflict by score. Every step waits
+//! for its outcome with a deadline; the demo fails if one does not happen.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use minishard::{Health, LocalState, Timings};
+
+use crate::app::ScoreMode;
+use crate::local::LocalCluster;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+struct Narrator {
+    out: Arc<Mutex<dyn Write + Send>>,
+    started: Instant,
+}
+
+impl Narrator {
+    fn say(&self, text: &str) {
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = out.write_all(
+            format!(
+                "\n{:>8.3}s  == {text}\n",
+                self.started.elapsed().as_secs_f64()
+            )
+            .as_bytes(),
+        );
+        let _ = out.flush();
+    }
+
+    fn table(&self, local: &LocalCluster) {
+        let mut text = String::new();
+        text.push_str(&format!(
+            "           {:<18} {:<11} {:<16} {}\n",
+            "node", "health", "holds", "shard map as this node sees it"
+        ));
+        for (i, node) in local.nodes.iter().enumerate() {
+            let Some(c) = &node.cluster else {
+                text.push_str(&format!(
+                    "           {:<18} {:<11}\n",
+                    node.address, "(stopped)"
+                ));
+                continue;
+            };
+            let holds = match c.status().local {
+                LocalState::Allocated { shard, epoch } => format!("shard {shard} (e{epoch})"),
+                LocalState::Standby => "standby".into(),
+                LocalState::Idle => "idle".into(),
+            };
+            let map: Vec<String> = c
+                .shard_map()
+                .iter()
+                .map(|o| match o.as_ref().and_then(|o| local.index_of(o)) {
+                    Some(j) => format!("n{j}"),
+                    None => "-".into(),
+                })
+                .collect();
+            text.push_str(&format!(
+                "           n{i} {:<15} {:<11} {:<16} [{}]\n",
+                node.address,
+                c.health().as_str(),
+                holds,
+                map.join(" ")
+            ));
+        }
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+pub fn run(_args: Args) -> Result<(), String> {
+    let started = Instant::now();
+    let out: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(std::io::stdout()));
+    let n = Narrator {
+        out: out.clone(),
+        started,
+    };
+    let t = Timings::default();
+    let step = t.heartbeat_timeout + t.node_grace + Duration::from_secs(2);
+    n.say(&format!(
+        "minishard demo: timings heartbeat {:?}/{:?}, transition {:?}, grace {:?}",
+        t.heartbeat_interval, t.heartbeat_timeout, t.transition_timeout, t.node_grace
+    ));
+
+    // Part one: five nodes, three shards.
+    let mut a = LocalCluster::new(
+        "demo",
+        5,
+        3,
+        t,
+        ScoreMode::Uptime,
+        Some((out.clone(), started)),
+    )?;
+    n.say("cold start: 5 nodes, 3 shards");
+    a.start_all()?;
+    let took = a.wait(step, "cold start", |l| l.settled(&l.everyone()))?;
+    n.say(&format!("available everywhere after {took:?}"));
+    n.table(&a);
+
+    let victim = a.owner(0, 0).ok_or("nobody owns shard 0")?;
+    let viewer = (victim + 1) % 5;
+    n.say(&format!("n{victim}, owner of shard 0, crashes (no goodbye): its shard stays reserved for node_grace"));
+    a.crash(victim);
+    let took = a.wait(step, "failover", |l| {
+        l.owner(viewer, 0).is_some_and(|o| o != victim) && l.settled(&l.everyone())
+    })?;
+    n.say(&format!(
+        "shard 0 failed over to n{} after {took:?}",
+        a.owner(viewer, 0).unwrap_or(0)
+    ));
+    n.table(&a);
+
+    n.say(&format!(
+        "n{victim} restarts with a new incarnation and joins as a standby"
+    ));
+    a.start(victim)?;
+    a.wait(step, "restart", |l| {
+        l.settled(&l.everyone()) && l.everyone().len() == 5
+    })?;
+    let leaver = a.owner(0, 1).ok_or("nobody owns shard 1")?;
+    let viewer = (leaver + 1) % 5;
+    n.say(&format!(
+        "n{leaver}, owner of shard 1, leaves gracefully: the hand-over needs no grace"
+    ));
+    let left_at = Instant::now();
+    a.leave(leaver)?;
+    a.wait(step, "hand-over", |l| {
+        l.owner(viewer, 1).is_some_and(|o| o != leaver)
+    })?;
+    n.say(&format!(
+        "shard 1 handed over to n{} {:?} after the leave",
+        a.owner(viewer, 1).unwrap_or(0),
+        left_at.elapsed()
+    ));
+    a.start(leaver)?;
+    a.wait(step, "rejoin", |l| {
+        l.settled(&l.everyone()) && l.everyone().len() == 5
+    })?;
+    n.table(&a);
+
+    // The small side holds at least one shard, so it has something to give up.
+    let mut order: Vec<usize> = (0..5).collect();
+    order.sort_by_key(|&i| {
+        a.nodes[i]
+            .cluster
+            .as_ref()
+            .and_then(|c| c.my_shard())
+            .is_none()
+    });
+    let (small, big) = ([order[0], order[4]], [order[1], order[2], order[3]]);
+    n.say(&format!(
+        "split 3/2: {big:?} | {small:?} — the 2-side sees fewer members than shards"
+    ));
+    a.split(&big, &small);
+    let degrade = t.heartbeat_timeout + t.transition_timeout + Duration::from_secs(2);
+    a.wait(degrade, "the small side degrading", |l| {
+        small.iter().all(|&i| {
+            l.nodes[i]
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.health() == Health::Degraded && c.my_shard().is_none())
+        })
+    })?;
+    n.say("the 2-side is degraded and gave its shards up; the 3-side takes them after the grace");
+    a.wait(step, "the big side taking every shard", |l| l.settled(&big))?;
+    n.table(&a);
+    n.say("heal");
+    a.heal();
+    a.wait(step, "heal", |l| l.settled(&l.everyone()))?;
+    n.table(&a);
+    for i in 0..5 {
+        a.leave(i)?;
+    }
+
+    // Part two: six nodes, two shards, a 3/3 split.
+    n.say("six nodes keep two shards; score = how long the allocation has lived (older wins)");
+    let mut b = LocalCluster::new(
+        "demo-33",
+        6,
+        2,
+        t,
+        ScoreMode::Uptime,
+        Some((out.clone(), started)),
+    )?;
+    b.start_all()?;
+    b.wait(step, "cold start of six", |l| l.settled(&l.everyone()))?;
+    n.table(&b);
+    let (left, right) = ([0, 1, 2], [3, 4, 5]);
+    n.say("split 3/3: both sides have enough members, so both keep every shard (by design)");
+    b.split(&left, &right);
+    b.wait(step * 2, "both sides allocating", |l| {
+        l.settled(&left) && l.settled(&right)
+    })?;
+    n.table(&b);
+    n.say("heal: each shard now has two owners; they exchange scores and the lower one gives up");
+    let healed_at = Instant::now();
+    b.heal();
+    b.wait(step, "conflicts resolved", |l| l.settled(&l.everyone()))?;
+    let resolved = b
+        .events_since(healed_at)
+        .into_iter()
+        .filter(|(_, e)| {
+            e.event == "prolonged" || (e.event == "deallocated" && !e.fields["winner"].is_null())
+        })
+        .count();
+    if resolved < 4 {
+        return Err(format!(
+            "expected a prolonged and a deallocated(winner) per shard, saw {resolved} events"
+        ));
+    }
+    n.say(&format!(
+        "resolved in {:?}: one owner per shard, the higher score",
+        healed_at.elapsed()
+    ));
+    n.table(&b);
+    for i in 0..6 {
+        b.leave(i)?;
+    }
+    n.say(&format!(
+        "demo finished in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}

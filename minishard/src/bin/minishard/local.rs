@@ -1,0 +1,231 @@
+//! A cluster of nodes inside this process, on loopback: what the demo
+//! narrates and the benchmarks measure.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use minishard::{Cluster, Config, Health, NodeId, Timings};
+
+use crate::app::{Logged, Printer, PrintingApp, ScoreMode};
+
+pub const COOKIE: &[u8] = b"minishard-local-cookie";
+
+pub struct LocalNode {
+    pub address: String,
+    pub id: NodeId,
+    pub cluster: Option<Cluster>,
+    pub printer: Printer,
+}
+
+pub struct LocalCluster {
+    pub name: String,
+    pub members: Arc<Mutex<Vec<String>>>,
+    pub shards: u32,
+    pub timings: Timings,
+    pub nodes: Vec<LocalNode>,
+    score: ScoreMode,
+}
+
+/// Free loopback ports, found by binding port 0.
+pub fn free_addresses(n: usize) -> Result<Vec<String>, String> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}")))
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.to_string())
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+impl LocalCluster {
+    /// `n` members keeping `shards` shards, not started yet. Each node's
+    /// events go to `out` (or nowhere) with times relative to `started`.
+    pub fn new(
+        name: &str,
+        n: usize,
+        shards: u32,
+        timings: Timings,
+        score: ScoreMode,
+        out: Option<(Arc<Mutex<dyn Write + Send>>, Instant)>,
+    ) -> Result<LocalCluster, String> {
+        let addresses = free_addresses(n)?;
+        let nodes = addresses
+            .iter()
+            .map(|address| {
+                let sink: Box<dyn Write + Send> = match &out {
+                    Some((w, _)) => Box::new(Shared(w.clone())),
+                    None => Box::new(std::io::sink()),
+                };
+                let mut printer = Printer::new(address.clone(), false, sink);
+                if let Some((_, started)) = &out {
+                    printer = printer.timed(*started);
+                }
+                LocalNode {
+                    address: address.clone(),
+                    id: NodeId::parse(address).expect("a bound address"),
+                    cluster: None,
+                    printer,
+                }
+            })
+            .collect();
+        Ok(LocalCluster {
+            name: name.into(),
+            members: Arc::new(Mutex::new(addresses)),
+            shards,
+            timings,
+            nodes,
+            score,
+        })
+    }
+
+    /// Starts (or restarts, with a new incarnation) node `i`.
+    pub fn start(&mut self, i: usize) -> Result<(), String> {
+        let node = &mut self.nodes[i];
+        let mut config = Config::new(node.address.clone(), COOKIE.to_vec());
+        config.timings = self.timings;
+        let app = PrintingApp {
+            members: self.members.clone(),
+            shards: self.shards,
+            score: self.score,
+            printer: node.printer.clone(),
+        };
+        node.cluster = Some(Cluster::join(&self.name, app, config).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    pub fn start_all(&mut self) -> Result<(), String> {
+        (0..self.nodes.len()).try_for_each(|i| self.start(i))
+    }
+
+    /// Node `i` dies without a word.
+    pub fn crash(&mut self, i: usize) {
+        if let Some(c) = self.nodes[i].cluster.take() {
+            c.crash();
+        }
+    }
+
+    /// Node `i` leaves gracefully.
+    pub fn leave(&mut self, i: usize) -> Result<(), String> {
+        match self.nodes[i].cluster.take() {
+            Some(c) => c.leave().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = (usize, &Cluster)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.cluster.as_ref().map(|c| (i, c)))
+    }
+
+    pub fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == *id)
+    }
+
+    /// The owner of `shard` as node `viewer` sees it.
+    pub fn owner(&self, viewer: usize, shard: u32) -> Option<usize> {
+        let c = self.nodes[viewer].cluster.as_ref()?;
+        self.index_of(&c.get_node(shard)?)
+    }
+
+    /// Cuts every link between the groups, both ways.
+    pub fn split(&self, a: &[usize], b: &[usize]) {
+        for &i in a {
+            for &j in b {
+                if let (Some(ci), Some(cj)) = (&self.nodes[i].cluster, &self.nodes[j].cluster) {
+                    ci.cut(&self.nodes[j].id);
+                    cj.cut(&self.nodes[i].id);
+                }
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        for (_, c) in self.running() {
+            c.heal_all();
+        }
+    }
+
+    /// Every node in `group` is available and sees every shard owned by a
+    /// node of `group`, and they all agree.
+    pub fn settled(&self, group: &[usize]) -> bool {
+        let maps: Vec<Vec<Option<NodeId>>> = group
+            .iter()
+            .filter_map(|&i| self.nodes[i].cluster.as_ref())
+            .map(Cluster::shard_map)
+            .collect();
+        let healthy = group
+            .iter()
+            .filter_map(|&i| self.nodes[i].cluster.as_ref())
+            .all(|c| c.health() == Health::Available);
+        healthy
+            && maps.len() == group.len()
+            && maps.windows(2).all(|w| w[0] == w[1])
+            && maps[0].iter().all(|o| {
+                o.as_ref()
+                    .and_then(|o| self.index_of(o))
+                    .is_some_and(|i| group.contains(&i))
+            })
+    }
+
+    /// Every running node.
+    pub fn everyone(&self) -> Vec<usize> {
+        self.running().map(|(i, _)| i).collect()
+    }
+
+    /// Waits for `condition`, for at most `timeout`.
+    pub fn wait(
+        &self,
+        timeout: Duration,
+        what: &str,
+        condition: impl Fn(&LocalCluster) -> bool,
+    ) -> Result<Duration, String> {
+        let started = Instant::now();
+        while !condition(self) {
+            if started.elapsed() > timeout {
+                return Err(format!("{what}: not done within {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Every event of every node since `since`, in time order.
+    pub fn events_since(&self, since: Instant) -> Vec<(usize, Logged)> {
+        let mut all: Vec<(usize, Logged)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.printer.logged().into_iter().map(move |l| (i, l)))
+            .filter(|(_, l)| l.at >= since)
+            .collect();
+        all.sort_by_key(|(_, l)| l.at);
+        all
+    }
+}
+
+/// A writer shared by every node's printer.
+struct Shared(Arc<Mutex<dyn Write + Send>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        // One lock for the whole line: lines of different nodes never mix.
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_all(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).flush()
+    }
+}

@@ -1,0 +1,65 @@
+//! The `minishard` command: a narrated local demo, one node of a real
+//! cluster, a status probe, and benchmarks.
+
+mod app;
+mod bench;
+mod demo;
+mod local;
+mod node;
+mod options;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "minishard",
+    version,
+    about = "Keep a fixed set of shards alive across a cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a local cluster in this process and narrate cold start, failover,
+    /// leave, a 3/2 split and a 3/3 split healed by score.
+    Demo(demo::Args),
+    /// Run one member of a cluster and print its events.
+    Node(node::Args),
+    /// Join a cluster as an observer, print its state, and exit.
+    Status(status::Args),
+    /// Measure start-up, failover, hand-over and lookup costs on loopback.
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Node(_) => "minishard=info",
+        _ => "minishard=warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Node(args) => node::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("minishard: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `minishard node`: one member of a real cluster, printing its events.
+//! SIGTERM and SIGINT leave gracefully (the shard is handed over at once).
+
+use std::sync::{Arc, Mutex};
+
+use minishard::{Cluster, Config};
+use serde_json::json;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::app::{Printer, PrintingApp, ScoreMode};
+use crate::options::{CookieArgs, TimingArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The cluster's name.
+    #[arg(long)]
+    cluster: String,
+    /// The address to listen on, host:port.
+    #[arg(long)]
+    listen: String,
+    /// The address peers know this node by, if not --listen.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// The member list: every member's host:port, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    nodes: Vec<String>,
+    /// How many shards the cluster keeps.
+    #[arg(long)]
+    shards: u32,
+    #[command(flatten)]
+    cookie: CookieArgs,
+    #[command(flatten)]
+    timings: TimingArgs,
+    /// What `score` answers in a conflict: uptime (of the allocation, in ms)
+    /// or fixed:N.
+    #[arg(long, default_value = "uptime")]
+    score: ScoreMode,
+    /// Print exactly one JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    let cookie = args.cookie.load()?;
+    // Catch the signals before joining, so a early SIGTERM still leaves.
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT]).map_err(|e| format!("cannot catch signals: {e}"))?;
+    let name = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| args.listen.clone());
+    let printer = Printer::new(name, args.json, Box::new(std::io::stdout()));
+    let mut config = Config::new(args.listen.clone(), cookie);
+    config.advertise = args.advertise.clone();
+    config.timings = args.timings.timings();
+    let hook_printer = printer.clone();
+    config.notice_hook = Some(Arc::new(move |n| hook_printer.notice(n)));
+    let app = PrintingApp {
+        members: Arc::new(Mutex::new(args.nodes.clone())),
+        shards: args.shards,
+        score: args.score,
+        printer: printer.clone(),
+    };
+    let cluster = Cluster::join(&args.cluster, app, config).map_err(|e| e.to_string())?;
+    printer.event(
+        "joined",
+        json!({ "cluster": args.cluster, "shards": args.shards, "nodes": args.nodes }),
+    );
+    let signal = signals.forever().next().unwrap_or(SIGTERM);
+    let name = if signal == SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    };
+    printer.event("leaving", json!({ "signal": name }));
+    cluster.leave().map_err(|e| e.to_string())?;
+    printer.event("left", json!({}));
+    Ok(())
+}

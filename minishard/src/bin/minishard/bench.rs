@@ -142,44 +142,50 @@ pub fn run(args: Args) -> Result<(), String> {
     local.start_all()?;
     local.wait(step, "cold start", |l| l.settled(&l.everyone()))?;
     let cluster = local.nodes[0].cluster.as_ref().ok_or("node 0 stopped")?;
-    for threads in [1usize, 2] {
-        let mut samples = Vec::new();
-        for _ in 0..args.runs.max(3) {
-            let iterations = 2_000_000u32;
-            let barrier = Barrier::new(threads);
-            let per_call = std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|_| {
-                        scope.spawn(|| {
-                            barrier.wait();
-                            let started = Instant::now();
-                            let mut found = 0u32;
-                            for i in 0..iterations {
-                                found += u32::from(cluster.get_node(i & 1).is_some());
-                            }
-                            std::hint::black_box(found);
-                            started.elapsed().as_nanos() as f64 / f64::from(iterations)
+    type Lookup<'a> = (&'static str, &'a (dyn Fn(u32) -> bool + Sync));
+    let clone: &(dyn Fn(u32) -> bool + Sync) = &|shard| cluster.get_node(shard).is_some();
+    let borrow: &(dyn Fn(u32) -> bool + Sync) = &|shard| cluster.with_node(shard, |n| n.is_some());
+    let lookups: [Lookup<'_>; 2] = [("get_node", clone), ("with_node", borrow)];
+    for (name, lookup) in lookups {
+        for threads in [1usize, 2] {
+            let mut samples = Vec::new();
+            for _ in 0..args.runs.max(3) {
+                let iterations = 2_000_000u32;
+                let barrier = Barrier::new(threads);
+                let per_call = std::thread::scope(|scope| {
+                    let handles: Vec<_> = (0..threads)
+                        .map(|_| {
+                            scope.spawn(|| {
+                                barrier.wait();
+                                let started = Instant::now();
+                                let mut found = 0u32;
+                                for i in 0..iterations {
+                                    found += u32::from(lookup(i & 1));
+                                }
+                                std::hint::black_box(found);
+                                started.elapsed().as_nanos() as f64 / f64::from(iterations)
+                            })
                         })
-                    })
-                    .collect();
-                median(
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().unwrap_or(f64::NAN))
-                        .collect(),
-                )
+                        .collect();
+                    median(
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().unwrap_or(f64::NAN))
+                            .collect(),
+                    )
+                });
+                samples.push(per_call);
+            }
+            rows.push(Row {
+                what: format!(
+                    "{name}, {threads} thread{}",
+                    if threads == 1 { "" } else { "s" }
+                ),
+                median: median(samples),
+                unit: "ns/call",
+                note: "per thread".into(),
             });
-            samples.push(per_call);
         }
-        rows.push(Row {
-            what: format!(
-                "get_node, {threads} thread{}",
-                if threads == 1 { "" } else { "s" }
-            ),
-            median: median(samples),
-            unit: "ns/call",
-            note: "per thread".into(),
-        });
     }
     for i in 0..3 {
         local.leave(i)?;

@@ -1,0 +1,180 @@
+//! Five `minishard node --json` processes on loopback: a kill -9 of an owner
+//! fails over after the grace; a SIGTERM leaves cleanly and hands over at once.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{eventually, free_addresses};
+use serde_json::Value;
+
+const GRACE_MS: u64 = 750;
+
+struct Node {
+    address: String,
+    child: Child,
+}
+
+type Events = Arc<Mutex<Vec<Value>>>;
+
+fn start(address: &str, members: &str, events: &Events) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_minishard"))
+        .args([
+            "node",
+            "--cluster",
+            "procs",
+            "--listen",
+            address,
+            "--nodes",
+            members,
+            "--shards",
+            "3",
+            "--json",
+        ])
+        .args([
+            "--heartbeat-interval-ms",
+            "50",
+            "--heartbeat-timeout-ms",
+            "250",
+        ])
+        .args([
+            "--transition-timeout-ms",
+            "500",
+            "--node-grace-ms",
+            &GRACE_MS.to_string(),
+        ])
+        .env("MINISHARD_COOKIE", "process-test-cookie")
+        .env("RUST_LOG", "minishard=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the minishard binary runs");
+    let stdout = child.stdout.take().unwrap();
+    let events = events.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let value: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not one JSON object per line: {line:?}: {e}"));
+            for field in ["t", "node", "event"] {
+                assert!(value.get(field).is_some(), "{line} lacks {field}");
+            }
+            events.lock().unwrap().push(value);
+        }
+    });
+    Node {
+        address: address.to_owned(),
+        child,
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn find(events: &Events, f: impl Fn(&Value) -> bool) -> Option<Value> {
+    events.lock().unwrap().iter().find(|e| f(e)).cloned()
+}
+
+/// The latest owner of each shard according to allocated/deallocated events.
+fn owners(events: &Events) -> Vec<Option<String>> {
+    let mut owners = vec![None; 3];
+    for e in events.lock().unwrap().iter() {
+        let shard = e["shard"].as_u64().unwrap_or(0) as usize;
+        match e["event"].as_str() {
+            Some("allocated") => owners[shard] = e["node"].as_str().map(str::to_owned),
+            Some("deallocated") if owners[shard].as_deref() == e["node"].as_str() => {
+                owners[shard] = None
+            }
+            _ => {}
+        }
+    }
+    owners
+}
+
+#[test]
+fn kill_nine_fails_over_and_sigterm_hands_over() {
+    let addresses = free_addresses(5);
+    let members = addresses.join(",");
+    let events: Events = Arc::default();
+    let mut nodes: Vec<Node> = addresses
+        .iter()
+        .map(|a| start(a, &members, &events))
+        .collect();
+    let all_owned = eventually(Duration::from_secs(20), || {
+        owners(&events).iter().all(Option::is_some)
+    });
+    assert!(all_owned, "no convergence: {:#?}", events.lock().unwrap());
+
+    // kill -9 the owner of shard 0.
+    let victim = owners(&events)[0].clone().unwrap();
+    let index = nodes.iter().position(|n| n.address == victim).unwrap();
+    let killed_at = unix_ms();
+    nodes[index].child.kill().unwrap();
+    nodes[index].child.wait().unwrap();
+    let failed_over = eventually(Duration::from_secs(20), || {
+        owners(&events)[0].as_ref().is_some_and(|o| *o != victim)
+    });
+    assert!(
+        failed_over,
+        "shard 0 never failed over: {:#?}",
+        events.lock().unwrap()
+    );
+    let taken = find(&events, |e| {
+        e["event"] == "allocated" && e["shard"] == 0 && e["node"] != victim.as_str()
+    })
+    .unwrap();
+    let waited = taken["t"].as_u64().unwrap() - killed_at;
+    assert!(
+        waited >= GRACE_MS,
+        "failover after {waited} ms, before the grace of {GRACE_MS} ms"
+    );
+
+    // SIGTERM the owner of shard 1: it leaves, and the shard moves at once.
+    let leaver = owners(&events)[1].clone().unwrap();
+    let index = nodes.iter().position(|n| n.address == leaver).unwrap();
+    let pid = nodes[index].child.id().to_string();
+    let termed_at = Instant::now();
+    let sent_at = unix_ms();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = nodes[index].child.wait().unwrap();
+    assert!(status.success(), "SIGTERM should exit 0, got {status}");
+    assert!(termed_at.elapsed() < Duration::from_secs(5));
+    let said_goodbye = find(&events, |e| {
+        e["node"] == leaver.as_str() && e["event"] == "deallocated" && e["winner"].is_null()
+    });
+    assert!(
+        said_goodbye.is_some(),
+        "the leaver printed no deallocated with winner null"
+    );
+    assert!(find(&events, |e| e["node"] == leaver.as_str()
+        && e["event"] == "left")
+    .is_some());
+    let handed_over = eventually(Duration::from_secs(10), || {
+        owners(&events)[1].as_ref().is_some_and(|o| *o != leaver)
+    });
+    assert!(handed_over);
+    let taken = find(&events, |e| {
+        e["event"] == "allocated" && e["shard"] == 1 && e["node"] != leaver.as_str()
+    })
+    .unwrap();
+    let took = taken["t"].as_u64().unwrap() - sent_at;
+    assert!(
+        took < GRACE_MS,
+        "hand-over after SIGTERM took {took} ms: it should not wait for the grace"
+    );
+
+    for node in &mut nodes {
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+    }
+}

@@ -1,0 +1,58 @@
+"""minishard: keep a fixed number of unique shards allocated across the
+processes of a cluster, with failover and split-brain resolution by score.
+
+    import minishard
+
+    class Sessions(minishard.Callbacks[dict]):
+        def nodes(self, cluster): return ["10.0.0.1:7001", "10.0.0.2:7001", "10.0.0.3:7001"]
+        def shard_count(self, cluster): return 2
+        def allocated(self, cluster, shard): return {}
+
+    with minishard.join("sessions", Sessions(), listen="10.0.0.1:7001", cookie=b"secret") as cluster:
+        cluster.wait_until("available", timeout=10)
+        print(cluster.get_node(0))
+
+Engine and callback failures are logged to ``logging.getLogger("minishard")``.
+"""
+
+from ._cluster import Cluster, join
+from ._errors import (
+    CallbackError,
+    ClosedError,
+    ConfigError,
+    Error,
+    InvalidArgumentError,
+)
+# Not in __all__: a star import must not shadow the built-ins of these names.
+from ._errors import IOError as IOError
+from ._errors import TimeoutError as TimeoutError
+from ._minishard import __version__
+from ._types import (
+    Callbacks,
+    CallbacksLike,
+    Health,
+    LocalState,
+    NodeState,
+    Owner,
+    Stats,
+    Status,
+)
+
+__all__ = [
+    "join",
+    "Cluster",
+    "Callbacks",
+    "CallbacksLike",
+    "Health",
+    "Status",
+    "Stats",
+    "NodeState",
+    "LocalState",
+    "Owner",
+    "Error",
+    "ConfigError",
+    "CallbackError",
+    "ClosedError",
+    "InvalidArgumentError",
+    "__version__",
+]

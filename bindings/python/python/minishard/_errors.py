@@ -1,0 +1,54 @@
+"""The exceptions of minishard: one base class, `minishard.Error`.
+
+Each subclass also derives from the built-in exception a Python user would
+catch for the same trouble (``ValueError`` for a bad setting, ``OSError``
+for the network, the built-in ``TimeoutError`` for a wait that ran out), so
+generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+__all__ = [
+    "Error",
+    "ConfigError",
+    "CallbackError",
+    "IOError",
+    "TimeoutError",
+    "ClosedError",
+    "InvalidArgumentError",
+]
+
+
+class Error(Exception):
+    """Base class of every exception minishard raises."""
+
+
+class ConfigError(Error, ValueError):
+    """A setting or argument of ``join`` is unusable (an unparsable
+    address, an empty cookie, inconsistent timings, a callbacks object
+    without a required method, ...). Nothing was left running."""
+
+
+class CallbackError(ConfigError):
+    """``nodes`` or ``shard_count`` failed at ``join``: it raised (the
+    exception is this one's ``__cause__``) or answered something unusable."""
+
+
+class IOError(Error, builtins.OSError):  # noqa: A001 - minishard.IOError by design
+    """A network operation failed, e.g. the listen address is taken."""
+
+
+class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001
+    """A wait ran out of time."""
+
+
+class ClosedError(Error):
+    """The cluster handle has left (or never finished joining)."""
+
+
+class InvalidArgumentError(Error, ValueError):
+    """An argument is out of range (a shard that does not exist, an unknown
+    health) or the call is not allowed here (``leave`` or ``wait_until``
+    from inside one of the same cluster's callbacks)."""

@@ -1,0 +1,66 @@
+# Type stubs for the native extension. Its public face is minishard.Cluster
+# (a subclass of NativeCluster) and minishard.join; these are internals.
+
+from typing import Any, Dict, List, Optional, Tuple
+
+__version__: str
+
+def shutdown_logging() -> None: ...
+
+class NativeCluster:
+    def __new__(
+        cls,
+        name: str,
+        callbacks: Any,
+        listen: str,
+        cookie: bytes,
+        *,
+        advertise: Optional[str] = ...,
+        observer: bool = ...,
+        host_dispatch: bool = ...,
+        heartbeat_interval: Optional[float] = ...,
+        heartbeat_timeout: Optional[float] = ...,
+        transition_timeout: Optional[float] = ...,
+        node_grace: Optional[float] = ...,
+        settle: Optional[float] = ...,
+        score_deadline: Optional[float] = ...,
+        member_poll: Optional[float] = ...,
+        allocation_retry: Optional[float] = ...,
+        handshake_timeout: Optional[float] = ...,
+        frame_limit: Optional[int] = ...,
+    ) -> "NativeCluster": ...
+    @property
+    def name(self) -> str:
+        """The cluster's name."""
+    @property
+    def node(self) -> str:
+        """This node's advertised address, "host:port"."""
+    @property
+    def closed(self) -> bool:
+        """True once the handle has left."""
+    def get_node(self, shard: int) -> Optional[str]:
+        """The owner of `shard` in this node's view, or None. Lock-free."""
+    def shard_map(self) -> List[Optional[str]]:
+        """The owner of every shard (None where there is none)."""
+    def my_shard(self) -> Optional[Tuple[int, int]]:
+        """(shard, epoch) if this node owns a shard."""
+    def dispatch(self, max: int = ...) -> int:
+        """dispatch="host": runs up to `max` pending callbacks here."""
+    def fileno(self) -> Optional[int]:
+        """dispatch="host"/"asyncio": readable while callbacks are pending."""
+    def leave(self) -> None: ...
+    def _health(self) -> str: ...
+    def _status(self) -> Dict[str, Any]: ...
+    def _stats(self) -> Dict[str, int]: ...
+    def _wait_until(
+        self, health: str, timeout: Optional[float] = ..., run_callbacks: bool = ...
+    ) -> None: ...
+    def _check_not_in_callback(self, what: str) -> None: ...
+    def _testing_cut(self, peer: str) -> None:
+        """TESTING ONLY: drop all traffic with `peer` until healed."""
+    def _testing_heal(self, peer: str) -> None:
+        """TESTING ONLY: restore traffic with `peer`."""
+    def _testing_heal_all(self) -> None:
+        """TESTING ONLY: restore traffic with every peer."""
+    def _testing_crash(self) -> None:
+        """TESTING ONLY: stop at once, as if the process died."""

@@ -1,0 +1,368 @@
+//! The application's Python object as the engine's [`Callbacks`].
+//!
+//! Each callback attaches to the interpreter (takes the GIL) only while the
+//! Python method runs. An exception, or an answer of the wrong type, becomes
+//! a [`CallbackError`], which the engine handles as DESIGN.md section 3 says;
+//! it is logged here through `logging.getLogger("minishard")` with its
+//! traceback. During `join` the first such exception is kept instead, to be
+//! chained to the `CallbackError` that `join` raises.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use minishard::{CallbackError, Callbacks, Epoch, Health, NodeId, Shard};
+use pyo3::exceptions::{PyException, PyOverflowError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyString};
+
+use crate::errors;
+
+/// Methods the callbacks object must have; `status_changed` is optional.
+const REQUIRED: [&str; 6] = [
+    "nodes",
+    "shard_count",
+    "allocated",
+    "score",
+    "prolonged",
+    "deallocated",
+];
+
+/// What a handle and its callbacks share.
+pub(crate) struct Shared {
+    /// Tells this handle's callbacks apart from other handles' on a thread.
+    pub(crate) id: u64,
+    pub(crate) cluster: String,
+    /// True until `join` returns: failures are then raised, not logged.
+    joining: AtomicBool,
+    join_error: Mutex<Option<PyErr>>,
+    /// A `KeyboardInterrupt` or `SystemExit` raised inside a callback, to
+    /// be raised again by the host's `dispatch` (nobody else could see it).
+    interrupt: Mutex<Option<PyErr>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; a poisoned one is still whole.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn new(id: u64, cluster: String) -> Arc<Shared> {
+        Arc::new(Shared {
+            id,
+            cluster,
+            joining: AtomicBool::new(true),
+            join_error: Mutex::new(None),
+            interrupt: Mutex::new(None),
+        })
+    }
+
+    /// `join` returned: from now on, failures are logged. Returns the
+    /// exception a join-time callback raised, if any.
+    pub(crate) fn joined(&self) -> Option<PyErr> {
+        self.joining.store(false, Ordering::Release);
+        lock(&self.join_error).take()
+    }
+
+    /// The interrupt a callback raised since the last call, if any.
+    pub(crate) fn take_interrupt(&self) -> Option<PyErr> {
+        lock(&self.interrupt).take()
+    }
+}
+
+thread_local! {
+    /// The id of the handle whose callback runs on this thread (0: none).
+    static RUNNING: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Whether this thread is inside a callback of handle `id`, where waiting
+/// for that handle's callbacks would wait for itself.
+pub(crate) fn in_callback_of(id: u64) -> bool {
+    RUNNING.with(|r| r.get() == id)
+}
+
+/// Marks this thread as running a callback of one handle, until dropped.
+struct Running(u64);
+
+impl Running {
+    fn enter(id: u64) -> Running {
+        Running(RUNNING.with(|r| r.replace(id)))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.with(|r| r.set(self.0));
+    }
+}
+
+/// `repr(value)`, cut short for an error message.
+fn short_repr(value: &Bound<'_, PyAny>) -> String {
+    let text = value
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "<unrepresentable>".into());
+    let type_name = value
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let mut short: String = text.chars().take(80).collect();
+    if short.len() < text.len() {
+        short.push_str("...");
+    }
+    format!("{short} ({type_name})")
+}
+
+/// An integer answer: an `int` or anything with `__index__`, never a bool
+/// or a float (which would round silently).
+fn integer(value: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
+    let wrong = || {
+        PyTypeError::new_err(format!(
+            "{what} returned {}: expected an int",
+            short_repr(value)
+        ))
+    };
+    if value.is_instance_of::<PyBool>() || !value.hasattr("__index__")? {
+        return Err(wrong());
+    }
+    value
+        .call_method0("__index__")?
+        .extract::<i64>()
+        .map_err(|_| {
+            PyOverflowError::new_err(format!(
+                "{what} returned {}: out of range for a 64-bit integer",
+                short_repr(value)
+            ))
+        })
+}
+
+/// `minishard.Health(name)`: what `status_changed` receives.
+fn health<'py>(py: Python<'py>, value: Health) -> PyResult<Bound<'py, PyAny>> {
+    py.import("minishard._types")?
+        .getattr("Health")?
+        .call1((value.as_str(),))
+}
+
+/// Logs `message` with the exception's traceback at ERROR.
+pub(crate) fn log_exception(py: Python<'_>, message: &str, err: &PyErr) {
+    let logged = (|| -> PyResult<()> {
+        let logger = py
+            .import("logging")?
+            .call_method1("getLogger", ("minishard",))?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(
+            "exc_info",
+            (err.get_type(py), err.value(py), err.traceback(py)),
+        )?;
+        logger.call_method("error", ("%s", message), Some(&kwargs))?;
+        Ok(())
+    })();
+    if let Err(failure) = logged {
+        // The logging configuration itself is broken: say so the way
+        // Python does for errors it has nowhere to raise.
+        failure.write_unraisable(py, None);
+    }
+}
+
+/// The bound methods of the application's object, fetched once at join.
+pub(crate) struct PyCallbacks {
+    nodes: Py<PyAny>,
+    shard_count: Py<PyAny>,
+    allocated: Py<PyAny>,
+    score: Py<PyAny>,
+    prolonged: Py<PyAny>,
+    deallocated: Py<PyAny>,
+    status_changed: Option<Py<PyAny>>,
+    shared: Arc<Shared>,
+    /// The shard of the current allocation, for log lines.
+    shard: Option<Shard>,
+}
+
+impl PyCallbacks {
+    /// Checks that `app` has every callback, callable.
+    pub(crate) fn new(
+        py: Python<'_>,
+        app: &Bound<'_, PyAny>,
+        shared: Arc<Shared>,
+    ) -> PyResult<PyCallbacks> {
+        let method = |name: &str, required: bool| -> PyResult<Option<Py<PyAny>>> {
+            match app.getattr(name) {
+                Ok(m) if m.is_callable() => Ok(Some(m.unbind())),
+                Ok(m) if m.is_none() && !required => Ok(None),
+                Ok(m) => Err(errors::config(
+                    py,
+                    format!(
+                        "the callbacks object's {name} is {}, not a method",
+                        short_repr(&m)
+                    ),
+                )),
+                Err(_) if !required => Ok(None),
+                Err(_) => Err(errors::config(
+                    py,
+                    format!(
+                        "the callbacks object {} has no {name} method (it needs {})",
+                        short_repr(app),
+                        REQUIRED.join(", ")
+                    ),
+                )),
+            }
+        };
+        let required = |name| -> PyResult<Py<PyAny>> {
+            Ok(method(name, true)?.expect("a required method is present"))
+        };
+        Ok(PyCallbacks {
+            nodes: required("nodes")?,
+            shard_count: required("shard_count")?,
+            allocated: required("allocated")?,
+            score: required("score")?,
+            prolonged: required("prolonged")?,
+            deallocated: required("deallocated")?,
+            status_changed: method("status_changed", false)?,
+            shared,
+            shard: None,
+        })
+    }
+
+    /// Runs one callback attached to the interpreter, turning a Python
+    /// failure into a [`CallbackError`].
+    fn call<T>(
+        &self,
+        name: &'static str,
+        f: impl for<'py> FnOnce(Python<'py>) -> PyResult<T>,
+    ) -> Result<T, CallbackError> {
+        let _running = Running::enter(self.shared.id);
+        Python::try_attach(|py| f(py).map_err(|err| self.failed(py, name, err))).unwrap_or_else(
+            || {
+                Err(CallbackError(
+                    "the Python interpreter is shutting down".into(),
+                ))
+            },
+        )
+    }
+
+    fn failed(&self, py: Python<'_>, name: &'static str, err: PyErr) -> CallbackError {
+        let message = match err.value(py).str() {
+            Ok(text) if !text.to_string().is_empty() => {
+                format!("{}: {text}", err.get_type(py).name().map_or("?".into(), |n| n.to_string()))
+            }
+            _ => err.get_type(py).name().map_or("?".into(), |n| n.to_string()),
+        };
+        if self.shared.joining.load(Ordering::Acquire) {
+            lock(&self.shared.join_error).get_or_insert(err);
+        } else {
+            if !err.is_instance_of::<PyException>(py) {
+                *lock(&self.shared.interrupt) = Some(err.clone_ref(py));
+            }
+            let shard = self
+                .shard
+                .map(|s| format!(", shard {s}"))
+                .unwrap_or_default();
+            log_exception(
+                py,
+                &format!(
+                    "the {name} callback of cluster {:?}{shard} failed: {message}",
+                    self.shared.cluster
+                ),
+                &err,
+            );
+        }
+        CallbackError(message)
+    }
+}
+
+impl Callbacks for PyCallbacks {
+    type State = Py<PyAny>;
+
+    fn nodes(&mut self, cluster: &str) -> Result<Vec<String>, CallbackError> {
+        self.call("nodes", |py| {
+            let list = self.nodes.bind(py).call1((cluster,))?;
+            let wrong = || {
+                PyTypeError::new_err(format!(
+                    "nodes returned {}: expected a list of \"host:port\" strings",
+                    short_repr(&list)
+                ))
+            };
+            if list.is_instance_of::<PyString>() {
+                return Err(wrong());
+            }
+            list.try_iter()
+                .map_err(|_| wrong())?
+                .map(|item| item?.extract::<String>().map_err(|_| wrong()))
+                .collect()
+        })
+    }
+
+    fn shard_count(&mut self, cluster: &str) -> Result<u32, CallbackError> {
+        self.call("shard_count", |py| {
+            let answer = self.shard_count.bind(py).call1((cluster,))?;
+            let n = integer(&answer, "shard_count")?;
+            u32::try_from(n).map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "shard_count returned {n}: expected an int from 1 to the number of members"
+                ))
+            })
+        })
+    }
+
+    fn allocated(
+        &mut self,
+        cluster: &str,
+        shard: Shard,
+        _epoch: Epoch,
+    ) -> Result<Py<PyAny>, CallbackError> {
+        self.shard = Some(shard);
+        let state = self.call("allocated", |py| {
+            Ok(self.allocated.bind(py).call1((cluster, shard))?.unbind())
+        });
+        if state.is_err() {
+            self.shard = None;
+        }
+        state
+    }
+
+    fn score(&mut self, state: &mut Py<PyAny>) -> Result<i64, CallbackError> {
+        self.call("score", |py| {
+            integer(&self.score.bind(py).call1((state.bind(py),))?, "score")
+        })
+    }
+
+    fn prolonged(&mut self, loser: &NodeId, state: &mut Py<PyAny>) -> Result<(), CallbackError> {
+        self.call("prolonged", |py| {
+            let new_state = self
+                .prolonged
+                .bind(py)
+                .call1((loser.as_str(), state.bind(py)))?;
+            // Replaced while attached, so the old state is released now.
+            *state = new_state.unbind();
+            Ok(())
+        })
+    }
+
+    fn deallocated(&mut self, winner: Option<&NodeId>, state: Py<PyAny>) {
+        // The engine has nothing to do about a failure here: it is logged.
+        // The state moves in, so the application's last reference to it
+        // goes away while attached.
+        let method = &self.deallocated;
+        let _ = self.call("deallocated", move |py| {
+            let state = state.into_bound(py);
+            method
+                .bind(py)
+                .call1((winner.map(NodeId::as_str), state))?;
+            Ok(())
+        });
+        self.shard = None;
+    }
+
+    fn status_changed(&mut self, cluster: &str, old: Health, new: Health) {
+        let Some(method) = &self.status_changed else {
+            return;
+        };
+        let _ = self.call("status_changed", |py| {
+            method
+                .bind(py)
+                .call1((cluster, health(py, old)?, health(py, new)?))?;
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,454 @@
+//! `NativeCluster`: one joined cluster, the base class of the Python
+//! `minishard.Cluster`.
+//!
+//! Lookups read the engine's snapshot while attached: they are lock-free and
+//! short. Everything that waits (join, wait_until, leave, dispatch) detaches
+//! from the interpreter first, because the callbacks it may be waiting for
+//! need the GIL; waits run in short slices and check for signals in between,
+//! so Ctrl-C works.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use minishard::{Cluster, Config, Dispatch, Error, Health, LocalState, NodeId, NodeState};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use crate::callbacks::{in_callback_of, PyCallbacks, Shared};
+use crate::{errors, logbridge};
+
+/// How long a wait sleeps between two checks for signals.
+const SIGNAL_SLICE: Duration = Duration::from_millis(50);
+/// How long it sleeps between two dispatches when it runs callbacks itself.
+const DISPATCH_SLICE: Duration = Duration::from_millis(5);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A duration in seconds from Python: finite and not negative.
+fn seconds(py: Python<'_>, name: &str, value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        errors::config(
+            py,
+            format!("{name} must be a finite, non-negative number of seconds, not {value}"),
+        )
+    })
+}
+
+/// A timeout: `None` waits for ever.
+fn deadline(py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Instant>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t == f64::INFINITY => Ok(None),
+        Some(t) => Duration::try_from_secs_f64(t)
+            .map(|d| Instant::now().checked_add(d))
+            .map_err(|_| {
+                errors::invalid(
+                    py,
+                    format!("timeout must be a non-negative number of seconds or None, not {t}"),
+                )
+            }),
+    }
+}
+
+fn node_state(py: Python<'_>, state: NodeState) -> PyResult<Bound<'_, PyAny>> {
+    let (name, shard) = match state {
+        NodeState::Unavailable => ("unavailable", None),
+        NodeState::Connected => ("connected", None),
+        NodeState::Standby => ("standby", None),
+        NodeState::Active { shard } => ("active", Some(shard)),
+        NodeState::Transition => ("transition", None),
+    };
+    Ok((name, shard).into_pyobject(py)?.into_any())
+}
+
+fn local_state(py: Python<'_>, state: LocalState) -> PyResult<Bound<'_, PyAny>> {
+    let (name, shard, epoch) = match state {
+        LocalState::Idle => ("idle", None, None),
+        LocalState::Standby => ("standby", None, None),
+        LocalState::Allocated { shard, epoch } => ("allocated", Some(shard), Some(epoch)),
+    };
+    Ok((name, shard, epoch).into_pyobject(py)?.into_any())
+}
+
+/// One node's membership of one cluster. Created joined by `__new__`;
+/// `leave` (or the interpreter's exit) ends it.
+#[pyclass(subclass, frozen, weakref, module = "minishard._minishard")]
+pub(crate) struct NativeCluster {
+    /// `None` once left (or crashed, in tests).
+    cluster: ArcSwapOption<Cluster>,
+    shared: Arc<Shared>,
+    name: String,
+    node: String,
+    host_dispatch: bool,
+}
+
+impl NativeCluster {
+    fn cluster(&self, py: Python<'_>) -> PyResult<Arc<Cluster>> {
+        self.cluster.load_full().ok_or_else(|| errors::closed(py))
+    }
+
+    /// Refuses a call that waits for this handle's callbacks from inside one.
+    fn not_from_own_callback(&self, py: Python<'_>, what: &str) -> PyResult<()> {
+        if in_callback_of(self.shared.id) {
+            return Err(errors::invalid(
+                py,
+                format!(
+                    "{what} cannot be called from inside a callback of the same cluster: it waits for callbacks to finish"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Raises a `KeyboardInterrupt`/`SystemExit` a callback raised on this
+    /// thread's dispatch.
+    fn reraise_interrupt(&self) -> PyResult<()> {
+        match self.shared.take_interrupt() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+}
+
+#[pymethods]
+impl NativeCluster {
+    /// Joins `name` (see `minishard.join`, which checks the arguments' types
+    /// and calls this).
+    #[new]
+    #[pyo3(signature = (
+        name, callbacks, listen, cookie, *, advertise=None, observer=false, host_dispatch=false,
+        heartbeat_interval=None, heartbeat_timeout=None, transition_timeout=None, node_grace=None,
+        settle=None, score_deadline=None, member_poll=None, allocation_retry=None,
+        handshake_timeout=None, frame_limit=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: String,
+        callbacks: &Bound<'_, PyAny>,
+        listen: String,
+        cookie: Cow<'_, [u8]>,
+        advertise: Option<String>,
+        observer: bool,
+        host_dispatch: bool,
+        heartbeat_interval: Option<f64>,
+        heartbeat_timeout: Option<f64>,
+        transition_timeout: Option<f64>,
+        node_grace: Option<f64>,
+        settle: Option<f64>,
+        score_deadline: Option<f64>,
+        member_poll: Option<f64>,
+        allocation_retry: Option<f64>,
+        handshake_timeout: Option<f64>,
+        frame_limit: Option<usize>,
+    ) -> PyResult<NativeCluster> {
+        let mut config = Config::new(listen, cookie.into_owned());
+        config.advertise = advertise;
+        config.observer = observer;
+        config.dispatch = if host_dispatch {
+            Dispatch::Host
+        } else {
+            Dispatch::Thread
+        };
+        let t = &mut config.timings;
+        for (field, name, value) in [
+            (&mut t.heartbeat_interval, "heartbeat_interval", heartbeat_interval),
+            (&mut t.heartbeat_timeout, "heartbeat_timeout", heartbeat_timeout),
+            (&mut t.transition_timeout, "transition_timeout", transition_timeout),
+            (&mut t.node_grace, "node_grace", node_grace),
+            (&mut t.settle, "settle", settle),
+            (&mut t.score_deadline, "score_deadline", score_deadline),
+            (&mut t.member_poll, "member_poll", member_poll),
+            (&mut t.allocation_retry, "allocation_retry", allocation_retry),
+        ] {
+            if let Some(value) = value {
+                *field = seconds(py, name, value)?;
+            }
+        }
+        if let Some(value) = handshake_timeout {
+            config.handshake_timeout = seconds(py, "handshake_timeout", value)?;
+        }
+        if let Some(value) = frame_limit {
+            config.frame_limit = value;
+        }
+
+        let shared = Shared::new(NEXT_ID.fetch_add(1, Ordering::Relaxed), name.clone());
+        let app = PyCallbacks::new(py, callbacks, shared.clone())?;
+        logbridge::start(py)?;
+        // Join calls `nodes` and `shard_count` on a thread of its own and
+        // waits for it: that thread needs the GIL.
+        let joined = py.detach(|| Cluster::join(&name, app, config));
+        let raised = shared.joined();
+        let cluster = joined.map_err(|error| {
+            let err = errors::from_engine(py, error);
+            if let Some(cause) = raised {
+                err.set_cause(py, Some(cause));
+            }
+            err
+        })?;
+        let node = cluster.node_id().to_string();
+        Ok(NativeCluster {
+            cluster: ArcSwapOption::new(Some(Arc::new(cluster))),
+            shared,
+            name,
+            node,
+            host_dispatch,
+        })
+    }
+
+    /// The cluster's name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This node's advertised address, `host:port`.
+    #[getter(node)]
+    fn advertised(&self) -> &str {
+        &self.node
+    }
+
+    /// True once the handle has left.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.cluster.load().is_none()
+    }
+
+    /// The owner of `shard` in this node's view, or None.
+    fn get_node<'py>(&self, py: Python<'py>, shard: i64) -> PyResult<Option<Bound<'py, PyString>>> {
+        let guard = self.cluster.load();
+        let cluster = guard.as_ref().ok_or_else(|| errors::closed(py))?;
+        let found = u32::try_from(shard).ok().map(|s| (s, cluster.get_node(s)));
+        match found {
+            Some((_, Some(node))) => Ok(Some(PyString::new(py, node.as_str()))),
+            Some((shard, None)) if shard < cluster.snapshot().shard_count => Ok(None),
+            _ => {
+                let count = cluster.snapshot().shard_count;
+                Err(errors::invalid(
+                    py,
+                    format!(
+                        "shard {shard} does not exist: the cluster keeps {count} shards, 0 to {}",
+                        count.saturating_sub(1)
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The owner of every shard (None where there is none).
+    fn shard_map(&self, py: Python<'_>) -> PyResult<Vec<Option<String>>> {
+        let guard = self.cluster.load();
+        let cluster = guard.as_ref().ok_or_else(|| errors::closed(py))?;
+        Ok(cluster
+            .shard_map()
+            .into_iter()
+            .map(|o| o.map(|n| n.as_str().to_owned()))
+            .collect())
+    }
+
+    /// `(shard, epoch)` if this node owns a shard.
+    fn my_shard(&self, py: Python<'_>) -> PyResult<Option<(u32, u64)>> {
+        let guard = self.cluster.load();
+        let cluster = guard.as_ref().ok_or_else(|| errors::closed(py))?;
+        Ok(cluster.my_shard())
+    }
+
+    /// The health's name.
+    fn _health(&self, py: Python<'_>) -> PyResult<&'static str> {
+        let guard = self.cluster.load();
+        let cluster = guard.as_ref().ok_or_else(|| errors::closed(py))?;
+        Ok(cluster.health().as_str())
+    }
+
+    /// Everything `status()` shows, as plain values.
+    fn _status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let status = self.cluster(py)?.status();
+        let d = PyDict::new(py);
+        d.set_item("cluster", &status.cluster)?;
+        d.set_item("node", status.node.as_str())?;
+        d.set_item("health", status.health.as_str())?;
+        d.set_item("shard_count", status.shard_count)?;
+        d.set_item("allocated", status.allocated)?;
+        let owners: Vec<Option<(&str, u64)>> = status
+            .owners
+            .iter()
+            .map(|o| o.as_ref().map(|o| (o.node.as_str(), o.epoch)))
+            .collect();
+        d.set_item("owners", owners)?;
+        let nodes = PyDict::new(py);
+        for (node, state) in &status.nodes {
+            nodes.set_item(node.as_str(), node_state(py, *state)?)?;
+        }
+        d.set_item("nodes", nodes)?;
+        d.set_item("local", local_state(py, status.local)?)?;
+        Ok(d)
+    }
+
+    /// The counters, as a dict.
+    fn _stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.cluster(py)?.stats();
+        let d = PyDict::new(py);
+        d.set_item("allocations", s.allocations)?;
+        d.set_item("deallocations", s.deallocations)?;
+        d.set_item("conflicts_resolved", s.conflicts_resolved)?;
+        d.set_item("failed_callbacks", s.failed_callbacks)?;
+        d.set_item("ignored_messages", s.ignored_messages)?;
+        d.set_item("reconnects", s.reconnects)?;
+        d.set_item("refused_handshakes", s.refused_handshakes)?;
+        d.set_item("protocol_errors", s.protocol_errors)?;
+        d.set_item("heartbeat_rtt_micros", s.heartbeat_rtt_micros)?;
+        Ok(d)
+    }
+
+    /// Waits, detached, until the health is `health`. With `run_callbacks`
+    /// (host dispatch, on the thread that dispatches) it runs the pending
+    /// callbacks itself between checks, since nobody else will.
+    #[pyo3(signature = (health, timeout=None, run_callbacks=false))]
+    fn _wait_until(
+        &self,
+        py: Python<'_>,
+        health: &str,
+        timeout: Option<f64>,
+        run_callbacks: bool,
+    ) -> PyResult<()> {
+        let target: Health = health.parse().map_err(|e: String| errors::invalid(py, e))?;
+        let deadline = deadline(py, timeout)?;
+        self.not_from_own_callback(py, "wait_until")?;
+        let run_callbacks = run_callbacks && self.host_dispatch;
+        let slice = if run_callbacks {
+            DISPATCH_SLICE
+        } else {
+            SIGNAL_SLICE
+        };
+        loop {
+            let cluster = self.cluster(py)?;
+            let remaining = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => slice,
+            };
+            let waited = py.detach(|| {
+                if run_callbacks {
+                    cluster.dispatch(usize::MAX)?;
+                }
+                let waited = cluster.wait_until(target, remaining.min(slice));
+                // Not held across slices: a crash in a test needs the handle alone.
+                drop(cluster);
+                waited
+            });
+            match waited {
+                Ok(()) => return Ok(()),
+                Err(Error::Timeout(_)) => {}
+                Err(other) => return Err(errors::from_engine(py, other)),
+            }
+            self.reraise_interrupt()?;
+            py.check_signals()?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let now = self._health(py)?;
+                return Err(errors::timeout(
+                    py,
+                    format!(
+                        "health did not become {target} within {}s (it is {now})",
+                        timeout.unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// Host dispatch: runs up to `max` pending callbacks on this thread and
+    /// returns how many ran.
+    #[pyo3(signature = (max=64))]
+    fn dispatch(&self, py: Python<'_>, max: usize) -> PyResult<usize> {
+        // Dispatching from inside a callback would run callbacks inside a
+        // callback, out of order.
+        self.not_from_own_callback(py, "dispatch")?;
+        let cluster = self.cluster(py)?;
+        let ran = py
+            .detach(|| cluster.dispatch(max))
+            .map_err(|e| errors::from_engine(py, e))?;
+        self.reraise_interrupt()?;
+        Ok(ran)
+    }
+
+    /// Host dispatch: the descriptor that is readable while callbacks are
+    /// pending; None with a callback thread.
+    fn fileno(&self, py: Python<'_>) -> PyResult<Option<i32>> {
+        Ok(self.cluster(py)?.event_fd())
+    }
+
+    /// Raises `InvalidArgumentError` if called from inside one of this
+    /// cluster's callbacks (where `what` would wait for itself).
+    fn _check_not_in_callback(&self, py: Python<'_>, what: &str) -> PyResult<()> {
+        self.not_from_own_callback(py, what)
+    }
+
+    /// Leaves gracefully (DESIGN.md 6.4); returns once `deallocated` has run
+    /// and the connections are closed. Again: does nothing.
+    fn leave(&self, py: Python<'_>) -> PyResult<()> {
+        self.not_from_own_callback(py, "leave")?;
+        let Some(cluster) = self.cluster.load_full() else {
+            return Ok(());
+        };
+        // With host dispatch the leave's callbacks run here, attaching.
+        py.detach(|| cluster.leave())
+            .map_err(|e| errors::from_engine(py, e))?;
+        self.cluster.store(None);
+        py.detach(|| drop(cluster));
+        self.reraise_interrupt()
+    }
+
+    /// TESTING ONLY: drops all traffic to and from `peer` until healed.
+    fn _testing_cut(&self, py: Python<'_>, peer: &str) -> PyResult<()> {
+        let peer = NodeId::parse(peer).map_err(|e| errors::config(py, e.to_string()))?;
+        self.cluster(py)?.cut(&peer);
+        Ok(())
+    }
+
+    /// TESTING ONLY: restores traffic with `peer`.
+    fn _testing_heal(&self, py: Python<'_>, peer: &str) -> PyResult<()> {
+        let peer = NodeId::parse(peer).map_err(|e| errors::config(py, e.to_string()))?;
+        self.cluster(py)?.heal(&peer);
+        Ok(())
+    }
+
+    /// TESTING ONLY: restores traffic with every peer.
+    fn _testing_heal_all(&self, py: Python<'_>) -> PyResult<()> {
+        self.cluster(py)?.heal_all();
+        Ok(())
+    }
+
+    /// TESTING ONLY: stops the node at once, as if its process died: no
+    /// `deallocated`, no goodbye; peers wait out `node_grace`.
+    fn _testing_crash(&self, py: Python<'_>) -> PyResult<()> {
+        self.not_from_own_callback(py, "_testing_crash")?;
+        let Some(mut cluster) = self.cluster.swap(None) else {
+            return Ok(());
+        };
+        // `Cluster::crash` takes the handle by value; other threads let go
+        // of it within a wait slice.
+        py.detach(|| loop {
+            match Arc::try_unwrap(cluster) {
+                Ok(alone) => return alone.crash(),
+                Err(shared) => {
+                    cluster = shared;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Drop for NativeCluster {
+    fn drop(&mut self) {
+        // The Python package keeps every joined cluster until it leaves, so
+        // this is a last resort: leaving waits for the callback thread,
+        // which needs the GIL, so wait detached.
+        if let Some(cluster) = self.cluster.swap(None) {
+            Python::attach(|py| py.detach(|| drop(cluster)));
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! `minishard._minishard`: the pyo3 extension under the `minishard` Python
+//! package. It holds the engine handle (`NativeCluster`), adapts a Python
+//! object to the engine's callbacks, maps engine errors to the package's
+//! exceptions and forwards engine logs to `logging`. Everything a Python
+//! user sees first (arguments, typed results, asyncio) is in the pure-Python
+//! package on top.
+
+mod callbacks;
+mod cluster;
+mod errors;
+mod logbridge;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _minishard(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    logbridge::install(m.py())?;
+    m.add_class::<cluster::NativeCluster>()?;
+    m.add_function(wrap_pyfunction!(logbridge::shutdown_logging, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

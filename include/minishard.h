@@ -424,6 +424,10 @@ minishard_result minishard_node_list_push(struct minishard_node_list *list,
  * `*out` is set to NULL and nothing is left running. Any thread, including
  * a callback of another handle.
  *
+ * Signals: the threads minishard starts (network, callback) run with
+ * SIGPIPE blocked, so a peer closing a connection mid-write never kills the
+ * process; the caller's threads and signal handlers are not changed.
+ *
  * # Safety
  *
  * `cluster`: NULL or a NUL-terminated string; `cfg`: NULL or a live

@@ -126,6 +126,10 @@ fn open(handle: &minishard_cluster) -> Outcome {
 /// `*out` is set to NULL and nothing is left running. Any thread, including
 /// a callback of another handle.
 ///
+/// Signals: the threads minishard starts (network, callback) run with
+/// SIGPIPE blocked, so a peer closing a connection mid-write never kills the
+/// process; the caller's threads and signal handlers are not changed.
+///
 /// # Safety
 ///
 /// `cluster`: NULL or a NUL-terminated string; `cfg`: NULL or a live
@@ -159,7 +163,12 @@ pub unsafe extern "C" fn minishard_join(
         let bad_answer = app.bad_answer.clone();
         let config = cfg.config.clone();
         let dispatch = config.dispatch;
-        let cluster = Cluster::join(name, app, config).map_err(|error| {
+        // The engine's threads inherit this thread's signal mask: start them
+        // with SIGPIPE blocked (see signals.rs), then restore ours.
+        let sigpipe = crate::signals::SigpipeBlocked::new();
+        let joined = Cluster::join(name, app, config);
+        drop(sigpipe);
+        let cluster = joined.map_err(|error| {
             let bad = bad_answer.lock().unwrap_or_else(|p| p.into_inner()).take();
             match (&error, bad) {
                 (Error::Callback { .. }, Some(message)) => Failure::new(
@@ -271,31 +280,35 @@ pub unsafe extern "C" fn minishard_get_node(
         // SAFETY: NULL or live, by the caller's contract.
         let handle = unsafe { handle(cluster) }?;
         open(handle)?;
-        match handle.cluster.get_node(shard) {
+        // Copy the owner's address while it is borrowed from the snapshot:
+        // no reference count is touched, so concurrent lookups of the same
+        // owner do not contend on one cache line.
+        let filled = handle.cluster.with_node(shard, |node| {
             // SAFETY: `buf`/`len`/`written` as the caller's contract says.
-            Some(node) => unsafe { fill(node.as_str().as_bytes(), buf, len, written) },
-            None => {
-                // SAFETY: NULL or writable, by the caller's contract.
-                if let Ok(written) = unsafe { mut_arg(written, "written") } {
-                    *written = 0;
-                }
-                if !buf.is_null() && len > 0 {
-                    // SAFETY: `buf` has `len` > 0 writable bytes.
-                    unsafe { *buf = 0 };
-                }
-                let shard_count = handle.cluster.snapshot().shard_count;
-                if shard >= shard_count {
-                    return Err(Failure::invalid(format_args!(
-                        "shard {shard} does not exist: the cluster keeps {shard_count} shards, 0 to {}",
-                        shard_count.saturating_sub(1)
-                    )));
-                }
-                Err(Failure::new(
-                    minishard_result::MINISHARD_NOT_FOUND,
-                    format_args!("shard {shard} has no owner in this node's view"),
-                ))
-            }
+            node.map(|node| unsafe { fill(node.as_str().as_bytes(), buf, len, written) })
+        });
+        if let Some(filled) = filled {
+            return filled;
         }
+        // SAFETY: NULL or writable, by the caller's contract.
+        if let Ok(written) = unsafe { mut_arg(written, "written") } {
+            *written = 0;
+        }
+        if !buf.is_null() && len > 0 {
+            // SAFETY: `buf` has `len` > 0 writable bytes.
+            unsafe { *buf = 0 };
+        }
+        let shard_count = handle.cluster.snapshot().shard_count;
+        if shard >= shard_count {
+            return Err(Failure::invalid(format_args!(
+                "shard {shard} does not exist: the cluster keeps {shard_count} shards, 0 to {}",
+                shard_count.saturating_sub(1)
+            )));
+        }
+        Err(Failure::new(
+            minishard_result::MINISHARD_NOT_FOUND,
+            format_args!("shard {shard} has no owner in this node's view"),
+        ))
     })
 }
 

@@ -26,6 +26,7 @@ mod testing;
 
 mod buffer;
 mod panic;
+mod signals;
 
 pub use callbacks::{minishard_callbacks, minishard_node_list, minishard_node_list_push};
 pub use cluster::*;

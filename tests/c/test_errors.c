@@ -6,6 +6,9 @@
  */
 #include "harness.h"
 
+#include <dirent.h>
+#include <signal.h>
+
 static const uint8_t COOKIE[] = "test-cookie";
 
 /* ---- results and messages ---------------------------------------------- */
@@ -433,6 +436,60 @@ static void a_callback_cannot_leave_dispatch_wait_on_or_free_its_own_handle(void
     app_destroy(&a);
 }
 
+/* ---- signals ------------------------------------------------------------ */
+
+/* Whether thread `tid` of this process has SIGPIPE blocked; its name in
+ * `name`. */
+static int sigpipe_blocked(const char *tid, char *name, size_t name_len) {
+    char path[64], line[256];
+    FILE *f;
+    unsigned long long blocked = 0;
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", tid);
+    f = fopen(path, "r");
+    name[0] = '\0';
+    if (f != NULL) {
+        if (fgets(name, (int)name_len, f) != NULL) name[strcspn(name, "\n")] = '\0';
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "/proc/self/task/%s/status", tid);
+    f = fopen(path, "r");
+    if (f == NULL) return 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "SigBlk:", 7) == 0) blocked = strtoull(line + 7, NULL, 16);
+    }
+    fclose(f);
+    return (blocked >> (SIGPIPE - 1)) & 1;
+}
+
+static void the_engine_threads_block_sigpipe_and_the_hosts_do_not(void) {
+    /* A peer closing a socket mid-write raises SIGPIPE in the writing
+     * thread; a C host's default action would kill the whole process. */
+    local l;
+    DIR *tasks;
+    struct dirent *task;
+    char self[32], name[64];
+    size_t engine_threads = 0;
+    REQUIRE(local_start(&l, "sigpipe", 1, 1, MINISHARD_DISPATCH_THREAD));
+    REQUIRE_OK(minishard_wait_until(l.nodes[0], MINISHARD_HEALTH_AVAILABLE, 10000 * time_scale()));
+    snprintf(self, sizeof self, "%ld", (long)getpid());
+    tasks = opendir("/proc/self/task");
+    REQUIRE(tasks != NULL);
+    while ((task = readdir(tasks)) != NULL) {
+        int blocked;
+        if (task->d_name[0] == '.') continue;
+        blocked = sigpipe_blocked(task->d_name, name, sizeof name);
+        if (strcmp(task->d_name, self) == 0) {
+            CHECK(!blocked); /* the host's thread is as it was */
+        } else if (strncmp(name, "minishard", 9) == 0) {
+            CHECK(blocked);
+            engine_threads++;
+        }
+    }
+    closedir(tasks);
+    CHECK(engine_threads >= 2); /* the network thread and the callback thread */
+    local_stop(&l);
+}
+
 int main(void) {
     RUN(result_names_and_version);
     RUN(last_error_is_per_thread_and_truncates);
@@ -442,5 +499,6 @@ int main(void) {
     RUN(a_live_handle_checks_buffers_shards_and_modes_then_closes);
     RUN(without_enough_members_there_is_no_owner);
     RUN(a_callback_cannot_leave_dispatch_wait_on_or_free_its_own_handle);
+    RUN(the_engine_threads_block_sigpipe_and_the_hosts_do_not);
     return finish("c-errors");
 }

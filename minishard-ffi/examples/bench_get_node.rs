@@ -1,6 +1,7 @@
-//! The Rust side of the lookup benchmark: `Cluster::get_node` ns per call
-//! on 1 and 2 threads, with the method of tests/c/bench_get_node.c, so that
-//! tests/c/bench.sh prints the C and the Rust figure side by side.
+//! The Rust side of the lookup benchmark: `Cluster::get_node` and
+//! `Cluster::with_node` ns per call on 1 and 2 threads, with the method of
+//! tests/c/bench_get_node.c, so that tests/c/bench.sh prints the C and the
+//! Rust figures side by side.
 //!
 //! `cargo run --release -p minishard-ffi --example bench_get_node -- [RUNS] [ITERATIONS]`
 
@@ -42,6 +43,42 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// The median over `runs` of the per-thread ns per call of `lookup`, with
+/// `threads` threads calling it `iterations` times each, started together.
+fn measure(
+    runs: usize,
+    threads: usize,
+    iterations: u32,
+    lookup: &(dyn Fn(u32) -> bool + Sync),
+) -> f64 {
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let barrier = Barrier::new(threads);
+        let per_thread: Vec<f64> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        let started = Instant::now();
+                        let mut found = 0u32;
+                        for i in 0..iterations {
+                            found += u32::from(lookup(i));
+                        }
+                        assert_eq!(std::hint::black_box(found), iterations);
+                        started.elapsed().as_nanos() as f64 / f64::from(iterations)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(f64::NAN))
+                .collect()
+        });
+        samples.push(median(per_thread));
+    }
+    median(samples)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let runs: usize = args.next().map_or(Ok(7), |a| a.parse())?;
@@ -74,40 +111,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         node.wait_until(Health::Available, Duration::from_secs(10))?;
     }
     let cluster = &nodes[0];
-    for threads in [1usize, 2] {
-        let mut samples = Vec::new();
-        for _ in 0..runs {
-            let barrier = Barrier::new(threads);
-            let per_thread: Vec<f64> = std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|_| {
-                        scope.spawn(|| {
-                            barrier.wait();
-                            let started = Instant::now();
-                            let mut found = 0u32;
-                            for i in 0..iterations {
-                                found += u32::from(cluster.get_node(i & 1).is_some());
-                            }
-                            assert_eq!(std::hint::black_box(found), iterations);
-                            started.elapsed().as_nanos() as f64 / f64::from(iterations)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or(f64::NAN))
-                    .collect()
-            });
-            samples.push(median(per_thread));
+    let get_node = |i: u32| cluster.get_node(i & 1).is_some();
+    let with_node = |i: u32| cluster.with_node(i & 1, |n| std::hint::black_box(n).is_some());
+    for (name, lookup) in [
+        (
+            "Rust Cluster::get_node",
+            &get_node as &(dyn Fn(u32) -> bool + Sync),
+        ),
+        ("Rust Cluster::with_node", &with_node),
+    ] {
+        for threads in [1usize, 2] {
+            let per_call = measure(runs, threads, iterations, lookup);
+            println!(
+                "{:<44} {per_call:8.1} ns/call  (per thread, median of {runs} runs of {iterations} calls)",
+                format!("{name}, {threads} thread{}", if threads == 1 { "" } else { "s" }),
+            );
         }
-        println!(
-            "{:<44} {:8.1} ns/call  (per thread, median of {runs} runs of {iterations} calls)",
-            format!(
-                "Rust Cluster::get_node, {threads} thread{}",
-                if threads == 1 { "" } else { "s" }
-            ),
-            median(samples)
-        );
     }
     Ok(())
 }

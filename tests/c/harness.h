@@ -111,8 +111,11 @@ static inline uint64_t time_scale(void) {
     return value >= 1 ? (uint64_t)value : 1;
 }
 
+/* Runs one test, unless TEST_FILTER is set and not part of its name. */
 static inline void run_test(const char *name, void (*test)(void)) {
     double start = now_ms();
+    const char *filter = getenv("TEST_FILTER");
+    if (filter != NULL && strstr(name, filter) == NULL) return;
     test_failures = 0;
     fprintf(stderr, "test %s ...\n", name);
     test();
@@ -374,6 +377,32 @@ static inline minishard_callbacks app_callbacks(app *a) {
     cb.status_changed = app_status_changed;
     cb.free_user_data = app_free;
     return cb;
+}
+
+static inline const char *health_name(minishard_health h) {
+    return h == MINISHARD_HEALTH_AVAILABLE ? "available"
+           : h == MINISHARD_HEALTH_TRANSITION ? "transition" : "degraded";
+}
+
+/* Prints what an app was told, for a failing check's context. */
+static inline void app_dump(app *a, const char *label, double origin_ms) {
+    size_t e;
+    static const char *const kinds[] = {"allocated", "allocation-failed", "score",
+                                        "prolonged", "deallocated", "status"};
+    pthread_mutex_lock(&a->lock);
+    fprintf(stderr, "    %s:", label);
+    for (e = 0; e < a->event_count; e++) {
+        event *ev = &a->events[e];
+        fprintf(stderr, " [%.0fms %s", ev->at_ms - origin_ms, kinds[ev->kind]);
+        if (ev->kind == EV_ALLOCATED || ev->kind == EV_DEALLOCATED) fprintf(stderr, " s%u", ev->shard);
+        if (ev->peer[0]) fprintf(stderr, " %s", ev->peer);
+        if (ev->kind == EV_STATUS) {
+            fprintf(stderr, " %s->%s", health_name(ev->old_health), health_name(ev->new_health));
+        }
+        fprintf(stderr, "]");
+    }
+    fprintf(stderr, "\n");
+    pthread_mutex_unlock(&a->lock);
 }
 
 /* ---- configuration with fast timings ----------------------------------- */

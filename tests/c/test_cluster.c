@@ -85,6 +85,9 @@ static void *read_owners(void *arg) {
     size_t written;
     while (!r->stop) {
         uint32_t s;
+        /* Let the engine's threads run now and then: under valgrind all
+         * threads share one core, and two spinning readers starve them. */
+        if (r->lookups % 256 == 0) pause_ms(1);
         for (s = 0; s < 2; s++) {
             minishard_result rc = minishard_get_node(r->l->nodes[r->viewer], s, owner,
                                                      sizeof owner, &written);
@@ -198,7 +201,8 @@ static void a_split_two_two_heals_to_the_higher_score(void) {
     const size_t left[2] = {0, 1}, right[2] = {2, 3};
     size_t i, e;
     int both_full = 0;
-    double deadline;
+    double deadline, split_at;
+    int failures_before = test_failures;
     REQUIRE(local_start(&l, "split22", 4, 2, MINISHARD_DISPATCH_THREAD));
     REQUIRE(local_converged(&l, 2, 10000));
     for (i = 0; i < 4; i++) {
@@ -206,6 +210,7 @@ static void a_split_two_two_heals_to_the_higher_score(void) {
         l.apps[i].score = i >= 2 ? 100 + (int64_t)i : (int64_t)i;
         pthread_mutex_unlock(&l.apps[i].lock);
     }
+    split_at = now_ms();
     local_split(&l, left, 2, right, 2);
     /* Both halves have as many members as shards: each keeps both. */
     deadline = now_ms() + 2 * BOUND_MS * (double)time_scale();
@@ -248,8 +253,15 @@ static void a_split_two_two_heals_to_the_higher_score(void) {
             }
         }
         for (i = 0; i < 4; i++) scores += app_count(&l.apps[i], EV_SCORE);
-        CHECK(lost == 2); /* two shards, two losers */
+        /* Two shards, so at least two losers. More is possible while the
+         * heal reconnects: a loser that cannot see the winner yet may claim
+         * the other shard its side just gave up, and lose a second,
+         * separate conflict (checked pair by pair above). */
+        CHECK(lost >= 2);
         CHECK(scores >= 4);
+    }
+    if (test_failures > failures_before) {
+        for (i = 0; i < 4; i++) app_dump(&l.apps[i], l.addrs[i], split_at);
     }
     local_stop(&l);
 }

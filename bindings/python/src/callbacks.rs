@@ -10,6 +10,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
 
 use minishard::{CallbackError, Callbacks, Epoch, Health, NodeId, Shard};
 use pyo3::exceptions::{PyException, PyOverflowError, PyTypeError};
@@ -36,9 +37,14 @@ pub(crate) struct Shared {
     /// True until `join` returns: failures are then raised, not logged.
     joining: AtomicBool,
     join_error: Mutex<Option<PyErr>>,
-    /// A `KeyboardInterrupt` or `SystemExit` raised inside a callback, to
-    /// be raised again by the host's `dispatch` (nobody else could see it).
-    interrupt: Mutex<Option<PyErr>>,
+    /// Host dispatch: callbacks run inside the host's own calls
+    /// (`dispatch`, `leave`, `wait_until`).
+    host_dispatch: bool,
+    /// With host dispatch, a `KeyboardInterrupt` or `SystemExit` raised
+    /// inside a callback, and the thread it was raised on: the call that ran
+    /// the callback raises it again there, as if the callback had been
+    /// called directly. (On a callback thread there is nobody to raise it to.)
+    interrupt: Mutex<Option<(ThreadId, PyErr)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -47,12 +53,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(crate) fn new(id: u64, cluster: String) -> Arc<Shared> {
+    pub(crate) fn new(id: u64, cluster: String, host_dispatch: bool) -> Arc<Shared> {
         Arc::new(Shared {
             id,
             cluster,
             joining: AtomicBool::new(true),
             join_error: Mutex::new(None),
+            host_dispatch,
             interrupt: Mutex::new(None),
         })
     }
@@ -64,9 +71,15 @@ impl Shared {
         lock(&self.join_error).take()
     }
 
-    /// The interrupt a callback raised since the last call, if any.
+    /// The interrupt a callback raised on this thread, if any.
     pub(crate) fn take_interrupt(&self) -> Option<PyErr> {
-        lock(&self.interrupt).take()
+        let mut interrupt = lock(&self.interrupt);
+        match interrupt.as_ref() {
+            Some((thread, _)) if *thread == std::thread::current().id() => {
+                interrupt.take().map(|(_, err)| err)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -174,6 +187,8 @@ pub(crate) struct PyCallbacks {
     prolonged: Py<PyAny>,
     deallocated: Py<PyAny>,
     status_changed: Option<Py<PyAny>>,
+    /// `allocated` takes a third argument, the allocation's epoch.
+    allocated_epoch: bool,
     shared: Arc<Shared>,
     /// The shard of the current allocation, for log lines.
     shard: Option<Shard>,
@@ -184,6 +199,7 @@ impl PyCallbacks {
     pub(crate) fn new(
         py: Python<'_>,
         app: &Bound<'_, PyAny>,
+        allocated_epoch: bool,
         shared: Arc<Shared>,
     ) -> PyResult<PyCallbacks> {
         let method = |name: &str, required: bool| -> PyResult<Option<Py<PyAny>>> {
@@ -219,6 +235,7 @@ impl PyCallbacks {
             prolonged: required("prolonged")?,
             deallocated: required("deallocated")?,
             status_changed: method("status_changed", false)?,
+            allocated_epoch,
             shared,
             shard: None,
         })
@@ -251,8 +268,9 @@ impl PyCallbacks {
         if self.shared.joining.load(Ordering::Acquire) {
             lock(&self.shared.join_error).get_or_insert(err);
         } else {
-            if !err.is_instance_of::<PyException>(py) {
-                *lock(&self.shared.interrupt) = Some(err.clone_ref(py));
+            if self.shared.host_dispatch && !err.is_instance_of::<PyException>(py) {
+                *lock(&self.shared.interrupt) =
+                    Some((std::thread::current().id(), err.clone_ref(py)));
             }
             let shard = self
                 .shard
@@ -261,7 +279,7 @@ impl PyCallbacks {
             log_exception(
                 py,
                 &format!(
-                    "the {name} callback of cluster {:?}{shard} failed: {message}",
+                    "the {name} callback of cluster '{}'{shard} failed: {message}",
                     self.shared.cluster
                 ),
                 &err,
@@ -309,11 +327,17 @@ impl Callbacks for PyCallbacks {
         &mut self,
         cluster: &str,
         shard: Shard,
-        _epoch: Epoch,
+        epoch: Epoch,
     ) -> Result<Py<PyAny>, CallbackError> {
         self.shard = Some(shard);
         let state = self.call("allocated", |py| {
-            Ok(self.allocated.bind(py).call1((cluster, shard))?.unbind())
+            let allocated = self.allocated.bind(py);
+            let state = if self.allocated_epoch {
+                allocated.call1((cluster, shard, epoch))?
+            } else {
+                allocated.call1((cluster, shard))?
+            };
+            Ok(state.unbind())
         });
         if state.is_err() {
             self.shard = None;

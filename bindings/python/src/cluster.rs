@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -73,6 +73,17 @@ fn local_state(py: Python<'_>, state: LocalState) -> PyResult<Bound<'_, PyAny>> 
     Ok((name, shard, epoch).into_pyobject(py)?.into_any())
 }
 
+/// An owner's address as a Python string, kept per shard: a lookup of an
+/// unchanged owner returns the same `str` (its hash already computed)
+/// instead of building a new one.
+struct Named {
+    node: NodeId,
+    text: Py<PyString>,
+}
+
+/// Slots per shard for [`Named`]; larger clusters build strings.
+const NAMED_SHARDS: u32 = 4096;
+
 /// One node's membership of one cluster. Created joined by `__new__`;
 /// `leave` (or the interpreter's exit) ends it.
 #[pyclass(subclass, frozen, weakref, module = "minishard._minishard")]
@@ -83,6 +94,9 @@ pub(crate) struct NativeCluster {
     name: String,
     node: String,
     host_dispatch: bool,
+    /// Sized at the first lookup that finds a shard count (an observer may
+    /// learn it late).
+    names: OnceLock<Box<[ArcSwapOption<Named>]>>,
 }
 
 impl NativeCluster {
@@ -103,6 +117,42 @@ impl NativeCluster {
         Ok(())
     }
 
+    /// The owner's address as a `str`, from the per-shard cache when the
+    /// owner is unchanged.
+    fn owner_name<'py>(
+        &self,
+        py: Python<'py>,
+        cluster: &Cluster,
+        shard: u32,
+        node: &NodeId,
+    ) -> Bound<'py, PyString> {
+        let names = match self.names.get() {
+            Some(names) => names,
+            None => {
+                let count = cluster.snapshot().shard_count.min(NAMED_SHARDS);
+                if count == 0 {
+                    return PyString::new(py, node.as_str());
+                }
+                self.names
+                    .get_or_init(|| (0..count).map(|_| ArcSwapOption::empty()).collect())
+            }
+        };
+        let Some(slot) = names.get(shard as usize) else {
+            return PyString::new(py, node.as_str());
+        };
+        if let Some(named) = slot.load().as_ref() {
+            if named.node == *node {
+                return named.text.bind(py).clone();
+            }
+        }
+        let text = PyString::new(py, node.as_str());
+        slot.store(Some(Arc::new(Named {
+            node: node.clone(),
+            text: text.clone().unbind(),
+        })));
+        text
+    }
+
     /// Raises a `KeyboardInterrupt`/`SystemExit` a callback raised on this
     /// thread's dispatch.
     fn reraise_interrupt(&self) -> PyResult<()> {
@@ -120,6 +170,7 @@ impl NativeCluster {
     #[new]
     #[pyo3(signature = (
         name, callbacks, listen, cookie, *, advertise=None, observer=false, host_dispatch=false,
+        allocated_epoch=false,
         heartbeat_interval=None, heartbeat_timeout=None, transition_timeout=None, node_grace=None,
         settle=None, score_deadline=None, member_poll=None, allocation_retry=None,
         handshake_timeout=None, frame_limit=None
@@ -134,6 +185,7 @@ impl NativeCluster {
         advertise: Option<String>,
         observer: bool,
         host_dispatch: bool,
+        allocated_epoch: bool,
         heartbeat_interval: Option<f64>,
         heartbeat_timeout: Option<f64>,
         transition_timeout: Option<f64>,
@@ -175,8 +227,12 @@ impl NativeCluster {
             config.frame_limit = value;
         }
 
-        let shared = Shared::new(NEXT_ID.fetch_add(1, Ordering::Relaxed), name.clone());
-        let app = PyCallbacks::new(py, callbacks, shared.clone())?;
+        let shared = Shared::new(
+            NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name.clone(),
+            host_dispatch,
+        );
+        let app = PyCallbacks::new(py, callbacks, allocated_epoch, shared.clone())?;
         logbridge::start(py)?;
         // Join calls `nodes` and `shard_count` on a thread of its own and
         // waits for it: that thread needs the GIL.
@@ -196,6 +252,7 @@ impl NativeCluster {
             name,
             node,
             host_dispatch,
+            names: OnceLock::new(),
         })
     }
 
@@ -221,9 +278,12 @@ impl NativeCluster {
     fn get_node<'py>(&self, py: Python<'py>, shard: i64) -> PyResult<Option<Bound<'py, PyString>>> {
         let guard = self.cluster.load();
         let cluster = guard.as_ref().ok_or_else(|| errors::closed(py))?;
-        let found = u32::try_from(shard).ok().map(|s| (s, cluster.get_node(s)));
+        // Borrowed from the snapshot: no reference count touched.
+        let found = u32::try_from(shard)
+            .ok()
+            .map(|s| (s, cluster.with_node(s, |n| n.map(|n| self.owner_name(py, cluster, s, n)))));
         match found {
-            Some((_, Some(node))) => Ok(Some(PyString::new(py, node.as_str()))),
+            Some((_, Some(node))) => Ok(Some(node)),
             Some((shard, None)) if shard < cluster.snapshot().shard_count => Ok(None),
             _ => {
                 let count = cluster.snapshot().shard_count;

@@ -241,6 +241,16 @@ fn deliver(py: Python<'_>, lines: Vec<Line>, dropped: u64) -> PyResult<()> {
 }
 
 fn pump() {
+    // Seen from Python, this thread would otherwise be "Dummy-N".
+    Python::try_attach(|py| {
+        let named = py
+            .import("threading")
+            .and_then(|t| t.call_method0("current_thread"))
+            .and_then(|t| t.setattr("name", "minishard-log"));
+        if let Err(err) = named {
+            err.write_unraisable(py, None);
+        }
+    });
     loop {
         let (lines, dropped) = {
             let mut pending = pending();

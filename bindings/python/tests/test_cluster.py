@@ -116,7 +116,9 @@ def test_a_three_three_split_keeps_both_sides_whole_and_the_heal_keeps_the_highe
             loser = cluster.addresses[i]
             told = cluster.apps[cluster.index(winner)].journal.of("prolonged")
             assert told.count(("prolonged", loser)) == 1
-    assert losers == 2, "two shards, two losers on the left"
+    assert losers == 2, "two shards, two losers on the left: " + repr(
+        [(cluster.addresses[i], cluster.apps[i].journal.all()) for i in range(6)]
+    )
     # The winners were asked for their score (once per conflict).
     assert all(cluster.apps[cluster.index(o)].journal.of("score") for o in shard_map)
 

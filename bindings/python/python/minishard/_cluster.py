@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import inspect
 import logging
 import math
 import numbers
@@ -231,6 +232,15 @@ class Cluster(_minishard.NativeCluster):
             loop.remove_reader(fd)
 
 
+def _takes_epoch(callbacks: Any) -> bool:
+    """Whether ``callbacks.allocated`` accepts ``(cluster, shard, epoch)``."""
+    try:
+        inspect.signature(callbacks.allocated).bind(None, None, None)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return True
+
+
 def _number(name: str, value: Any) -> Optional[float]:
     if value is None:
         return None
@@ -326,6 +336,7 @@ def join(
         advertise=advertise,
         observer=observer,
         host_dispatch=dispatch != "thread",
+        allocated_epoch=_takes_epoch(callbacks),
         frame_limit=frame_limit,
         **timings,
     )

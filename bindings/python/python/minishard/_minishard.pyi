@@ -18,6 +18,7 @@ class NativeCluster:
         advertise: Optional[str] = ...,
         observer: bool = ...,
         host_dispatch: bool = ...,
+        allocated_epoch: bool = ...,
         heartbeat_interval: Optional[float] = ...,
         heartbeat_timeout: Optional[float] = ...,
         transition_timeout: Optional[float] = ...,

@@ -139,8 +139,11 @@ class Callbacks(Generic[S]):
 
     def allocated(self, cluster: str, shard: int) -> S:
         """This node now owns ``shard``: build and return its state.
-        ``Cluster.my_shard()`` gives the allocation's epoch once this
-        returns."""
+
+        Define it as ``allocated(self, cluster, shard, epoch=0)`` to also get
+        the allocation's epoch (larger than any this node has seen for the
+        shard: fence writes by stale owners with it). ``Cluster.my_shard()``
+        gives it too, once this returns."""
         raise NotImplementedError("Callbacks.allocated must be overridden")
 
     def score(self, state: S) -> int:

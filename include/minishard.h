@@ -38,6 +38,9 @@
  *     minishard_event_fd wakes the host's event loop). A callback must not
  *     throw or longjmp, and must not leave, wait on, dispatch or free its
  *     own handle.
+ *   - The threads minishard starts run with SIGPIPE blocked, so a peer
+ *     closing a connection never kills the process; the host's own threads
+ *     and signal handlers are left as they are.
  *
  * Functions named minishard_testing_* inject faults for tests only.
  */
@@ -155,6 +158,45 @@ enum minishard_health
 typedef enum minishard_health minishard_health;
 #else
 typedef uint32_t minishard_health;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * How much a log line matters. A callback set with a maximum level gets
+ * that level and every more important one.
+ */
+enum minishard_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Something failed: a node or a connection cannot go on as it should.
+   */
+  MINISHARD_LOG_ERROR = 1,
+  /**
+   * Something went wrong and was handled: a callback failed, a peer was
+   * refused, a connection was closed for bad input.
+   */
+  MINISHARD_LOG_WARN = 2,
+  /**
+   * What a node did: joined, left, peers up and down.
+   */
+  MINISHARD_LOG_INFO = 3,
+  /**
+   * Details for debugging the protocol.
+   */
+  MINISHARD_LOG_DEBUG = 4,
+  /**
+   * Everything.
+   */
+  MINISHARD_LOG_TRACE = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum minishard_log_level minishard_log_level;
+#else
+typedef uint32_t minishard_log_level;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -372,6 +414,23 @@ typedef struct minishard_stats {
   uint64_t heartbeat_rtt_micros;
 } minishard_stats;
 
+/**
+ * Receives one log line: `level`, `target` (the engine module, e.g.
+ * `"minishard::runtime::calls"`) and `message` (the text, then
+ * `key=value` fields, e.g. `cluster=sessions node=10.0.0.1:7001 callback
+ * failed callback="allocated" ...`). Both strings are valid only during the
+ * call.
+ *
+ * It runs on the thread that logged, often the engine's network thread:
+ * return quickly, do not block, and call no minishard function that waits
+ * (`minishard_leave`, `minishard_wait_until`, `minishard_cluster_free`,
+ * `minishard_dispatch`). It may run on several threads at once.
+ */
+typedef void (*minishard_log_callback)(void *user_data,
+                                       minishard_log_level level,
+                                       const char *target,
+                                       const char *message);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -381,6 +440,242 @@ extern "C" {
  * Any thread.
  */
 const char *minishard_version(void);
+
+/**
+ * The name of a result code, e.g. `"MINISHARD_TIMEOUT"`, or
+ * `"MINISHARD_UNKNOWN"` for a value that is not a `minishard_result`.
+ *
+ * The string is static: never free it. Any thread.
+ */
+const char *minishard_result_name(minishard_result result);
+
+/**
+ * Copies the calling thread's last error message into `buf` (`len` bytes),
+ * truncated if needed and always NUL-terminated when `len > 0`.
+ *
+ * Returns the size of the whole message including its terminating NUL (so
+ * a value greater than `len` means it was truncated), or 0 when no call
+ * has failed on this thread yet. `buf` may be NULL when `len` is 0, to ask
+ * for the size. The message describes the most recent failure on this
+ * thread; successful calls do not clear it. Any thread.
+ *
+ * # Safety
+ *
+ * `buf` must be NULL or point to `len` writable bytes.
+ */
+size_t minishard_last_error(char *buf,
+                            size_t len);
+
+/**
+ * A new configuration with the defaults of DESIGN.md section 10, except
+ * that the listen address and the cookie are empty: set both before
+ * joining.
+ *
+ * Returns NULL only if minishard panicked (see `minishard_last_error`).
+ * Free it with `minishard_config_free`. Any thread.
+ */
+struct minishard_config *minishard_config_new(void);
+
+/**
+ * Frees a configuration. NULL is a no-op.
+ *
+ * # Safety
+ *
+ * `cfg` must be NULL or a configuration from `minishard_config_new` not yet
+ * freed, in use by no other thread.
+ */
+void minishard_config_free(struct minishard_config *cfg);
+
+/**
+ * Sets the address to listen on, `"host:port"` (e.g. `"0.0.0.0:7001"`,
+ * `"[::1]:7001"`). This is also the node's advertised address, the one in
+ * the member list, unless `minishard_config_set_advertise` says otherwise.
+ * Port 0 picks a free port (then the advertised address is the one bound,
+ * see `minishard_node_id`).
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for NULL or non-UTF-8,
+ * `MINISHARD_CONFIG` for an address that does not parse; the configuration
+ * is then unchanged.
+ *
+ * # Safety
+ *
+ * `cfg`: a live configuration; `listen`: NULL or a NUL-terminated string.
+ */
+minishard_result minishard_config_set_listen(struct minishard_config *cfg,
+                                             const char *listen);
+
+/**
+ * Sets the address peers know this node by, `"host:port"`, when it is not
+ * the listen address (behind NAT, or listening on `0.0.0.0`). NULL goes
+ * back to advertising the listen address.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for non-UTF-8, `MINISHARD_CONFIG`
+ * for an address that does not parse (port 0 included).
+ *
+ * # Safety
+ *
+ * `cfg`: a live configuration; `advertise`: NULL or a NUL-terminated string.
+ */
+minishard_result minishard_config_set_advertise(struct minishard_config *cfg,
+                                                const char *advertise);
+
+/**
+ * Sets the cluster's shared secret: `len` bytes at `cookie`, copied. Every
+ * node of a cluster needs the same one. It must not be empty.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cookie`,
+ * `MINISHARD_CONFIG` for `len` 0.
+ *
+ * # Safety
+ *
+ * `cfg`: a live configuration; `cookie`: NULL or `len` readable bytes.
+ */
+minishard_result minishard_config_set_cookie(struct minishard_config *cfg,
+                                             const uint8_t *cookie,
+                                             size_t len);
+
+/**
+ * Joins as an observer (`observer` non-zero): the node sees the shard map
+ * but never hosts a shard, and need not be in the member list. Default 0.
+ *
+ * # Safety
+ *
+ * `cfg`: a live configuration.
+ */
+minishard_result minishard_config_set_observer(struct minishard_config *cfg,
+                                               int observer);
+
+/**
+ * Sets where callbacks run: `MINISHARD_DISPATCH_THREAD` (the default) or
+ * `MINISHARD_DISPATCH_HOST`.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for any other value.
+ *
+ * # Safety
+ *
+ * `cfg`: a live configuration.
+ */
+minishard_result minishard_config_set_dispatch(struct minishard_config *cfg,
+                                               minishard_dispatch_mode dispatch);
+
+/**
+ * How often each connection carries a heartbeat, in milliseconds
+ * (default 100).
+ *
+ * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+ * heartbeat_interval <= node_grace`).
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_heartbeat_interval_ms(struct minishard_config *cfg,
+                                                            uint64_t ms);
+
+/**
+ * Silence after which a peer is suspect, in milliseconds (default 500).
+ *
+ * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+ * heartbeat_interval <= node_grace`).
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_heartbeat_timeout_ms(struct minishard_config *cfg,
+                                                           uint64_t ms);
+
+/**
+ * How long too few visible members may last before this node is
+ * degraded and gives its shard up, in milliseconds (default 1000).
+ *
+ * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+ * heartbeat_interval <= node_grace`).
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_transition_timeout_ms(struct minishard_config *cfg,
+                                                            uint64_t ms);
+
+/**
+ * How long a lost peer's shard stays reserved to it, in milliseconds
+ * (default 1500).
+ *
+ * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+ * heartbeat_interval <= node_grace`).
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_node_grace_ms(struct minishard_config *cfg,
+                                                    uint64_t ms);
+
+/**
+ * How long the view must be still before a free shard is claimed, in
+ * milliseconds (default 20).
+ *
+ * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+ * heartbeat_interval <= node_grace`).
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_settle_ms(struct minishard_config *cfg,
+                                                uint64_t ms);
+
+/**
+ * How long a `score` callback may take before its owner loses the
+ * conflict, in milliseconds (default 1000).
+ *
+ * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+ * heartbeat_interval <= node_grace`).
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_score_deadline_ms(struct minishard_config *cfg,
+                                                        uint64_t ms);
+
+/**
+ * How often the `nodes` callback is asked for the member list again, in
+ * milliseconds (default 5000).
+ *
+ * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+ * heartbeat_interval <= node_grace`).
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_member_poll_ms(struct minishard_config *cfg,
+                                                     uint64_t ms);
+
+/**
+ * Back-off after a failed `allocated` before this node takes a shard
+ * again, in milliseconds (default 1000).
+ *
+ * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
+ * heartbeat_interval <= node_grace`).
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_allocation_retry_ms(struct minishard_config *cfg,
+                                                          uint64_t ms);
 
 /**
  * Adds a member's advertised address, `"host:port"`, to the list a `nodes`
@@ -641,240 +936,25 @@ minishard_result minishard_dispatch(struct minishard_cluster *cluster,
 int minishard_event_fd(const struct minishard_cluster *cluster);
 
 /**
- * A new configuration with the defaults of DESIGN.md section 10, except
- * that the listen address and the cookie are empty: set both before
- * joining.
+ * Sets the process-wide log callback: `callback` gets every line of level
+ * `max_level` or more important (`MINISHARD_LOG_WARN` is a good default),
+ * with `user_data`. NULL stops logging. Replacing or clearing the callback
+ * waits for calls of the previous one to finish, so its `user_data` may be
+ * freed when this returns; minishard never frees it.
  *
- * Returns NULL only if minishard panicked (see `minishard_last_error`).
- * Free it with `minishard_config_free`. Any thread.
- */
-struct minishard_config *minishard_config_new(void);
-
-/**
- * Frees a configuration. NULL is a no-op.
- *
- * # Safety
- *
- * `cfg` must be NULL or a configuration from `minishard_config_new` not yet
- * freed, in use by no other thread.
- */
-void minishard_config_free(struct minishard_config *cfg);
-
-/**
- * Sets the address to listen on, `"host:port"` (e.g. `"0.0.0.0:7001"`,
- * `"[::1]:7001"`). This is also the node's advertised address, the one in
- * the member list, unless `minishard_config_set_advertise` says otherwise.
- * Port 0 picks a free port (then the advertised address is the one bound,
- * see `minishard_node_id`).
- *
- * Errors: `MINISHARD_INVALID_ARGUMENT` for NULL or non-UTF-8,
- * `MINISHARD_CONFIG` for an address that does not parse; the configuration
- * is then unchanged.
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a `max_level` that is not a
+ * `minishard_log_level`; `MINISHARD_CONFIG` if another library in this
+ * process already installed a global `tracing` subscriber, which then
+ * keeps the engine's logs. Any thread, but not from inside the callback.
  *
  * # Safety
  *
- * `cfg`: a live configuration; `listen`: NULL or a NUL-terminated string.
+ * `callback`: NULL or a function of the declared type, callable from any
+ * thread with `user_data`, until it is replaced.
  */
-minishard_result minishard_config_set_listen(struct minishard_config *cfg,
-                                             const char *listen);
-
-/**
- * Sets the address peers know this node by, `"host:port"`, when it is not
- * the listen address (behind NAT, or listening on `0.0.0.0`). NULL goes
- * back to advertising the listen address.
- *
- * Errors: `MINISHARD_INVALID_ARGUMENT` for non-UTF-8, `MINISHARD_CONFIG`
- * for an address that does not parse (port 0 included).
- *
- * # Safety
- *
- * `cfg`: a live configuration; `advertise`: NULL or a NUL-terminated string.
- */
-minishard_result minishard_config_set_advertise(struct minishard_config *cfg,
-                                                const char *advertise);
-
-/**
- * Sets the cluster's shared secret: `len` bytes at `cookie`, copied. Every
- * node of a cluster needs the same one. It must not be empty.
- *
- * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cookie`,
- * `MINISHARD_CONFIG` for `len` 0.
- *
- * # Safety
- *
- * `cfg`: a live configuration; `cookie`: NULL or `len` readable bytes.
- */
-minishard_result minishard_config_set_cookie(struct minishard_config *cfg,
-                                             const uint8_t *cookie,
-                                             size_t len);
-
-/**
- * Joins as an observer (`observer` non-zero): the node sees the shard map
- * but never hosts a shard, and need not be in the member list. Default 0.
- *
- * # Safety
- *
- * `cfg`: a live configuration.
- */
-minishard_result minishard_config_set_observer(struct minishard_config *cfg,
-                                               int observer);
-
-/**
- * Sets where callbacks run: `MINISHARD_DISPATCH_THREAD` (the default) or
- * `MINISHARD_DISPATCH_HOST`.
- *
- * Errors: `MINISHARD_INVALID_ARGUMENT` for any other value.
- *
- * # Safety
- *
- * `cfg`: a live configuration.
- */
-minishard_result minishard_config_set_dispatch(struct minishard_config *cfg,
-                                               minishard_dispatch_mode dispatch);
-
-/**
- * How often each connection carries a heartbeat, in milliseconds
- * (default 100).
- *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
- * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
- * heartbeat_interval <= node_grace`).
- *
- * # Safety
- *
- * `cfg`: NULL or a live configuration.
- */
-minishard_result minishard_config_set_heartbeat_interval_ms(struct minishard_config *cfg,
-                                                            uint64_t ms);
-
-/**
- * Silence after which a peer is suspect, in milliseconds (default 500).
- *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
- * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
- * heartbeat_interval <= node_grace`).
- *
- * # Safety
- *
- * `cfg`: NULL or a live configuration.
- */
-minishard_result minishard_config_set_heartbeat_timeout_ms(struct minishard_config *cfg,
-                                                           uint64_t ms);
-
-/**
- * How long too few visible members may last before this node is
- * degraded and gives its shard up, in milliseconds (default 1000).
- *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
- * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
- * heartbeat_interval <= node_grace`).
- *
- * # Safety
- *
- * `cfg`: NULL or a live configuration.
- */
-minishard_result minishard_config_set_transition_timeout_ms(struct minishard_config *cfg,
-                                                            uint64_t ms);
-
-/**
- * How long a lost peer's shard stays reserved to it, in milliseconds
- * (default 1500).
- *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
- * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
- * heartbeat_interval <= node_grace`).
- *
- * # Safety
- *
- * `cfg`: NULL or a live configuration.
- */
-minishard_result minishard_config_set_node_grace_ms(struct minishard_config *cfg,
-                                                    uint64_t ms);
-
-/**
- * How long the view must be still before a free shard is claimed, in
- * milliseconds (default 20).
- *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
- * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
- * heartbeat_interval <= node_grace`).
- *
- * # Safety
- *
- * `cfg`: NULL or a live configuration.
- */
-minishard_result minishard_config_set_settle_ms(struct minishard_config *cfg,
-                                                uint64_t ms);
-
-/**
- * How long a `score` callback may take before its owner loses the
- * conflict, in milliseconds (default 1000).
- *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
- * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
- * heartbeat_interval <= node_grace`).
- *
- * # Safety
- *
- * `cfg`: NULL or a live configuration.
- */
-minishard_result minishard_config_set_score_deadline_ms(struct minishard_config *cfg,
-                                                        uint64_t ms);
-
-/**
- * How often the `nodes` callback is asked for the member list again, in
- * milliseconds (default 5000).
- *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
- * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
- * heartbeat_interval <= node_grace`).
- *
- * # Safety
- *
- * `cfg`: NULL or a live configuration.
- */
-minishard_result minishard_config_set_member_poll_ms(struct minishard_config *cfg,
-                                                     uint64_t ms);
-
-/**
- * Back-off after a failed `allocated` before this node takes a shard
- * again, in milliseconds (default 1000).
- *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
- * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
- * heartbeat_interval <= node_grace`).
- *
- * # Safety
- *
- * `cfg`: NULL or a live configuration.
- */
-minishard_result minishard_config_set_allocation_retry_ms(struct minishard_config *cfg,
-                                                          uint64_t ms);
-
-/**
- * The name of a result code, e.g. `"MINISHARD_TIMEOUT"`, or
- * `"MINISHARD_UNKNOWN"` for a value that is not a `minishard_result`.
- *
- * The string is static: never free it. Any thread.
- */
-const char *minishard_result_name(minishard_result result);
-
-/**
- * Copies the calling thread's last error message into `buf` (`len` bytes),
- * truncated if needed and always NUL-terminated when `len > 0`.
- *
- * Returns the size of the whole message including its terminating NUL (so
- * a value greater than `len` means it was truncated), or 0 when no call
- * has failed on this thread yet. `buf` may be NULL when `len` is 0, to ask
- * for the size. The message describes the most recent failure on this
- * thread; successful calls do not clear it. Any thread.
- *
- * # Safety
- *
- * `buf` must be NULL or point to `len` writable bytes.
- */
-size_t minishard_last_error(char *buf,
-                            size_t len);
+minishard_result minishard_set_log_callback(minishard_log_callback callback,
+                                            void *user_data,
+                                            minishard_log_level max_level);
 
 /**
  * TESTING ONLY. Drops all traffic between this node and `peer`

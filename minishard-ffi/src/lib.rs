@@ -16,12 +16,21 @@
 
 #![allow(non_camel_case_types)]
 
-// In the order the header lists them.
-mod callbacks;
-mod cluster;
-mod config;
+// The header lists items in the order of these modules: results and
+// errors, health, configuration, callbacks, the cluster handle, logging,
+// test hooks. (Blank lines keep rustfmt from sorting them.)
 mod error;
+
 mod health;
+
+mod config;
+
+mod callbacks;
+
+mod cluster;
+
+mod log;
+
 mod testing;
 
 mod buffer;
@@ -35,6 +44,7 @@ pub use error::{
     minishard_last_error, minishard_result, minishard_result_code, minishard_result_name,
 };
 pub use health::{minishard_health, minishard_health_code};
+pub use log::*;
 pub use testing::*;
 
 use std::ffi::c_char;

@@ -490,6 +490,82 @@ static void the_engine_threads_block_sigpipe_and_the_hosts_do_not(void) {
     local_stop(&l);
 }
 
+/* ---- logging -------------------------------------------------------------- */
+
+typedef struct {
+    pthread_mutex_t lock;
+    char lines[64][512];
+    minishard_log_level levels[64];
+    size_t count;
+} log_lines;
+
+static void collect(void *user_data, minishard_log_level level, const char *target,
+                    const char *message) {
+    log_lines *log = user_data;
+    pthread_mutex_lock(&log->lock);
+    if (log->count < 64) {
+        snprintf(log->lines[log->count], sizeof log->lines[0], "%s: %s", target, message);
+        log->levels[log->count++] = level;
+    }
+    pthread_mutex_unlock(&log->lock);
+}
+
+/* The first line containing both needles, or -1. */
+static int log_find(log_lines *log, const char *a, const char *b) {
+    size_t i;
+    int found = -1;
+    pthread_mutex_lock(&log->lock);
+    for (i = 0; i < log->count && found < 0; i++) {
+        if (strstr(log->lines[i], a) && strstr(log->lines[i], b)) found = (int)i;
+    }
+    pthread_mutex_unlock(&log->lock);
+    return found;
+}
+
+static void a_log_callback_hears_joins_and_failed_callbacks(void) {
+    static log_lines log; /* static: it must outlive any late log line */
+    local l;
+    int joined, failed;
+    memset(&log, 0, sizeof log);
+    pthread_mutex_init(&log.lock, NULL);
+    CHECK_RC(minishard_set_log_callback(collect, &log, 9), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_set_log_callback(collect, &log, MINISHARD_LOG_INFO), MINISHARD_OK);
+    memset(&l, 0, sizeof l);
+    snprintf(l.name, sizeof l.name, "logs");
+    l.n = 1;
+    l.dispatch = MINISHARD_DISPATCH_THREAD;
+    REQUIRE(free_addresses(1, l.addrs));
+    l.members[0] = l.addrs[0];
+    app_init(&l.apps[0], l.members, 1, 1);
+    l.apps[0].fail_allocations = 1; /* the first allocated fails: a warning */
+    REQUIRE(local_join(&l, 0));
+    CHECK_RC(minishard_wait_until(l.nodes[0], MINISHARD_HEALTH_AVAILABLE, 10000 * time_scale()),
+             MINISHARD_OK);
+    local_stop(&l);
+    /* Nothing more after clearing: the log may go away. */
+    CHECK_RC(minishard_set_log_callback(NULL, NULL, MINISHARD_LOG_TRACE), MINISHARD_OK);
+    joined = log_find(&log, "joined", "logs");
+    failed = log_find(&log, "callback failed", "allocated");
+    CHECK(joined >= 0);
+    CHECK(failed >= 0);
+    if (joined >= 0) CHECK(log.levels[joined] == MINISHARD_LOG_INFO);
+    if (failed >= 0) {
+        CHECK(log.levels[failed] == MINISHARD_LOG_WARN);
+        CHECK(strstr(log.lines[failed], "cluster=logs") != NULL);
+    }
+    /* Lines from the engine's thread carry its span: cluster and node. */
+    {
+        char node[96];
+        snprintf(node, sizeof node, "node=%s", l.addrs[0]);
+        CHECK(log_find(&log, "cluster=logs", node) >= 0);
+    }
+    if (test_failures) {
+        size_t i;
+        for (i = 0; i < log.count; i++) fprintf(stderr, "    log: %s\n", log.lines[i]);
+    }
+    pthread_mutex_destroy(&log.lock);
+}
+
 int main(void) {
     RUN(result_names_and_version);
     RUN(last_error_is_per_thread_and_truncates);
@@ -500,5 +576,6 @@ int main(void) {
     RUN(without_enough_members_there_is_no_owner);
     RUN(a_callback_cannot_leave_dispatch_wait_on_or_free_its_own_handle);
     RUN(the_engine_threads_block_sigpipe_and_the_hosts_do_not);
+    RUN(a_log_callback_hears_joins_and_failed_callbacks);
     return finish("c-errors");
 }

@@ -26,20 +26,22 @@ if [ ! -x "$venv/bin/python" ]; then
     say "creating $venv"
     python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install -q "maturin>=1.9,<2" "pytest>=7"
+# As if activated: the maturin build backend runs `maturin` from PATH.
+export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"
+pip install -q "maturin>=1.9,<2" "pytest>=7"
 
 say "cargo fmt --check and clippy -D warnings on the extension"
 cargo fmt --manifest-path Cargo.toml --check
-cargo clippy --manifest-path Cargo.toml --release --quiet -- -D warnings
+cargo clippy --manifest-path Cargo.toml --quiet -- -D warnings
 
 say "pip install ./bindings/python (PEP 517, maturin, release build)"
 # --no-build-isolation: build with the venv's maturin instead of fetching a
 # fresh one for every run; the route (pip -> PEP 517 -> maturin) is the same.
-"$venv/bin/pip" install -q --no-build-isolation --force-reinstall --no-deps "$here"
+pip install -q --no-build-isolation --force-reinstall --no-deps "$here"
 
 say "pytest"
 # Run from the tests folder so `import minishard` is the installed package,
 # not the source tree.
 cd "$here/tests"
-"$venv/bin/python" -m pytest -p no:cacheprovider -q "$@"
+python -m pytest -p no:cacheprovider -q "$@"
 say "done"

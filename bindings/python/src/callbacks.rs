@@ -261,9 +261,17 @@ impl PyCallbacks {
     fn failed(&self, py: Python<'_>, name: &'static str, err: PyErr) -> CallbackError {
         let message = match err.value(py).str() {
             Ok(text) if !text.to_string().is_empty() => {
-                format!("{}: {text}", err.get_type(py).name().map_or("?".into(), |n| n.to_string()))
+                format!(
+                    "{}: {text}",
+                    err.get_type(py)
+                        .name()
+                        .map_or("?".into(), |n| n.to_string())
+                )
             }
-            _ => err.get_type(py).name().map_or("?".into(), |n| n.to_string()),
+            _ => err
+                .get_type(py)
+                .name()
+                .map_or("?".into(), |n| n.to_string()),
         };
         if self.shared.joining.load(Ordering::Acquire) {
             lock(&self.shared.join_error).get_or_insert(err);
@@ -370,9 +378,7 @@ impl Callbacks for PyCallbacks {
         let method = &self.deallocated;
         let _ = self.call("deallocated", move |py| {
             let state = state.into_bound(py);
-            method
-                .bind(py)
-                .call1((winner.map(NodeId::as_str), state))?;
+            method.bind(py).call1((winner.map(NodeId::as_str), state))?;
             Ok(())
         });
         self.shard = None;

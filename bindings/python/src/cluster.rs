@@ -207,14 +207,30 @@ impl NativeCluster {
         };
         let t = &mut config.timings;
         for (field, name, value) in [
-            (&mut t.heartbeat_interval, "heartbeat_interval", heartbeat_interval),
-            (&mut t.heartbeat_timeout, "heartbeat_timeout", heartbeat_timeout),
-            (&mut t.transition_timeout, "transition_timeout", transition_timeout),
+            (
+                &mut t.heartbeat_interval,
+                "heartbeat_interval",
+                heartbeat_interval,
+            ),
+            (
+                &mut t.heartbeat_timeout,
+                "heartbeat_timeout",
+                heartbeat_timeout,
+            ),
+            (
+                &mut t.transition_timeout,
+                "transition_timeout",
+                transition_timeout,
+            ),
             (&mut t.node_grace, "node_grace", node_grace),
             (&mut t.settle, "settle", settle),
             (&mut t.score_deadline, "score_deadline", score_deadline),
             (&mut t.member_poll, "member_poll", member_poll),
-            (&mut t.allocation_retry, "allocation_retry", allocation_retry),
+            (
+                &mut t.allocation_retry,
+                "allocation_retry",
+                allocation_retry,
+            ),
         ] {
             if let Some(value) = value {
                 *field = seconds(py, name, value)?;
@@ -279,9 +295,12 @@ impl NativeCluster {
         let guard = self.cluster.load();
         let cluster = guard.as_ref().ok_or_else(|| errors::closed(py))?;
         // Borrowed from the snapshot: no reference count touched.
-        let found = u32::try_from(shard)
-            .ok()
-            .map(|s| (s, cluster.with_node(s, |n| n.map(|n| self.owner_name(py, cluster, s, n)))));
+        let found = u32::try_from(shard).ok().map(|s| {
+            (
+                s,
+                cluster.with_node(s, |n| n.map(|n| self.owner_name(py, cluster, s, n))),
+            )
+        });
         match found {
             Some((_, Some(node))) => Ok(Some(node)),
             Some((shard, None)) if shard < cluster.snapshot().shard_count => Ok(None),

@@ -294,7 +294,11 @@ pub(crate) fn start(py: Python<'_>) -> PyResult<()> {
     sync_level(py)?;
     let mut pending = pending();
     let pid = std::process::id();
-    if pending.pump.as_ref().is_some_and(|(owner, _)| *owner == pid) {
+    if pending
+        .pump
+        .as_ref()
+        .is_some_and(|(owner, _)| *owner == pid)
+    {
         return Ok(());
     }
     pending.stopped = false;

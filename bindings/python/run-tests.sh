@@ -28,7 +28,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 # As if activated: the maturin build backend runs `maturin` from PATH.
 export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"
-pip install -q "maturin>=1.9,<2" "pytest>=7"
+pip install -q "maturin>=1.9,<2" "pytest>=7" "mypy>=1.5"
 
 say "cargo fmt --check and clippy -D warnings on the extension"
 cargo fmt --manifest-path Cargo.toml --check
@@ -39,9 +39,12 @@ say "pip install ./bindings/python (PEP 517, maturin, release build)"
 # fresh one for every run; the route (pip -> PEP 517 -> maturin) is the same.
 pip install -q --no-build-isolation --force-reinstall --no-deps "$here"
 
-say "pytest"
-# Run from the tests folder so `import minishard` is the installed package,
-# not the source tree.
+# From the tests folder, `import minishard` is the installed package, not
+# the source tree.
 cd "$here/tests"
+say "mypy --strict: the package's annotations and stubs, as a user's program sees them"
+mypy --strict --cache-dir=/dev/null typing_example.py
+
+say "pytest"
 python -m pytest -p no:cacheprovider -q "$@"
 say "done"

@@ -1,7 +1,9 @@
 # Type stubs for the native extension. Its public face is minishard.Cluster
 # (a subclass of NativeCluster) and minishard.join; these are internals.
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
+
+_C = TypeVar("_C", bound="NativeCluster")
 
 __version__: str
 
@@ -9,7 +11,7 @@ def shutdown_logging() -> None: ...
 
 class NativeCluster:
     def __new__(
-        cls,
+        cls: Type[_C],
         name: str,
         callbacks: Any,
         listen: str,
@@ -29,7 +31,7 @@ class NativeCluster:
         allocation_retry: Optional[float] = ...,
         handshake_timeout: Optional[float] = ...,
         frame_limit: Optional[int] = ...,
-    ) -> "NativeCluster": ...
+    ) -> _C: ...
     @property
     def name(self) -> str:
         """The cluster's name."""

@@ -1,0 +1,57 @@
+"""Not a test: a user's program that `mypy --strict` must accept, run by
+run-tests.sh to check the package's annotations and stubs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Dict, Optional
+
+import minishard
+
+State = Dict[str, int]
+
+
+class Sessions(minishard.Callbacks[State]):
+    def nodes(self, cluster: str) -> list[str]:
+        return ["127.0.0.1:7001"]
+
+    def shard_count(self, cluster: str) -> int:
+        return 1
+
+    def allocated(self, cluster: str, shard: int, epoch: int = 0) -> State:
+        return {"epoch": epoch}
+
+    def score(self, state: State) -> int:
+        return state["epoch"]
+
+    def deallocated(self, winner: Optional[str], state: State) -> None:
+        pass
+
+
+def use(cluster: minishard.Cluster) -> None:
+    owner: Optional[str] = cluster.get_node(0)
+    owners: list[Optional[str]] = cluster.shard_map()
+    mine: Optional[tuple[int, int]] = cluster.my_shard()
+    status: minishard.Status = cluster.status()
+    health: minishard.Health = status.health
+    nodes: dict[str, minishard.NodeState] = status.nodes
+    stats: minishard.Stats = cluster.stats()
+    ok: bool = cluster.wait_until(minishard.Health.AVAILABLE, timeout=1.5)
+    print(owner, owners, mine, health == "available", nodes, stats.allocations, ok)
+    try:
+        cluster.wait_until("available", timeout=0.1)
+    except minishard.TimeoutError:
+        pass
+    except minishard.Error as error:
+        print(error)
+
+
+async def use_async() -> None:
+    with minishard.join("sessions", Sessions(), listen="127.0.0.1:7001", cookie=b"secret",
+                        dispatch="asyncio", heartbeat_interval=0.05) as cluster:
+        done: bool = await cluster.wait_until_async("available", timeout=5)
+        print(done)
+
+
+if __name__ == "__main__":
+    asyncio.run(use_async())

@@ -107,16 +107,16 @@ def test_a_three_three_split_keeps_both_sides_whole_and_the_heal_keeps_the_highe
     shard_map = cluster.converged(BOUND * 2)
     assert all(cluster.index(owner) in right for owner in shard_map), shard_map
     # Each loser was told who won; each winner heard prolonged once per loser.
-    losers = 0
+    losers = set()
     for i in left:
         for _, winner, _ in cluster.apps[i].journal.of("deallocated"):
             if winner is None:
                 continue
-            losers += 1
+            losers.add(i)
             loser = cluster.addresses[i]
             told = cluster.apps[cluster.index(winner)].journal.of("prolonged")
             assert told.count(("prolonged", loser)) == 1
-    assert losers == 2, "two shards, two losers on the left: " + repr(
+    assert len(losers) == 2, "two shards, two losers on the left: " + repr(
         [(cluster.addresses[i], cluster.apps[i].journal.all()) for i in range(6)]
     )
     # The winners were asked for their score (once per conflict).

@@ -251,9 +251,16 @@ impl Cluster {
     }
 
     /// Fault injection for tests: stops the engine at once, as if the
-    /// process died: no callback, no goodbye, connections just close.
-    pub fn crash(self) {
+    /// process died: no callback, no goodbye, connections just close. The
+    /// handle stays, closed.
+    pub fn crash(&self) {
         self.engine.crash();
+    }
+
+    /// The number of shards the cluster keeps (for an observer, once
+    /// learned; 0 before).
+    pub fn shard_count(&self) -> u32 {
+        self.engine.with_snapshot(|s| s.shard_count)
     }
 }
 

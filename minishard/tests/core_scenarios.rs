@@ -625,7 +625,6 @@ fn three_way_split_the_best_score_keeps_the_shard_and_each_loser_names_a_better_
 }
 
 #[test]
-#[ignore = "bug: an owner that loses to B while B is losing to C gets deallocated(B), but B is never told prolonged for it (DESIGN.md 6.3, 7.3)"]
 fn three_way_split_every_loser_is_matched_by_one_prolonged_on_the_winner_it_was_told() {
     // The order in which the groups meet depends on the seed; seed 9 (among
     // others) has the lowest owner lose to the middle one just as that one
@@ -845,7 +844,6 @@ fn one_way_cut_kills_the_connection_both_ways_and_nothing_moves() {
 }
 
 #[test]
-#[ignore = "code and DESIGN.md 5 disagree: a node cut from one owner that a peer still sees stays `transition` for as long as the cut lasts"]
 fn partial_partition_a_c_cut_b_sees_both_everyone_stays_available() {
     let mut sim = started(5, 3);
     let t = timings();
@@ -864,7 +862,6 @@ fn partial_partition_a_c_cut_b_sees_both_everyone_stays_available() {
 }
 
 #[test]
-#[ignore = "bug: a member that (re)starts during an owner's grace does not hear of its reservation and takes its shard at once (DESIGN.md 6.1, 6.5)"]
 fn a_member_restarting_during_an_isolated_owners_grace_does_not_take_its_shard_early() {
     let mut sim = started(5, 3);
     let t = timings();
@@ -1040,7 +1037,6 @@ fn every_new_allocation_has_an_epoch_above_any_its_node_saw_across_failover_and_
 }
 
 #[test]
-#[ignore = "bug: a restarted owner re-claims its shard with the epoch its previous incarnation had (DESIGN.md 2, 7.5)"]
 fn a_restarted_owner_that_takes_its_shard_back_gets_a_higher_epoch() {
     // One shard, three members: the owner has the smallest address, so after
     // a restart it is first in line for its own shard again.

@@ -15,7 +15,7 @@ use super::view::Liveness;
 use super::{Action, Call, CallId, Core, Health, NodeId, Outcome, Role};
 
 /// What happens once a `deallocated` has returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum After {
     /// Back to the pool.
     Standby,
@@ -46,9 +46,17 @@ pub(super) enum Local {
     Active {
         shard: Shard,
         epoch: Epoch,
-        /// Losses already told to the application as `prolonged`, by the
-        /// loser and the epoch it gave up.
-        prolonged: BTreeSet<(NodeId, Epoch)>,
+        /// Losses already told to the application as `prolonged`: the
+        /// losers' claims (a restarted loser may reuse an epoch).
+        prolonged: BTreeSet<Claim>,
+    },
+    /// Lost a conflict and published it; `deallocated(winner)` waits until
+    /// the winner acknowledges, so the winner's `prolonged` is certain.
+    Yielding {
+        shard: Shard,
+        epoch: Epoch,
+        lost: Yield,
+        prolonged: BTreeSet<Claim>,
     },
     Releasing {
         shard: Shard,
@@ -71,6 +79,7 @@ impl Local {
                 release: None,
                 ..
             } => Holding::Claiming { shard, epoch },
+            Local::Yielding { shard, epoch, .. } => Holding::Yielding { shard, epoch },
             Local::Claiming { shard, epoch, .. } | Local::Releasing { shard, epoch, .. } => {
                 Holding::Releasing { shard, epoch }
             }
@@ -82,7 +91,9 @@ impl Local {
     /// What lookups report about this node.
     pub(super) fn state(&self) -> LocalState {
         match *self {
-            Local::Active { shard, epoch, .. } => LocalState::Allocated { shard, epoch },
+            Local::Active { shard, epoch, .. } | Local::Yielding { shard, epoch, .. } => {
+                LocalState::Allocated { shard, epoch }
+            }
             Local::Standby | Local::Claiming { .. } => LocalState::Standby,
             Local::Idle { .. } | Local::Releasing { .. } | Local::Left => LocalState::Idle,
         }
@@ -105,9 +116,9 @@ impl Core {
         }
         let can_hold = self.am_member() && self.watcher.health() != Health::Degraded;
         match &self.local {
-            Local::Claiming { .. } | Local::Active { .. } if !can_hold => {
+            Local::Claiming { .. } | Local::Active { .. } | Local::Yielding { .. } if !can_hold => {
                 // DESIGN.md 5: a degraded node holds no shard.
-                self.release(now, None, After::Standby);
+                self.release(now, After::Standby);
             }
             Local::Idle { retry_at } if can_hold && retry_at.is_none_or(|at| now >= at) => {
                 self.local = Local::Standby;
@@ -118,6 +129,7 @@ impl Core {
             Local::Standby if !can_hold => self.local = Local::Idle { retry_at: None },
             _ => {}
         }
+        self.finish_yield(now);
         self.resolve_conflict(now);
         self.tell_prolonged();
         self.try_claim(now);
@@ -137,7 +149,7 @@ impl Core {
                 }
             },
             Local::Releasing { after, .. } => *after = After::Leave,
-            Local::Active { .. } => self.release(now, None, After::Leave),
+            Local::Active { .. } | Local::Yielding { .. } => self.release(now, After::Leave),
             Local::Left => {}
         }
     }
@@ -154,19 +166,27 @@ impl Core {
         self.actions.push_back(Action::Close);
     }
 
-    /// Gives up the shard this node holds or claims (to `winner` if it lost
-    /// a conflict).
-    fn release(&mut self, now: Instant, lost: Option<Yield>, after: After) {
+    /// Gives up the shard this node holds or claims, with no winner (it is
+    /// degraded, leaving or no longer a member) — or, if it already yielded,
+    /// to the winner it named: that promise stands.
+    fn release(&mut self, now: Instant, after: After) {
         match &mut self.local {
             Local::Claiming { release, .. } => {
                 // `allocated` is still running: `deallocated` follows it.
-                if release.is_none() {
-                    *release = Some(PendingRelease { lost, after });
+                match release {
+                    Some(pending) => pending.after = pending.after.max(after),
+                    None => *release = Some(PendingRelease { lost: None, after }),
                 }
             }
             Local::Active { shard, epoch, .. } => {
                 let (shard, epoch) = (*shard, *epoch);
-                self.start_deallocated(shard, epoch, lost, after);
+                self.start_deallocated(shard, epoch, None, after);
+            }
+            Local::Yielding {
+                shard, epoch, lost, ..
+            } => {
+                let (shard, epoch, winner) = (*shard, *epoch, lost.winner.node.clone());
+                self.start_deallocated(shard, epoch, Some(winner), after);
             }
             _ => return,
         }
@@ -174,15 +194,112 @@ impl Core {
         self.sync_record(now);
     }
 
-    /// Tells the application its allocation ended. A lost conflict is
-    /// published only now, with the `deallocated` that names the winner, so
-    /// the winner's `prolonged` always has a matching `deallocated`.
-    fn start_deallocated(&mut self, shard: Shard, epoch: Epoch, lost: Option<Yield>, after: After) {
-        self.counters.deallocations += 1;
-        let winner = lost.as_ref().map(|y| y.winner.node.clone());
-        if lost.is_some() {
-            self.last_yield = lost;
+    /// This node lost a conflict: it publishes whom it yields to and waits
+    /// for the winner's acknowledgement ([`Core::finish_yield`]).
+    fn yield_to(&mut self, now: Instant, lost: Yield) {
+        match &mut self.local {
+            Local::Claiming { release, .. } => {
+                // Published once `allocated` has returned: a claim that fails
+                // yields nothing, and its winner must not hear `prolonged`.
+                if release.is_none() {
+                    *release = Some(PendingRelease {
+                        lost: Some(lost),
+                        after: After::Standby,
+                    });
+                }
+            }
+            Local::Active {
+                shard,
+                epoch,
+                prolonged,
+            } => {
+                let (shard, epoch, prolonged) = (*shard, *epoch, std::mem::take(prolonged));
+                self.last_yield = Some(lost.clone());
+                self.local = Local::Yielding {
+                    shard,
+                    epoch,
+                    lost,
+                    prolonged,
+                };
+            }
+            _ => return,
         }
+        self.episode = None;
+        self.sync_record(now);
+    }
+
+    /// Ends a yield: `deallocated(winner)` once the winner acknowledged it
+    /// (or is gone for good); back into the conflict if the winner's current
+    /// record shows it moved on without acknowledging (it lost in turn).
+    fn finish_yield(&mut self, now: Instant) {
+        let Local::Yielding {
+            shard, epoch, lost, ..
+        } = &self.local
+        else {
+            return;
+        };
+        let (shard, epoch, lost) = (*shard, *epoch, lost.clone());
+        let mine = Claim {
+            node: self.config.me.clone(),
+            incarnation: self.incarnation,
+            epoch,
+        };
+        let winner = self
+            .view
+            .record(&lost.winner.node)
+            .filter(|r| r.incarnation == lost.winner.incarnation);
+        if winner.is_some_and(|r| r.acknowledged.contains(&mine)) {
+            self.start_deallocated(shard, epoch, Some(lost.winner.node), After::Standby);
+            self.sync_record(now);
+            return;
+        }
+        if !self.view.liveness(&lost.winner.node).present() {
+            // The winner is gone past its grace: it may have acknowledged
+            // unseen. The promise stands.
+            self.start_deallocated(shard, epoch, Some(lost.winner.node), After::Standby);
+            self.sync_record(now);
+            return;
+        }
+        // A current record showing the winner no longer holds that claim —
+        // it gave it up for good, not merely yields, which it may take back —
+        // proves it never will acknowledge.
+        let holds = |h: Holding| match h {
+            Holding::Claiming { shard: s, epoch: e }
+            | Holding::Active { shard: s, epoch: e }
+            | Holding::Yielding { shard: s, epoch: e } => (s, e) == (shard, lost.winner.epoch),
+            _ => false,
+        };
+        let moved_on =
+            self.view.is_fresh(&lost.winner.node) && winner.is_some_and(|r| !holds(r.holding));
+        if moved_on {
+            tracing::info!(
+                shard,
+                winner = %lost.winner.node,
+                "the winner moved on before acknowledging: the conflict resumes"
+            );
+            let Local::Yielding { prolonged, .. } = &mut self.local else {
+                return;
+            };
+            let prolonged = std::mem::take(prolonged);
+            self.local = Local::Active {
+                shard,
+                epoch,
+                prolonged,
+            };
+            self.last_yield = None;
+            self.sync_record(now);
+        }
+    }
+
+    /// Tells the application its allocation ended.
+    fn start_deallocated(
+        &mut self,
+        shard: Shard,
+        epoch: Epoch,
+        winner: Option<NodeId>,
+        after: After,
+    ) {
+        self.counters.deallocations += 1;
         let call = self.call(Call::Deallocated {
             shard,
             epoch,
@@ -420,7 +537,7 @@ impl Core {
             winner_score,
             own_score: my_score,
         };
-        self.release(now, Some(lost), After::Standby);
+        self.yield_to(now, lost);
     }
 
     /// Tells the application `prolonged(loser)` once for each loser that
@@ -434,22 +551,27 @@ impl Core {
             incarnation: self.incarnation,
             epoch,
         };
-        let losers: Vec<(NodeId, Epoch)> = self
+        let losers: Vec<Claim> = self
             .view
             .present_records()
             .filter_map(|(r, _)| r.yielded.as_ref().map(|y| (r, y)))
             .filter(|(_, y)| y.shard == shard && y.winner == mine)
-            .map(|(r, y)| (r.node.clone(), y.epoch))
+            .map(|(r, y)| Claim {
+                node: r.node.clone(),
+                incarnation: r.incarnation,
+                epoch: y.epoch,
+            })
             .collect();
-        for (loser, lost_epoch) in losers {
+        for loser in losers {
             let Local::Active { prolonged, .. } = &mut self.local else {
                 return;
             };
-            if prolonged.insert((loser.clone(), lost_epoch)) {
+            if prolonged.insert(loser.clone()) {
+                self.acknowledged.push(loser.clone());
                 self.call(Call::Prolonged {
                     shard,
                     epoch,
-                    loser,
+                    loser: loser.node,
                 });
             }
         }
@@ -486,13 +608,22 @@ impl Core {
                     return;
                 }
                 self.counters.allocations += 1;
+                self.acknowledged.clear();
                 self.local = Local::Active {
                     shard,
                     epoch,
                     prolonged: BTreeSet::new(),
                 };
-                if let Some(PendingRelease { lost, after }) = release {
-                    self.start_deallocated(shard, epoch, lost, after);
+                match release {
+                    Some(PendingRelease {
+                        lost: Some(lost),
+                        after: After::Standby,
+                    }) => self.yield_to(now, lost),
+                    Some(PendingRelease { lost, after }) => {
+                        let winner = lost.map(|l| l.winner.node);
+                        self.start_deallocated(shard, epoch, winner, after);
+                    }
+                    None => {}
                 }
                 return;
             }

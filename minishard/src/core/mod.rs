@@ -198,6 +198,8 @@ pub struct Core {
     episodes: u64,
     last_offer: Option<ScoreOffer>,
     last_yield: Option<Yield>,
+    /// Losers acknowledged by this node's current (or latest) allocation.
+    acknowledged: Vec<Claim>,
     /// Claims wait until this instant unless every member is connected, so
     /// a node that starts does not claim before it has met its peers.
     claims_from: Instant,
@@ -235,6 +237,7 @@ impl Core {
             sees: Vec::new(),
             offer: None,
             yielded: None,
+            acknowledged: Vec::new(),
         });
         let mut core = Core {
             view: PeerView::new(config.me.clone()),
@@ -250,6 +253,7 @@ impl Core {
             episodes: 0,
             last_offer: None,
             last_yield: None,
+            acknowledged: Vec::new(),
             published,
             sees_due: None,
             view_changed_at: now,
@@ -345,17 +349,35 @@ impl Core {
         // Right behind it, on the same ordered connection, every claim it may
         // not know of yet: it hears of them before it could claim anything.
         let members = self.members.clone();
-        for record in self.view.relays_for(&peer, |n| members.contains(n), true) {
+        for (record, current) in self.view.relays_for(&peer, |n| members.contains(n), true) {
             self.actions.push_back(Action::Send {
                 to: peer.clone(),
-                message: PeerMessage::Record(record),
+                message: PeerMessage::Relay { record, current },
             });
         }
+        self.actions.push_back(Action::Send {
+            to: peer,
+            message: PeerMessage::Epochs(self.epochs.clone()),
+        });
         self.view_changed(now);
     }
 
     fn on_message(&mut self, now: Instant, from: &NodeId, message: PeerMessage) {
-        let PeerMessage::Record(record) = message;
+        let (record, current) = match message {
+            PeerMessage::Record(record) if record.node == *from => (record, true),
+            PeerMessage::Relay { record, current } => (record, current),
+            PeerMessage::Epochs(epochs) => {
+                for (seen, theirs) in self.epochs.iter_mut().zip(epochs) {
+                    *seen = (*seen).max(theirs);
+                }
+                return;
+            }
+            PeerMessage::Record(record) => {
+                self.counters.ignored_messages += 1;
+                tracing::debug!(%from, author = %record.node, "ignored another node's record sent as the sender's own");
+                return;
+            }
+        };
         self.learn_shard_count(&record);
         // Any epoch this node has seen counts, even in a record it does not
         // take, so its own next claim of that shard is above it.
@@ -364,10 +386,13 @@ impl Core {
         // An observer learns who the members are from the members it meets.
         let trusts_relays = self.config.role == Role::Observer && record.role == Role::Member;
         let is_member = |n: &NodeId| members.contains(n) || trusts_relays;
-        match self
-            .view
-            .accept(from, record.clone(), is_member, self.config.shard_count)
-        {
+        match self.view.accept(
+            from,
+            record.clone(),
+            current,
+            is_member,
+            self.config.shard_count,
+        ) {
             Ok(view::Accepted::New) => self.view_changed(now),
             Ok(view::Accepted::Known) => {}
             Err(view::Refusal::ShardCountMismatch) => {
@@ -517,8 +542,14 @@ impl Core {
         let settled_ownership = (0..self.config.shard_count).all(|shard| {
             let mut holders = self.holders(shard);
             match (holders.next(), holders.next()) {
+                // An owner out of this node's reach that a peer still sees
+                // is an owner all the same (DESIGN.md 5, 6.1).
                 (Some((node, Holding::Active { .. })), None) => {
-                    node == &self.config.me || self.view.liveness(node) == Liveness::Up
+                    node == &self.config.me
+                        || matches!(
+                            self.view.liveness(node),
+                            Liveness::Up | Liveness::Unreachable
+                        )
                 }
                 _ => false,
             }
@@ -567,6 +598,7 @@ impl Core {
         let old = &self.published;
         let health = self.watcher.health();
         let urgent = old.holding != holding
+            || old.acknowledged != self.acknowledged
             || old.health != health
             || old.shard_count != self.config.shard_count
             || old.offer != self.last_offer
@@ -599,6 +631,7 @@ impl Core {
             sees,
             offer: self.last_offer.clone(),
             yielded: self.last_yield.clone(),
+            acknowledged: self.acknowledged.clone(),
         });
         self.published = record.clone();
         let peers: Vec<NodeId> = self.view.up().map(|(id, _)| id.clone()).collect();
@@ -644,13 +677,13 @@ impl Core {
             .collect();
         let members = self.members.clone();
         for (to, claims_only) in targets {
-            for record in self
+            let relays = self
                 .view
-                .relays_for(&to, |n| members.contains(n), claims_only)
-            {
+                .relays_for(&to, |n| members.contains(n), claims_only);
+            for (record, current) in relays {
                 self.actions.push_back(Action::Send {
                     to: to.clone(),
-                    message: PeerMessage::Record(record),
+                    message: PeerMessage::Relay { record, current },
                 });
             }
         }
@@ -695,7 +728,9 @@ impl Core {
         }
         let own_state = match self.local.holding() {
             Holding::Active { shard, .. } => NodeState::Active { shard },
-            Holding::Claiming { .. } | Holding::Releasing { .. } => NodeState::Transition,
+            Holding::Claiming { .. } | Holding::Yielding { .. } | Holding::Releasing { .. } => {
+                NodeState::Transition
+            }
             Holding::Standby => NodeState::Standby,
             Holding::Idle if self.am_member() => NodeState::Standby,
             Holding::Idle | Holding::Left => NodeState::Connected,
@@ -730,9 +765,12 @@ impl Core {
         match (liveness, holding) {
             (Liveness::Down, _) => NodeState::Unavailable,
             (Liveness::Up, Some(Holding::Active { shard, .. })) => NodeState::Active { shard },
-            (Liveness::Up, Some(Holding::Claiming { .. } | Holding::Releasing { .. })) => {
-                NodeState::Transition
-            }
+            (
+                Liveness::Up,
+                Some(
+                    Holding::Claiming { .. } | Holding::Yielding { .. } | Holding::Releasing { .. },
+                ),
+            ) => NodeState::Transition,
             (Liveness::Up, _) => NodeState::Standby,
             (_, Some(h)) if h.reserved().is_some() => NodeState::Transition,
             _ => NodeState::Unavailable,

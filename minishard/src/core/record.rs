@@ -41,6 +41,15 @@ pub enum Holding {
         /// The allocation's epoch.
         epoch: Epoch,
     },
+    /// Lost a conflict and waits for the winner to acknowledge it before its
+    /// `deallocated` runs; back to `Active` if the winner lost in turn. The
+    /// shard stays reserved; the claim no longer contends.
+    Yielding {
+        /// The shard.
+        shard: Shard,
+        /// The epoch of the allocation being given up.
+        epoch: Epoch,
+    },
     /// Giving the shard up: its `deallocated` callback is running. The shard
     /// stays reserved until it returns, so the next owner never overlaps it.
     Releasing {
@@ -59,6 +68,7 @@ impl Holding {
         match self {
             Holding::Claiming { shard, epoch }
             | Holding::Active { shard, epoch }
+            | Holding::Yielding { shard, epoch }
             | Holding::Releasing { shard, epoch } => Some((shard, epoch)),
             Holding::Idle | Holding::Standby | Holding::Left => None,
         }
@@ -119,9 +129,10 @@ pub struct ScoreOffer {
     pub acks: Vec<Ack>,
 }
 
-/// A conflict a node lost: which allocation it gave up, and to whom. The
-/// winner is told `prolonged` on seeing it, so it hears of exactly the losers
-/// that were told `deallocated` with its name.
+/// A conflict a node lost: which allocation it gives up, and to whom. The
+/// winner tells its application `prolonged` on seeing it and acknowledges it
+/// in its record; only then does the loser's application hear
+/// `deallocated(winner)`, so both always name each other.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Yield {
     /// The shard given up.
@@ -169,6 +180,10 @@ pub struct Record {
     pub offer: Option<ScoreOffer>,
     /// The latest conflict it lost, kept for the same reason as `offer`.
     pub yielded: Option<Yield>,
+    /// The losers that yielded to its current (or latest) allocation and
+    /// were acknowledged with `prolonged`: a loser calls `deallocated` with
+    /// the winner's name only once it sees itself here.
+    pub acknowledged: Vec<Claim>,
 }
 
 impl Record {
@@ -188,6 +203,19 @@ impl Record {
 /// A message between the cores of two nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMessage {
-    /// A node's record: from its author, or relayed.
+    /// The sender's own record.
     Record(Arc<Record>),
+    /// Another node's record, passed on to a peer that cannot see its author.
+    Relay {
+        /// The record, unchanged.
+        record: Arc<Record>,
+        /// Whether the sender knows it to be current (it sees the author, or
+        /// had it confirmed): a stale copy still reserves its shard, but is
+        /// no claim to contend with.
+        current: bool,
+    },
+    /// The largest epoch the sender has seen for each shard, sent on
+    /// connect: a restarted node learns the epochs its previous incarnation
+    /// used, and claims above them.
+    Epochs(Vec<Epoch>),
 }

@@ -86,7 +86,7 @@ struct Peer {
     /// Incarnations a restart replaced: never taken back from a late relay.
     retired: BTreeSet<Incarnation>,
     /// The version of each record last relayed to this peer.
-    relayed: BTreeMap<NodeId, (Incarnation, u64)>,
+    relayed: BTreeMap<NodeId, (Incarnation, u64, bool)>,
 }
 
 impl Peer {
@@ -173,11 +173,13 @@ impl PeerView {
             .is_some_and(|p| matches!(p.link, Link::Up { .. }))
     }
 
-    /// Takes a record that `from` sent (its own, or relayed).
+    /// Takes a record that `from` sent: its own, or relayed (then `current`
+    /// says whether the relayer knows it to be current).
     pub fn accept(
         &mut self,
         from: &NodeId,
         record: Arc<Record>,
+        current: bool,
         is_member: impl Fn(&NodeId) -> bool,
         shard_count: u32,
     ) -> Result<Accepted, Refusal> {
@@ -206,11 +208,7 @@ impl PeerView {
                 return Err(Refusal::ObserverClaim);
             }
         }
-        let relayer_sees = self
-            .peers
-            .get(from)
-            .and_then(|p| p.record.as_ref())
-            .is_some_and(|r| r.sees_incarnation(&author, record.incarnation));
+        let confirms = from == &author || current;
         let peer = self.peers.entry(author.clone()).or_insert_with(Peer::new);
         match peer.link {
             Link::Up { incarnation, .. } if incarnation != record.incarnation => {
@@ -225,13 +223,13 @@ impl PeerView {
         match &peer.record {
             Some(known) if known.version >= record.version => {
                 // The same version again, from its author or from a peer that
-                // sees it now, confirms the record is current.
-                peer.fresh |= known.version == record.version && (from == &author || relayer_sees);
+                // knows it current, confirms it.
+                peer.fresh |= known.version == record.version && confirms;
                 Ok(Accepted::Known)
             }
             _ => {
                 peer.record = Some(record);
-                peer.fresh = true;
+                peer.fresh = confirms;
                 Ok(Accepted::New)
             }
         }
@@ -366,44 +364,45 @@ impl PeerView {
     }
 
     /// Records of members that `to` should get from us because it does not
-    /// see their authors; each is marked as sent and returned once per version.
-    /// With `claims_only`, only records that hold a shard or say their author
+    /// see their authors, each with whether this node knows it current; each
+    /// is marked as sent and returned once per version (and currency). With
+    /// `claims_only`, only records that hold a shard or say their author
     /// left: what a peer must know before it claims anything.
     pub fn relays_for(
         &mut self,
         to: &NodeId,
         is_member: impl Fn(&NodeId) -> bool,
         claims_only: bool,
-    ) -> Vec<Arc<Record>> {
+    ) -> Vec<(Arc<Record>, bool)> {
         let Some(target) = self.peers.get(to) else {
             return Vec::new();
         };
         // Whom it sees, by its record on this connection (not an old one).
         let target_sees = target.record.clone().filter(|_| target.fresh);
-        let candidates: Vec<Arc<Record>> = self
+        // Stale copies go too: a suspect owner's shard is still reserved,
+        // and a node that (re)starts must hear of it before it claims.
+        let candidates: Vec<(Arc<Record>, bool)> = self
             .peers
             .iter()
-            // Only what this node knows to be current is worth passing on.
             .filter(|(id, p)| {
                 *id != to
-                    && p.fresh
                     && (p.liveness.present()
                         || p.record
                             .as_ref()
                             .is_some_and(|r| r.holding == Holding::Left))
             })
-            .filter_map(|(_, p)| p.record.clone())
-            .filter(|r| is_member(&r.node))
-            .filter(|r| {
+            .filter_map(|(_, p)| p.record.clone().map(|r| (r, p.fresh)))
+            .filter(|(r, _)| is_member(&r.node))
+            .filter(|(r, _)| {
                 !claims_only || r.holding.reserved().is_some() || r.holding == Holding::Left
             })
-            .filter(|r| target_sees.as_ref().is_none_or(|t| !t.sees_node(&r.node)))
+            .filter(|(r, _)| target_sees.as_ref().is_none_or(|t| !t.sees_node(&r.node)))
             .collect();
         let target = self.peers.get_mut(to).expect("checked above");
         candidates
             .into_iter()
-            .filter(|r| {
-                let stamp = (r.incarnation, r.version);
+            .filter(|(r, current)| {
+                let stamp = (r.incarnation, r.version, *current);
                 target.relayed.insert(r.node.clone(), stamp) != Some(stamp)
             })
             .collect()

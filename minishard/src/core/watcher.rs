@@ -8,6 +8,7 @@ use super::time::Instant;
 
 /// The health of the cluster as one node sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Health {
     /// Too few members visible for `transition_timeout` (and at start-up):
     /// this node holds no shard.

@@ -72,10 +72,17 @@ impl<C: Callbacks> Runner for AppRunner<C> {
         let result = catch_unwind(AssertUnwindSafe(|| self.run_inner(&cluster, call)));
         let outcome = result.unwrap_or_else(|payload| Outcome::Failed(panic_message(payload)));
         if let Outcome::Failed(reason) = &outcome {
+            let shard = match call {
+                Call::Allocated { shard, .. }
+                | Call::Score { shard, .. }
+                | Call::Prolonged { shard, .. }
+                | Call::Deallocated { shard, .. } => Some(*shard),
+                _ => self.shard,
+            };
             tracing::warn!(
                 callback = call.name(),
                 cluster = %self.cluster,
-                shard = ?self.shard,
+                shard = ?shard,
                 %reason,
                 "callback failed"
             );
@@ -172,6 +179,9 @@ pub(crate) struct CallQueue {
     wake_reader: UnixStream,
     thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: Mutex<Option<ThreadId>>,
+    /// The thread running a callback right now (host dispatch runs them on
+    /// whichever thread calls `dispatch`).
+    running_on: Mutex<Option<ThreadId>>,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -202,6 +212,7 @@ impl CallQueue {
             wake_reader,
             thread: Mutex::new(None),
             thread_id: Mutex::new(None),
+            running_on: Mutex::new(None),
         }))
     }
 
@@ -264,7 +275,11 @@ impl CallQueue {
     }
 
     fn run_one(&self, id: CallId, call: &Call) {
-        let outcome = lock(&self.runner).run(call);
+        let mut runner = lock(&self.runner);
+        *lock(&self.running_on) = Some(thread::current().id());
+        let outcome = runner.run(call);
+        *lock(&self.running_on) = None;
+        drop(runner);
         // The engine may be gone after a leave; then nobody needs the outcome.
         let _ = self.results.send((id, outcome));
         self.ready.notify_all();
@@ -296,9 +311,11 @@ impl CallQueue {
         self.dispatch
     }
 
-    /// Whether the calling thread is this queue's callback thread.
+    /// Whether the calling thread is running one of this queue's callbacks
+    /// (or is its callback thread): it must not wait for callbacks.
     pub(crate) fn is_callback_thread(&self) -> bool {
-        *lock(&self.thread_id) == Some(thread::current().id())
+        let me = Some(thread::current().id());
+        *lock(&self.thread_id) == me || *lock(&self.running_on) == me
     }
 
     /// Drops every callback not yet started (the node crashed: its

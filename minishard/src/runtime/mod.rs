@@ -56,6 +56,9 @@ pub(crate) struct Engine {
     thread: Mutex<Option<JoinHandle<()>>>,
     stopped: Arc<AtomicBool>,
     left: AtomicBool,
+    /// Held for the whole of a leave, so a second caller returns only once
+    /// the first has finished.
+    leaving: Mutex<()>,
     faults: Arc<Faults>,
     mesh_stats: Arc<MeshStats>,
 }
@@ -185,6 +188,7 @@ impl Engine {
             thread: Mutex::new(Some(thread)),
             stopped,
             left: AtomicBool::new(false),
+            leaving: Mutex::new(()),
             faults,
             mesh_stats,
         })
@@ -262,6 +266,11 @@ impl Engine {
     }
 
     pub(crate) fn dispatch(&self, max: usize) -> Result<usize, Error> {
+        if self.calls.is_callback_thread() {
+            return Err(Error::InvalidArgument(
+                "dispatch cannot be called from inside a callback".into(),
+            ));
+        }
         if self.calls.dispatch_mode() != Dispatch::Host {
             return Err(Error::InvalidArgument(
                 "dispatch runs callbacks only in host dispatch mode; this handle has a callback thread".into(),
@@ -281,6 +290,7 @@ impl Engine {
                     .into(),
             ));
         }
+        let _serial = self.leaving.lock().unwrap_or_else(|p| p.into_inner());
         if self.left.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -291,6 +301,7 @@ impl Engine {
     }
 
     pub(crate) fn crash(&self) {
+        let _serial = self.leaving.lock().unwrap_or_else(|p| p.into_inner());
         if self.left.swap(true, Ordering::AcqRel) {
             return;
         }

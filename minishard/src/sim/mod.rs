@@ -652,18 +652,26 @@ impl Sim {
         if self.nodes[to].incarnation != expected || !self.is_running(to) {
             return;
         }
-        let PeerMessage::Record(record) = &d.message;
         let seen = &mut self.nodes[to].seen_epochs;
         let mut note = |shard: u32, epoch: Epoch| {
             if let Some(e) = seen.get_mut(shard as usize) {
                 *e = (*e).max(epoch);
             }
         };
-        if let Some((shard, epoch)) = record.holding.reserved() {
-            note(shard, epoch);
-        }
-        if let Some(offer) = &record.offer {
-            note(offer.shard, offer.epoch);
+        match &d.message {
+            PeerMessage::Record(record) | PeerMessage::Relay { record, .. } => {
+                if let Some((shard, epoch)) = record.holding.reserved() {
+                    note(shard, epoch);
+                }
+                if let Some(offer) = &record.offer {
+                    note(offer.shard, offer.epoch);
+                }
+            }
+            PeerMessage::Epochs(epochs) => {
+                for (shard, epoch) in epochs.iter().enumerate() {
+                    note(shard as u32, *epoch);
+                }
+            }
         }
         self.feed(
             to,
@@ -704,8 +712,7 @@ impl Sim {
         match action {
             Action::Send { to, message } => {
                 let from = self.nodes[i].id.clone();
-                let PeerMessage::Record(record) = &message;
-                if record.node == from {
+                if let PeerMessage::Record(record) = &message {
                     if let Some(lost) = &record.yielded {
                         let known = self
                             .yields

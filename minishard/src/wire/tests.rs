@@ -20,6 +20,7 @@ fn holding() -> impl Strategy<Value = Holding> {
         (any::<u32>(), any::<u64>()).prop_map(|(shard, epoch)| Holding::Claiming { shard, epoch }),
         (any::<u32>(), any::<u64>()).prop_map(|(shard, epoch)| Holding::Active { shard, epoch }),
         (any::<u32>(), any::<u64>()).prop_map(|(shard, epoch)| Holding::Releasing { shard, epoch }),
+        (any::<u32>(), any::<u64>()).prop_map(|(shard, epoch)| Holding::Yielding { shard, epoch }),
     ]
 }
 
@@ -103,6 +104,7 @@ fn record() -> impl Strategy<Value = Record> {
                     .collect(),
                 offer,
                 yielded,
+                acknowledged: Vec::new(),
             },
         )
 }
@@ -141,6 +143,20 @@ fn frame() -> impl Strategy<Value = Frame> {
         any::<u64>().prop_map(|sent_micros| Frame::Heartbeat { sent_micros }),
         any::<u64>().prop_map(|sent_micros| Frame::HeartbeatAck { sent_micros }),
         record().prop_map(|r| Frame::Peer(PeerMessage::Record(Arc::new(r)))),
+        (
+            record(),
+            any::<bool>(),
+            prop::collection::vec(claim(), 0..3)
+        )
+            .prop_map(|(mut r, current, acknowledged)| {
+                r.acknowledged = acknowledged;
+                Frame::Peer(PeerMessage::Relay {
+                    record: Arc::new(r),
+                    current,
+                })
+            }),
+        prop::collection::vec(any::<u64>(), 0..16)
+            .prop_map(|e| Frame::Peer(PeerMessage::Epochs(e))),
     ]
 }
 

@@ -209,3 +209,59 @@ fn split_three_three_both_sides_allocate_and_the_heal_keeps_the_higher_score() {
         .count();
     assert_eq!(losers, 2, "two shards, two losers on the left");
 }
+
+#[test]
+fn a_member_added_to_the_list_joins_and_a_removed_one_is_dropped() {
+    let mut local = Local::start("members", 3, 2);
+    local.converged(Duration::from_secs(10)).unwrap();
+    // A fourth node: every `nodes` callback answers the longer list from now
+    // on; the running nodes learn it at their next poll.
+    let extra = free_addresses(1).remove(0);
+    local.members.lock().unwrap().push(extra.clone());
+    local.nodes.push(Node {
+        address: extra.clone(),
+        cluster: None,
+        journal: Journal::default(),
+        score: Default::default(),
+    });
+    local.restart(3);
+    let extra_id = NodeId::parse(&extra).unwrap();
+    let seen_as_standby = eventually(bound(&local) * 2, || {
+        local.running().all(|c| {
+            c.status().nodes.iter().any(|(n, s)| {
+                *n == extra_id && (*s == minishard::NodeState::Standby || *n == *c.node_id())
+            })
+        })
+    });
+    assert!(
+        seen_as_standby,
+        "the new member is not a standby everywhere"
+    );
+    local.converged(bound(&local)).unwrap();
+
+    // Remove a standby from the list: the others stop counting it.
+    let standby = (0..3)
+        .find(|&i| local.nodes[i].cluster().my_shard().is_none())
+        .unwrap();
+    let removed = local.nodes[standby].address.clone();
+    local.members.lock().unwrap().retain(|m| *m != removed);
+    let removed_id = NodeId::parse(&removed).unwrap();
+    let dropped = eventually(bound(&local) * 2, || {
+        local
+            .running()
+            .filter(|c| *c.node_id() != removed_id)
+            .all(|c| !c.snapshot().members.contains(&removed_id))
+    });
+    assert!(
+        dropped,
+        "the removed member is still in someone's member list"
+    );
+    let others: Vec<usize> = (0..4).filter(|&i| i != standby).collect();
+    let still_fine = others
+        .iter()
+        .all(|&i| local.nodes[i].cluster().health() == Health::Available);
+    assert!(
+        still_fine,
+        "removing a standby must not disturb the cluster"
+    );
+}

@@ -111,6 +111,58 @@ fn kill_nine_fails_over_and_sigterm_hands_over() {
     });
     assert!(all_owned, "no convergence: {:#?}", events.lock().unwrap());
 
+    // `minishard status` through any member shows what the members agree on.
+    let status = Command::new(env!("CARGO_BIN_EXE_minishard"))
+        .args([
+            "status",
+            "--cluster",
+            "procs",
+            "--connect",
+            &addresses[2],
+            "--json",
+        ])
+        .env("MINISHARD_COOKIE", "process-test-cookie")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["health"], "available", "{status}");
+    assert_eq!(status["shard_count"], 3);
+    let shown: Vec<Option<String>> = status["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        shown,
+        owners(&events),
+        "status shows the owners the members announced"
+    );
+    assert_eq!(status["nodes"].as_object().unwrap().len(), 5, "{status}");
+    // With the wrong cookie, status says it got no answer.
+    let refused = Command::new(env!("CARGO_BIN_EXE_minishard"))
+        .args([
+            "status",
+            "--cluster",
+            "procs",
+            "--connect",
+            &addresses[2],
+            "--timeout-ms",
+            "1000",
+        ])
+        .env("MINISHARD_COOKIE", "not-the-cookie")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no answer"));
+
     // kill -9 the owner of shard 0.
     let victim = owners(&events)[0].clone().unwrap();
     let index = nodes.iter().position(|n| n.address == victim).unwrap();

@@ -12,7 +12,17 @@
 //! transcript (both nonces, both identities) with a different label each, so
 //! the cookie never crosses the wire, each side proves it knows it, and a
 //! recorded handshake is useless: the other side's fresh nonce differs.
-//! MACs are compared in constant time.
+//!
+//! MACs are checked with `hmac`'s `Mac::verify_slice`, which compares with
+//! `subtle::ConstantTimeEq`: how long a refusal takes says nothing about how
+//! many bytes of a forged MAC were right. Never compare tags with `==`.
+//!
+//! What the handshake does not do: it authenticates the two ends once; it
+//! does not protect the frames that follow. Without TLS, someone on the path
+//! can read them and inject into the TCP stream after the handshake (as with
+//! Erlang's distribution cookie); TLS closes that. The listener sends its MAC
+//! before the dialer has proved anything, so anyone who can connect can get
+//! one MAC to attack the cookie offline: cookies must be long and random.
 
 use std::fmt;
 use std::sync::Arc;
@@ -117,7 +127,8 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn ours(reason: impl Into<String>) -> Refusal {
+    /// This node refuses the peer, and tells it why.
+    pub fn ours(reason: impl Into<String>) -> Refusal {
         Refusal {
             reason: reason.into(),
             tell_peer: true,
@@ -127,7 +138,7 @@ impl Refusal {
     fn unexpected(expected: &str, got: Frame) -> Refusal {
         match got {
             Frame::Refused { reason } => Refusal {
-                reason: format!("refused by the peer: {reason}"),
+                reason: format!("refused by the peer: {}", peer_text(&reason)),
                 tell_peer: false,
             },
             other => Refusal::ours(format!(
@@ -143,6 +154,28 @@ impl Refusal {
             reason: self.reason.clone(),
         })
     }
+}
+
+/// The longest piece of a peer's text that goes into a log line.
+pub const PEER_TEXT_MAX: usize = 200;
+
+/// A peer's free text (a refusal's reason, a cluster name), made fit for a
+/// log line: at most [`PEER_TEXT_MAX`] characters, control characters
+/// escaped, so a peer can neither forge log lines nor flood them.
+pub fn peer_text(text: &str) -> String {
+    let mut shown = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == PEER_TEXT_MAX {
+            shown.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
 }
 
 impl fmt::Display for Refusal {
@@ -233,6 +266,7 @@ impl Dialing {
             &listener,
             &challenge.nonce,
         )
+        // Constant time (see the module's doc).
         .verify_slice(&challenge.mac)
         .map_err(|_| Refusal::ours("the listener does not know the cluster's cookie"))?;
         let proof = mac(
@@ -298,8 +332,9 @@ impl Answering {
         }
         if hello.cluster != me.cluster {
             return Err(Refusal::ours(format!(
-                "wrong cluster {:?} (this node is in {:?})",
-                hello.cluster, me.cluster
+                "wrong cluster \"{}\" (this node is in \"{}\")",
+                peer_text(&hello.cluster),
+                peer_text(&me.cluster)
             )));
         }
         if hello.node == me.node {
@@ -344,6 +379,7 @@ impl Answering {
         let Frame::Proof(proof) = frame else {
             return Err(Refusal::unexpected("a proof", frame));
         };
+        // Constant time (see the module's doc).
         mac(&self.cookie, DIALER, &self.hello, &self.me, &self.nonce)
             .verify_slice(&proof.mac)
             .map_err(|_| Refusal::ours("wrong cookie: the proof does not match"))?;

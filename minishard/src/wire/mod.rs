@@ -24,6 +24,18 @@ pub const DEFAULT_FRAME_LIMIT: usize = 1 << 20;
 /// The largest frame limit a configuration may set.
 pub const MAX_FRAME_LIMIT: usize = 64 << 20;
 
+/// The largest frame accepted before the handshake is done, in bytes.
+///
+/// Handshake frames are small (the longest is a [`Hello`] with a
+/// [`MAX_CLUSTER_NAME_LEN`] name and a [`crate::core::ids::MAX_ADDRESS_LEN`]
+/// address, well under 1 KiB), and a peer that has proved nothing must not
+/// make this node buffer a configured-size frame: with the default caps this
+/// bounds what unauthenticated connections can hold to 256 x 16 KiB.
+pub const HANDSHAKE_FRAME_LIMIT: usize = 16 << 10;
+
+/// The longest cluster name, in bytes.
+pub const MAX_CLUSTER_NAME_LEN: usize = 255;
+
 /// Everything that travels between two nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {

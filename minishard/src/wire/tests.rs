@@ -322,3 +322,91 @@ fn a_dialer_refuses_a_listener_that_is_not_who_it_dialled() {
     let err = dialing.on_challenge(challenge).unwrap_err();
     assert!(err.reason.contains("says it is"), "{err}");
 }
+
+// The handshake checks MACs with `Mac::verify_slice`, which compares in
+// constant time (`subtle::ConstantTimeEq`). This pins down the rest of what
+// the handshake relies on from that API: it is a check of the whole tag, not
+// of a prefix, and a tag wrong in any one bit fails.
+#[test]
+fn the_mac_check_takes_only_the_whole_exact_tag() {
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+    let mac = || {
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"cookie").unwrap();
+        mac.update(b"transcript");
+        mac
+    };
+    let tag: [u8; 32] = mac().finalize().into_bytes().into();
+    assert!(mac().verify_slice(&tag).is_ok());
+    for byte in [0, 15, 31] {
+        for bit in [0, 7] {
+            let mut wrong = tag;
+            wrong[byte] ^= 1 << bit;
+            assert!(mac().verify_slice(&wrong).is_err());
+        }
+    }
+    // A prefix of the right tag, even a single byte, is not a match.
+    for len in [0, 1, 16, 31] {
+        assert!(mac().verify_slice(&tag[..len]).is_err());
+    }
+    let mut longer = tag.to_vec();
+    longer.push(0);
+    assert!(mac().verify_slice(&longer).is_err());
+}
+
+#[test]
+fn a_proof_for_another_cluster_or_listener_does_not_verify() {
+    // The transcript binds the cluster, both identities and both nonces: a
+    // proof made for one listener is useless against another.
+    let a = identity("10.0.0.1:7000", b"secret");
+    let b = identity("10.0.0.2:7000", b"secret");
+    let c = identity("10.0.0.3:7000", b"secret");
+    let (dialing, hello) = Dialing::start(a, b.node.clone(), [1; 32]);
+    let (_, challenge) = Answering::on_hello(&b, hello.clone(), [2; 32], |_| Ok(())).unwrap();
+    let (_, proof) = dialing.on_challenge(challenge).unwrap();
+    // Same hello and even the same listener nonce, but another listener.
+    let (at_c, _) = Answering::on_hello(&c, hello, [2; 32], |_| Ok(())).unwrap();
+    assert!(at_c.on_proof(proof).unwrap_err().reason.contains("cookie"));
+}
+
+#[test]
+fn a_listener_cannot_reflect_its_own_mac_as_a_proof() {
+    // The two MACs carry different labels: echoing the challenge's MAC back
+    // as the proof fails.
+    let a = identity("10.0.0.1:7000", b"secret");
+    let b = identity("10.0.0.2:7000", b"secret");
+    let (_, hello) = Dialing::start(a, b.node.clone(), [1; 32]);
+    let (answering, challenge) = Answering::on_hello(&b, hello, [2; 32], |_| Ok(())).unwrap();
+    let Frame::Challenge(challenge) = challenge else {
+        unreachable!()
+    };
+    let reflected = Frame::Proof(Proof { mac: challenge.mac });
+    assert!(answering.on_proof(reflected).is_err());
+}
+
+#[test]
+fn a_peers_refusal_is_made_fit_for_a_log_line() {
+    let a = identity("10.0.0.1:7000", b"secret");
+    let (dialing, _) = Dialing::start(a, NodeId::parse("10.0.0.2:7000").unwrap(), [1; 32]);
+    let forged = format!("nope\n2026-01-01 INFO all is well{}", "x".repeat(10_000));
+    let refusal = dialing
+        .on_challenge(Frame::Refused { reason: forged })
+        .unwrap_err();
+    assert!(!refusal.reason.contains('\n'), "{}", refusal.reason);
+    assert!(refusal.reason.contains("nope\\n2026"));
+    assert!(refusal.reason.len() < 300, "{}", refusal.reason.len());
+    assert!(refusal.frame().is_none(), "a refusal is not answered");
+}
+
+#[test]
+fn every_handshake_frame_fits_the_handshake_limit() {
+    let longest = Frame::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        cluster: "c".repeat(MAX_CLUSTER_NAME_LEN),
+        node: NodeId::parse(&format!("{}:65535", "h".repeat(255))).unwrap(),
+        incarnation: u64::MAX,
+        role: Role::Observer,
+        nonce: [255; 32],
+    });
+    assert!(encode(&longest).len() < HANDSHAKE_FRAME_LIMIT / 8);
+}

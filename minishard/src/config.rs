@@ -2,6 +2,7 @@
 //! limits, with the defaults of DESIGN.md section 10.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,22 @@ pub enum MeshNotice {
 /// thread: it must return quickly.
 pub type NoticeHook = Arc<dyn Fn(&MeshNotice) + Send + Sync>;
 
+/// The PEM files for mutual TLS between the nodes (see README's Security
+/// section). Every node of a cluster uses a certificate signed by the same
+/// CA; the cookie is still checked on top.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// This node's certificate chain (its own certificate first). A member's
+    /// certificate must be valid for the host of its advertised address (an
+    /// IP SAN for an IP address).
+    pub cert: PathBuf,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The cluster's CA certificate(s): peers must present a certificate it
+    /// signed.
+    pub ca: PathBuf,
+}
+
 /// Settings for one node in one cluster.
 #[derive(Clone)]
 pub struct Config {
@@ -78,6 +95,8 @@ pub struct Config {
     pub send_queue: usize,
     /// Told about connections coming and going and refusals.
     pub notice_hook: Option<NoticeHook>,
+    /// Mutual TLS between the nodes, if set; plain TCP otherwise.
+    pub tls: Option<TlsFiles>,
 }
 
 impl fmt::Debug for Config {
@@ -94,6 +113,7 @@ impl fmt::Debug for Config {
             .field("max_handshakes", &self.max_handshakes)
             .field("max_handshakes_per_source", &self.max_handshakes_per_source)
             .field("send_queue", &self.send_queue)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -114,6 +134,7 @@ impl Config {
             max_handshakes_per_source: 16,
             send_queue: 4096,
             notice_hook: None,
+            tls: None,
         }
     }
 

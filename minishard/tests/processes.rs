@@ -1,5 +1,6 @@
 //! Five `minishard node --json` processes on loopback: a kill -9 of an owner
 //! fails over after the grace; a SIGTERM leaves cleanly and hands over at once.
+//! Three more with `--tls-*`, and `minishard status` through them.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::certs::{self, Ca};
 use common::{eventually, free_addresses};
 use serde_json::Value;
 
@@ -18,9 +20,20 @@ struct Node {
     child: Child,
 }
 
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 type Events = Arc<Mutex<Vec<Value>>>;
 
 fn start(address: &str, members: &str, events: &Events) -> Node {
+    start_with(address, members, events, &[])
+}
+
+fn start_with(address: &str, members: &str, events: &Events, extra: &[&str]) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_minishard"))
         .args([
             "node",
@@ -46,6 +59,7 @@ fn start(address: &str, members: &str, events: &Events) -> Node {
             "--node-grace-ms",
             &GRACE_MS.to_string(),
         ])
+        .args(extra)
         .env("MINISHARD_COOKIE", "process-test-cookie")
         .env("RUST_LOG", "minishard=warn")
         .stdout(Stdio::piped())
@@ -229,4 +243,72 @@ fn kill_nine_fails_over_and_sigterm_hands_over() {
         let _ = node.child.kill();
         let _ = node.child.wait();
     }
+}
+
+#[test]
+fn nodes_and_status_over_mutual_tls() {
+    let dir = std::env::temp_dir().join(format!("minishard-procs-tls-{}", std::process::id()));
+    let ca = Ca::new("procs CA");
+    let files = certs::write(&dir, "node", "ca", &ca, &ca.node(&["127.0.0.1"]));
+    let paths = [&files.cert, &files.key, &files.ca].map(|p| p.to_str().unwrap().to_owned());
+    let tls = [
+        "--tls-cert",
+        &paths[0],
+        "--tls-key",
+        &paths[1],
+        "--tls-ca",
+        &paths[2],
+    ];
+    let addresses = free_addresses(3);
+    let members = addresses.join(",");
+    let events: Events = Arc::default();
+    let _nodes: Vec<Node> = addresses
+        .iter()
+        .map(|a| start_with(a, &members, &events, &tls))
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(20), || owners(&events)
+            .iter()
+            .all(Option::is_some)),
+        "no convergence over TLS: {:#?}",
+        events.lock().unwrap()
+    );
+    let status = |tls: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_minishard"))
+            .args([
+                "status",
+                "--cluster",
+                "procs",
+                "--connect",
+                &addresses[1],
+                "--json",
+                "--timeout-ms",
+                "2000",
+            ])
+            .args(tls)
+            .env("MINISHARD_COOKIE", "process-test-cookie")
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap()
+    };
+    let shown = status(&tls);
+    assert!(
+        shown.status.success(),
+        "status over TLS failed: {}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["health"], "available", "{shown}");
+    // Without TLS, status gets no answer; a node names the refusal.
+    let plain = status(&[]);
+    assert!(!plain.status.success());
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("no answer"));
+    assert!(eventually(Duration::from_secs(5), || find(&events, |e| {
+        e["event"] == "refused"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("TLS handshake failed"))
+    })
+    .is_some()));
+    let _ = std::fs::remove_dir_all(dir);
 }

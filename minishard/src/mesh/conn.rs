@@ -11,16 +11,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::{timeout, timeout_at, Instant as TokioInstant};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use super::faults::Faults;
-use crate::core::{NodeId, PeerMessage};
-use crate::wire::handshake::{fresh_nonce, Answering, Dialing, Identity, PeerFacts, Refusal};
-use crate::wire::{self, Frame};
+use super::tls::{self, Tls};
+use crate::core::{NodeId, PeerMessage, Role};
+use crate::wire::handshake::{
+    fresh_nonce, peer_text, Answering, Dialing, Identity, PeerFacts, Refusal,
+};
+use crate::wire::{self, Frame, HANDSHAKE_FRAME_LIMIT};
 
 /// Identifies one connection, so events of a replaced one are ignored.
 pub(crate) type ConnId = u64;
@@ -34,6 +37,7 @@ pub(crate) struct Settings {
     pub heartbeat_timeout: Duration,
     pub handshake_timeout: Duration,
     pub send_queue: usize,
+    pub tls: Option<Tls>,
 }
 
 /// Counters the mesh keeps.
@@ -72,22 +76,37 @@ pub(crate) enum ConnEvent {
     Refused { peer: String, reason: String },
 }
 
+/// The two directions of a connection, over plain TCP or TLS alike: the
+/// rest of this file never knows which.
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
 pub(crate) struct Streams {
-    reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
-    writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    reader: FramedRead<Reader, LengthDelimitedCodec>,
+    writer: FramedWrite<Writer, LengthDelimitedCodec>,
 }
 
-fn streams(stream: TcpStream, frame_limit: usize) -> Streams {
-    let _ = stream.set_nodelay(true);
+fn streams(reader: Reader, writer: Writer) -> Streams {
+    // Until the peer has proved the cookie, it gets the small handshake
+    // limit; `authenticated` raises it to the configured one.
     let codec = LengthDelimitedCodec::builder()
         .length_field_length(4)
-        .max_frame_length(frame_limit)
+        .max_frame_length(HANDSHAKE_FRAME_LIMIT)
         .new_codec();
-    let (read, write) = stream.into_split();
     Streams {
-        reader: FramedRead::new(read, codec.clone()),
-        writer: FramedWrite::new(write, codec),
+        reader: FramedRead::new(reader, codec.clone()),
+        writer: FramedWrite::new(writer, codec),
     }
+}
+
+fn plain(stream: TcpStream) -> Streams {
+    let (read, write) = stream.into_split();
+    streams(Box::new(read), Box::new(write))
+}
+
+fn encrypted<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> Streams {
+    let (read, write) = tokio::io::split(stream);
+    streams(Box::new(read), Box::new(write))
 }
 
 /// Says what went wrong reading a frame, in the protocol's words.
@@ -103,7 +122,8 @@ fn read_failure(error: &std::io::Error, limit: usize) -> String {
 }
 
 impl Streams {
-    async fn read(&mut self, limit: usize) -> Result<Frame, String> {
+    async fn read(&mut self) -> Result<Frame, String> {
+        let limit = self.reader.decoder().max_frame_length();
         match self.reader.next().await {
             None => Err("connection closed".into()),
             Some(Err(e)) => Err(read_failure(&e, limit)),
@@ -123,6 +143,13 @@ impl Streams {
             let _ = self.write(&frame).await;
         }
     }
+
+    /// The peer has proved the cookie: frames up to the configured limit.
+    fn authenticated(mut self, frame_limit: usize) -> Streams {
+        self.reader.decoder_mut().set_max_frame_length(frame_limit);
+        self.writer.encoder_mut().set_max_frame_length(frame_limit);
+        self
+    }
 }
 
 /// Microseconds on a process-wide monotonic clock, for heartbeat round trips.
@@ -133,7 +160,8 @@ fn clock_micros() -> u64 {
         .as_micros() as u64
 }
 
-/// Dials `target` and authenticates both ways within the handshake deadline.
+/// Dials `target` and authenticates both ways (TLS first, if configured,
+/// then the cookie) within the handshake deadline.
 pub(crate) async fn dial(
     settings: &Settings,
     target: &NodeId,
@@ -146,11 +174,15 @@ pub(crate) async fn dial(
         let stream = TcpStream::connect(target.as_str())
             .await
             .map_err(|e| fail(format!("cannot connect: {e}")))?;
-        let mut s = streams(stream, settings.frame_limit);
+        let _ = stream.set_nodelay(true);
+        let mut s = match &settings.tls {
+            None => plain(stream),
+            Some(tls) => encrypted(tls.connect(stream, target).await.map_err(fail)?),
+        };
         let (dialing, hello) =
             Dialing::start(settings.identity.clone(), target.clone(), fresh_nonce());
         s.write(&hello).await.map_err(fail)?;
-        let challenge = s.read(settings.frame_limit).await.map_err(fail)?;
+        let challenge = s.read().await.map_err(fail)?;
         let (awaiting, proof) = match dialing.on_challenge(challenge) {
             Ok(next) => next,
             Err(refusal) => {
@@ -159,9 +191,9 @@ pub(crate) async fn dial(
             }
         };
         s.write(&proof).await.map_err(fail)?;
-        let welcome = s.read(settings.frame_limit).await.map_err(fail)?;
+        let welcome = s.read().await.map_err(fail)?;
         let peer = awaiting.on_welcome(welcome)?;
-        Ok((s, peer))
+        Ok((s.authenticated(settings.frame_limit), peer))
     };
     timeout(settings.handshake_timeout, work)
         .await
@@ -173,42 +205,75 @@ pub(crate) async fn dial(
         })
 }
 
-/// Answers a dialer: checks its hello with `admit`, authenticates both ways.
-pub(crate) async fn answer(
+/// What the listener checks of a dialer besides the cookie.
+pub(crate) struct Admission<A, P> {
+    /// Before the proof: may a node with these facts join at all (the
+    /// member list)? Cheap, and tells an honest misconfigured node why.
+    pub hello: A,
+    /// After the proof, just before the welcome: may this connection come
+    /// up now (not a second incarnation of a connected node)?
+    pub proven: P,
+}
+
+/// Answers a dialer within the handshake deadline: TLS first (if
+/// configured), then checks its hello with `admission.hello`, authenticates
+/// both ways, and welcomes it if `admission.proven` agrees.
+pub(crate) async fn answer<A, P>(
     settings: &Settings,
     stream: TcpStream,
-    admit: impl FnOnce(&PeerFacts) -> Result<(), String>,
-) -> Result<(Streams, PeerFacts), Refusal> {
+    admission: Admission<A, P>,
+) -> Result<(Streams, PeerFacts), Refusal>
+where
+    A: FnOnce(&PeerFacts) -> Result<(), String>,
+    P: FnOnce(&PeerFacts) -> Result<(), String>,
+{
     let fail = |reason: String| Refusal {
         reason,
         tell_peer: false,
     };
-    let mut s = streams(stream, settings.frame_limit);
+    let _ = stream.set_nodelay(true);
     let work = async {
-        let hello = s.read(settings.frame_limit).await.map_err(fail)?;
-        let (answering, challenge) =
-            Answering::on_hello(&settings.identity, hello, fresh_nonce(), admit)?;
-        s.write(&challenge).await.map_err(fail)?;
-        let proof = s.read(settings.frame_limit).await.map_err(fail)?;
-        let peer = answering.on_proof(proof)?;
-        s.write(&Frame::Welcome).await.map_err(fail)?;
-        Ok(peer)
+        let (mut s, certificate) = match &settings.tls {
+            None => (plain(stream), None),
+            Some(tls) => {
+                let (stream, certificate) = tls.accept(stream).await.map_err(fail)?;
+                (encrypted(stream), Some(certificate))
+            }
+        };
+        let step = async {
+            let hello = s.read().await.map_err(fail)?;
+            let admit = |peer: &PeerFacts| {
+                if let (Some(certificate), Role::Member) = (&certificate, peer.role) {
+                    tls::names(certificate, &peer.node)?;
+                }
+                (admission.hello)(peer)
+            };
+            let (answering, challenge) =
+                Answering::on_hello(&settings.identity, hello, fresh_nonce(), admit)?;
+            s.write(&challenge).await.map_err(fail)?;
+            let proof = s.read().await.map_err(fail)?;
+            let peer = answering.on_proof(proof)?;
+            (admission.proven)(&peer).map_err(Refusal::ours)?;
+            s.write(&Frame::Welcome).await.map_err(fail)?;
+            Ok(peer)
+        }
+        .await;
+        match step {
+            Ok(peer) => Ok((s.authenticated(settings.frame_limit), peer)),
+            Err(refusal) => {
+                s.refuse(&refusal).await;
+                Err(refusal)
+            }
+        }
     };
-    let result = timeout(settings.handshake_timeout, work)
+    timeout(settings.handshake_timeout, work)
         .await
         .unwrap_or_else(|_| {
             Err(fail(format!(
                 "no handshake within {:?}",
                 settings.handshake_timeout
             )))
-        });
-    match result {
-        Ok(peer) => Ok((s, peer)),
-        Err(refusal) => {
-            s.refuse(&refusal).await;
-            Err(refusal)
-        }
-    }
+        })
 }
 
 /// Everything a running connection needs besides its socket.
@@ -217,7 +282,7 @@ pub(crate) struct Link {
     pub peer: PeerFacts,
     pub dialed: bool,
     pub settings: Arc<Settings>,
-    pub events: mpsc::UnboundedSender<ConnEvent>,
+    pub events: mpsc::Sender<ConnEvent>,
     pub faults: Arc<Faults>,
     pub stats: Arc<MeshStats>,
 }
@@ -233,7 +298,7 @@ pub(crate) async fn run(link: Link, streams: Streams) {
         sender: sender.clone(),
         kill: kill.clone(),
     };
-    if link.events.send(up).is_err() {
+    if link.events.send(up).await.is_err() {
         return;
     }
     // Only the mesh holds the outbox's sender: when it lets go, the writer
@@ -256,15 +321,18 @@ pub(crate) async fn run(link: Link, streams: Streams) {
         () = kill.notified() => "closed by this node".to_owned(),
     };
     writing.abort();
-    let _ = link.events.send(ConnEvent::Down {
-        conn: link.conn,
-        peer,
-        reason,
-    });
+    let _ = link
+        .events
+        .send(ConnEvent::Down {
+            conn: link.conn,
+            peer,
+            reason,
+        })
+        .await;
 }
 
 async fn write_loop(
-    mut writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    mut writer: FramedWrite<Writer, LengthDelimitedCodec>,
     mut outbox: mpsc::Receiver<Frame>,
     mut acks: mpsc::Receiver<u64>,
     settings: Arc<Settings>,
@@ -299,7 +367,7 @@ async fn write_loop(
 
 async fn read_loop(
     link: &Link,
-    mut reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    mut reader: FramedRead<Reader, LengthDelimitedCodec>,
     acks: mpsc::Sender<u64>,
 ) -> String {
     let settings = &link.settings;
@@ -337,11 +405,15 @@ async fn read_loop(
                     peer: peer.clone(),
                     message,
                 };
-                if link.events.send(event).is_err() {
+                // A full channel holds this peer back (TCP pushes back on it)
+                // rather than letting its messages pile up in memory.
+                if link.events.send(event).await.is_err() {
                     return "engine stopped".into();
                 }
             }
-            Frame::Refused { reason } => return format!("refused by the peer: {reason}"),
+            Frame::Refused { reason } => {
+                return format!("refused by the peer: {}", peer_text(&reason))
+            }
             other => {
                 return protocol_error(
                     link,
@@ -354,9 +426,17 @@ async fn read_loop(
 
 fn protocol_error(link: &Link, reason: String) -> String {
     link.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-    let _ = link.events.send(ConnEvent::Refused {
-        peer: link.peer.node.to_string(),
-        reason: reason.clone(),
-    });
+    report_refusal(&link.events, link.peer.node.to_string(), reason.clone());
     reason
+}
+
+/// Tells the engine about a refusal without waiting: when a flood has filled
+/// the event channel, the line goes straight to the log instead (the
+/// counters have it either way).
+pub(crate) fn report_refusal(events: &mpsc::Sender<ConnEvent>, peer: String, reason: String) {
+    if let Err(mpsc::error::TrySendError::Full(ConnEvent::Refused { peer, reason })) =
+        events.try_send(ConnEvent::Refused { peer, reason })
+    {
+        tracing::warn!(%peer, %reason, "refused a connection");
+    }
 }

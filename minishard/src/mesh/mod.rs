@@ -10,6 +10,7 @@
 
 mod conn;
 pub(crate) mod faults;
+mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -23,12 +24,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::task::TaskTracker;
 
-use conn::Link;
+use conn::{Admission, Link};
 pub(crate) use conn::{ConnEvent, ConnId, MeshStats, Settings};
 use faults::Faults;
+pub(crate) use tls::Tls;
 
 use crate::config::MeshNotice;
-use crate::core::{Event, NodeId, Role};
+use crate::core::{Event, Incarnation, NodeId, Role};
+use crate::wire::handshake::{PeerFacts, Refusal};
 use crate::wire::Frame;
 
 const BACKOFF_START: Duration = Duration::from_millis(50);
@@ -47,9 +50,10 @@ struct Live {
 /// State shared with the listener and dialer tasks.
 struct Shared {
     settings: Arc<Settings>,
-    events: mpsc::UnboundedSender<ConnEvent>,
+    events: mpsc::Sender<ConnEvent>,
     members: ArcSwap<Vec<NodeId>>,
-    connected: Mutex<HashSet<NodeId>>,
+    /// The peers with a live connection, and their incarnations.
+    connected: Mutex<HashMap<NodeId, Incarnation>>,
     stopping: AtomicBool,
     next_conn: AtomicU64,
     faults: Arc<Faults>,
@@ -65,10 +69,25 @@ impl Shared {
         self.connected
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(peer)
+            .contains_key(peer)
     }
 
-    fn link(self: &Arc<Self>, peer: crate::wire::handshake::PeerFacts, dialed: bool) -> Link {
+    /// Refuses a proven dialer that claims the address of a connected node
+    /// with another incarnation: two processes must not both be that node.
+    /// Once the old connection is gone (closed, or silent past the heartbeat
+    /// timeout) the new incarnation is let in.
+    fn second_incarnation(&self, peer: &PeerFacts) -> Result<(), String> {
+        let connected = self.connected.lock().unwrap_or_else(|p| p.into_inner());
+        match connected.get(&peer.node) {
+            Some(&live) if live != peer.incarnation => Err(format!(
+                "{} is already connected with incarnation {live}; incarnation {} is refused until that connection is gone",
+                peer.node, peer.incarnation
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn link(self: &Arc<Self>, peer: PeerFacts, dialed: bool) -> Link {
         Link {
             conn: self.next_conn.fetch_add(1, Ordering::Relaxed),
             peer,
@@ -82,7 +101,7 @@ impl Shared {
 
     fn refused(&self, peer: String, reason: String) {
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
-        let _ = self.events.send(ConnEvent::Refused { peer, reason });
+        conn::report_refusal(&self.events, peer, reason);
     }
 }
 
@@ -106,7 +125,7 @@ impl Mesh {
         max_per_source: usize,
         faults: Arc<Faults>,
         stats: Arc<MeshStats>,
-        events: mpsc::UnboundedSender<ConnEvent>,
+        events: mpsc::Sender<ConnEvent>,
     ) -> Mesh {
         let me = settings.identity.node.clone();
         let role = settings.identity.role;
@@ -114,7 +133,7 @@ impl Mesh {
             settings: Arc::new(settings),
             events,
             members: ArcSwap::from_pointee(Vec::new()),
-            connected: Mutex::new(HashSet::new()),
+            connected: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
             faults,
@@ -217,7 +236,7 @@ impl Mesh {
     fn on_up(
         &mut self,
         conn: ConnId,
-        peer: crate::wire::handshake::PeerFacts,
+        peer: PeerFacts,
         dialed: bool,
         sender: mpsc::Sender<Frame>,
         kill: Arc<Notify>,
@@ -232,11 +251,16 @@ impl Mesh {
         // Both ends keep the connection dialled by the smaller address.
         let preferred = |l: &Live| l.dialed == (self.me < peer.node);
         match self.live.get(&peer.node) {
+            // The handshake checks this before its welcome; two handshakes
+            // finishing at once can still get here.
             Some(old) if old.incarnation != new.incarnation => {
                 new.kill.notify_one();
                 self.shared.refused(
                     peer.node.to_string(),
-                    "a connection with another incarnation of this node is still alive".into(),
+                    format!(
+                        "{} is already connected with incarnation {}; incarnation {} is refused until that connection is gone",
+                        peer.node, old.incarnation, new.incarnation
+                    ),
                 );
                 false
             }
@@ -255,7 +279,7 @@ impl Mesh {
                     .connected
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(peer.node.clone());
+                    .insert(peer.node.clone(), peer.incarnation);
                 true
             }
         }
@@ -291,8 +315,14 @@ impl Mesh {
     }
 
     /// Stops dialling and accepting, lets every connection flush what it was
-    /// sent and close, and waits for that for at most `grace`.
-    pub(crate) async fn shutdown(mut self, grace: Duration) {
+    /// sent and close, and waits for that for at most `grace`. Connection
+    /// events that still come in are drained (and dropped), so no task is
+    /// stuck on a full event channel.
+    pub(crate) async fn shutdown(
+        mut self,
+        grace: Duration,
+        events: &mut mpsc::Receiver<ConnEvent>,
+    ) {
         self.shared.stopping.store(true, Ordering::Relaxed);
         self.acceptor.abort();
         for (_, task) in self.dialers.drain() {
@@ -301,7 +331,14 @@ impl Mesh {
         // Dropping the senders lets each writer flush and close.
         self.live.clear();
         self.shared.tracker.close();
-        let _ = tokio::time::timeout(grace, self.shared.tracker.wait()).await;
+        let drain = async { while events.recv().await.is_some() {} };
+        let _ = tokio::time::timeout(grace, async {
+            tokio::select! {
+                () = self.shared.tracker.wait() => {}
+                () = drain => {}
+            }
+        })
+        .await;
     }
 }
 
@@ -367,22 +404,25 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 async fn admit_and_answer(
     shared: &Arc<Shared>,
     stream: TcpStream,
-) -> Result<(conn::Streams, crate::wire::handshake::PeerFacts), crate::wire::handshake::Refusal> {
+) -> Result<(conn::Streams, PeerFacts), Refusal> {
     let members = shared.members.load_full();
     let faults = shared.faults.clone();
-    conn::answer(&shared.settings, stream, move |peer| {
-        if faults.is_cut(&peer.node) {
-            return Err("cut off by fault injection".into());
-        }
-        match peer.role {
-            Role::Member if !members.contains(&peer.node) => Err(format!(
-                "{} claims to be a member but is not in the member list",
-                peer.node
-            )),
-            _ => Ok(()),
-        }
-    })
-    .await
+    let admission = Admission {
+        hello: move |peer: &PeerFacts| {
+            if faults.is_cut(&peer.node) {
+                return Err("cut off by fault injection".into());
+            }
+            match peer.role {
+                Role::Member if !members.contains(&peer.node) => Err(format!(
+                    "{} claims to be a member but is not in the member list",
+                    peer.node
+                )),
+                _ => Ok(()),
+            }
+        },
+        proven: |peer: &PeerFacts| shared.second_incarnation(peer),
+    };
+    conn::answer(&shared.settings, stream, admission).await
 }
 
 async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
@@ -413,6 +453,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
             }
             Err(refusal) => {
                 if refusal.reason.starts_with("refused by the peer")
+                    || refusal.reason.starts_with("TLS")
                     || refusal.reason.contains("cookie")
                     || refusal.reason.contains("says it is")
                 {

@@ -21,9 +21,9 @@ use crate::config::{listen_port, Config, Dispatch, NoticeHook};
 use crate::core::{self, Action, CallId, Core, CoreConfig, Event, NodeId, Outcome, Role, Snapshot};
 use crate::error::Error;
 use crate::mesh::faults::Faults;
-use crate::mesh::{ConnEvent, Mesh, MeshStats, Settings};
+use crate::mesh::{ConnEvent, Mesh, MeshStats, Settings, Tls};
 use crate::wire::handshake::Identity;
-use crate::wire::Frame;
+use crate::wire::{Frame, MAX_CLUSTER_NAME_LEN};
 use calls::{AppRunner, CallQueue};
 
 enum Command {
@@ -73,6 +73,13 @@ impl Engine {
         if name.is_empty() {
             return Err(Error::Config("the cluster name is empty".into()));
         }
+        if name.len() > MAX_CLUSTER_NAME_LEN {
+            return Err(Error::Config(format!(
+                "the cluster name is {} bytes long; at most {MAX_CLUSTER_NAME_LEN} are allowed",
+                name.len()
+            )));
+        }
+        let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         let (results, results_rx) = mpsc::unbounded_channel();
         let runner = Box::new(AppRunner::new(name.to_owned(), callbacks));
         let calls = CallQueue::new(runner, results, config.dispatch)
@@ -135,6 +142,7 @@ impl Engine {
             heartbeat_timeout: config.timings.heartbeat_timeout,
             handshake_timeout: config.handshake_timeout,
             send_queue: config.send_queue,
+            tls,
         };
         let driver = Driver {
             core,
@@ -144,6 +152,7 @@ impl Engine {
             calls: calls.clone(),
             hook: config.notice_hook.clone(),
             grace: config.timings.heartbeat_timeout,
+            refusal_log: RefusalLog::default(),
         };
         let mesh_parts = MeshParts {
             listener,
@@ -332,6 +341,9 @@ impl Engine {
     }
 }
 
+/// Connection events waiting for the engine, at most.
+const EVENT_QUEUE: usize = 4096;
+
 struct MeshParts {
     listener: std::net::TcpListener,
     settings: Settings,
@@ -350,6 +362,43 @@ struct Driver {
     calls: Arc<CallQueue>,
     hook: Option<NoticeHook>,
     grace: Duration,
+    refusal_log: RefusalLog,
+}
+
+/// Refusals are logged at most [`RefusalLog::PER_SECOND`] a second, so a
+/// flood of bad connections cannot flood the log; the lines left out are
+/// counted in the next one. The notice hook and the counters see them all.
+#[derive(Default)]
+struct RefusalLog {
+    second: Option<std::time::Instant>,
+    logged: u32,
+    left_out: u64,
+}
+
+impl RefusalLog {
+    const PER_SECOND: u32 = 20;
+
+    fn log(&mut self, peer: &str, reason: &str) {
+        let now = std::time::Instant::now();
+        if self
+            .second
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1))
+        {
+            self.second = Some(now);
+            self.logged = 0;
+        }
+        if self.logged == Self::PER_SECOND {
+            self.left_out += 1;
+            return;
+        }
+        self.logged += 1;
+        if self.left_out > 0 {
+            let left_out = std::mem::take(&mut self.left_out);
+            tracing::warn!(%peer, %reason, left_out, "refused a connection (and {left_out} more not logged)");
+        } else {
+            tracing::warn!(%peer, %reason, "refused a connection");
+        }
+    }
 }
 
 impl Driver {
@@ -370,7 +419,9 @@ impl Driver {
                 return;
             }
         };
-        let (events, mut conn_events) = mpsc::unbounded_channel();
+        // Bounded: a peer flooding messages waits for the engine (and TCP
+        // pushes back on it) instead of piling them up in memory.
+        let (events, mut conn_events) = mpsc::channel(EVENT_QUEUE);
         let mut mesh = Mesh::start(
             listener,
             parts.settings,
@@ -408,10 +459,10 @@ impl Driver {
                 self.core.handle(now, event);
             }
         }
-        mesh.shutdown(self.grace).await;
+        mesh.shutdown(self.grace, &mut conn_events).await;
     }
 
-    fn on_mesh_event(&self, mesh: &mut Mesh, event: ConnEvent) -> Option<Event> {
+    fn on_mesh_event(&mut self, mesh: &mut Mesh, event: ConnEvent) -> Option<Event> {
         let (event, notice) = mesh.on_event(event);
         if let Some(notice) = notice {
             match &notice {
@@ -420,7 +471,7 @@ impl Driver {
                     tracing::info!(%peer, %reason, "peer down")
                 }
                 crate::config::MeshNotice::Refused { peer, reason } => {
-                    tracing::warn!(%peer, %reason, "refused a connection")
+                    self.refusal_log.log(peer, reason)
                 }
             }
             if let Some(hook) = &self.hook {

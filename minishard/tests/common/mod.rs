@@ -2,6 +2,8 @@
 //! such applications on loopback.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -130,6 +132,9 @@ impl Node {
     }
 }
 
+/// Adjusts node i's configuration before it joins.
+pub type Configure = Arc<dyn Fn(usize, &mut Config) + Send + Sync>;
+
 /// A local cluster of `n` members keeping `shards` shards.
 pub struct Local {
     pub name: String,
@@ -137,10 +142,17 @@ pub struct Local {
     pub shards: u32,
     pub nodes: Vec<Node>,
     pub timings: Timings,
+    /// Adjusts node i's configuration (e.g. TLS files) before it joins.
+    pub configure: Option<Configure>,
 }
 
 impl Local {
     pub fn start(name: &str, n: usize, shards: u32) -> Local {
+        Local::start_with(name, n, shards, None)
+    }
+
+    /// A local cluster whose configurations go through `configure` first.
+    pub fn start_with(name: &str, n: usize, shards: u32, configure: Option<Configure>) -> Local {
         let addresses = free_addresses(n);
         let members = Arc::new(Mutex::new(addresses.clone()));
         let mut local = Local {
@@ -149,6 +161,7 @@ impl Local {
             shards,
             nodes: Vec::new(),
             timings: fast(),
+            configure,
         };
         for address in addresses {
             let journal = Journal::default();
@@ -169,6 +182,9 @@ impl Local {
     pub fn config(&self, i: usize) -> Config {
         let mut config = Config::new(self.nodes[i].address.clone(), COOKIE.to_vec());
         config.timings = self.timings;
+        if let Some(configure) = &self.configure {
+            configure(i, &mut config);
+        }
         config
     }
 

@@ -9,7 +9,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::app::{Printer, PrintingApp, ScoreMode};
-use crate::options::{CookieArgs, TimingArgs};
+use crate::options::{CookieArgs, TimingArgs, TlsArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,6 +32,8 @@ pub struct Args {
     cookie: CookieArgs,
     #[command(flatten)]
     timings: TimingArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// What `score` answers in a conflict: uptime (of the allocation, in ms)
     /// or fixed:N.
     #[arg(long, default_value = "uptime")]
@@ -54,6 +56,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let mut config = Config::new(args.listen.clone(), cookie);
     config.advertise = args.advertise.clone();
     config.timings = args.timings.timings();
+    config.tls = args.tls.files();
     let hook_printer = printer.clone();
     config.notice_hook = Some(Arc::new(move |n| hook_printer.notice(n)));
     let app = PrintingApp {

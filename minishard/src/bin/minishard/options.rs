@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use minishard::Timings;
+use minishard::{Timings, TlsFiles};
 
 /// Where the cluster's cookie comes from.
 #[derive(clap::Args, Clone, Debug)]
@@ -79,5 +79,33 @@ impl TimingArgs {
         set(&mut t.node_grace, self.node_grace_ms);
         set(&mut t.settle, self.settle_ms);
         t
+    }
+}
+
+/// Mutual TLS between the nodes: all three files, or none.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// This node's certificate (PEM), signed by the cluster's CA; a
+    /// member's must be valid for the host of its advertised address.
+    #[arg(long, value_name = "PATH", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "PATH", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): peers must present one it signed.
+    #[arg(long, value_name = "PATH", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    pub fn files(&self) -> Option<TlsFiles> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            _ => None,
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use minishard::{CallbackError, Callbacks, Cluster, Config, NodeId, NodeState, Snapshot};
 use serde_json::{json, Value};
 
-use crate::options::{CookieArgs, TimingArgs};
+use crate::options::{CookieArgs, TimingArgs, TlsArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,6 +23,8 @@ pub struct Args {
     cookie: CookieArgs,
     #[command(flatten)]
     timings: TimingArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// How long to wait for the member to answer.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     timeout_ms: u64,
@@ -71,6 +73,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let mut config = Config::new(args.listen.clone(), args.cookie.load()?);
     config.observer = true;
     config.timings = args.timings.timings();
+    config.tls = args.tls.files();
     let watch = Watch {
         connect: args.connect.clone(),
     };

@@ -10,6 +10,9 @@ use crate::core::{NodeId, Timings};
 use crate::error::Error;
 use crate::wire::{DEFAULT_FRAME_LIMIT, MAX_FRAME_LIMIT};
 
+/// The smallest per-peer send queue a configuration may set.
+pub const MIN_SEND_QUEUE: usize = 64;
+
 /// Where callbacks run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Dispatch {
@@ -91,7 +94,7 @@ pub struct Config {
     /// Of those, from one source address.
     pub max_handshakes_per_source: usize,
     /// Frames queued for one peer before it is considered too slow and
-    /// disconnected.
+    /// disconnected (at least [`MIN_SEND_QUEUE`]).
     pub send_queue: usize,
     /// Told about connections coming and going and refusals.
     pub notice_hook: Option<NoticeHook>,
@@ -165,11 +168,18 @@ impl Config {
         for (name, value) in [
             ("max_handshakes", self.max_handshakes),
             ("max_handshakes_per_source", self.max_handshakes_per_source),
-            ("send_queue", self.send_queue),
         ] {
             if value == 0 {
                 return Err(Error::Config(format!("{name} must be at least 1")));
             }
+        }
+        // A connection starts with a burst (a record, a relay per known
+        // node, the epochs): a smaller queue would drop every new peer.
+        if self.send_queue < MIN_SEND_QUEUE {
+            return Err(Error::Config(format!(
+                "send_queue must be at least {MIN_SEND_QUEUE} frames, not {}",
+                self.send_queue
+            )));
         }
         Ok(())
     }

@@ -47,6 +47,6 @@ pub mod sim;
 pub mod wire;
 
 pub use api::{Callbacks, Cluster, Stats, Status};
-pub use config::{Config, Dispatch, MeshNotice, NoticeHook, TlsFiles};
+pub use config::{Config, Dispatch, MeshNotice, NoticeHook, TlsFiles, MIN_SEND_QUEUE};
 pub use core::{Epoch, Health, LocalState, NodeId, NodeState, Owner, Shard, Snapshot, Timings};
 pub use error::{CallbackError, Error};

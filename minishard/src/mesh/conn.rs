@@ -382,12 +382,22 @@ async fn read_loop(
         if link.faults.is_cut(peer) {
             continue;
         }
-        let frame = match next
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| wire::decode(&bytes, settings.frame_limit).map_err(|e| e.to_string()))
-        {
+        let bytes = match next {
+            Ok(bytes) => bytes,
+            // A frame over the limit or cut short broke the protocol;
+            // anything else (a reset) is the connection ending, not
+            // misbehaviour.
+            Err(e) => {
+                let reason = read_failure(&e, settings.frame_limit);
+                if reason.starts_with("read failed") {
+                    return reason;
+                }
+                return protocol_error(link, reason);
+            }
+        };
+        let frame = match wire::decode(&bytes, settings.frame_limit) {
             Ok(frame) => frame,
-            Err(reason) => return protocol_error(link, reason),
+            Err(e) => return protocol_error(link, e.to_string()),
         };
         last_heard = TokioInstant::now();
         match frame {

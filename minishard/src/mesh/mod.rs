@@ -468,3 +468,84 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::handshake::Identity;
+
+    fn settings() -> Settings {
+        Settings {
+            identity: Identity {
+                cluster: "c".into(),
+                node: NodeId::parse("127.0.0.1:1").unwrap(),
+                incarnation: 1,
+                role: Role::Member,
+                cookie: Arc::from(&b"cookie"[..]),
+            },
+            frame_limit: crate::wire::DEFAULT_FRAME_LIMIT,
+            heartbeat_interval: Duration::from_millis(100),
+            heartbeat_timeout: Duration::from_millis(500),
+            handshake_timeout: Duration::from_secs(1),
+            send_queue: 2,
+            tls: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_falls_behind_is_disconnected_not_buffered() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (events, mut reports) = mpsc::channel(16);
+        let stats = Arc::new(MeshStats::default());
+        let mut mesh = Mesh::start(
+            listener,
+            settings(),
+            4,
+            4,
+            Faults::new(),
+            stats.clone(),
+            events,
+        );
+        // A connection whose writer is stuck (a peer that stopped reading):
+        // nobody drains its queue of two.
+        let (sender, _stuck) = mpsc::channel(2);
+        let kill = Arc::new(Notify::new());
+        let slow = NodeId::parse("127.0.0.1:9").unwrap();
+        let up = ConnEvent::Up {
+            conn: 1,
+            peer: PeerFacts {
+                node: slow.clone(),
+                incarnation: 5,
+                role: Role::Observer,
+            },
+            dialed: false,
+            sender,
+            kill: kill.clone(),
+        };
+        assert!(matches!(mesh.on_event(up).0, Some(Event::Connected { .. })));
+        assert!(!mesh.send(&slow, Frame::Welcome));
+        assert!(!mesh.send(&slow, Frame::Welcome));
+        // The third does not fit: the peer is dropped, the core told.
+        assert!(
+            mesh.send(&slow, Frame::Welcome),
+            "the core must hear it is lost"
+        );
+        tokio::time::timeout(Duration::from_secs(1), kill.notified())
+            .await
+            .expect("the connection is closed");
+        match reports.recv().await {
+            Some(ConnEvent::Refused { peer, reason }) => {
+                assert_eq!(peer, slow.to_string());
+                assert!(
+                    reason.contains("send queue full: peer too slow"),
+                    "{reason}"
+                );
+            }
+            other => panic!("no refusal reported: {other:?}"),
+        }
+        assert_eq!(stats.refused.load(Ordering::Relaxed), 1);
+        // Nothing more is queued for it.
+        assert!(!mesh.send(&slow, Frame::Welcome));
+        assert!(!mesh.shared.is_connected(&slow));
+    }
+}

@@ -4,8 +4,8 @@
 //! A frame is a 4-byte big-endian length and then the bincode encoding of a
 //! [`Frame`]. Decoding never trusts the peer: the length is checked against
 //! the frame limit before anything is read, every count inside is bounded by
-//! the bytes actually present, trailing bytes are refused, and every failure
-//! is an [`WireError`], never a panic.
+//! the bytes actually present, trailing bytes and non-canonical encodings are
+//! refused, and every failure is a [`WireError`], never a panic.
 
 pub mod handshake;
 
@@ -138,6 +138,16 @@ pub fn decode(bytes: &[u8], limit: usize) -> Result<Frame, WireError> {
         .map_err(|e| WireError::Malformed(e.to_string()))?;
     if used != bytes.len() {
         return Err(WireError::TrailingBytes(bytes.len() - used));
+    }
+    // bincode's varints accept over-long forms (7 as `fc 07 00 00 00`), so
+    // one frame would have many encodings. Nothing here computes over a
+    // peer's bytes (the handshake MACs re-encode the transcript), but a
+    // parser that takes one form only leaves no room for two readers to
+    // disagree later. Found by the frame_decode fuzz target.
+    if encode(&frame) != bytes {
+        return Err(WireError::Malformed(
+            "not in canonical form (an over-long integer encoding)".into(),
+        ));
     }
     Ok(frame)
 }

@@ -410,3 +410,20 @@ fn every_handshake_frame_fits_the_handshake_limit() {
     });
     assert!(encode(&longest).len() < HANDSHAKE_FRAME_LIMIT / 8);
 }
+
+#[test]
+fn an_over_long_integer_encoding_is_refused() {
+    // Found by the frame_decode fuzz target (fuzz/seeds/frame_decode/
+    // overlong-varint): a heartbeat whose 7 is written in the 4-byte form.
+    let overlong = [5, 0xfc, 7, 0, 0, 0];
+    assert!(matches!(
+        decode(&overlong, DEFAULT_FRAME_LIMIT),
+        Err(WireError::Malformed(why)) if why.contains("canonical")
+    ));
+    let canonical = encode(&Frame::Heartbeat { sent_micros: 7 });
+    assert_eq!(canonical, [5, 7]);
+    assert_eq!(
+        decode(&canonical, DEFAULT_FRAME_LIMIT),
+        Ok(Frame::Heartbeat { sent_micros: 7 })
+    );
+}

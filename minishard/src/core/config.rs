@@ -120,6 +120,11 @@ pub struct CoreConfig {
     pub timings: Timings,
 }
 
+/// The largest number of shards a cluster may keep. A bound the engine can
+/// hold a peer to: an observer sizes its tables by the shard count a member
+/// announces, and must not be made to allocate gigabytes by one record.
+pub const MAX_SHARDS: u32 = 1 << 16;
+
 impl CoreConfig {
     /// Checks the settings and the member list together.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -127,6 +132,12 @@ impl CoreConfig {
         validate_members(&self.members)?;
         if self.shard_count == 0 && self.role == Role::Member {
             return Err(ConfigError::new("shard_count must be at least 1"));
+        }
+        if self.shard_count > MAX_SHARDS {
+            return Err(ConfigError::new(format!(
+                "shard_count ({}) is over the limit of {MAX_SHARDS}",
+                self.shard_count
+            )));
         }
         if self.shard_count as usize > self.members.len() {
             return Err(ConfigError::new(format!(

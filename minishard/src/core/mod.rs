@@ -25,7 +25,7 @@ pub mod watcher;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-pub use config::{ConfigError, CoreConfig, Timings};
+pub use config::{ConfigError, CoreConfig, Timings, MAX_SHARDS};
 pub use ids::{AddressError, Incarnation, NodeId, Role};
 pub use record::{
     Ack, Claim, Epoch, Holding, PeerMessage, Record, ScoreOffer, Shard, Sighting, Yield,
@@ -412,9 +412,14 @@ impl Core {
         }
     }
 
-    /// An observer started without a shard count takes the first member's.
+    /// An observer started without a shard count takes the first member's
+    /// (within [`config::MAX_SHARDS`]: found by the core_messages fuzz
+    /// target, a record announcing 2^32-1 shards made it allocate 32 GiB).
     fn learn_shard_count(&mut self, record: &Record) {
-        if self.config.shard_count == 0 && record.role == Role::Member && record.shard_count > 0 {
+        if self.config.shard_count == 0
+            && record.role == Role::Member
+            && (1..=config::MAX_SHARDS).contains(&record.shard_count)
+        {
             self.config.shard_count = record.shard_count;
             self.epochs = vec![0; record.shard_count as usize];
             tracing::info!(shard_count = record.shard_count, "learned the shard count");

@@ -1,0 +1,97 @@
+//! What the fuzz targets in `minishard/fuzz` found, kept as ordinary tests
+//! (README: Fuzzing). Each names the target and the seed file that found it.
+
+use std::sync::Arc;
+
+use minishard::core::{
+    Core, CoreConfig, Event, Health, Holding, Instant, NodeId, PeerMessage, Record, Role,
+    MAX_SHARDS,
+};
+use minishard::Timings;
+
+fn id(text: &str) -> NodeId {
+    NodeId::parse(text).unwrap()
+}
+
+fn member_record(node: &str, shard_count: u32) -> PeerMessage {
+    PeerMessage::Record(Arc::new(Record {
+        node: id(node),
+        incarnation: 1,
+        version: 1,
+        role: Role::Member,
+        shard_count,
+        health: Health::Available,
+        holding: Holding::Standby,
+        sees: Vec::new(),
+        offer: None,
+        yielded: None,
+        acknowledged: Vec::new(),
+    }))
+}
+
+/// core_messages, seeds/core_messages/observer-huge-shard-count: an
+/// observer started without a shard count took the first member's, and a
+/// member announcing 2^32-1 shards made it allocate 32 GiB. A count over
+/// `MAX_SHARDS` is now ignored; a sane one is still learned.
+#[test]
+fn an_observer_does_not_learn_an_absurd_shard_count() {
+    let member = "10.0.0.2:7000";
+    let config = CoreConfig {
+        me: id("10.0.0.1:7000"),
+        role: Role::Observer,
+        members: vec![id(member)],
+        shard_count: 0,
+        timings: Timings::default(),
+    };
+    config.validate().unwrap();
+    let mut core = Core::new(config, 7, Instant::ZERO);
+    core.handle(
+        Instant::ZERO,
+        Event::Connected {
+            peer: id(member),
+            incarnation: 1,
+            role: Role::Member,
+        },
+    );
+    for absurd in [u32::MAX, MAX_SHARDS + 1] {
+        core.handle(
+            Instant::ZERO,
+            Event::Message {
+                from: id(member),
+                message: member_record(member, absurd),
+            },
+        );
+        assert_eq!(core.snapshot().unwrap().shard_count, 0);
+    }
+    core.handle(
+        Instant::ZERO,
+        Event::Message {
+            from: id(member),
+            message: member_record(member, 1),
+        },
+    );
+    assert_eq!(core.snapshot().unwrap().shard_count, 1);
+}
+
+#[test]
+fn a_configuration_over_the_shard_limit_is_refused() {
+    let members: Vec<NodeId> = (0..=MAX_SHARDS)
+        .map(|i| {
+            id(&format!(
+                "10.{}.{}.{}:7000",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            ))
+        })
+        .collect();
+    let config = CoreConfig {
+        me: members[0].clone(),
+        role: Role::Member,
+        shard_count: MAX_SHARDS + 1,
+        members,
+        timings: Timings::default(),
+    };
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("over the limit"), "{err}");
+}

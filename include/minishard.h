@@ -678,6 +678,32 @@ minishard_result minishard_config_set_allocation_retry_ms(struct minishard_confi
                                                           uint64_t ms);
 
 /**
+ * Turns on mutual TLS between the nodes: `cert_path` is this node's
+ * certificate (PEM, its chain after it), `key_path` its private key (PEM),
+ * `ca_path` the cluster's CA certificate (PEM). Every node of the cluster
+ * needs a certificate from that CA; a member's must also be valid for the
+ * host of its advertised address (an IP SAN for an IP address). The
+ * cookie is still checked on top. Three NULLs turn TLS off again.
+ *
+ * The files are read and checked by `minishard_join`, which fails with
+ * `MINISHARD_CONFIG` and a message naming the file for one that cannot be
+ * read, is not PEM, holds a key that does not fit the certificate, or a
+ * certificate the CA did not sign.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` when some but not all three are
+ * NULL, or for an empty path; the configuration is then unchanged.
+ *
+ * # Safety
+ *
+ * `cfg`: a live configuration; each path NULL or a NUL-terminated string
+ * (any bytes but NUL: paths need not be UTF-8).
+ */
+minishard_result minishard_config_set_tls(struct minishard_config *cfg,
+                                          const char *cert_path,
+                                          const char *key_path,
+                                          const char *ca_path);
+
+/**
  * Adds a member's advertised address, `"host:port"`, to the list a `nodes`
  * callback is building. The string is copied.
  *

@@ -5,10 +5,12 @@
 //! order) is checked by `minishard_join`, with the same messages as the
 //! Rust API.
 
-use std::ffi::{c_char, c_int};
+use std::ffi::{c_char, c_int, CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use minishard::{Config, Dispatch};
+use minishard::{Config, Dispatch, TlsFiles};
 
 use crate::buffer::{mut_arg, str_arg};
 use crate::error::{call, minishard_result, Failure, Outcome};
@@ -426,4 +428,62 @@ pub unsafe extern "C" fn minishard_config_set_allocation_retry_ms(
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
     unsafe { set_timing(cfg, "allocation_retry_ms", ms, |t| &mut t.allocation_retry) }
+}
+
+/// Turns on mutual TLS between the nodes: `cert_path` is this node's
+/// certificate (PEM, its chain after it), `key_path` its private key (PEM),
+/// `ca_path` the cluster's CA certificate (PEM). Every node of the cluster
+/// needs a certificate from that CA; a member's must also be valid for the
+/// host of its advertised address (an IP SAN for an IP address). The
+/// cookie is still checked on top. Three NULLs turn TLS off again.
+///
+/// The files are read and checked by `minishard_join`, which fails with
+/// `MINISHARD_CONFIG` and a message naming the file for one that cannot be
+/// read, is not PEM, holds a key that does not fit the certificate, or a
+/// certificate the CA did not sign.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` when some but not all three are
+/// NULL, or for an empty path; the configuration is then unchanged.
+///
+/// # Safety
+///
+/// `cfg`: a live configuration; each path NULL or a NUL-terminated string
+/// (any bytes but NUL: paths need not be UTF-8).
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_tls(
+    cfg: *mut minishard_config,
+    cert_path: *const c_char,
+    key_path: *const c_char,
+    ca_path: *const c_char,
+) -> minishard_result {
+    let body = |config: &mut Config| {
+        let paths = [
+            (cert_path, "cert_path"),
+            (key_path, "key_path"),
+            (ca_path, "ca_path"),
+        ];
+        if paths.iter().all(|(p, _)| p.is_null()) {
+            config.tls = None;
+            return Ok(());
+        }
+        let mut files = Vec::with_capacity(3);
+        for (ptr, what) in paths {
+            if ptr.is_null() {
+                return Err(Failure::invalid(format_args!(
+                    "{what} is NULL: TLS needs a certificate, a key and a CA (or three NULLs to turn it off)"
+                )));
+            }
+            // SAFETY: non-NULL and NUL-terminated, by the caller's contract.
+            let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
+            if bytes.is_empty() {
+                return Err(Failure::invalid(format_args!("{what} is empty")));
+            }
+            files.push(PathBuf::from(OsStr::from_bytes(bytes)));
+        }
+        let [cert, key, ca]: [PathBuf; 3] = files.try_into().expect("three paths");
+        config.tls = Some(TlsFiles { cert, key, ca });
+        Ok(())
+    };
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set(cfg, body) }
 }

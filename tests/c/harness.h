@@ -443,6 +443,8 @@ typedef struct {
     minishard_cluster *nodes[MAX_NODES];
     minishard_dispatch_mode dispatch;
     pthread_t main_thread;
+    /* When set, node i joins with these TLS files (see test_tls.c). */
+    const char *tls_cert[MAX_NODES], *tls_key[MAX_NODES], *tls_ca[MAX_NODES];
 } local;
 
 /* Joins node i. */
@@ -451,6 +453,12 @@ static inline int local_join(local *l, size_t i) {
     minishard_config *cfg = fast_config(l->addrs[i], l->dispatch);
     minishard_result rc;
     if (cfg == NULL) return 0;
+    if (l->tls_cert[i] != NULL &&
+        minishard_config_set_tls(cfg, l->tls_cert[i], l->tls_key[i], l->tls_ca[i]) != MINISHARD_OK) {
+        print_last_error();
+        minishard_config_free(cfg);
+        return 0;
+    }
     rc = minishard_join(l->name, cfg, &cb, &l->nodes[i]);
     minishard_config_free(cfg);
     if (rc != MINISHARD_OK) {
@@ -461,9 +469,9 @@ static inline int local_join(local *l, size_t i) {
     return 1;
 }
 
-/* Starts n members keeping `shards` shards. */
-static inline int local_start(local *l, const char *name, size_t n, int64_t shards,
-                       minishard_dispatch_mode dispatch) {
+/* Prepares n members keeping `shards` shards, without joining them. */
+static inline int local_prepare(local *l, const char *name, size_t n, int64_t shards,
+                                minishard_dispatch_mode dispatch) {
     size_t i;
     memset(l, 0, sizeof *l);
     snprintf(l->name, sizeof l->name, "%s", name);
@@ -475,6 +483,14 @@ static inline int local_start(local *l, const char *name, size_t n, int64_t shar
         l->members[i] = l->addrs[i];
         app_init(&l->apps[i], l->members, n, shards);
     }
+    return 1;
+}
+
+/* Starts n members keeping `shards` shards. */
+static inline int local_start(local *l, const char *name, size_t n, int64_t shards,
+                       minishard_dispatch_mode dispatch) {
+    size_t i;
+    if (!local_prepare(l, name, n, shards, dispatch)) return 0;
     for (i = 0; i < n; i++) {
         if (!local_join(l, i)) return 0;
     }

@@ -43,7 +43,7 @@ echo '#include "minishard.h"' >"$build/header_only.c"
 gcc -std=c99 -Wall -Wextra -Werror -pedantic $cflags -c "$build/header_only.c" -o "$build/header_only_c.o"
 printf '#include "minishard.h"\n#include "minishard.hpp"\n' >"$build/header_only.cpp"
 g++ -std=c++17 -Wall -Werror $cflags -c "$build/header_only.cpp" -o "$build/header_only_cpp.o"
-for t in test_errors test_cluster test_host_dispatch test_process; do
+for t in test_errors test_cluster test_host_dispatch test_process test_tls; do
     gcc "${c_flags[@]}" $cflags "tests/c/$t.c" -o "$build/$t" $libs
 done
 for t in test_cpp example; do
@@ -82,12 +82,17 @@ run() { # name, command...
     fi
 }
 
+# Throwaway TLS certificates for test_tls (a cluster CA and another one).
+cargo run -q -p minishard --example test-certs -- "$build/certs"
+export MINISHARD_TEST_CERTS="$build/certs"
+
 echo "--- run"
 run errors "$build/test_errors"
 run errors-static "$build/test_errors_static"
 run cluster "$build/test_cluster"
 run host-dispatch "$build/test_host_dispatch"
 run process "$build/test_process"
+run tls "$build/test_tls"
 run c++-wrapper "$build/test_cpp"
 run c-example "$build/example_c" $(free_ports 1)
 run c++-example "$build/example" $(free_ports 3)
@@ -104,6 +109,7 @@ if [[ -z "${SKIP_VALGRIND:-}" ]]; then
     run valgrind-cluster "${vg[@]}" "$build/test_cluster"
     run valgrind-host-dispatch "${vg[@]}" "$build/test_host_dispatch"
     run valgrind-process "${vg[@]}" "$build/test_process"
+    run valgrind-tls "${vg[@]}" "$build/test_tls"
     run valgrind-c++-wrapper "${vg[@]}" "$build/test_cpp"
     run valgrind-c-example "${vg[@]}" "$build/example_c" $(free_ports 1)
 fi

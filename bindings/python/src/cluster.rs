@@ -8,12 +8,15 @@
 //! so Ctrl-C works.
 
 use std::borrow::Cow;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use minishard::{Cluster, Config, Dispatch, Error, Health, LocalState, NodeId, NodeState};
+use minishard::{
+    Cluster, Config, Dispatch, Error, Health, LocalState, NodeId, NodeState, TlsFiles,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
@@ -173,7 +176,7 @@ impl NativeCluster {
         allocated_epoch=false,
         heartbeat_interval=None, heartbeat_timeout=None, transition_timeout=None, node_grace=None,
         settle=None, score_deadline=None, member_poll=None, allocation_retry=None,
-        handshake_timeout=None, frame_limit=None
+        handshake_timeout=None, frame_limit=None, tls_cert=None, tls_key=None, tls_ca=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -196,6 +199,9 @@ impl NativeCluster {
         allocation_retry: Option<f64>,
         handshake_timeout: Option<f64>,
         frame_limit: Option<usize>,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        tls_ca: Option<PathBuf>,
     ) -> PyResult<NativeCluster> {
         let mut config = Config::new(listen, cookie.into_owned());
         config.advertise = advertise;
@@ -241,6 +247,10 @@ impl NativeCluster {
         }
         if let Some(value) = frame_limit {
             config.frame_limit = value;
+        }
+        // minishard.join checks that the three come together.
+        if let (Some(cert), Some(key), Some(ca)) = (tls_cert, tls_key, tls_ca) {
+            config.tls = Some(TlsFiles { cert, key, ca });
         }
 
         let shared = Shared::new(

@@ -15,6 +15,7 @@ import inspect
 import logging
 import math
 import numbers
+import os
 import threading
 import time
 from typing import Any, Dict, Optional, Set, Union
@@ -22,6 +23,9 @@ from typing import Any, Dict, Optional, Set, Union
 from . import _minishard
 from ._errors import ClosedError, ConfigError, InvalidArgumentError, TimeoutError
 from ._types import CallbacksLike, Health, LocalState, NodeState, Owner, Stats, Status
+
+# A path argument: a str or anything os.fspath takes that gives one.
+StrPath = Union[str, "os.PathLike[str]"]
 
 __all__ = ["Cluster", "join"]
 
@@ -269,6 +273,9 @@ def join(
     allocation_retry: Optional[float] = None,
     handshake_timeout: Optional[float] = None,
     frame_limit: Optional[int] = None,
+    tls_cert: Optional[StrPath] = None,
+    tls_key: Optional[StrPath] = None,
+    tls_ca: Optional[StrPath] = None,
 ) -> Cluster:
     """Joins ``cluster`` as the node listening on ``listen`` (``"host:port"``;
     port 0 picks a free one, then the node is known by the bound address).
@@ -287,6 +294,13 @@ def join(
     callback failed), a taken address ``IOError``; then nothing is left
     running. It does not wait for the cluster to be available: see
     ``wait_until``.
+
+    ``tls_cert``, ``tls_key`` and ``tls_ca`` (paths to PEM files, all three
+    or none) turn on mutual TLS between the nodes: every node presents a
+    certificate signed by the cluster's CA (a member's must be valid for the
+    host of its address), and the cookie is still checked on top. A file
+    that cannot be read, is not PEM, or a key that does not fit the
+    certificate raises ``ConfigError`` naming it.
     """
     if not isinstance(cluster, str) or not cluster:
         raise ConfigError(f"the cluster name must be a non-empty str, not {cluster!r}")
@@ -324,6 +338,16 @@ def join(
         isinstance(frame_limit, bool) or not isinstance(frame_limit, int) or frame_limit < 0
     ):
         raise ConfigError(f"frame_limit must be a number of bytes, not {frame_limit!r}")
+    tls = {"tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca}
+    given_tls = [name for name, value in tls.items() if value is not None]
+    if given_tls and len(given_tls) != 3:
+        missing = ", ".join(name for name, value in tls.items() if value is None)
+        raise ConfigError(f"TLS needs tls_cert, tls_key and tls_ca together; missing {missing}")
+    tls_paths: Dict[str, Optional[str]] = {}
+    for name, value in tls.items():
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"{name} must be a path (str or os.PathLike), not {value!r}")
+        tls_paths[name] = None if value is None else os.fsdecode(value)
     given = locals()
     timings: Dict[str, Optional[float]] = {name: _number(name, given[name]) for name in _TIMINGS}
 
@@ -338,6 +362,9 @@ def join(
         host_dispatch=dispatch != "thread",
         allocated_epoch=_takes_epoch(callbacks),
         frame_limit=frame_limit,
+        tls_cert=tls_paths["tls_cert"],
+        tls_key=tls_paths["tls_key"],
+        tls_ca=tls_paths["tls_ca"],
         **timings,
     )
     node._dispatch = dispatch

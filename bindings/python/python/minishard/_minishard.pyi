@@ -31,6 +31,9 @@ class NativeCluster:
         allocation_retry: Optional[float] = ...,
         handshake_timeout: Optional[float] = ...,
         frame_limit: Optional[int] = ...,
+        tls_cert: Optional[str] = ...,
+        tls_key: Optional[str] = ...,
+        tls_ca: Optional[str] = ...,
     ) -> _C: ...
     @property
     def name(self) -> str:

@@ -95,3 +95,66 @@ fn a_configuration_over_the_shard_limit_is_refused() {
     let err = config.validate().unwrap_err().to_string();
     assert!(err.contains("over the limit"), "{err}");
 }
+
+/// core_messages, seeds/core_messages/epoch-at-the-top: a peer announcing
+/// epoch 2^64-1 for a shard made this node claim it at 2^64-1 (the
+/// increment saturated), not above the epoch it had seen, and then again
+/// at the same epoch: epochs no longer fenced anything. Such a shard is now
+/// left unclaimed (health shows it) rather than claimed without a fence.
+#[test]
+fn a_node_never_claims_at_an_epoch_it_cannot_raise() {
+    let me = "10.0.0.1:7000";
+    let peer = "10.0.0.2:7000";
+    let config = CoreConfig {
+        me: id(me),
+        role: Role::Member,
+        members: vec![id(me), id(peer)],
+        shard_count: 1,
+        timings: Timings::default(),
+    };
+    let mut core = Core::new(config, 7, Instant::ZERO);
+    let mut now = Instant::ZERO;
+    core.handle(
+        now,
+        Event::Connected {
+            peer: id(peer),
+            incarnation: 1,
+            role: Role::Member,
+        },
+    );
+    // The peer holds nothing and will not claim; it says shard 0 has been
+    // allocated at the largest epoch there is.
+    let mut idle = match member_record(peer, 1) {
+        PeerMessage::Record(r) => (*r).clone(),
+        _ => unreachable!(),
+    };
+    idle.holding = Holding::Idle;
+    for message in [
+        PeerMessage::Record(Arc::new(idle)),
+        PeerMessage::Epochs(vec![u64::MAX]),
+    ] {
+        core.handle(
+            now,
+            Event::Message {
+                from: id(peer),
+                message,
+            },
+        );
+    }
+    let mut claims = Vec::new();
+    for _ in 0..100 {
+        now = now + std::time::Duration::from_millis(100);
+        core.handle(now, Event::Timeout);
+        while let Some(action) = core.poll_action() {
+            if let minishard::core::Action::Call {
+                call: minishard::core::Call::Allocated { shard, epoch },
+                ..
+            } = action
+            {
+                claims.push((shard, epoch));
+            }
+        }
+    }
+    assert_eq!(claims, vec![], "claimed without a fence above u64::MAX");
+    assert!(core.snapshot().unwrap().owners[0].is_none());
+}

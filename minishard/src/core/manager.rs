@@ -366,7 +366,17 @@ impl Core {
     }
 
     fn claim(&mut self, now: Instant, shard: Shard) {
-        let epoch = self.epochs[shard as usize].saturating_add(1);
+        // Honest epochs grow by one per allocation and never get near the
+        // top; only a peer announcing 2^64-1 brings one there (found by the
+        // core_messages fuzz target). Claiming at the same epoch again would
+        // break fencing, so the shard stays unclaimed, and the log says why.
+        let Some(epoch) = self.epochs[shard as usize].checked_add(1) else {
+            tracing::warn!(
+                shard,
+                "not claiming: a peer announced the largest possible epoch for this shard, so no claim could be fenced above it"
+            );
+            return;
+        };
         self.epochs[shard as usize] = epoch;
         let call = self.next_call_id();
         self.local = Local::Claiming {

@@ -150,6 +150,15 @@ fn every_bad_connection_is_refused_with_a_reason_and_nothing_else_moves() {
     assert!(refusal_in(&unknown)
         .unwrap()
         .contains("not in the member list"));
+    // An observer under a member's address.
+    let mut disguised = hello(PROTOCOL_VERSION, "hostile", &member);
+    if let Frame::Hello(h) = &mut disguised {
+        h.role = Role::Observer;
+    }
+    let disguised = attack(&t.address, &framed(&disguised));
+    assert!(refusal_in(&disguised)
+        .unwrap()
+        .contains("is in the member list but joins as an observer"));
     // A member's address with the wrong cookie.
     let impostor = Identity {
         cluster: "hostile".into(),
@@ -191,6 +200,7 @@ fn every_bad_connection_is_refused_with_a_reason_and_nothing_else_moves() {
         "protocol version",
         "wrong cluster",
         "not in the member list",
+        "joins as an observer",
         "wrong cookie",
     ];
     let refused = |word: &str| {

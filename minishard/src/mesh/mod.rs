@@ -6,7 +6,10 @@
 //! smaller address dials and the other waits for it, dialling too only if
 //! nothing came for a while; when two connections still meet, both ends keep
 //! the one dialled by the smaller address. The registry lives on the engine's
-//! task: connection tasks report to it through one channel.
+//! task: connection tasks report to it through one bounded channel.
+//!
+//! A connection runs over plain TCP or, when configured, mutual TLS (`tls`);
+//! the cookie handshake (`crate::wire::handshake`) runs on top of either.
 
 mod conn;
 pub(crate) mod faults;
@@ -415,6 +418,13 @@ async fn admit_and_answer(
             match peer.role {
                 Role::Member if !members.contains(&peer.node) => Err(format!(
                     "{} claims to be a member but is not in the member list",
+                    peer.node
+                )),
+                // An observer under a member's address would take that
+                // member's place in the registry (and, over TLS, needs no
+                // certificate naming it).
+                Role::Observer if members.contains(&peer.node) => Err(format!(
+                    "{} is in the member list but joins as an observer",
                     peer.node
                 )),
                 _ => Ok(()),

@@ -195,14 +195,12 @@ pub(crate) async fn dial(
         let peer = awaiting.on_welcome(welcome)?;
         Ok((s.authenticated(settings.frame_limit), peer))
     };
-    timeout(settings.handshake_timeout, work)
+    // A dial attempt stalled by lost packets (a SYN is retried only after a
+    // second) is abandoned after a heartbeat timeout and tried afresh.
+    let limit = settings.handshake_timeout.min(settings.heartbeat_timeout);
+    timeout(limit, work)
         .await
-        .unwrap_or_else(|_| {
-            Err(fail(format!(
-                "no handshake within {:?}",
-                settings.handshake_timeout
-            )))
-        })
+        .unwrap_or_else(|_| Err(fail(format!("no handshake within {limit:?}"))))
 }
 
 /// What the listener checks of a dialer besides the cookie.
@@ -266,14 +264,10 @@ where
             }
         }
     };
-    timeout(settings.handshake_timeout, work)
+    let limit = settings.handshake_timeout;
+    timeout(limit, work)
         .await
-        .unwrap_or_else(|_| {
-            Err(fail(format!(
-                "no handshake within {:?}",
-                settings.handshake_timeout
-            )))
-        })
+        .unwrap_or_else(|_| Err(fail(format!("no handshake within {limit:?}"))))
 }
 
 /// Everything a running connection needs besides its socket.

@@ -267,7 +267,10 @@ impl Mesh {
                 );
                 false
             }
-            Some(old) if preferred(old) || !preferred(&new) => {
+            // Both ends keep the one dialled by the smaller address; a newer
+            // connection from the same side replaces the old, which its
+            // dialler has already given up.
+            Some(old) if preferred(old) && !preferred(&new) => {
                 new.kill.notify_one();
                 false
             }
@@ -439,11 +442,18 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
     let mut backoff = BACKOFF_START;
     let mut waiting_since = tokio::time::Instant::now();
     let idle = shared.settings.heartbeat_interval;
+    // A retry waits at most this long, so a link that comes back after a
+    // flap is redialled well within the transition timeout.
+    let cap = BACKOFF_CAP.min(shared.settings.heartbeat_timeout);
+    // Once two nodes have been connected, both redial when the connection
+    // is lost: waiting for the other side would add a whole fallback delay.
+    let mut eager = eager;
     loop {
         if shared.stopping.load(Ordering::Relaxed) {
             return;
         }
         if shared.is_connected(&peer) || shared.faults.is_cut(&peer) {
+            eager |= shared.is_connected(&peer);
             waiting_since = tokio::time::Instant::now();
             tokio::time::sleep(idle).await;
             continue;
@@ -459,6 +469,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
                 // Its own task, so stopping the dialer at shutdown does not
                 // cut the connection before it has flushed.
                 let _ = shared.tracker.spawn(conn::run(link, streams)).await;
+                eager = true;
                 waiting_since = tokio::time::Instant::now();
             }
             Err(refusal) => {
@@ -473,7 +484,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
                 }
                 let jitter = rand::rng().random_range(0.5..1.5);
                 tokio::time::sleep(backoff.mul_f64(jitter)).await;
-                backoff = (backoff * 2).min(BACKOFF_CAP);
+                backoff = (backoff * 2).min(cap);
             }
         }
     }

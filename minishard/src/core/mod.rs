@@ -22,7 +22,7 @@ pub mod time;
 pub mod view;
 pub mod watcher;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 pub use config::{ConfigError, CoreConfig, Timings, MAX_SHARDS};
@@ -191,6 +191,8 @@ pub struct Core {
     config: CoreConfig,
     incarnation: Incarnation,
     members: Arc<[NodeId]>,
+    /// The same, to look up: every evaluation asks of every peer.
+    member_set: HashSet<NodeId>,
     view: PeerView,
     watcher: Watcher,
     local: Local,
@@ -247,6 +249,7 @@ impl Core {
             claims_from: now + config.timings.heartbeat_timeout,
             config,
             incarnation,
+            member_set: members.iter().cloned().collect(),
             members,
             local: Local::Idle { retry_at: None },
             episode: None,
@@ -311,9 +314,24 @@ impl Core {
 
     /// Takes an event that happened at `now`.
     pub fn handle(&mut self, now: Instant, event: Event) {
-        if self.closed {
-            return;
+        self.handle_all(now, std::iter::once(event));
+    }
+
+    /// Takes several events at `now` (in order), then looks at the whole
+    /// picture once. A driver hands over what queued up while it was busy,
+    /// so a burst (a heal, a cold start of many nodes) costs one evaluation
+    /// per batch instead of one per message.
+    pub fn handle_all(&mut self, now: Instant, events: impl IntoIterator<Item = Event>) {
+        for event in events {
+            if self.closed {
+                return;
+            }
+            self.apply(now, event);
         }
+        self.evaluate(now);
+    }
+
+    fn apply(&mut self, now: Instant, event: Event) {
         match event {
             Event::Connected {
                 peer,
@@ -331,7 +349,6 @@ impl Core {
             Event::Leave => self.leaving = true,
             Event::Timeout => {}
         }
-        self.evaluate(now);
     }
 
     fn on_connected(&mut self, now: Instant, peer: NodeId, incarnation: Incarnation, role: Role) {
@@ -348,8 +365,8 @@ impl Core {
         });
         // Right behind it, on the same ordered connection, every claim it may
         // not know of yet: it hears of them before it could claim anything.
-        let members = self.members.clone();
-        for (record, current) in self.view.relays_for(&peer, |n| members.contains(n), true) {
+        let candidates = self.view.relay_candidates(|n| self.member_set.contains(n));
+        for (record, current) in self.view.relays_for(&peer, &candidates, true) {
             self.actions.push_back(Action::Send {
                 to: peer.clone(),
                 message: PeerMessage::Relay { record, current },
@@ -382,9 +399,9 @@ impl Core {
         // Any epoch this node has seen counts, even in a record it does not
         // take, so its own next claim of that shard is above it.
         self.note_epochs(&record);
-        let members = self.members.clone();
         // An observer learns who the members are from the members it meets.
         let trusts_relays = self.config.role == Role::Observer && record.role == Role::Member;
+        let members = &self.member_set;
         let is_member = |n: &NodeId| members.contains(n) || trusts_relays;
         match self.view.accept(
             from,
@@ -456,6 +473,7 @@ impl Core {
                 "the member list is shorter than shard_count: the cluster will be degraded"
             );
         }
+        self.member_set = list.iter().cloned().collect();
         self.members = list.into();
         self.actions
             .push_back(Action::SetMembers(self.members.clone()));
@@ -480,13 +498,13 @@ impl Core {
 
     /// Whether this node takes part as a member (in the list, joined as one).
     fn am_member(&self) -> bool {
-        self.config.role == Role::Member && self.members.contains(&self.config.me)
+        self.config.role == Role::Member && self.member_set.contains(&self.config.me)
     }
 
     /// Whether `node` is a member. An observer also counts the members it
     /// learned of through relays, since it may know only the one it dialled.
     fn is_member(&self, node: &NodeId) -> bool {
-        self.members.contains(node)
+        self.member_set.contains(node)
             || (self.config.role == Role::Observer
                 && self
                     .view
@@ -503,7 +521,10 @@ impl Core {
                 .all()
                 .map(|(id, _)| id)
                 .filter(|id| self.is_member(id));
-            let learned: Vec<NodeId> = learned.filter(|id| !list.contains(id)).cloned().collect();
+            let learned: Vec<NodeId> = learned
+                .filter(|id| !self.member_set.contains(*id))
+                .cloned()
+                .collect();
             list.extend(learned);
         }
         list
@@ -540,16 +561,14 @@ impl Core {
     fn observe(&self) -> Observation {
         let visible_peers = self
             .view
-            .up()
-            .filter(|(id, _)| self.is_member(id))
-            .filter(|(id, _)| self.view.connected_role(id) == Some(Role::Member))
+            .links()
+            .filter(|(id, role, _)| *role == Role::Member && self.is_member(id))
             .count();
-        let settled_ownership = (0..self.config.shard_count).all(|shard| {
-            let mut holders = self.holders(shard);
-            match (holders.next(), holders.next()) {
+        let settled_ownership = self.shard_holders().iter().all(|holders| {
+            match holders.sole {
                 // An owner out of this node's reach that a peer still sees
                 // is an owner all the same (DESIGN.md 5, 6.1).
-                (Some((node, Holding::Active { .. })), None) => {
+                Some((node, Holding::Active { .. })) => {
                     node == &self.config.me
                         || matches!(
                             self.view.liveness(node),
@@ -575,18 +594,25 @@ impl Core {
         }
     }
 
-    /// Every node whose holding reserves `shard` in this view, this node included.
-    fn holders(&self, shard: Shard) -> impl Iterator<Item = (&NodeId, Holding)> {
+    /// Who holds each shard in this view, this node included, gathered in
+    /// one pass over the peers.
+    fn shard_holders(&self) -> Vec<ShardHolders<'_>> {
+        let mut shards = vec![ShardHolders::default(); self.config.shard_count as usize];
         let own = self.local.holding();
-        let mine =
-            (own.reserved().map(|(s, _)| s) == Some(shard)).then_some((&self.config.me, own));
         let peers = self
             .view
             .present_records()
-            .filter(move |(r, _)| self.is_member(&r.node))
-            .filter(move |(r, _)| r.holding.reserved().map(|(s, _)| s) == Some(shard))
+            .filter(|(r, _)| self.is_member(&r.node))
             .map(|(r, _)| (&r.node, r.holding));
-        mine.into_iter().chain(peers)
+        for (node, holding) in std::iter::once((&self.config.me, own)).chain(peers) {
+            let Some((shard, _)) = holding.reserved() else {
+                continue;
+            };
+            if let Some(holders) = shards.get_mut(shard as usize) {
+                holders.add(node, holding);
+            }
+        }
+        shards
     }
 
     /// Publishes this node's record: at once when what it holds or offers
@@ -611,9 +637,22 @@ impl Core {
             || old.role != role;
         let sees_changed = old.sees != sees;
         if sees_changed && !urgent {
-            let due = *self
-                .sees_due
-                .get_or_insert(now + self.config.timings.settle / 2);
+            // A peer no longer seen goes out soon: until it does, the others
+            // count that peer unreachable rather than suspect, and its
+            // failover waits. New sightings (a cold start makes hundreds)
+            // wait for a heartbeat interval, to go out together.
+            let lost_one = old.sees.iter().any(|s| {
+                sees.binary_search_by(|new| new.node.cmp(&s.node))
+                    .map_or(true, |at| sees[at] != *s)
+            });
+            let t = &self.config.timings;
+            let wait = if lost_one {
+                t.settle / 2
+            } else {
+                t.heartbeat_interval
+            };
+            let due = self.sees_due.map_or(now + wait, |due| due.min(now + wait));
+            self.sees_due = Some(due);
             if now < due {
                 return;
             }
@@ -656,18 +695,18 @@ impl Core {
     /// their author left), which it must know before it claims anything —
     /// after a heal, say, before it has reconnected to every owner. Observers
     /// take everything at once: they connect to one node only.
-    fn relay_from(&self, peer: &NodeId) -> Option<Instant> {
-        match self.view.connected_role(peer)? {
-            Role::Observer => Some(Instant::ZERO),
-            Role::Member => Some(self.view.up_since(peer)? + self.config.timings.heartbeat_timeout),
+    fn relay_from(&self, role: Role, since: Instant) -> Instant {
+        match role {
+            Role::Observer => Instant::ZERO,
+            Role::Member => since + self.config.timings.heartbeat_timeout,
         }
     }
 
     fn send_relays(&mut self, now: Instant) {
         let newly_eligible = self
             .view
-            .up()
-            .filter_map(|(id, _)| self.relay_from(id))
+            .links()
+            .map(|(_, role, since)| self.relay_from(role, since))
             .any(|at| at <= now && at > self.relays_checked_at);
         self.relays_checked_at = now;
         if !self.relays_dirty && !newly_eligible {
@@ -676,15 +715,13 @@ impl Core {
         self.relays_dirty = false;
         let targets: Vec<(NodeId, bool)> = self
             .view
-            .up()
-            .filter(|(_, record)| record.is_some())
-            .filter_map(|(id, _)| Some((id.clone(), self.relay_from(id)? > now)))
+            .links()
+            .filter(|(id, _, _)| self.view.record(id).is_some())
+            .map(|(id, role, since)| (id.clone(), self.relay_from(role, since) > now))
             .collect();
-        let members = self.members.clone();
+        let candidates = self.view.relay_candidates(|n| self.member_set.contains(n));
         for (to, claims_only) in targets {
-            let relays = self
-                .view
-                .relays_for(&to, |n| members.contains(n), claims_only);
+            let relays = self.view.relays_for(&to, &candidates, claims_only);
             for (record, current) in relays {
                 self.actions.push_back(Action::Send {
                     to: to.clone(),
@@ -704,18 +741,14 @@ impl Core {
     }
 
     fn build_snapshot(&self) -> Snapshot {
-        let owners = (0..self.config.shard_count)
-            .map(|shard| {
-                // While two claims stand, report the one a tie would keep.
-                self.holders(shard)
-                    .filter_map(|(node, holding)| match holding {
-                        Holding::Active { epoch, .. } => Some(Owner {
-                            node: node.clone(),
-                            epoch,
-                        }),
-                        _ => None,
-                    })
-                    .min_by(|a, b| (a.epoch, &a.node).cmp(&(b.epoch, &b.node)))
+        let owners = self
+            .shard_holders()
+            .into_iter()
+            .map(|holders| {
+                holders.owner.map(|(epoch, node)| Owner {
+                    node: node.clone(),
+                    epoch,
+                })
             })
             .collect();
         let mut nodes: Vec<(NodeId, NodeState)> = Vec::new();
@@ -765,8 +798,8 @@ impl Core {
     }
 
     fn node_state(&self, node: &NodeId) -> NodeState {
-        let liveness = self.view.liveness(node);
-        let holding = self.view.record(node).map(|r| r.holding);
+        let (liveness, record) = self.view.peer(node);
+        let holding = record.map(|r| r.holding);
         match (liveness, holding) {
             (Liveness::Down, _) => NodeState::Unavailable,
             (Liveness::Up, Some(Holding::Active { shard, .. })) => NodeState::Active { shard },
@@ -799,8 +832,8 @@ impl Core {
             self.local.retry_at(),
             self.sees_due,
             self.view
-                .up()
-                .filter_map(|(id, _)| self.relay_from(id))
+                .links()
+                .map(|(_, role, since)| self.relay_from(role, since))
                 .filter(|at| *at > now)
                 .min(),
             Some(self.next_poll),
@@ -816,6 +849,28 @@ impl Core {
                 Some(at) => Action::SetTimer(at),
                 None => Action::CancelTimer,
             });
+        }
+    }
+}
+
+/// The holders of one shard, as [`Core::shard_holders`] gathers them.
+#[derive(Clone, Copy, Default)]
+struct ShardHolders<'a> {
+    /// The holder, if there is exactly one.
+    sole: Option<(&'a NodeId, Holding)>,
+    count: usize,
+    /// The active owner a tie would keep, while two claims stand.
+    owner: Option<(Epoch, &'a NodeId)>,
+}
+
+impl<'a> ShardHolders<'a> {
+    fn add(&mut self, node: &'a NodeId, holding: Holding) {
+        self.count += 1;
+        self.sole = (self.count == 1).then_some((node, holding));
+        if let Holding::Active { epoch, .. } = holding {
+            if self.owner.is_none_or(|best| (epoch, node) < best) {
+                self.owner = Some((epoch, node));
+            }
         }
     }
 }

@@ -189,14 +189,26 @@ pub struct Record {
 impl Record {
     /// Whether this record says its author sees `node` (any incarnation).
     pub fn sees_node(&self, node: &NodeId) -> bool {
-        self.sees.iter().any(|s| &s.node == node)
+        self.sighting(node).is_some()
     }
 
     /// Whether this record says its author sees `node` in `incarnation`.
     pub fn sees_incarnation(&self, node: &NodeId, incarnation: Incarnation) -> bool {
-        self.sees
-            .iter()
-            .any(|s| &s.node == node && s.incarnation == incarnation)
+        self.sighting(node)
+            .is_some_and(|s| s.incarnation == incarnation)
+    }
+
+    fn sighting(&self, node: &NodeId) -> Option<&Sighting> {
+        // Sorted by node (checked on receipt: `sightings_sorted`), since a
+        // node looks up every peer in every record it holds.
+        let at = self.sees.binary_search_by(|s| s.node.cmp(node)).ok()?;
+        self.sees.get(at)
+    }
+
+    /// Whether `sees` is sorted by node with no node twice, as this crate
+    /// writes it; a record that breaks this is refused.
+    pub fn sightings_sorted(&self) -> bool {
+        self.sees.windows(2).all(|w| w[0].node < w[1].node)
     }
 }
 

@@ -63,6 +63,8 @@ pub enum Refusal {
     ShardCountMismatch,
     /// A message from a peer that is not connected.
     NotConnected,
+    /// Sightings not sorted by node, or a node in them twice.
+    UnsortedSightings,
 }
 
 /// What became of an accepted record.
@@ -87,6 +89,17 @@ struct Peer {
     retired: BTreeSet<Incarnation>,
     /// The version of each record last relayed to this peer.
     relayed: BTreeMap<NodeId, (Incarnation, u64, bool)>,
+    /// The relay candidates' authors this peer does not see, worked out
+    /// again only when its record or the set of authors changes.
+    unseen: Option<Unseen>,
+}
+
+#[derive(Debug)]
+struct Unseen {
+    /// Its record (incarnation, version, fresh) and the authors' generation.
+    key: (Option<(Incarnation, u64)>, bool, u64),
+    /// Positions in the candidates of that generation.
+    authors: Vec<usize>,
 }
 
 impl Peer {
@@ -99,6 +112,7 @@ impl Peer {
             suspect_since: None,
             retired: BTreeSet::new(),
             relayed: BTreeMap::new(),
+            unseen: None,
         }
     }
 
@@ -119,6 +133,12 @@ impl Peer {
 pub struct PeerView {
     me: NodeId,
     peers: BTreeMap<NodeId, Peer>,
+    /// Something liveness depends on changed since the last `refresh`.
+    changed: bool,
+    /// The authors of the last relay candidates, and a number that changes
+    /// with them.
+    candidate_authors: Vec<NodeId>,
+    authors_generation: u64,
 }
 
 impl PeerView {
@@ -127,6 +147,9 @@ impl PeerView {
         PeerView {
             me,
             peers: BTreeMap::new(),
+            changed: false,
+            candidate_authors: Vec::new(),
+            authors_generation: 0,
         }
     }
 
@@ -139,6 +162,7 @@ impl PeerView {
         incarnation: Incarnation,
         role: Role,
     ) -> bool {
+        self.changed = true;
         let peer = self.peers.entry(node.clone()).or_insert_with(Peer::new);
         peer.link = Link::Up {
             since: now,
@@ -156,6 +180,7 @@ impl PeerView {
     pub fn lost(&mut self, node: &NodeId) -> bool {
         match self.peers.get_mut(node) {
             Some(peer) if matches!(peer.link, Link::Up { .. }) => {
+                self.changed = true;
                 peer.link = Link::Down;
                 peer.relayed.clear();
                 // From now on its record may go stale unnoticed.
@@ -189,6 +214,9 @@ impl PeerView {
         }
         if !self.is_up(from) {
             return Err(Refusal::NotConnected);
+        }
+        if !record.sightings_sorted() {
+            return Err(Refusal::UnsortedSightings);
         }
         if record.role == Role::Member && record.shard_count != shard_count {
             return Err(Refusal::ShardCountMismatch);
@@ -224,12 +252,15 @@ impl PeerView {
             Some(known) if known.version >= record.version => {
                 // The same version again, from its author or from a peer that
                 // knows it current, confirms it.
-                peer.fresh |= known.version == record.version && confirms;
+                let confirmed = known.version == record.version && confirms && !peer.fresh;
+                peer.fresh |= confirmed;
+                self.changed |= confirmed;
                 Ok(Accepted::Known)
             }
             _ => {
                 peer.record = Some(record);
                 peer.fresh = confirms;
+                self.changed = true;
                 Ok(Accepted::New)
             }
         }
@@ -241,16 +272,26 @@ impl PeerView {
     }
 
     /// Recomputes every peer's liveness. Returns true if any changed.
+    /// Cheap when nothing it depends on changed and no grace ended, since
+    /// the core asks after every event.
     pub fn refresh(&mut self, now: Instant, grace: Duration) -> bool {
-        // Who the peers we see say they see: an unreachable peer stays
+        let grace_ended = self.next_grace_end(grace).is_some_and(|end| end <= now);
+        if !std::mem::take(&mut self.changed) && !grace_ended {
+            return false;
+        }
+        // What the peers we see say they see: an unreachable peer stays
         // reserved instead of going suspect (DESIGN.md 6.1).
-        let seen_by_others: BTreeSet<(NodeId, Incarnation)> = self
+        let witnesses: Vec<Arc<Record>> = self
             .peers
             .values()
             .filter(|p| matches!(p.link, Link::Up { .. }))
-            .filter_map(|p| p.record.as_ref())
-            .flat_map(|r| r.sees.iter().map(|s| (s.node.clone(), s.incarnation)))
+            .filter_map(|p| p.record.clone())
             .collect();
+        let seen_by_others = |id: &NodeId, r: &Record| {
+            witnesses
+                .iter()
+                .any(|w| w.sees_incarnation(id, r.incarnation))
+        };
         let mut changed = false;
         for (id, peer) in &mut self.peers {
             let left = peer
@@ -261,9 +302,7 @@ impl PeerView {
                 _ if left => Liveness::Down,
                 (Link::Up { .. }, _) => Liveness::Up,
                 (Link::Down, None) => Liveness::Down,
-                (Link::Down, Some(r)) if seen_by_others.contains(&(id.clone(), r.incarnation)) => {
-                    Liveness::Unreachable
-                }
+                (Link::Down, Some(r)) if seen_by_others(id, r) => Liveness::Unreachable,
                 (Link::Down, Some(_)) => {
                     let since = *peer.suspect_since.get_or_insert(now);
                     if now >= since + grace {
@@ -316,12 +355,19 @@ impl PeerView {
         }
     }
 
-    /// Since when a peer has been connected.
-    pub fn up_since(&self, node: &NodeId) -> Option<Instant> {
-        match self.peers.get(node)?.link {
-            Link::Up { since, .. } => Some(since),
+    /// Peers that are up, with the role they declared and since when.
+    pub fn links(&self) -> impl Iterator<Item = (&NodeId, Role, Instant)> {
+        self.peers.iter().filter_map(|(id, p)| match p.link {
+            Link::Up { since, role, .. } => Some((id, role, since)),
             Link::Down => None,
-        }
+        })
+    }
+
+    /// A peer's liveness and record, in one lookup.
+    pub fn peer(&self, node: &NodeId) -> (Liveness, Option<&Arc<Record>>) {
+        self.peers
+            .get(node)
+            .map_or((Liveness::Down, None), |p| (p.liveness, p.record.as_ref()))
     }
 
     /// Peers that are up, with their record if it arrived.
@@ -363,48 +409,217 @@ impl PeerView {
             .collect()
     }
 
-    /// Records of members that `to` should get from us because it does not
-    /// see their authors, each with whether this node knows it current; each
-    /// is marked as sent and returned once per version (and currency). With
+    /// Every record some peer may need relayed, each with whether this
+    /// node knows it current: members' records whose holding still counts
+    /// (a suspect owner's shard is still reserved, and a node that (re)starts
+    /// must hear of it before it claims), and those saying their author left.
+    pub fn relay_candidates(
+        &mut self,
+        is_member: impl Fn(&NodeId) -> bool,
+    ) -> Vec<(Arc<Record>, bool)> {
+        let candidates: Vec<(Arc<Record>, bool)> = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.liveness.present()
+                    || p.record
+                        .as_ref()
+                        .is_some_and(|r| r.holding == Holding::Left)
+            })
+            .filter_map(|p| p.record.clone().map(|r| (r, p.fresh)))
+            .filter(|(r, _)| is_member(&r.node))
+            .collect();
+        let same_authors = candidates.len() == self.candidate_authors.len()
+            && candidates
+                .iter()
+                .zip(&self.candidate_authors)
+                .all(|((r, _), author)| r.node == *author);
+        if !same_authors {
+            self.candidate_authors = candidates.iter().map(|(r, _)| r.node.clone()).collect();
+            self.authors_generation += 1;
+        }
+        candidates
+    }
+
+    /// Those of `candidates` (from the last [`PeerView::relay_candidates`]) that `to`
+    /// should get from us because it does not see their authors; each is
+    /// marked as sent and returned once per version (and currency). With
     /// `claims_only`, only records that hold a shard or say their author
     /// left: what a peer must know before it claims anything.
     pub fn relays_for(
         &mut self,
         to: &NodeId,
-        is_member: impl Fn(&NodeId) -> bool,
+        candidates: &[(Arc<Record>, bool)],
         claims_only: bool,
     ) -> Vec<(Arc<Record>, bool)> {
-        let Some(target) = self.peers.get(to) else {
+        let Some(target) = self.peers.get_mut(to) else {
             return Vec::new();
         };
         // Whom it sees, by its record on this connection (not an old one).
-        let target_sees = target.record.clone().filter(|_| target.fresh);
-        // Stale copies go too: a suspect owner's shard is still reserved,
-        // and a node that (re)starts must hear of it before it claims.
-        let candidates: Vec<(Arc<Record>, bool)> = self
-            .peers
-            .iter()
-            .filter(|(id, p)| {
-                *id != to
-                    && (p.liveness.present()
-                        || p.record
-                            .as_ref()
-                            .is_some_and(|r| r.holding == Holding::Left))
-            })
-            .filter_map(|(_, p)| p.record.clone().map(|r| (r, p.fresh)))
-            .filter(|(r, _)| is_member(&r.node))
-            .filter(|(r, _)| {
-                !claims_only || r.holding.reserved().is_some() || r.holding == Holding::Left
-            })
-            .filter(|(r, _)| target_sees.as_ref().is_none_or(|t| !t.sees_node(&r.node)))
-            .collect();
-        let target = self.peers.get_mut(to).expect("checked above");
-        candidates
-            .into_iter()
-            .filter(|(r, current)| {
-                let stamp = (r.incarnation, r.version, *current);
-                target.relayed.insert(r.node.clone(), stamp) != Some(stamp)
-            })
-            .collect()
+        // In a settled mesh it sees every author, so a change costs one
+        // comparison per peer, not a search per peer and author.
+        let key = (
+            target.record.as_ref().map(|r| (r.incarnation, r.version)),
+            target.fresh,
+            self.authors_generation,
+        );
+        if target.unseen.as_ref().is_none_or(|u| u.key != key) {
+            let no_sightings = Vec::new();
+            let sees = target
+                .record
+                .as_ref()
+                .filter(|_| target.fresh)
+                .map_or(&no_sightings, |r| &r.sees);
+            // Both sorted by node: one merge walk.
+            let mut sees = sees.iter().peekable();
+            let mut authors = Vec::new();
+            for (at, author) in self.candidate_authors.iter().enumerate() {
+                while sees.next_if(|s| s.node < *author).is_some() {}
+                let seen = sees.next_if(|s| s.node == *author).is_some();
+                if !seen && author != to {
+                    authors.push(at);
+                }
+            }
+            target.unseen = Some(Unseen { key, authors });
+        }
+        let unseen = &target.unseen.as_ref().expect("set above").authors;
+        let mut relays = Vec::new();
+        for &at in unseen {
+            let Some((record, current)) = candidates.get(at) else {
+                continue;
+            };
+            if claims_only && record.holding.reserved().is_none() && record.holding != Holding::Left
+            {
+                continue;
+            }
+            let stamp = (record.incarnation, record.version, *current);
+            if target.relayed.insert(record.node.clone(), stamp) != Some(stamp) {
+                relays.push((record.clone(), *current));
+            }
+        }
+        relays
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::record::Sighting;
+    use crate::core::watcher::Health;
+
+    fn id(text: &str) -> NodeId {
+        text.parse().expect("an address")
+    }
+
+    fn record(node: &str, version: u64, sees: &[&str]) -> Arc<Record> {
+        Arc::new(Record {
+            node: id(node),
+            incarnation: 1,
+            version,
+            role: Role::Member,
+            shard_count: 1,
+            health: Health::Available,
+            holding: Holding::Standby,
+            sees: sees
+                .iter()
+                .map(|n| Sighting {
+                    node: id(n),
+                    incarnation: 1,
+                })
+                .collect(),
+            offer: None,
+            yielded: None,
+            acknowledged: Vec::new(),
+        })
+    }
+
+    const A: &str = "127.0.0.1:1";
+    const B: &str = "127.0.0.1:2";
+    const C: &str = "127.0.0.1:3";
+    const D: &str = "127.0.0.1:4";
+    const GRACE: Duration = Duration::from_millis(1500);
+
+    fn view_of_a() -> PeerView {
+        let mut view = PeerView::new(id(A));
+        for peer in [B, C] {
+            view.connected(Instant::ZERO, &id(peer), 1, Role::Member);
+        }
+        view
+    }
+
+    #[test]
+    fn sightings_out_of_order_or_twice_are_refused() {
+        let mut view = view_of_a();
+        let member = |_: &NodeId| true;
+        for sees in [&[C, A][..], &[A, A]] {
+            let refused = view.accept(&id(B), record(B, 1, sees), true, member, 1);
+            assert_eq!(refused, Err(Refusal::UnsortedSightings));
+        }
+        let taken = view.accept(&id(B), record(B, 1, &[A, C]), true, member, 1);
+        assert_eq!(taken, Ok(Accepted::New));
+    }
+
+    #[test]
+    fn a_peer_out_of_reach_but_seen_by_another_is_unreachable_until_nobody_sees_it() {
+        let mut view = view_of_a();
+        let member = |_: &NodeId| true;
+        view.accept(&id(B), record(B, 1, &[A, C]), true, member, 1)
+            .unwrap();
+        view.accept(&id(C), record(C, 1, &[A, B]), true, member, 1)
+            .unwrap();
+        view.refresh(Instant::ZERO, GRACE);
+        view.lost(&id(C));
+        assert!(view.refresh(Instant::from_millis(10), GRACE));
+        assert_eq!(view.liveness(&id(C)), Liveness::Unreachable);
+        // Nothing changed: nothing to recompute, nothing reported.
+        assert!(!view.refresh(Instant::from_millis(20), GRACE));
+        // B stops seeing C: suspect, then down once the grace has passed
+        // with no other event.
+        view.accept(&id(B), record(B, 2, &[A]), true, member, 1)
+            .unwrap();
+        assert!(view.refresh(Instant::from_millis(30), GRACE));
+        assert_eq!(view.liveness(&id(C)), Liveness::Suspect);
+        assert!(!view.refresh(Instant::from_millis(1529), GRACE));
+        assert!(view.refresh(Instant::from_millis(1530), GRACE));
+        assert_eq!(view.liveness(&id(C)), Liveness::Down);
+    }
+
+    #[test]
+    fn a_peer_gets_each_record_it_cannot_see_once_per_version() {
+        let mut view = view_of_a();
+        view.connected(Instant::ZERO, &id(D), 1, Role::Member);
+        let member = |_: &NodeId| true;
+        // B sees C but not D; C and D see everyone.
+        view.accept(&id(B), record(B, 1, &[A, C]), true, member, 1)
+            .unwrap();
+        view.accept(&id(C), record(C, 1, &[A, B, D]), true, member, 1)
+            .unwrap();
+        view.accept(&id(D), record(D, 1, &[A, B, C]), true, member, 1)
+            .unwrap();
+        view.refresh(Instant::ZERO, GRACE);
+        let candidates = view.relay_candidates(member);
+        let authors = |relays: Vec<(Arc<Record>, bool)>| -> Vec<NodeId> {
+            relays.into_iter().map(|(r, _)| r.node.clone()).collect()
+        };
+        assert_eq!(
+            authors(view.relays_for(&id(B), &candidates, false)),
+            [id(D)]
+        );
+        assert!(view.relays_for(&id(B), &candidates, false).is_empty());
+        assert!(view.relays_for(&id(C), &candidates, false).is_empty());
+        // A new version of D goes again; once B sees D, nothing more does.
+        view.accept(&id(D), record(D, 2, &[A, B, C]), true, member, 1)
+            .unwrap();
+        let candidates = view.relay_candidates(member);
+        assert_eq!(
+            authors(view.relays_for(&id(B), &candidates, false)),
+            [id(D)]
+        );
+        view.accept(&id(B), record(B, 2, &[A, C, D]), true, member, 1)
+            .unwrap();
+        view.accept(&id(D), record(D, 3, &[A, B, C]), true, member, 1)
+            .unwrap();
+        let candidates = view.relay_candidates(member);
+        assert!(view.relays_for(&id(B), &candidates, false).is_empty());
     }
 }

@@ -78,6 +78,10 @@ pub struct Behaviour {
     pub fail_probability: f64,
     /// Delay before a node dials a peer it is not connected to.
     pub dial: (Duration, Duration),
+    /// When set, a node is busy for a while drawn from this range after an
+    /// event arrives, and takes everything that arrived meanwhile in one
+    /// batch ([`Core::handle_all`]), as the engine does under load.
+    pub batch_window: Option<(Duration, Duration)>,
 }
 
 impl Default for Behaviour {
@@ -89,6 +93,7 @@ impl Default for Behaviour {
             slow: (Duration::from_millis(200), Duration::from_millis(2500)),
             fail_probability: 0.0,
             dial: (Duration::from_millis(5), Duration::from_millis(300)),
+            batch_window: None,
         }
     }
 }
@@ -112,6 +117,9 @@ struct Node {
     seen_epochs: Vec<Epoch>,
     /// What its `score` returns; random when `None`.
     fixed_score: Option<i64>,
+    /// Events waiting for the node's next batch (see `Behaviour::batch_window`).
+    backlog: Vec<Event>,
+    flush_due: bool,
 }
 
 /// The other end of a connection being closed.
@@ -151,6 +159,10 @@ enum Ev {
         a: usize,
         b: usize,
     },
+    Flush {
+        node: usize,
+        incarnation: Incarnation,
+    },
 }
 
 /// The simulated world.
@@ -171,6 +183,25 @@ pub struct Sim {
     /// Claims whose `allocated` failed: (node, shard, when it failed).
     failed_claims: Vec<(NodeId, u32, Instant)>,
     trace: bool,
+    delivered: Delivered,
+}
+
+/// Messages that reached a node, by kind.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Delivered {
+    /// Nodes' own records.
+    pub records: u64,
+    /// Records passed on by a peer.
+    pub relays: u64,
+    /// Epoch tables, sent on connect.
+    pub epochs: u64,
+}
+
+impl Delivered {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.records + self.relays + self.epochs
+    }
 }
 
 impl Sim {
@@ -198,6 +229,8 @@ impl Sim {
                 snapshot: None,
                 seen_epochs: vec![0; config.shard_count as usize],
                 fixed_score: None,
+                backlog: Vec::new(),
+                flush_due: false,
             })
             .collect();
         let members = nodes[..config.members]
@@ -218,6 +251,7 @@ impl Sim {
             yields: Vec::new(),
             failed_claims: Vec::new(),
             trace: false,
+            delivered: Delivered::default(),
         }
     }
 
@@ -336,6 +370,8 @@ impl Sim {
         node.running = None;
         node.busy = false;
         node.seen_epochs = vec![0; self.config.shard_count as usize];
+        node.backlog.clear();
+        node.flush_due = false;
         node.core = Some(Core::new(config, incarnation, self.now));
         self.drive(i);
         for peer in 0..self.nodes.len() {
@@ -532,6 +568,7 @@ impl Sim {
     fn step(&mut self, ev: Ev) {
         match ev {
             Ev::Deliver(d) => self.deliver(d),
+            Ev::Flush { node, incarnation } => self.flush(node, incarnation),
             Ev::Timer {
                 node,
                 incarnation,
@@ -638,6 +675,11 @@ impl Sim {
         }
     }
 
+    /// How many messages reached a node so far.
+    pub fn messages_delivered(&self) -> Delivered {
+        self.delivered
+    }
+
     fn deliver(&mut self, d: Delivery) {
         let Some(conn) = self.net.conn(&d.from, &d.to) else {
             return;
@@ -651,6 +693,11 @@ impl Sim {
         };
         if self.nodes[to].incarnation != expected || !self.is_running(to) {
             return;
+        }
+        match &d.message {
+            PeerMessage::Record(_) => self.delivered.records += 1,
+            PeerMessage::Relay { .. } => self.delivered.relays += 1,
+            PeerMessage::Epochs(_) => self.delivered.epochs += 1,
         }
         let seen = &mut self.nodes[to].seen_epochs;
         let mut note = |shard: u32, epoch: Epoch| {
@@ -687,10 +734,48 @@ impl Sim {
         if self.trace {
             eprintln!("{now} {} <- {event:?}", self.nodes[i].id);
         }
-        let Some(core) = self.nodes[i].core.as_mut() else {
+        if self.nodes[i].core.is_none() {
             return;
-        };
-        core.handle(now, event);
+        }
+        if let Some(window) = self.behaviour.batch_window {
+            self.nodes[i].backlog.push(event);
+            if !std::mem::replace(&mut self.nodes[i].flush_due, true) {
+                let delay = self.draw(window);
+                let incarnation = self.nodes[i].incarnation;
+                self.schedule(
+                    now + delay,
+                    Ev::Flush {
+                        node: i,
+                        incarnation,
+                    },
+                );
+            }
+            return;
+        }
+        if let Some(core) = self.nodes[i].core.as_mut() {
+            core.handle(now, event);
+        }
+        self.drive(i);
+    }
+
+    fn flush(&mut self, i: usize, incarnation: Incarnation) {
+        let node = &mut self.nodes[i];
+        if node.incarnation != incarnation || !node.flush_due {
+            return;
+        }
+        node.flush_due = false;
+        let batch = std::mem::take(&mut node.backlog);
+        if let Some(core) = node.core.as_mut() {
+            if self.trace {
+                eprintln!(
+                    "{} {} handles a batch of {}",
+                    self.now,
+                    node.id,
+                    batch.len()
+                );
+            }
+            core.handle_all(self.now, batch);
+        }
         self.drive(i);
     }
 

@@ -217,9 +217,13 @@ impl Run {
             78..=85 => {
                 let on = self.rng.random_bool(0.6);
                 self.note(format!("callback chaos {}", if on { "on" } else { "off" }));
+                // Busy engines too: events wait up to 10 ms and are taken
+                // in batches (within the 100 ms the bounds allow).
                 self.sim.behaviour = Behaviour {
                     slow_probability: if on { 0.1 } else { 0.0 },
                     fail_probability: if on { 0.1 } else { 0.0 },
+                    batch_window: on
+                        .then_some((Duration::from_micros(100), Duration::from_millis(10))),
                     ..self.sim.behaviour.clone()
                 };
                 self.sim.run_for(hold);

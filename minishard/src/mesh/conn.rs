@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -152,6 +152,25 @@ impl Streams {
     }
 }
 
+/// A heartbeat is answered at most this often: enough for a round-trip
+/// figure, without doubling the frames an idle mesh carries.
+const RTT_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// The next instant on a grid of `period` that every node reading the same
+/// wall clock shares. A node's connections then all beat in one wake-up,
+/// and on one host (or hosts kept in step by NTP) its peers' beats arrive
+/// together too: a node of n peers wakes a few times per interval, not 2n
+/// times, which is what an idle mesh of many nodes spends its CPU on.
+fn beat_grid_start(period: Duration) -> TokioInstant {
+    let period_ns = period.as_nanos().max(1);
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let until_next = period_ns - since_epoch % period_ns;
+    TokioInstant::now() + Duration::from_nanos(u64::try_from(until_next).unwrap_or(0))
+}
+
 /// Microseconds on a process-wide monotonic clock, for heartbeat round trips.
 fn clock_micros() -> u64 {
     static BASE: OnceLock<std::time::Instant> = OnceLock::new();
@@ -170,9 +189,15 @@ pub(crate) async fn dial(
         reason,
         tell_peer: false,
     };
+    // A connect stalled by a lost SYN (retried by the kernel only after a
+    // second) is abandoned after a heartbeat timeout and tried afresh; the
+    // handshake itself gets the whole deadline, since a busy listener
+    // answers late, and giving up on it would only make it busier.
+    let connect_limit = settings.handshake_timeout.min(settings.heartbeat_timeout);
     let work = async {
-        let stream = TcpStream::connect(target.as_str())
+        let stream = timeout(connect_limit, TcpStream::connect(target.as_str()))
             .await
+            .map_err(|_| fail(format!("cannot connect within {connect_limit:?}")))?
             .map_err(|e| fail(format!("cannot connect: {e}")))?;
         let _ = stream.set_nodelay(true);
         let mut s = match &settings.tls {
@@ -195,9 +220,7 @@ pub(crate) async fn dial(
         let peer = awaiting.on_welcome(welcome)?;
         Ok((s.authenticated(settings.frame_limit), peer))
     };
-    // A dial attempt stalled by lost packets (a SYN is retried only after a
-    // second) is abandoned after a heartbeat timeout and tried afresh.
-    let limit = settings.handshake_timeout.min(settings.heartbeat_timeout);
+    let limit = settings.handshake_timeout;
     timeout(limit, work)
         .await
         .unwrap_or_else(|_| Err(fail(format!("no handshake within {limit:?}"))))
@@ -333,8 +356,10 @@ async fn write_loop(
     faults: Arc<Faults>,
     peer: NodeId,
 ) {
-    let mut beat = tokio::time::interval(settings.heartbeat_interval);
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let period = settings.heartbeat_interval;
+    let mut beat = tokio::time::interval_at(beat_grid_start(period), period);
+    // A late tick is skipped, not shifted, so the beats stay on the grid.
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let frame = tokio::select! {
             next = outbox.recv() => match next {
@@ -367,6 +392,7 @@ async fn read_loop(
     let settings = &link.settings;
     let peer = &link.peer.node;
     let mut last_heard = TokioInstant::now();
+    let mut last_answer: Option<TokioInstant> = None;
     loop {
         let next = match timeout_at(last_heard + settings.heartbeat_timeout, reader.next()).await {
             Err(_) => return format!("no heartbeat for {:?}", settings.heartbeat_timeout),
@@ -396,8 +422,12 @@ async fn read_loop(
         last_heard = TokioInstant::now();
         match frame {
             Frame::Heartbeat { sent_micros } => {
-                // A peer that floods heartbeats gets some answered, not all.
-                let _ = acks.try_send(sent_micros);
+                // Answered about once a second, so a peer that floods
+                // heartbeats gets no more answers than one that does not.
+                let due = last_answer.is_none_or(|at| at.elapsed() >= RTT_SAMPLE_EVERY);
+                if due && acks.try_send(sent_micros).is_ok() {
+                    last_answer = Some(last_heard);
+                }
             }
             Frame::HeartbeatAck { sent_micros } => {
                 let rtt = clock_micros().saturating_sub(sent_micros);

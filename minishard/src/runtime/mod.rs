@@ -344,6 +344,10 @@ impl Engine {
 /// Connection events waiting for the engine, at most.
 const EVENT_QUEUE: usize = 4096;
 
+/// At most this many queued events go to the core in one batch, so the
+/// actions of a long burst (its sends, its snapshot) are not held back.
+const BATCH_LIMIT: usize = 256;
+
 struct MeshParts {
     listener: std::net::TcpListener,
     settings: Settings,
@@ -454,9 +458,22 @@ impl Driver {
                     Some(Command::Crash) | None => return,
                 },
             };
-            if let Some(event) = event {
+            // What else is already queued goes in the same batch: one
+            // evaluation for a burst, which is what keeps a busy node (or
+            // many nodes on few cores) from falling behind its heartbeats.
+            let mut batch: Vec<Event> = event.into_iter().collect();
+            while batch.len() < BATCH_LIMIT {
+                if let Ok(event) = conn_events.try_recv() {
+                    batch.extend(self.on_mesh_event(&mut mesh, event));
+                } else if let Ok((id, outcome)) = results.try_recv() {
+                    batch.push(Event::CallDone { id, outcome });
+                } else {
+                    break;
+                }
+            }
+            if !batch.is_empty() {
                 let now = self.now();
-                self.core.handle(now, event);
+                self.core.handle_all(now, batch);
             }
         }
         mesh.shutdown(self.grace, &mut conn_events).await;

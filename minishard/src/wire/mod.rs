@@ -53,7 +53,8 @@ pub enum Frame {
         /// A reason fit for a log line.
         reason: String,
     },
-    /// A heartbeat; the receiver answers with [`Frame::HeartbeatAck`].
+    /// A heartbeat; the receiver answers some (about one a second) with
+    /// [`Frame::HeartbeatAck`].
     Heartbeat {
         /// Echoed back, to measure the round trip.
         sent_micros: u64,

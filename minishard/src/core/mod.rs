@@ -677,6 +677,12 @@ impl Core {
             yielded: self.last_yield.clone(),
             acknowledged: self.acknowledged.clone(),
         });
+        tracing::trace!(
+            version = record.version,
+            urgent,
+            sees = record.sees.len(),
+            "publishing this node's record"
+        );
         self.published = record.clone();
         let peers: Vec<NodeId> = self.view.up().map(|(id, _)| id.clone()).collect();
         for to in peers {

@@ -228,8 +228,8 @@ class EventLog:
             self.events.append(Ev(t, node, proc, event, data, self._seq))
             self.changed.notify_all()
 
-    def mark(self, what: str, **data) -> float:
-        t = now_ms()
+    def mark(self, what: str, at: Optional[float] = None, **data) -> float:
+        t = now_ms() if at is None else at
         self.add(t, "harness", "harness", "mark", dict(data, what=what))
         return t
 
@@ -500,12 +500,15 @@ class Cluster:
         return self._apply(rules, "loss", p=p, nodes=[self.nodes[i].addr for i in idx])
 
     def heal(self) -> float:
-        """Removes every fault rule (and any proxy delay)."""
+        """Removes every fault rule (and any proxy delay). The time returned
+        is from before the first rule goes: with fast timings a conflict can
+        be resolved before the command that heals has returned."""
+        started = now_ms()
         self.ns.ipt("-F", "MSFAULT")
         self.rules.clear()
         if self.proxy:
             self.proxy.set_delay(0, 0)
-        return self.log.mark("heal")
+        return self.log.mark("heal", at=started)
 
     def delay(self, ms: float, jitter_ms: float) -> float:
         assert self.proxy is not None, "start the cluster with proxy=True to delay"

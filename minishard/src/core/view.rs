@@ -260,6 +260,13 @@ impl PeerView {
             _ => {
                 peer.record = Some(record);
                 peer.fresh = confirms;
+                if confirms {
+                    // A version newer than ours that a peer knows current:
+                    // its author was alive after we last heard of it, so its
+                    // grace starts again, whether or not that peer's own
+                    // sightings (published later) name it yet.
+                    peer.suspect_since = None;
+                }
                 self.changed = true;
                 Ok(Accepted::New)
             }
@@ -582,6 +589,32 @@ mod tests {
         assert!(!view.refresh(Instant::from_millis(1529), GRACE));
         assert!(view.refresh(Instant::from_millis(1530), GRACE));
         assert_eq!(view.liveness(&id(C)), Liveness::Down);
+    }
+
+    #[test]
+    fn a_newer_record_a_peer_knows_current_restarts_a_down_peers_grace() {
+        let mut view = view_of_a();
+        let member = |_: &NodeId| true;
+        view.connected(Instant::ZERO, &id(D), 1, Role::Member);
+        view.accept(&id(D), record(D, 1, &[A, B, C]), true, member, 1)
+            .unwrap();
+        view.lost(&id(D));
+        view.refresh(Instant::ZERO, GRACE);
+        assert!(view.refresh(Instant::from_millis(1500), GRACE));
+        assert_eq!(view.liveness(&id(D)), Liveness::Down);
+        // A stale copy of a newer version proves nothing.
+        view.accept(&id(B), record(D, 2, &[B]), false, member, 1)
+            .unwrap();
+        view.refresh(Instant::from_millis(2000), GRACE);
+        assert_eq!(view.liveness(&id(D)), Liveness::Down);
+        // B knows version 3 current (B sees D, though its own record does
+        // not say so yet): D is present again for a grace.
+        view.accept(&id(B), record(D, 3, &[B]), true, member, 1)
+            .unwrap();
+        assert!(view.refresh(Instant::from_millis(2100), GRACE));
+        assert_eq!(view.liveness(&id(D)), Liveness::Suspect);
+        view.refresh(Instant::from_millis(3600), GRACE);
+        assert_eq!(view.liveness(&id(D)), Liveness::Down);
     }
 
     #[test]

@@ -5,6 +5,13 @@ mod common;
 
 use std::time::Duration;
 
+/// Nothing more than `before`: a thread of the warm-up cluster that was
+/// still on its way out when `before` was taken may be gone by now.
+fn no_more_than(before: (usize, usize)) -> bool {
+    let now = threads_and_fds();
+    now.0 <= before.0 && now.1 <= before.1
+}
+
 use common::*;
 use minishard::{Cluster, Config};
 
@@ -20,7 +27,7 @@ fn nothing_is_left_behind() {
     local.crash(1);
     drop(local); // the others leave on drop
     assert!(
-        eventually(Duration::from_secs(5), || threads_and_fds() == before),
+        eventually(Duration::from_secs(5), || no_more_than(before)),
         "after leave/crash/drop: threads/fds before {before:?}, after {:?}",
         threads_and_fds()
     );
@@ -40,7 +47,7 @@ fn nothing_is_left_behind() {
     assert!(err.to_string().contains("cannot listen"), "{err}");
     drop(taken);
     assert!(
-        eventually(Duration::from_secs(5), || threads_and_fds() == before),
+        eventually(Duration::from_secs(5), || no_more_than(before)),
         "after a failed join: threads/fds before {before:?}, after {:?}",
         threads_and_fds()
     );

@@ -195,7 +195,14 @@ pub(crate) async fn dial(
     // answers late, and giving up on it would only make it busier.
     let connect_limit = settings.handshake_timeout.min(settings.heartbeat_timeout);
     let work = async {
-        let stream = timeout(connect_limit, TcpStream::connect(target.as_str()))
+        let connect = async {
+            match target.as_str().parse::<std::net::SocketAddr>() {
+                // An address literal needs no resolver (a blocking thread).
+                Ok(address) => TcpStream::connect(address).await,
+                Err(_) => TcpStream::connect(target.as_str()).await,
+            }
+        };
+        let stream = timeout(connect_limit, connect)
             .await
             .map_err(|_| fail(format!("cannot connect within {connect_limit:?}")))?
             .map_err(|e| fail(format!("cannot connect: {e}")))?;

@@ -5,15 +5,15 @@ mod common;
 
 use std::time::Duration;
 
+use common::*;
+use minishard::{Cluster, Config};
+
 /// Nothing more than `before`: a thread of the warm-up cluster that was
 /// still on its way out when `before` was taken may be gone by now.
 fn no_more_than(before: (usize, usize)) -> bool {
     let now = threads_and_fds();
     now.0 <= before.0 && now.1 <= before.1
 }
-
-use common::*;
-use minishard::{Cluster, Config};
 
 #[test]
 fn nothing_is_left_behind() {

@@ -365,8 +365,9 @@ impl Core {
         });
         // Right behind it, on the same ordered connection, every claim it may
         // not know of yet: it hears of them before it could claim anything.
-        let candidates = self.view.relay_candidates(|n| self.member_set.contains(n));
-        for (record, current) in self.view.relays_for(&peer, &candidates, true) {
+        self.view
+            .refresh_relay_candidates(|n| self.member_set.contains(n));
+        for (record, current) in self.view.relays_for(&peer, true) {
             self.actions.push_back(Action::Send {
                 to: peer.clone(),
                 message: PeerMessage::Relay { record, current },
@@ -725,9 +726,10 @@ impl Core {
             .filter(|(id, _, _)| self.view.record(id).is_some())
             .map(|(id, role, since)| (id.clone(), self.relay_from(role, since) > now))
             .collect();
-        let candidates = self.view.relay_candidates(|n| self.member_set.contains(n));
+        self.view
+            .refresh_relay_candidates(|n| self.member_set.contains(n));
         for (to, claims_only) in targets {
-            let relays = self.view.relays_for(&to, &candidates, claims_only);
+            let relays = self.view.relays_for(&to, claims_only);
             for (record, current) in relays {
                 self.actions.push_back(Action::Send {
                     to: to.clone(),

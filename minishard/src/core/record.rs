@@ -187,11 +187,6 @@ pub struct Record {
 }
 
 impl Record {
-    /// Whether this record says its author sees `node` (any incarnation).
-    pub fn sees_node(&self, node: &NodeId) -> bool {
-        self.sighting(node).is_some()
-    }
-
     /// Whether this record says its author sees `node` in `incarnation`.
     pub fn sees_incarnation(&self, node: &NodeId, incarnation: Incarnation) -> bool {
         self.sighting(node)

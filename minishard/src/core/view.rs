@@ -98,7 +98,7 @@ struct Peer {
 struct Unseen {
     /// Its record (incarnation, version, fresh) and the authors' generation.
     key: (Option<(Incarnation, u64)>, bool, u64),
-    /// Positions in the candidates of that generation.
+    /// Positions in the relay candidates of that generation.
     authors: Vec<usize>,
 }
 
@@ -135,9 +135,10 @@ pub struct PeerView {
     peers: BTreeMap<NodeId, Peer>,
     /// Something liveness depends on changed since the last `refresh`.
     changed: bool,
-    /// The authors of the last relay candidates, and a number that changes
-    /// with them.
-    candidate_authors: Vec<NodeId>,
+    /// The records some peer may need relayed, as of the last
+    /// [`PeerView::refresh_relay_candidates`], and a number that changes
+    /// when their authors do.
+    relay_candidates: Vec<(Arc<Record>, bool)>,
     authors_generation: u64,
 }
 
@@ -148,7 +149,7 @@ impl PeerView {
             me,
             peers: BTreeMap::new(),
             changed: false,
-            candidate_authors: Vec::new(),
+            relay_candidates: Vec::new(),
             authors_generation: 0,
         }
     }
@@ -354,14 +355,6 @@ impl PeerView {
         self.peers.get(node).and_then(|p| p.record.as_ref())
     }
 
-    /// The role a connected peer declared in its handshake.
-    pub fn connected_role(&self, node: &NodeId) -> Option<Role> {
-        match self.peers.get(node)?.link {
-            Link::Up { role, .. } => Some(role),
-            Link::Down => None,
-        }
-    }
-
     /// Peers that are up, with the role they declared and since when.
     pub fn links(&self) -> impl Iterator<Item = (&NodeId, Role, Instant)> {
         self.peers.iter().filter_map(|(id, p)| match p.link {
@@ -416,14 +409,12 @@ impl PeerView {
             .collect()
     }
 
-    /// Every record some peer may need relayed, each with whether this
-    /// node knows it current: members' records whose holding still counts
-    /// (a suspect owner's shard is still reserved, and a node that (re)starts
-    /// must hear of it before it claims), and those saying their author left.
-    pub fn relay_candidates(
-        &mut self,
-        is_member: impl Fn(&NodeId) -> bool,
-    ) -> Vec<(Arc<Record>, bool)> {
+    /// Gathers every record some peer may need relayed, each with whether
+    /// this node knows it current: members' records whose holding still
+    /// counts (a suspect owner's shard is still reserved, and a node that
+    /// (re)starts must hear of it before it claims), and those saying their
+    /// author left. [`PeerView::relays_for`] picks from them.
+    pub fn refresh_relay_candidates(&mut self, is_member: impl Fn(&NodeId) -> bool) {
         let candidates: Vec<(Arc<Record>, bool)> = self
             .peers
             .values()
@@ -436,29 +427,23 @@ impl PeerView {
             .filter_map(|p| p.record.clone().map(|r| (r, p.fresh)))
             .filter(|(r, _)| is_member(&r.node))
             .collect();
-        let same_authors = candidates.len() == self.candidate_authors.len()
+        let same_authors = candidates.len() == self.relay_candidates.len()
             && candidates
                 .iter()
-                .zip(&self.candidate_authors)
-                .all(|((r, _), author)| r.node == *author);
+                .zip(&self.relay_candidates)
+                .all(|((new, _), (old, _))| new.node == old.node);
         if !same_authors {
-            self.candidate_authors = candidates.iter().map(|(r, _)| r.node.clone()).collect();
             self.authors_generation += 1;
         }
-        candidates
+        self.relay_candidates = candidates;
     }
 
-    /// Those of `candidates` (from the last [`PeerView::relay_candidates`]) that `to`
-    /// should get from us because it does not see their authors; each is
-    /// marked as sent and returned once per version (and currency). With
-    /// `claims_only`, only records that hold a shard or say their author
-    /// left: what a peer must know before it claims anything.
-    pub fn relays_for(
-        &mut self,
-        to: &NodeId,
-        candidates: &[(Arc<Record>, bool)],
-        claims_only: bool,
-    ) -> Vec<(Arc<Record>, bool)> {
+    /// Those of the relay candidates that `to` should get from us because
+    /// it does not see their authors; each is marked as sent and returned
+    /// once per version (and currency). With `claims_only`, only records
+    /// that hold a shard or say their author left: what a peer must know
+    /// before it claims anything.
+    pub fn relays_for(&mut self, to: &NodeId, claims_only: bool) -> Vec<(Arc<Record>, bool)> {
         let Some(target) = self.peers.get_mut(to) else {
             return Vec::new();
         };
@@ -480,7 +465,8 @@ impl PeerView {
             // Both sorted by node: one merge walk.
             let mut sees = sees.iter().peekable();
             let mut authors = Vec::new();
-            for (at, author) in self.candidate_authors.iter().enumerate() {
+            for (at, (candidate, _)) in self.relay_candidates.iter().enumerate() {
+                let author = &candidate.node;
                 while sees.next_if(|s| s.node < *author).is_some() {}
                 let seen = sees.next_if(|s| s.node == *author).is_some();
                 if !seen && author != to {
@@ -492,7 +478,7 @@ impl PeerView {
         let unseen = &target.unseen.as_ref().expect("set above").authors;
         let mut relays = Vec::new();
         for &at in unseen {
-            let Some((record, current)) = candidates.get(at) else {
+            let Some((record, current)) = self.relay_candidates.get(at) else {
                 continue;
             };
             if claims_only && record.holding.reserved().is_none() && record.holding != Holding::Left
@@ -630,29 +616,23 @@ mod tests {
         view.accept(&id(D), record(D, 1, &[A, B, C]), true, member, 1)
             .unwrap();
         view.refresh(Instant::ZERO, GRACE);
-        let candidates = view.relay_candidates(member);
+        view.refresh_relay_candidates(member);
         let authors = |relays: Vec<(Arc<Record>, bool)>| -> Vec<NodeId> {
             relays.into_iter().map(|(r, _)| r.node.clone()).collect()
         };
-        assert_eq!(
-            authors(view.relays_for(&id(B), &candidates, false)),
-            [id(D)]
-        );
-        assert!(view.relays_for(&id(B), &candidates, false).is_empty());
-        assert!(view.relays_for(&id(C), &candidates, false).is_empty());
+        assert_eq!(authors(view.relays_for(&id(B), false)), [id(D)]);
+        assert!(view.relays_for(&id(B), false).is_empty());
+        assert!(view.relays_for(&id(C), false).is_empty());
         // A new version of D goes again; once B sees D, nothing more does.
         view.accept(&id(D), record(D, 2, &[A, B, C]), true, member, 1)
             .unwrap();
-        let candidates = view.relay_candidates(member);
-        assert_eq!(
-            authors(view.relays_for(&id(B), &candidates, false)),
-            [id(D)]
-        );
+        view.refresh_relay_candidates(member);
+        assert_eq!(authors(view.relays_for(&id(B), false)), [id(D)]);
         view.accept(&id(B), record(B, 2, &[A, C, D]), true, member, 1)
             .unwrap();
         view.accept(&id(D), record(D, 3, &[A, B, C]), true, member, 1)
             .unwrap();
-        let candidates = view.relay_candidates(member);
-        assert!(view.relays_for(&id(B), &candidates, false).is_empty());
+        view.refresh_relay_candidates(member);
+        assert!(view.relays_for(&id(B), false).is_empty());
     }
 }

@@ -452,8 +452,9 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
         if shared.stopping.load(Ordering::Relaxed) {
             return;
         }
-        if shared.is_connected(&peer) || shared.faults.is_cut(&peer) {
-            eager |= shared.is_connected(&peer);
+        let connected = shared.is_connected(&peer);
+        if connected || shared.faults.is_cut(&peer) {
+            eager |= connected;
             waiting_since = tokio::time::Instant::now();
             tokio::time::sleep(idle).await;
             continue;

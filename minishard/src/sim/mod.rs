@@ -197,13 +197,6 @@ pub struct Delivered {
     pub epochs: u64,
 }
 
-impl Delivered {
-    /// All of them.
-    pub fn total(&self) -> u64 {
-        self.records + self.relays + self.epochs
-    }
-}
-
 impl Sim {
     /// A world with every node stopped.
     pub fn new(config: SimConfig) -> Sim {

@@ -425,6 +425,52 @@ fn split_three_two_the_small_side_degrades_and_the_large_side_keeps_every_shard(
 }
 
 #[test]
+fn a_split_that_frees_several_shards_claims_them_together_within_the_bound() {
+    // Six members, three shards: the owners on one side, the three standbys
+    // on the other, which must take all three once the grace ends.
+    let mut sim = started(6, 3);
+    let owners: Vec<usize> = (0..3).map(|shard| holder(&sim, shard)).collect();
+    let spares = standbys(&sim);
+    assert_eq!(spares.len(), 3);
+    let split_at = sim.now();
+    sim.split(&[owners, spares.clone()]);
+    assert!(
+        sim.wait_until(convergence_bound(), |s| {
+            (0..3).all(|shard| open_on(s, shard, &spares).is_some())
+        }),
+        "the standbys' side does not hold all three shards within {:?}: {:?}",
+        convergence_bound(),
+        sim.convergence_problem_among(&spares)
+    );
+    // Each standby's pairing stays the same while the others claim theirs,
+    // so the claims do not wait one `settle` behind another.
+    let starts: Vec<Instant> = (0..3)
+        .map(|shard| {
+            allocated_after(&sim, shard, split_at)
+                .expect("allocated")
+                .start
+        })
+        .collect();
+    let spread = starts
+        .iter()
+        .max()
+        .unwrap()
+        .saturating_since(*starts.iter().min().unwrap());
+    assert!(
+        spread < timings().settle,
+        "the three claims spread over {spread:?}, a settle ({:?}) or more apart",
+        timings().settle
+    );
+    assert!(
+        sim.wait_until(convergence_bound(), |s| s
+            .convergence_problem_among(&spares)
+            .is_none()),
+        "{:?}",
+        sim.convergence_problem_among(&spares)
+    );
+}
+
+#[test]
 fn split_three_three_both_sides_allocate_and_the_higher_score_wins_at_the_heal() {
     let mut sim = started(6, 2);
     let (a0, a1) = (holder(&sim, 0), holder(&sim, 1));

@@ -47,6 +47,24 @@ fn describe_failure(r: &Report) -> String {
     text
 }
 
+/// Seeds beyond the first 300 that once broke an invariant, each replayed
+/// here after its fix: 211578 left a loser waiting for the acknowledgement
+/// of a winner that had restarted; 115181 expected `prolonged` from a winner
+/// cut off (and degraded) before it could learn it had won; 3043 and 114308
+/// queued the claims of a split that freed three shards one `settle` apart.
+const REGRESSION_SEEDS: [u64; 4] = [211578, 115181, 3043, 114308];
+
+#[test]
+fn schedules_that_once_failed_keep_every_invariant() {
+    let failures: Vec<String> = REGRESSION_SEEDS
+        .iter()
+        .map(|&seed| schedule::run(seed))
+        .filter(|r| !r.violations.is_empty())
+        .map(|r| describe_failure(&r))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn three_hundred_random_schedules_keep_every_invariant() {
     let reports = run_all();

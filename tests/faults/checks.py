@@ -278,6 +278,22 @@ class History:
                     return None
         return worst
 
+    def group_state(self, procs: list[str], shard_count: int) -> str:
+        """What the group looks like at the end of the history, for a
+        failure message: who holds each shard, each node's health, and which
+        links inside the group are down."""
+        end = max(e.t for e in self.events) + 0.5
+        pset = set(procs)
+        parts = []
+        for s in range(shard_count):
+            hs = [f"{a.node}@{a.epoch}" for a in self.holders(s, end) if a.proc in pset]
+            parts.append(f"shard {s}: {hs or 'nobody'}")
+        parts.append("health: " + ", ".join(f"{self.procs[p]}={self.health_at(p, end)}" for p in procs))
+        down = [f"{self.procs[p]}->{self.procs[q]}" for p in procs for q in procs
+                if p != q and not self.link_up(p, self.procs[q], end)]
+        parts.append(f"links down: {down or 'none'}")
+        return "; ".join(parts)
+
     def converged_at(self, procs: list[str], shard_count: int, after: float) -> Optional[float]:
         """The time from which, up to the last event, every shard has exactly
         one owner among `procs` and every one of them is `available`; None if

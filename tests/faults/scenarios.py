@@ -76,13 +76,15 @@ class Ctx:
 
     # -- waits and checks
 
-    def wait(self, what: str, timeout_s: float, cond: Callable[[History], bool]) -> float:
+    def wait(self, what: str, timeout_s: float, cond: Callable[[History], bool],
+             state: Optional[Callable[[History], str]] = None) -> float:
         deadline = time.monotonic() + timeout_s
         while True:
             if cond(self.history()):
                 return now_ms()
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout_s:.1f}s waiting for: {what}")
+                found = f"\n    found: {state(self.history())}" if state else ""
+                raise AssertionError(f"timed out after {timeout_s:.1f}s waiting for: {what}{found}")
             time.sleep(0.05)
 
     def converge(self, t0: float, label: str, idx: Optional[list[int]] = None,
@@ -93,7 +95,8 @@ class Ctx:
         procs = self.procs(idx)
         self.wait(f"{label}: {len(procs)} nodes available with one owner per shard", timeout_s,
                   lambda h: h.converged_at(procs, self.shards, t0) is not None
-                  and h.connected_since(procs, t0) is not None)
+                  and h.connected_since(procs, t0) is not None,
+                  lambda h: h.group_state(procs, self.shards))
         h = self.history()
         t_conv = h.converged_at(procs, self.shards, t0)
         t_conn = h.connected_since(procs, t0) if from_connect else t0

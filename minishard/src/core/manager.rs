@@ -123,8 +123,9 @@ impl Core {
             Local::Idle { retry_at } if can_hold && retry_at.is_none_or(|at| now >= at) => {
                 self.local = Local::Standby;
                 // Peers must see this node on standby before it claims, or
-                // they pair shards without it and race it.
-                self.view_changed_at = now;
+                // they pair shards without it and race it: a new pairing
+                // starts its settle now.
+                self.paired = None;
             }
             Local::Standby if !can_hold => self.local = Local::Idle { retry_at: None },
             _ => {}
@@ -253,9 +254,13 @@ impl Core {
             self.sync_record(now);
             return;
         }
-        if !self.view.liveness(&lost.winner.node).present() {
-            // The winner is gone past its grace: it may have acknowledged
-            // unseen. The promise stands.
+        let restarted = self
+            .view
+            .is_retired(&lost.winner.node, lost.winner.incarnation);
+        if restarted || !self.view.liveness(&lost.winner.node).present() {
+            // The winner is gone past its grace, or restarted (which voids
+            // its claim at once): it may have acknowledged unseen. The
+            // promise stands.
             self.start_deallocated(shard, epoch, Some(lost.winner.node), After::Standby);
             self.sync_record(now);
             return;
@@ -313,11 +318,27 @@ impl Core {
         };
     }
 
-    /// Claims the free shard paired with this node, once the view has been
-    /// still for `settle` (DESIGN.md 6.2).
+    /// Claims the free shard paired with this node, once that pairing has
+    /// held for `settle` (DESIGN.md 6.2).
     fn try_claim(&mut self, now: Instant) {
-        if self.local != Local::Standby || now < self.view_changed_at + self.config.timings.settle {
-            return;
+        let shard = self.paired_shard(now);
+        self.paired = match (shard, self.paired) {
+            (Some(shard), Some((same, since))) if same == shard => Some((shard, since)),
+            (Some(shard), _) => Some((shard, now)),
+            (None, _) => None,
+        };
+        if let Some((shard, since)) = self.paired {
+            if now >= since + self.config.timings.settle {
+                self.claim(now, shard);
+            }
+        }
+    }
+
+    /// The free shard the deterministic pairing gives this node, if it is
+    /// on standby and may claim at all.
+    fn paired_shard(&self, now: Instant) -> Option<Shard> {
+        if self.local != Local::Standby {
+            return None;
         }
         // Before its first claim a node waits to meet every member (one
         // that left counts as met), or a heartbeat timeout at most.
@@ -330,12 +351,12 @@ impl Core {
                     .is_some_and(|r| r.holding == Holding::Left)
         });
         if now < self.claims_from && !everyone_met {
-            return;
+            return None;
         }
         // A peer whose record has not arrived yet may hold anything.
         let unheard = |id: &NodeId| !self.view.is_fresh(id) && self.is_member(id);
         if self.view.up().any(|(id, _)| unheard(id)) {
-            return;
+            return None;
         }
         let reserved: HashSet<Shard> = self
             .view
@@ -359,10 +380,7 @@ impl Core {
         standbys.push(&self.config.me);
         standbys.sort();
         let position = standbys.iter().position(|n| **n == self.config.me);
-        let shard = position.and_then(|p| free.into_iter().nth(p));
-        if let Some(shard) = shard {
-            self.claim(now, shard);
-        }
+        position.and_then(|p| free.into_iter().nth(p))
     }
 
     fn claim(&mut self, now: Instant, shard: Shard) {
@@ -592,7 +610,7 @@ impl Core {
         if self.poll_call == Some(id) {
             self.poll_call = None;
             match outcome {
-                Outcome::Members(list) => self.on_members(now, list),
+                Outcome::Members(list) => self.on_members(list),
                 other => {
                     self.counters.failed_callbacks += 1;
                     tracing::warn!(?other, "nodes callback failed: keeping the member list");

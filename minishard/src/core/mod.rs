@@ -209,7 +209,11 @@ pub struct Core {
     epochs: Vec<Epoch>,
     published: Arc<Record>,
     sees_due: Option<Instant>,
-    view_changed_at: Instant,
+    /// The free shard this standby node's pairing gives it, and since when
+    /// (DESIGN.md 6.2): it claims once that has held for `settle`. A peer
+    /// claiming the shard paired with it leaves this pairing as it is, so a
+    /// split that frees several shards does not make their claims queue.
+    paired: Option<(Shard, Instant)>,
     relays_dirty: bool,
     relays_checked_at: Instant,
     next_poll: Instant,
@@ -259,7 +263,7 @@ impl Core {
             acknowledged: Vec::new(),
             published,
             sees_due: None,
-            view_changed_at: now,
+            paired: None,
             relays_dirty: false,
             relays_checked_at: now,
             poll_call: None,
@@ -340,12 +344,12 @@ impl Core {
             } => self.on_connected(now, peer, incarnation, role),
             Event::Lost { peer } => {
                 if self.view.lost(&peer) {
-                    self.view_changed(now);
+                    self.view_changed();
                 }
             }
-            Event::Message { from, message } => self.on_message(now, &from, message),
+            Event::Message { from, message } => self.on_message(&from, message),
             Event::CallDone { id, outcome } => self.on_call_done(now, id, outcome),
-            Event::MembersChanged(list) => self.on_members(now, list),
+            Event::MembersChanged(list) => self.on_members(list),
             Event::Leave => self.leaving = true,
             Event::Timeout => {}
         }
@@ -377,10 +381,10 @@ impl Core {
             to: peer,
             message: PeerMessage::Epochs(self.epochs.clone()),
         });
-        self.view_changed(now);
+        self.view_changed();
     }
 
-    fn on_message(&mut self, now: Instant, from: &NodeId, message: PeerMessage) {
+    fn on_message(&mut self, from: &NodeId, message: PeerMessage) {
         let (record, current) = match message {
             PeerMessage::Record(record) if record.node == *from => (record, true),
             PeerMessage::Relay { record, current } => (record, current),
@@ -411,7 +415,7 @@ impl Core {
             is_member,
             self.config.shard_count,
         ) {
-            Ok(view::Accepted::New) => self.view_changed(now),
+            Ok(view::Accepted::New) => self.view_changed(),
             Ok(view::Accepted::Known) => {}
             Err(view::Refusal::ShardCountMismatch) => {
                 self.counters.ignored_messages += 1;
@@ -458,7 +462,7 @@ impl Core {
         }
     }
 
-    fn on_members(&mut self, now: Instant, list: Vec<NodeId>) {
+    fn on_members(&mut self, list: Vec<NodeId>) {
         if let Err(error) = config::validate_members(&list) {
             self.counters.failed_callbacks += 1;
             tracing::warn!(%error, "ignored an unusable member list");
@@ -478,11 +482,10 @@ impl Core {
         self.members = list.into();
         self.actions
             .push_back(Action::SetMembers(self.members.clone()));
-        self.view_changed(now);
+        self.view_changed();
     }
 
-    fn view_changed(&mut self, now: Instant) {
-        self.view_changed_at = now;
+    fn view_changed(&mut self) {
         self.relays_dirty = true;
     }
 
@@ -537,7 +540,7 @@ impl Core {
             return;
         }
         if self.view.refresh(now, self.config.timings.node_grace) {
-            self.view_changed(now);
+            self.view_changed();
         }
         self.poll_members(now);
         self.update_health(now);
@@ -660,9 +663,6 @@ impl Core {
         }
         if !urgent && !sees_changed {
             return;
-        }
-        if urgent {
-            self.view_changed_at = now;
         }
         self.sees_due = None;
         let record = Arc::new(Record {
@@ -825,11 +825,10 @@ impl Core {
 
     fn arm_timer(&mut self, now: Instant) {
         let t = &self.config.timings;
-        let settle_end = self.view_changed_at + t.settle;
         let candidates = [
             self.watcher.deadline(),
             self.view.next_grace_end(t.node_grace),
-            (matches!(self.local, Local::Standby) && settle_end > now).then_some(settle_end),
+            self.paired.map(|(_, since)| since + t.settle),
             (matches!(self.local, Local::Standby) && self.claims_from > now)
                 .then_some(self.claims_from),
             self.episode.as_ref().map(|e| {

@@ -274,6 +274,13 @@ impl PeerView {
         }
     }
 
+    /// Whether `incarnation` of `node` was replaced by a restart.
+    pub fn is_retired(&self, node: &NodeId, incarnation: Incarnation) -> bool {
+        self.peers
+            .get(node)
+            .is_some_and(|p| p.retired.contains(&incarnation))
+    }
+
     /// Whether a peer's record is known to be current (see `Peer::fresh`).
     pub fn is_fresh(&self, node: &NodeId) -> bool {
         self.peers.get(node).is_some_and(|p| p.fresh)

@@ -21,7 +21,7 @@ pub mod ledger;
 mod network;
 pub mod schedule;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1015,16 +1015,28 @@ impl Sim {
 
     /// Why the cluster has not converged, or `None` if it has.
     pub fn convergence_problem(&self) -> Option<String> {
+        let everyone: Vec<usize> = (0..self.nodes.len()).collect();
+        self.convergence_problem_among(&everyone)
+    }
+
+    /// Why `group` (one side of a split, say) has not converged on its own,
+    /// or `None` if it has: every shard has exactly one open allocation on
+    /// a node of the group, and every running node of it reports that map
+    /// and `available`.
+    pub fn convergence_problem_among(&self, group: &[usize]) -> Option<String> {
+        let ids: BTreeSet<&NodeId> = group.iter().map(|&i| self.id(i)).collect();
         let mut owners: Vec<Vec<&NodeId>> = vec![Vec::new(); self.config.shard_count as usize];
         for a in self.ledger.open_allocations() {
-            owners[a.shard as usize].push(&a.node);
+            if ids.contains(&a.node) {
+                owners[a.shard as usize].push(&a.node);
+            }
         }
         for (shard, list) in owners.iter().enumerate() {
             if list.len() != 1 {
                 return Some(format!("shard {shard} is held by {list:?}"));
             }
         }
-        for i in (0..self.nodes.len()).filter(|i| self.is_running(*i)) {
+        for &i in group.iter().filter(|&&i| self.is_running(i)) {
             let Some(snapshot) = self.snapshot(i) else {
                 return Some(format!("{} has no snapshot", self.id(i)));
             };

@@ -149,9 +149,18 @@ impl Run {
                     });
                     big.count() <= 1
                 };
+                let calm_before = self.calm() && !self.sim.any_cut() && self.sim.converged();
                 let start = self.sim.now();
                 self.sim.split(&groups);
-                self.hold_and_check_degradation(hold);
+                let t = self.timings();
+                let bound = t.heartbeat_timeout + t.node_grace + Duration::from_millis(100);
+                if calm_before && hold >= bound {
+                    self.hold_and_check_degradation(bound);
+                    self.check_sides_converged(&groups);
+                    self.sim.run_for(hold - bound);
+                } else {
+                    self.hold_and_check_degradation(hold);
+                }
                 if lopsided {
                     self.check_no_duplicates(start);
                 }
@@ -272,6 +281,27 @@ impl Run {
         b.slow_probability == 0.0
             && b.fail_probability == 0.0
             && b.latency == Behaviour::default().latency
+    }
+
+    /// DESIGN.md 7.1 within a partition: a side with members enough for
+    /// every shard converges on its own, within the bound counted from the
+    /// split (its nodes stayed connected to each other).
+    fn check_sides_converged(&mut self, groups: &[Vec<usize>]) {
+        let shard_count = self.sim.config().shard_count as usize;
+        for group in groups {
+            let members = group
+                .iter()
+                .filter(|&&i| !self.sim.is_observer(i) && self.sim.is_running(i))
+                .count();
+            if members < shard_count {
+                continue;
+            }
+            if let Some(problem) = self.sim.convergence_problem_among(group) {
+                self.violation(format!(
+                    "side {group:?} of a split has not converged within its bound: {problem}"
+                ));
+            }
+        }
     }
 
     /// DESIGN.md 6.5: when at most one side of a split can hold every
@@ -481,6 +511,8 @@ impl Run {
         let mut problems = Vec::new();
         // (winner allocation, loser node) -> deallocated(winner) seen
         let mut expected: BTreeMap<(usize, NodeId), usize> = BTreeMap::new();
+        // Of those, the losses told after the winner's allocation had ended.
+        let mut after_winner_ended: BTreeMap<(usize, NodeId), usize> = BTreeMap::new();
         let mut conflicts = 0;
         for loser in &ledger.allocations {
             let Some(Ending::Deallocated {
@@ -529,6 +561,15 @@ impl Run {
                 continue;
             };
             *expected.entry((wi, loser.node.clone())).or_default() += 1;
+            let winner_end = match &w.end {
+                Some(Ending::Deallocated { at, .. } | Ending::Crashed(at)) => Some(*at),
+                None => None,
+            };
+            if winner_end.is_some_and(|end| end <= *at) {
+                *after_winner_ended
+                    .entry((wi, loser.node.clone()))
+                    .or_default() += 1;
+            }
             let own = crate::core::Claim {
                 node: loser.node.clone(),
                 incarnation: loser.incarnation,
@@ -571,10 +612,16 @@ impl Run {
                     .filter(|a| a.node == *loser && a.shard == w.shard)
                     .filter(|a| matches!(a.end, Some(Ending::Crashed(_))))
                     .count();
-                // And a winner that crashed before acknowledging: its
-                // losers wait out its grace and keep their promise.
+                // And a winner that crashed, or was cut off and gave the
+                // shard up, before it learned of the loss: its losers wait
+                // out its grace and keep their promise, but it can no
+                // longer be told.
                 let winner_crashed = matches!(w.end, Some(Ending::Crashed(_)));
-                if told > lost + crashed || (told < lost && !winner_crashed) {
+                let untellable = after_winner_ended
+                    .get(&(wi, loser.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                if told > lost + crashed || (told + untellable < lost && !winner_crashed) {
                     problems.push(format!(
                         "{} (shard {}) got prolonged({loser}) {told} times for {lost} lost conflicts",
                         w.node, w.shard

@@ -322,13 +322,12 @@ impl Core {
     /// held for `settle` (DESIGN.md 6.2).
     fn try_claim(&mut self, now: Instant) {
         let shard = self.paired_shard(now);
-        self.paired = match (shard, self.paired) {
-            (Some(shard), Some((same, since))) if same == shard => Some((shard, since)),
-            (Some(shard), _) => Some((shard, now)),
-            (None, _) => None,
-        };
-        if let Some((shard, since)) = self.paired {
-            if now >= since + self.config.timings.settle {
+        if shard != self.paired {
+            self.paired = shard;
+            self.paired_since = now;
+        }
+        if let Some(shard) = self.paired {
+            if now >= self.paired_since + self.config.timings.settle {
                 self.claim(now, shard);
             }
         }

@@ -213,7 +213,8 @@ pub struct Core {
     /// (DESIGN.md 6.2): it claims once that has held for `settle`. A peer
     /// claiming the shard paired with it leaves this pairing as it is, so a
     /// split that frees several shards does not make their claims queue.
-    paired: Option<(Shard, Instant)>,
+    paired: Option<Shard>,
+    paired_since: Instant,
     relays_dirty: bool,
     relays_checked_at: Instant,
     next_poll: Instant,
@@ -264,6 +265,7 @@ impl Core {
             published,
             sees_due: None,
             paired: None,
+            paired_since: now,
             relays_dirty: false,
             relays_checked_at: now,
             poll_call: None,
@@ -828,7 +830,7 @@ impl Core {
         let candidates = [
             self.watcher.deadline(),
             self.view.next_grace_end(t.node_grace),
-            self.paired.map(|(_, since)| since + t.settle),
+            self.paired.map(|_| self.paired_since + t.settle),
             (matches!(self.local, Local::Standby) && self.claims_from > now)
                 .then_some(self.claims_from),
             self.episode.as_ref().map(|e| {

@@ -2,17 +2,18 @@
 `minishard node --json` process per loopback address inside it, iptables
 link control, a userspace delay proxy, and an event collector.
 
-How the namespace is laid out (see tests/faults/README.md for the why):
+How the namespace is laid out:
 
 * `ip netns add msfaults-<pid>`; this process then enters it with setns(2)
   before it starts any thread, so every node, every iptables call and the
   proxy live in it. Nothing is ever sent from the host's own namespace.
 * Node i listens on 127.0.0.(11+i):7000 and runs as its own uid (40011+i).
-  A node dials its peers from an unbound socket, so the kernel would give
-  every outgoing connection the source 127.0.0.1; a nat POSTROUTING rule
-  `-m owner --uid-owner UID -j SNAT --to-source 127.0.0.(11+i)` makes the
-  dialler's address its own. Every connection then carries both nodes'
-  addresses in its conntrack reply tuple.
+  A node dials from the address it listens on, so every connection carries
+  both nodes' addresses in its conntrack tuples. (The harness once made
+  that so with SNAT from an unbound 127.0.0.1 socket; a connection whose
+  first packet met a stale conntrack entry of an earlier node's connection
+  on the same 127.0.0.1 port took that node's address, and no cut matched
+  it: a "split" left one link up.)
 * Faults are filter rules in the INPUT chain (a packet dropped on the way
   in is lost "on the wire"; dropping in OUTPUT would hand the sender an
   EPERM instead). "A's packets do not reach B" is two rules matching the
@@ -108,8 +109,6 @@ def _pick_iptables() -> str:
         errors = []
         for cmd in candidates:
             rules = [
-                ["-t", "nat", "-A", "POSTROUTING", "-m", "owner", "--uid-owner", "40011",
-                 "-j", "SNAT", "--to-source", "127.0.0.11"],
                 ["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.12", "--dport", "7000",
                  "-m", "owner", "--uid-owner", "40000-40999", "-j", "DNAT",
                  "--to-destination", "127.0.0.1:27012"],
@@ -319,12 +318,7 @@ class Cluster:
         self._readers: list[threading.Thread] = []
         for node in self.nodes:
             ns.add_address(node.ip)
-        # The dialler's source address is its own (see the module doc).
-        ns.ipt("-t", "nat", "-F", "POSTROUTING")
         ns.ipt("-t", "nat", "-F", "OUTPUT")
-        for node in self.nodes:
-            ns.ipt("-t", "nat", "-A", "POSTROUTING", "-m", "owner", "--uid-owner", str(node.uid),
-                   "-j", "SNAT", "--to-source", node.ip)
         ns.ipt("-F", "INPUT")
         ns.ipt("-N", "MSFAULT") if not self._chain_exists() else ns.ipt("-F", "MSFAULT")
         ns.ipt("-A", "INPUT", "-j", "MSFAULT")

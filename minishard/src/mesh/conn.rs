@@ -5,6 +5,8 @@
 //! A misbehaving peer costs exactly its own connection: every failure here
 //! ends this task with a reason, and nothing else.
 
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{lookup_host, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::{timeout, timeout_at, Instant as TokioInstant};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -38,6 +40,10 @@ pub(crate) struct Settings {
     pub handshake_timeout: Duration,
     pub send_queue: usize,
     pub tls: Option<Tls>,
+    /// The address this node listens on, when it is a specific one: dials
+    /// leave from it too, so peers (and firewalls) see every connection of
+    /// a node, dialled or accepted, come from one address.
+    pub source: Option<IpAddr>,
 }
 
 /// Counters the mesh keeps.
@@ -196,10 +202,21 @@ pub(crate) async fn dial(
     let connect_limit = settings.handshake_timeout.min(settings.heartbeat_timeout);
     let work = async {
         let connect = async {
-            match target.as_str().parse::<std::net::SocketAddr>() {
+            match target.as_str().parse::<SocketAddr>() {
                 // An address literal needs no resolver (a blocking thread).
-                Ok(address) => TcpStream::connect(address).await,
-                Err(_) => TcpStream::connect(target.as_str()).await,
+                Ok(address) => connect_from(settings.source, address).await,
+                Err(_) => {
+                    let mut last = None;
+                    for address in lookup_host(target.as_str()).await? {
+                        match connect_from(settings.source, address).await {
+                            Ok(stream) => return Ok(stream),
+                            Err(e) => last = Some(e),
+                        }
+                    }
+                    Err(last.unwrap_or_else(|| {
+                        io::Error::new(io::ErrorKind::NotFound, "the name has no address")
+                    }))
+                }
             }
         };
         let stream = timeout(connect_limit, connect)
@@ -231,6 +248,24 @@ pub(crate) async fn dial(
     timeout(limit, work)
         .await
         .unwrap_or_else(|_| Err(fail(format!("no handshake within {limit:?}"))))
+}
+
+/// Connects to `target` from `source` when that can reach it (same family,
+/// and loopback only to loopback), from wherever the kernel picks otherwise.
+async fn connect_from(source: Option<IpAddr>, target: SocketAddr) -> io::Result<TcpStream> {
+    let reachable = |ip: &IpAddr| {
+        ip.is_ipv4() == target.is_ipv4() && ip.is_loopback() == target.ip().is_loopback()
+    };
+    let Some(source) = source.filter(reachable) else {
+        return TcpStream::connect(target).await;
+    };
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(target).await
 }
 
 /// What the listener checks of a dialer besides the cookie.

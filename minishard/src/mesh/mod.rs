@@ -511,6 +511,7 @@ mod tests {
             handshake_timeout: Duration::from_secs(1),
             send_queue: 2,
             tls: None,
+            source: None,
         }
     }
 

@@ -143,6 +143,11 @@ impl Engine {
             handshake_timeout: config.handshake_timeout,
             send_queue: config.send_queue,
             tls,
+            source: listener
+                .local_addr()
+                .ok()
+                .map(|address| address.ip())
+                .filter(|ip| !ip.is_unspecified()),
         };
         let driver = Driver {
             core,

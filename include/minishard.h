@@ -618,8 +618,8 @@ minishard_result minishard_config_set_node_grace_ms(struct minishard_config *cfg
                                                     uint64_t ms);
 
 /**
- * How long the view must be still before a free shard is claimed, in
- * milliseconds (default 20).
+ * How long a standby's pairing with a free shard must hold before it
+ * claims the shard, in milliseconds (default 20).
  *
  * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
@@ -676,6 +676,81 @@ minishard_result minishard_config_set_member_poll_ms(struct minishard_config *cf
  */
 minishard_result minishard_config_set_allocation_retry_ms(struct minishard_config *cfg,
                                                           uint64_t ms);
+
+/**
+ * The largest frame a peer may send once authenticated, in bytes (default
+ * 1048576, 1 MiB); a larger one closes the connection. Before the
+ * handshake is done the limit is 16 KiB whatever this says.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+ * for a value outside 4096 to 67108864 (64 MiB); the configuration is then
+ * unchanged.
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_frame_limit(struct minishard_config *cfg,
+                                                  size_t bytes);
+
+/**
+ * How long a connection may take to authenticate, TLS included, in
+ * milliseconds (default 2000); a client that has not by then is dropped.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+ * for 0.
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_handshake_timeout_ms(struct minishard_config *cfg,
+                                                           uint64_t ms);
+
+/**
+ * How many connections may be in their handshake at once on this node's
+ * listener (default 256); more are closed at once.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+ * for 0 or more than 65536.
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_max_handshakes(struct minishard_config *cfg,
+                                                     size_t n);
+
+/**
+ * How many connections from one source IP address may be in their
+ * handshake at once on this node's listener (default 16); more are closed
+ * at once.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+ * for 0 or more than 65536.
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_max_handshakes_per_source(struct minishard_config *cfg,
+                                                                size_t n);
+
+/**
+ * How many frames may wait to be sent to one peer (default 4096); a peer
+ * that falls further behind is disconnected ("send queue full: peer too
+ * slow") rather than buffered.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+ * for fewer than 64 (a new connection starts with a burst of frames that
+ * must fit) or more than 1048576.
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_send_queue(struct minishard_config *cfg,
+                                                 size_t frames);
 
 /**
  * Turns on mutual TLS between the nodes: `cert_path` is this node's

@@ -22,6 +22,7 @@
 #define MINISHARD_HPP
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -160,6 +161,26 @@ public:
     }
     Config &allocation_retry(std::chrono::milliseconds ms) {
         detail::check(minishard_config_set_allocation_retry_ms(cfg_.get(), count(ms)));
+        return *this;
+    }
+    Config &frame_limit(std::size_t bytes) {
+        detail::check(minishard_config_set_frame_limit(cfg_.get(), bytes));
+        return *this;
+    }
+    Config &handshake_timeout(std::chrono::milliseconds ms) {
+        detail::check(minishard_config_set_handshake_timeout_ms(cfg_.get(), count(ms)));
+        return *this;
+    }
+    Config &max_handshakes(std::size_t n) {
+        detail::check(minishard_config_set_max_handshakes(cfg_.get(), n));
+        return *this;
+    }
+    Config &max_handshakes_per_source(std::size_t n) {
+        detail::check(minishard_config_set_max_handshakes_per_source(cfg_.get(), n));
+        return *this;
+    }
+    Config &send_queue(std::size_t frames) {
+        detail::check(minishard_config_set_send_queue(cfg_.get(), frames));
         return *this;
     }
 

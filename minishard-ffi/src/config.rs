@@ -1,9 +1,9 @@
 //! `minishard_config`: the settings of one join, built with setters.
 //!
-//! Setters check what can be checked alone (a value is not zero, an address
-//! parses); what depends on several settings together (timings in the right
-//! order) is checked by `minishard_join`, with the same messages as the
-//! Rust API.
+//! Setters check what can be checked alone (a value is not zero, a limit is
+//! in its range, an address parses); what depends on several settings
+//! together (timings in the right order) is checked by `minishard_join`,
+//! with the same messages as the Rust API.
 
 use std::ffi::{c_char, c_int, CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -354,8 +354,8 @@ pub unsafe extern "C" fn minishard_config_set_node_grace_ms(
     unsafe { set_timing(cfg, "node_grace_ms", ms, |t| &mut t.node_grace) }
 }
 
-/// How long the view must be still before a free shard is claimed, in
-/// milliseconds (default 20).
+/// How long a standby's pairing with a free shard must hold before it
+/// claims the shard, in milliseconds (default 20).
 ///
 /// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
 /// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
@@ -428,6 +428,127 @@ pub unsafe extern "C" fn minishard_config_set_allocation_retry_ms(
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
     unsafe { set_timing(cfg, "allocation_retry_ms", ms, |t| &mut t.allocation_retry) }
+}
+
+/// Sets one connection limit of `cfg`, refusing at once a value
+/// `minishard_join` would refuse, with join's message: the ranges live in
+/// one place, the Rust API's `Config::validate`, which checks each limit on
+/// its own.
+///
+/// # Safety
+///
+/// `cfg` must be NULL or a live configuration used by no other thread.
+unsafe fn set_limit(cfg: *mut minishard_config, apply: impl Fn(&mut Config)) -> minishard_result {
+    let body = |config: &mut Config| {
+        // A default configuration is valid apart from the listen address
+        // and the cookie, so any complaint is about this limit.
+        let mut alone = Config::new("127.0.0.1:0", b"x".to_vec());
+        apply(&mut alone);
+        alone.validate()?;
+        apply(config);
+        Ok(())
+    };
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set(cfg, body) }
+}
+
+/// The largest frame a peer may send once authenticated, in bytes (default
+/// 1048576, 1 MiB); a larger one closes the connection. Before the
+/// handshake is done the limit is 16 KiB whatever this says.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+/// for a value outside 4096 to 67108864 (64 MiB); the configuration is then
+/// unchanged.
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_frame_limit(
+    cfg: *mut minishard_config,
+    bytes: usize,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_limit(cfg, |config| config.frame_limit = bytes) }
+}
+
+/// How long a connection may take to authenticate, TLS included, in
+/// milliseconds (default 2000); a client that has not by then is dropped.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+/// for 0.
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_handshake_timeout_ms(
+    cfg: *mut minishard_config,
+    ms: u64,
+) -> minishard_result {
+    let body = |config: &mut Config| {
+        config.handshake_timeout = positive_ms("handshake_timeout_ms", ms)?;
+        Ok(())
+    };
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set(cfg, body) }
+}
+
+/// How many connections may be in their handshake at once on this node's
+/// listener (default 256); more are closed at once.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+/// for 0 or more than 65536.
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_max_handshakes(
+    cfg: *mut minishard_config,
+    n: usize,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_limit(cfg, |config| config.max_handshakes = n) }
+}
+
+/// How many connections from one source IP address may be in their
+/// handshake at once on this node's listener (default 16); more are closed
+/// at once.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+/// for 0 or more than 65536.
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_max_handshakes_per_source(
+    cfg: *mut minishard_config,
+    n: usize,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_limit(cfg, |config| config.max_handshakes_per_source = n) }
+}
+
+/// How many frames may wait to be sent to one peer (default 4096); a peer
+/// that falls further behind is disconnected ("send queue full: peer too
+/// slow") rather than buffered.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+/// for fewer than 64 (a new connection starts with a burst of frames that
+/// must fit) or more than 1048576.
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_send_queue(
+    cfg: *mut minishard_config,
+    frames: usize,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_limit(cfg, |config| config.send_queue = frames) }
 }
 
 /// Turns on mutual TLS between the nodes: `cert_path` is this node's

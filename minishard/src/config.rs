@@ -12,6 +12,12 @@ use crate::wire::{DEFAULT_FRAME_LIMIT, MAX_FRAME_LIMIT};
 
 /// The smallest per-peer send queue a configuration may set.
 pub const MIN_SEND_QUEUE: usize = 64;
+/// The largest send queue, in frames: beyond it a slow peer would hold
+/// gigabytes before it is dropped (and the queue could not be allocated).
+pub const MAX_SEND_QUEUE: usize = 1 << 20;
+/// The most connections a listener lets handshake at once, in all or from
+/// one address: more sockets than a process may usually open.
+pub const MAX_HANDSHAKES: usize = 1 << 16;
 
 /// Where callbacks run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -89,12 +95,13 @@ pub struct Config {
     pub frame_limit: usize,
     /// How long a connection may take to authenticate.
     pub handshake_timeout: Duration,
-    /// Connections allowed to be in their handshake at once.
+    /// Connections allowed to be in their handshake at once (at most
+    /// [`MAX_HANDSHAKES`]).
     pub max_handshakes: usize,
-    /// Of those, from one source address.
+    /// Of those, from one source address (at most [`MAX_HANDSHAKES`]).
     pub max_handshakes_per_source: usize,
     /// Frames queued for one peer before it is considered too slow and
-    /// disconnected (at least [`MIN_SEND_QUEUE`]).
+    /// disconnected (at least [`MIN_SEND_QUEUE`], at most [`MAX_SEND_QUEUE`]).
     pub send_queue: usize,
     /// Told about connections coming and going and refusals.
     pub notice_hook: Option<NoticeHook>,
@@ -172,12 +179,23 @@ impl Config {
             if value == 0 {
                 return Err(Error::Config(format!("{name} must be at least 1")));
             }
+            if value > MAX_HANDSHAKES {
+                return Err(Error::Config(format!(
+                    "{name} must be at most {MAX_HANDSHAKES}, not {value}"
+                )));
+            }
         }
         // A connection starts with a burst (a record, a relay per known
         // node, the epochs): a smaller queue would drop every new peer.
         if self.send_queue < MIN_SEND_QUEUE {
             return Err(Error::Config(format!(
                 "send_queue must be at least {MIN_SEND_QUEUE} frames, not {}",
+                self.send_queue
+            )));
+        }
+        if self.send_queue > MAX_SEND_QUEUE {
+            return Err(Error::Config(format!(
+                "send_queue must be at most {MAX_SEND_QUEUE} frames, not {}",
                 self.send_queue
             )));
         }
@@ -259,6 +277,20 @@ mod tests {
                     ..ok.clone()
                 },
                 "send_queue",
+            ),
+            (
+                Config {
+                    send_queue: usize::MAX,
+                    ..ok.clone()
+                },
+                "send_queue must be at most",
+            ),
+            (
+                Config {
+                    max_handshakes: usize::MAX,
+                    ..ok.clone()
+                },
+                "max_handshakes must be at most",
             ),
             (
                 Config {

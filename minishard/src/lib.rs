@@ -47,6 +47,9 @@ pub mod sim;
 pub mod wire;
 
 pub use api::{Callbacks, Cluster, Stats, Status};
-pub use config::{Config, Dispatch, MeshNotice, NoticeHook, TlsFiles, MIN_SEND_QUEUE};
+pub use config::{
+    Config, Dispatch, MeshNotice, NoticeHook, TlsFiles, MAX_HANDSHAKES, MAX_SEND_QUEUE,
+    MIN_SEND_QUEUE,
+};
 pub use core::{Epoch, Health, LocalState, NodeId, NodeState, Owner, Shard, Snapshot, Timings};
 pub use error::{CallbackError, Error};

@@ -1,8 +1,8 @@
 /*
  * Every error path of the C ABI: NULL pointers, invalid UTF-8, unparsable
- * addresses, zero/negative/huge shard counts, failing callbacks, small
- * buffers, calls after leave and calls from inside a callback; and that
- * user_data is freed exactly once on every path.
+ * addresses, limits out of range, zero/negative/huge shard counts, failing
+ * callbacks, small buffers, calls after leave and calls from inside a
+ * callback; and that user_data is freed exactly once on every path.
  */
 #include "harness.h"
 
@@ -98,6 +98,77 @@ static void config_setters_refuse_bad_values_with_a_message(void) {
     CHECK_RC(minishard_config_set_observer(cfg, 1), MINISHARD_OK);
     minishard_config_free(cfg);
     minishard_config_free(NULL);
+}
+
+static void limit_setters_refuse_out_of_range_values_naming_the_setting(void) {
+    minishard_config *cfg = minishard_config_new();
+    REQUIRE(cfg != NULL);
+    /* Out of range: refused at once, with the range join would give. */
+    CHECK_RC(minishard_config_set_frame_limit(cfg, 4095), MINISHARD_CONFIG);
+    CHECK(last_error_mentions("frame_limit must be between 4096 and 67108864 bytes, not 4095"));
+    CHECK_RC(minishard_config_set_frame_limit(cfg, 0), MINISHARD_CONFIG);
+    CHECK_RC(minishard_config_set_frame_limit(cfg, ((size_t)64 << 20) + 1), MINISHARD_CONFIG);
+    CHECK(last_error_mentions("frame_limit must be between"));
+    CHECK_RC(minishard_config_set_frame_limit(cfg, SIZE_MAX), MINISHARD_CONFIG);
+    CHECK_RC(minishard_config_set_handshake_timeout_ms(cfg, 0), MINISHARD_CONFIG);
+    CHECK(last_error_mentions("handshake_timeout_ms must be greater than zero"));
+    CHECK_RC(minishard_config_set_max_handshakes(cfg, 0), MINISHARD_CONFIG);
+    CHECK(last_error_mentions("max_handshakes must be at least 1"));
+    CHECK_RC(minishard_config_set_max_handshakes_per_source(cfg, 0), MINISHARD_CONFIG);
+    CHECK(last_error_mentions("max_handshakes_per_source must be at least 1"));
+    CHECK_RC(minishard_config_set_send_queue(cfg, 63), MINISHARD_CONFIG);
+    CHECK(last_error_mentions("send_queue must be at least 64 frames, not 63"));
+    CHECK_RC(minishard_config_set_send_queue(cfg, 0), MINISHARD_CONFIG);
+    /* Too large to allocate or to be sane: refused, not a node that never starts. */
+    CHECK_RC(minishard_config_set_send_queue(cfg, SIZE_MAX), MINISHARD_CONFIG);
+    CHECK(last_error_mentions("send_queue must be at most 1048576 frames"));
+    CHECK_RC(minishard_config_set_max_handshakes(cfg, SIZE_MAX), MINISHARD_CONFIG);
+    CHECK(last_error_mentions("max_handshakes must be at most 65536"));
+    CHECK_RC(minishard_config_set_max_handshakes_per_source(cfg, 65537), MINISHARD_CONFIG);
+    CHECK(last_error_mentions("max_handshakes_per_source must be at most 65536"));
+    /* NULL configurations. */
+    CHECK_RC(minishard_config_set_frame_limit(NULL, 65536), MINISHARD_INVALID_ARGUMENT);
+    CHECK(last_error_mentions("cfg is NULL"));
+    CHECK_RC(minishard_config_set_handshake_timeout_ms(NULL, 1000), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_config_set_max_handshakes(NULL, 8), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_config_set_max_handshakes_per_source(NULL, 4), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_config_set_send_queue(NULL, 128), MINISHARD_INVALID_ARGUMENT);
+    CHECK(last_error_mentions("cfg is NULL"));
+    /* The ends of the ranges are accepted. */
+    CHECK_RC(minishard_config_set_frame_limit(cfg, 4096), MINISHARD_OK);
+    CHECK_RC(minishard_config_set_frame_limit(cfg, (size_t)64 << 20), MINISHARD_OK);
+    CHECK_RC(minishard_config_set_handshake_timeout_ms(cfg, 1), MINISHARD_OK);
+    CHECK_RC(minishard_config_set_max_handshakes(cfg, 1), MINISHARD_OK);
+    CHECK_RC(minishard_config_set_max_handshakes_per_source(cfg, 1), MINISHARD_OK);
+    CHECK_RC(minishard_config_set_send_queue(cfg, 64), MINISHARD_OK);
+    CHECK_RC(minishard_config_set_max_handshakes(cfg, 65536), MINISHARD_OK);
+    CHECK_RC(minishard_config_set_max_handshakes_per_source(cfg, 65536), MINISHARD_OK);
+    CHECK_RC(minishard_config_set_send_queue(cfg, 1048576), MINISHARD_OK);
+    minishard_config_free(cfg);
+}
+
+static void a_cluster_joined_with_other_limits_converges(void) {
+    /* Every node sets every limit away from its default. */
+    local l;
+    size_t i;
+    uint64_t k = time_scale();
+    REQUIRE(local_prepare(&l, "limits", 3, 2, MINISHARD_DISPATCH_THREAD));
+    for (i = 0; i < l.n; i++) {
+        minishard_callbacks cb = app_callbacks(&l.apps[i]);
+        minishard_config *cfg = fast_config(l.addrs[i], l.dispatch);
+        minishard_result rc;
+        REQUIRE(cfg != NULL);
+        CHECK_RC(minishard_config_set_frame_limit(cfg, 65536), MINISHARD_OK);
+        CHECK_RC(minishard_config_set_handshake_timeout_ms(cfg, 1500 * k), MINISHARD_OK);
+        CHECK_RC(minishard_config_set_max_handshakes(cfg, 8), MINISHARD_OK);
+        CHECK_RC(minishard_config_set_max_handshakes_per_source(cfg, 4), MINISHARD_OK);
+        CHECK_RC(minishard_config_set_send_queue(cfg, 128), MINISHARD_OK);
+        rc = minishard_join(l.name, cfg, &cb, &l.nodes[i]);
+        minishard_config_free(cfg);
+        REQUIRE_OK(rc);
+    }
+    CHECK(local_converged(&l, 2, 10000));
+    local_stop(&l);
 }
 
 /* ---- join --------------------------------------------------------------- */
@@ -570,6 +641,8 @@ int main(void) {
     RUN(result_names_and_version);
     RUN(last_error_is_per_thread_and_truncates);
     RUN(config_setters_refuse_bad_values_with_a_message);
+    RUN(limit_setters_refuse_out_of_range_values_naming_the_setting);
+    RUN(a_cluster_joined_with_other_limits_converges);
     RUN(join_refuses_bad_arguments_and_answers_and_frees_user_data_once);
     RUN(null_handles_are_refused);
     RUN(a_live_handle_checks_buffers_shards_and_modes_then_closes);

@@ -176,7 +176,8 @@ impl NativeCluster {
         allocated_epoch=false,
         heartbeat_interval=None, heartbeat_timeout=None, transition_timeout=None, node_grace=None,
         settle=None, score_deadline=None, member_poll=None, allocation_retry=None,
-        handshake_timeout=None, frame_limit=None, tls_cert=None, tls_key=None, tls_ca=None
+        handshake_timeout=None, frame_limit=None, max_handshakes=None,
+        max_handshakes_per_source=None, send_queue=None, tls_cert=None, tls_key=None, tls_ca=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -199,6 +200,9 @@ impl NativeCluster {
         allocation_retry: Option<f64>,
         handshake_timeout: Option<f64>,
         frame_limit: Option<usize>,
+        max_handshakes: Option<usize>,
+        max_handshakes_per_source: Option<usize>,
+        send_queue: Option<usize>,
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         tls_ca: Option<PathBuf>,
@@ -245,8 +249,19 @@ impl NativeCluster {
         if let Some(value) = handshake_timeout {
             config.handshake_timeout = seconds(py, "handshake_timeout", value)?;
         }
-        if let Some(value) = frame_limit {
-            config.frame_limit = value;
+        // Ranges are checked by the join, with the Rust API's messages.
+        for (field, value) in [
+            (&mut config.frame_limit, frame_limit),
+            (&mut config.max_handshakes, max_handshakes),
+            (
+                &mut config.max_handshakes_per_source,
+                max_handshakes_per_source,
+            ),
+            (&mut config.send_queue, send_queue),
+        ] {
+            if let Some(value) = value {
+                *field = value;
+            }
         }
         // minishard.join checks that the three come together.
         if let (Some(cert), Some(key), Some(ca)) = (tls_cert, tls_key, tls_ca) {

@@ -52,6 +52,17 @@ def test_status_and_stats_are_typed(local):
     assert "available" in repr(owner) and owner.name == "status"
 
 
+def test_nodes_joined_with_other_limits_converge(local):
+    # Every limit away from its default, the per-source cap above the two
+    # peers that dial each node from 127.0.0.1.
+    cluster = local(
+        "limits", 3, 2, frame_limit=65536, handshake_timeout=1.5, max_handshakes=8,
+        max_handshakes_per_source=4, send_queue=128,
+    )
+    shard_map = cluster.converged()
+    assert len(set(shard_map)) == 2, f"two different owners: {shard_map}"
+
+
 def test_an_owner_that_stops_without_leaving_fails_over_after_the_grace(local):
     cluster = local("failover", 4, 2)
     cluster.converged()

@@ -40,7 +40,8 @@ pub struct Timings {
     pub transition_timeout: Duration,
     /// How long a lost peer's shard stays reserved to it.
     pub node_grace: Duration,
-    /// How long the view must be still before a free shard is claimed.
+    /// How long a standby's pairing with a free shard must hold before it
+    /// claims the shard (DESIGN.md 6.2).
     pub settle: Duration,
     /// How long a `score` callback may take before its owner loses.
     pub score_deadline: Duration,

@@ -43,6 +43,16 @@ _TIMINGS = (
     "allocation_retry",
     "handshake_timeout",
 )
+# Limits counted in whole units, with the unit their messages name; join
+# checks their ranges (README's configuration table).
+_LIMITS = {
+    "frame_limit": "bytes",
+    "max_handshakes": "connections",
+    "max_handshakes_per_source": "connections",
+    "send_queue": "frames",
+}
+# The largest count the engine takes (a usize).
+_COUNT_MAX = 2**64 - 1
 # How often wait_until_async looks at the health.
 _ASYNC_POLL = 0.005
 
@@ -253,6 +263,20 @@ def _number(name: str, value: Any) -> Optional[float]:
     return float(value)
 
 
+def _count(name: str, value: Any) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be an int (a number of {_LIMITS[name]}), not {value!r}")
+    if value < 0:
+        raise ConfigError(f"{name} must be a positive number of {_LIMITS[name]}, not {value}")
+    if value > _COUNT_MAX:
+        raise ConfigError(
+            f"{name} must be a number of {_LIMITS[name]} that fits in 64 bits, not {value}"
+        )
+    return int(value)
+
+
 def join(
     cluster: str,
     callbacks: CallbacksLike,
@@ -273,6 +297,9 @@ def join(
     allocation_retry: Optional[float] = None,
     handshake_timeout: Optional[float] = None,
     frame_limit: Optional[int] = None,
+    max_handshakes: Optional[int] = None,
+    max_handshakes_per_source: Optional[int] = None,
+    send_queue: Optional[int] = None,
     tls_cert: Optional[StrPath] = None,
     tls_key: Optional[StrPath] = None,
     tls_ca: Optional[StrPath] = None,
@@ -283,11 +310,14 @@ def join(
     ``callbacks`` is any object with the methods of ``minishard.Callbacks``.
     ``cookie`` is the cluster's shared secret (a ``str`` is UTF-8 encoded).
     Timings are in seconds; unset ones take the defaults of DESIGN.md
-    section 10. ``dispatch`` says where callbacks run: ``"thread"`` (a
-    callback thread of the cluster's own), ``"asyncio"`` (on ``loop``, by
-    default the running loop: callbacks then never run concurrently with
-    your coroutines), or ``"host"`` (only inside ``cluster.dispatch()``; wait
-    for ``cluster.fileno()`` to be readable).
+    section 10, as do the limits: ``frame_limit`` (bytes, 4096 to 64 MiB),
+    ``max_handshakes`` and ``max_handshakes_per_source`` (connections in
+    their handshake, at least 1), ``send_queue`` (frames per peer, at least
+    64). ``dispatch`` says where callbacks run: ``"thread"`` (a callback
+    thread of the cluster's own), ``"asyncio"`` (on ``loop``, by default the
+    running loop: callbacks then never run concurrently with your
+    coroutines), or ``"host"`` (only inside ``cluster.dispatch()``; wait for
+    ``cluster.fileno()`` to be readable).
 
     Calls ``nodes`` and ``shard_count`` and checks everything before it
     returns: a bad argument raises ``ConfigError`` (``CallbackError`` if a
@@ -334,10 +364,6 @@ def join(
             ) from None
     if loop is not None and dispatch != "asyncio":
         raise ConfigError("loop= goes with dispatch='asyncio'")
-    if frame_limit is not None and (
-        isinstance(frame_limit, bool) or not isinstance(frame_limit, int) or frame_limit < 0
-    ):
-        raise ConfigError(f"frame_limit must be a number of bytes, not {frame_limit!r}")
     tls = {"tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca}
     given_tls = [name for name, value in tls.items() if value is not None]
     if given_tls and len(given_tls) != 3:
@@ -350,6 +376,7 @@ def join(
         tls_paths[name] = None if value is None else os.fsdecode(value)
     given = locals()
     timings: Dict[str, Optional[float]] = {name: _number(name, given[name]) for name in _TIMINGS}
+    limits: Dict[str, Optional[int]] = {name: _count(name, given[name]) for name in _LIMITS}
 
     node = Cluster.__new__(
         Cluster,
@@ -361,11 +388,11 @@ def join(
         observer=observer,
         host_dispatch=dispatch != "thread",
         allocated_epoch=_takes_epoch(callbacks),
-        frame_limit=frame_limit,
         tls_cert=tls_paths["tls_cert"],
         tls_key=tls_paths["tls_key"],
         tls_ca=tls_paths["tls_ca"],
         **timings,
+        **limits,
     )
     node._dispatch = dispatch
     if loop is not None:

@@ -60,7 +60,7 @@ pub struct TimingArgs {
     /// How long a lost peer's shard stays reserved to it.
     #[arg(long, value_name = "MS")]
     pub node_grace_ms: Option<u64>,
-    /// How long the view must be still before a free shard is claimed.
+    /// How long a standby's pairing with a free shard must hold before it claims it.
     #[arg(long, value_name = "MS")]
     pub settle_ms: Option<u64>,
 }

@@ -139,22 +139,13 @@ impl Run {
                 let cut = self.rng.random_range(1..n);
                 let groups = vec![all[..cut].to_vec(), all[cut..].to_vec()];
                 self.note(format!("split {groups:?}"));
-                let lopsided = self.calm() && !self.sim.any_cut() && self.sim.converged() && {
-                    let shards = self.sim.config().shard_count as usize;
-                    let big = groups.iter().filter(|g| {
-                        g.iter()
-                            .filter(|&&i| !self.sim.is_observer(i) && self.sim.is_running(i))
-                            .count()
-                            >= shards
-                    });
-                    big.count() <= 1
-                };
-                let calm_before = self.calm() && !self.sim.any_cut() && self.sim.converged();
+                let settled = self.settled();
+                let lopsided =
+                    settled && groups.iter().filter(|g| self.holds_every_shard(g)).count() <= 1;
                 let start = self.sim.now();
                 self.sim.split(&groups);
-                let t = self.timings();
-                let bound = t.heartbeat_timeout + t.node_grace + Duration::from_millis(100);
-                if calm_before && hold >= bound {
+                let bound = self.convergence_bound();
+                if settled && hold >= bound {
                     self.hold_and_check_degradation(bound);
                     self.check_sides_converged(&groups);
                     self.sim.run_for(hold - bound);
@@ -179,8 +170,7 @@ impl Run {
                 let enough =
                     self.sim.running_members().len() > self.sim.config().shard_count as usize;
                 let witness = (0..n).any(|i| i != a && i != b && self.sim.is_running(i));
-                let checked =
-                    enough && witness && self.calm() && !self.sim.any_cut() && self.sim.converged();
+                let checked = enough && witness && self.settled();
                 let before = self.moves();
                 self.sim.cut_both(a, b);
                 self.hold_and_check_degradation(hold);
@@ -283,17 +273,33 @@ impl Run {
             && b.latency == Behaviour::default().latency
     }
 
+    /// Calm, no link cut, and converged: what a fault needs to start from
+    /// for its outcome to be checked against the rules.
+    fn settled(&self) -> bool {
+        self.calm() && !self.sim.any_cut() && self.sim.converged()
+    }
+
+    /// Whether `group` has running members enough to hold every shard.
+    fn holds_every_shard(&self, group: &[usize]) -> bool {
+        let members = group
+            .iter()
+            .filter(|&&i| !self.sim.is_observer(i) && self.sim.is_running(i))
+            .count();
+        members >= self.sim.config().shard_count as usize
+    }
+
+    /// DESIGN.md 7.1: the convergence bound, counted from a full mesh.
+    fn convergence_bound(&self) -> Duration {
+        let t = self.timings();
+        t.heartbeat_timeout + t.node_grace + Duration::from_millis(100)
+    }
+
     /// DESIGN.md 7.1 within a partition: a side with members enough for
     /// every shard converges on its own, within the bound counted from the
     /// split (its nodes stayed connected to each other).
     fn check_sides_converged(&mut self, groups: &[Vec<usize>]) {
-        let shard_count = self.sim.config().shard_count as usize;
         for group in groups {
-            let members = group
-                .iter()
-                .filter(|&&i| !self.sim.is_observer(i) && self.sim.is_running(i))
-                .count();
-            if members < shard_count {
+            if !self.holds_every_shard(group) {
                 continue;
             }
             if let Some(problem) = self.sim.convergence_problem_among(group) {
@@ -336,7 +342,7 @@ impl Run {
             self.sim.run_for(hold);
             return;
         };
-        let checked = self.calm() && !self.sim.any_cut() && self.sim.converged();
+        let checked = self.settled();
         self.note(format!("flap node {i} for {hold:?}"));
         let before = self.moves();
         let start = self.sim.now();
@@ -451,8 +457,7 @@ impl Run {
             self.violation("the mesh did not reconnect within 10 s of the heal".into());
             return;
         }
-        let t = self.timings();
-        let bound = t.heartbeat_timeout + t.node_grace + Duration::from_millis(100);
+        let bound = self.convergence_bound();
         if !self.sim.wait_until(bound, Sim::converged) {
             let problem = self.sim.convergence_problem().unwrap_or_default();
             self.violation(format!(

@@ -312,8 +312,8 @@ def join(
     Timings are in seconds; unset ones take the defaults of DESIGN.md
     section 10, as do the limits: ``frame_limit`` (bytes, 4096 to 64 MiB),
     ``max_handshakes`` and ``max_handshakes_per_source`` (connections in
-    their handshake, at least 1), ``send_queue`` (frames per peer, at least
-    64). ``dispatch`` says where callbacks run: ``"thread"`` (a callback
+    their handshake, 1 to 65536), ``send_queue`` (frames per peer, 64 to
+    1048576). ``dispatch`` says where callbacks run: ``"thread"`` (a callback
     thread of the cluster's own), ``"asyncio"`` (on ``loop``, by default the
     running loop: callbacks then never run concurrently with your
     coroutines), or ``"host"`` (only inside ``cluster.dispatch()``; wait for

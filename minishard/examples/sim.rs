@@ -86,6 +86,9 @@ fn main() -> ExitCode {
     reports.sort_by_key(|r| r.seed);
     let mut totals = Report::default();
     let mut simulated = std::time::Duration::ZERO;
+    // How many schedules reached each kind of fault the older generator
+    // could not make.
+    let reached = |f: fn(&Report) -> u64| reports.iter().filter(|r| f(r) > 0).count();
     for r in &reports {
         if !r.violations.is_empty() {
             println!("schedule seed={} FAILED:", r.seed);
@@ -107,6 +110,13 @@ fn main() -> ExitCode {
         totals.leaves += r.leaves;
         simulated += r.simulated;
     }
+    println!(
+        "reached: multi_hop={} member_changes={} conflict_races={} three_way_merges={} (schedules with at least one)",
+        reached(|r| r.multi_hop),
+        reached(|r| r.member_changes),
+        reached(|r| r.conflict_races),
+        reached(|r| r.three_way_merges),
+    );
     eprintln!(
         "simulated {:.0} s of cluster time in {:.1} s of wall time",
         simulated.as_secs_f64(),

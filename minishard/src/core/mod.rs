@@ -150,10 +150,28 @@ pub enum Event {
     },
     /// The member list changed (learned other than through [`Call::Nodes`]).
     MembersChanged(Vec<NodeId>),
+    /// A peer refused this node's handshake (or closed its connection
+    /// saying why).
+    RefusedBy {
+        /// The peer that refused.
+        peer: NodeId,
+        /// Why.
+        reason: RefusalReason,
+    },
     /// The application asked to leave (or dropped its handle).
     Leave,
     /// The timer set by [`Action::SetTimer`] fired.
     Timeout,
+}
+
+/// Why a peer refused this node, as far as the rules care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefusalReason {
+    /// This node joined as a member and the peer's member list does not
+    /// have it: the peer no longer counts it as one (DESIGN.md 6.6).
+    NotAMember,
+    /// Anything else (a wrong cookie, cluster or version): logged only.
+    Other,
 }
 
 /// Something the driver must do.
@@ -352,6 +370,7 @@ impl Core {
             Event::Message { from, message } => self.on_message(&from, message),
             Event::CallDone { id, outcome } => self.on_call_done(now, id, outcome),
             Event::MembersChanged(list) => self.on_members(list),
+            Event::RefusedBy { .. } => {}
             Event::Leave => self.leaving = true,
             Event::Timeout => {}
         }

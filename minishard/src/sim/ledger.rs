@@ -68,6 +68,8 @@ pub struct Ledger {
     /// `allocated` calls whose shard's previous allocation never ended with a
     /// `deallocated`: its owner crashed or was cut off.
     pub failovers: u64,
+    /// When each node incarnation was asked to leave.
+    leaves: BTreeMap<(NodeId, Incarnation), Instant>,
 }
 
 impl Ledger {
@@ -171,6 +173,16 @@ impl Ledger {
             }
             Call::Nodes => {}
         }
+    }
+
+    /// A node incarnation was asked to leave.
+    pub fn leaving(&mut self, at: Instant, node: &NodeId, incarnation: Incarnation) {
+        self.leaves.entry((node.clone(), incarnation)).or_insert(at);
+    }
+
+    /// When a node incarnation was asked to leave, if it was.
+    pub fn left_at(&self, node: &NodeId, incarnation: Incarnation) -> Option<Instant> {
+        self.leaves.get(&(node.clone(), incarnation)).copied()
     }
 
     /// A node died: whatever it held ends now, with no callback.

@@ -30,7 +30,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::core::{
     Action, Call, CallId, Core, CoreConfig, Epoch, Event, Health, Incarnation, Instant, NodeId,
-    Outcome, PeerMessage, Role, Snapshot, Timings, Yield,
+    Outcome, PeerMessage, RefusalReason, Role, Snapshot, Timings, Yield,
 };
 pub use ledger::{Allocation, Ending, Ledger};
 use network::{Delivery, Net};
@@ -82,6 +82,11 @@ pub struct Behaviour {
     /// event arrives, and takes everything that arrived meanwhile in one
     /// batch ([`Core::handle_all`]), as the engine does under load.
     pub batch_window: Option<(Duration, Duration)>,
+    /// When set, each message is held back, with this probability, for an
+    /// extra delay drawn from this range (and, TCP being ordered, so is
+    /// everything sent after it on that connection): the one late message
+    /// a rule must not depend on.
+    pub spikes: Option<(f64, (Duration, Duration))>,
 }
 
 impl Default for Behaviour {
@@ -94,6 +99,7 @@ impl Default for Behaviour {
             fail_probability: 0.0,
             dial: (Duration::from_millis(5), Duration::from_millis(300)),
             batch_window: None,
+            spikes: None,
         }
     }
 }
@@ -120,6 +126,13 @@ struct Node {
     /// Events waiting for the node's next batch (see `Behaviour::batch_window`).
     backlog: Vec<Event>,
     flush_due: bool,
+    /// What its `nodes` callback returns (it may lag behind the operator's
+    /// list: a node picks a change up at its next poll).
+    list: Vec<NodeId>,
+    /// The member list its mesh enforces, as its core last set it: it
+    /// accepts these as members (and observers not among them) and drops
+    /// any other member-role peer at once (DESIGN.md 6.6).
+    admits: Vec<NodeId>,
 }
 
 /// The other end of a connection being closed.
@@ -159,6 +172,11 @@ enum Ev {
         a: usize,
         b: usize,
     },
+    Refused {
+        node: usize,
+        incarnation: Incarnation,
+        peer: NodeId,
+    },
     Flush {
         node: usize,
         incarnation: Incarnation,
@@ -173,13 +191,18 @@ pub struct Sim {
     queue: BTreeMap<(Instant, u64), Ev>,
     seq: u64,
     nodes: Vec<Node>,
+    /// The member list the operator intends; each node's `list` follows it
+    /// unless the node was left stale.
     members: Vec<NodeId>,
+    /// Node pairs (smaller index first) with a dial already scheduled.
+    dials: BTreeSet<(usize, usize)>,
     net: Net,
     /// What the network and applications do.
     pub behaviour: Behaviour,
     ledger: Ledger,
-    /// Every conflict each node published it lost, in order.
-    yields: Vec<(Instant, NodeId, Yield)>,
+    /// Every change of the conflict each node publishes it lost (`None`:
+    /// it withdrew it and kept its shard), in order.
+    yields: Vec<(Instant, NodeId, Option<Yield>)>,
     /// Claims whose `allocated` failed: (node, shard, when it failed).
     failed_claims: Vec<(NodeId, u32, Instant)>,
     trace: bool,
@@ -224,12 +247,18 @@ impl Sim {
                 fixed_score: None,
                 backlog: Vec::new(),
                 flush_due: false,
+                list: Vec::new(),
+                admits: Vec::new(),
             })
             .collect();
-        let members = nodes[..config.members]
+        let members: Vec<NodeId> = nodes[..config.members]
             .iter()
             .map(|n| n.id.clone())
             .collect();
+        let mut nodes = nodes;
+        for node in &mut nodes {
+            node.list = members.clone();
+        }
         Sim {
             rng: StdRng::seed_from_u64(config.seed),
             config,
@@ -238,6 +267,7 @@ impl Sim {
             seq: 0,
             nodes,
             members,
+            dials: BTreeSet::new(),
             net: Net::default(),
             behaviour: Behaviour::default(),
             ledger: Ledger::default(),
@@ -308,14 +338,58 @@ impl Sim {
         &self.ledger
     }
 
-    /// Every lost conflict published so far.
-    pub fn yields(&self) -> &[(Instant, NodeId, Yield)] {
+    /// Every change of a node's published lost conflict so far: a yield, or
+    /// `None` once it withdrew it (its winner moved on or left unacknowledged).
+    pub fn yields(&self) -> &[(Instant, NodeId, Option<Yield>)] {
         &self.yields
     }
 
     /// Fixes what node `i`'s `score` returns (`None`: random).
     pub fn set_score(&mut self, i: usize, score: Option<i64>) {
         self.nodes[i].fixed_score = score;
+    }
+
+    /// The operator changes the member list to `list`: every node's `nodes`
+    /// callback returns it from now on (each node picks it up at its next
+    /// poll), except the nodes in `stale`, whose callbacks keep returning
+    /// what they did.
+    pub fn set_member_list(&mut self, list: Vec<NodeId>, stale: &[usize]) {
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if !stale.contains(&i) {
+                node.list = list.clone();
+            }
+        }
+        self.members = list;
+    }
+
+    /// The member list the operator intends (see [`Sim::set_member_list`]).
+    pub fn member_list(&self) -> &[NodeId] {
+        &self.members
+    }
+
+    /// What node `i`'s `nodes` callback returns.
+    pub fn list_of(&self, i: usize) -> &[NodeId] {
+        &self.nodes[i].list
+    }
+
+    /// The member list node `i`'s mesh enforces now.
+    pub fn admitted_by(&self, i: usize) -> &[NodeId] {
+        &self.nodes[i].admits
+    }
+
+    /// Whether node `i` is in the operator's member list.
+    pub fn is_member(&self, i: usize) -> bool {
+        self.members.contains(&self.nodes[i].id)
+    }
+
+    /// Whether node `i`'s mesh accepts node `j` (DESIGN.md 2): a member-role
+    /// peer only if it is in `i`'s list, an observer only if it is not.
+    pub fn admits(&self, i: usize, j: usize) -> bool {
+        let listed = self.nodes[i].admits.contains(&self.nodes[j].id);
+        match self.nodes[j].role {
+            Role::Member => listed,
+            Role::Observer => !listed,
+        }
     }
 
     /// When node `i`'s latest slow callback ends.
@@ -342,21 +416,36 @@ impl Sim {
         Duration::from_micros(micros)
     }
 
+    /// Whether node `i` could join now: a member must be in the list its
+    /// `nodes` callback returns, or `join` refuses it.
+    pub fn can_start(&self, i: usize) -> bool {
+        self.start_config(i).validate().is_ok()
+    }
+
+    fn start_config(&self, i: usize) -> CoreConfig {
+        let node = &self.nodes[i];
+        CoreConfig {
+            me: node.id.clone(),
+            role: node.role,
+            members: node.list.clone(),
+            shard_count: self.config.shard_count,
+            timings: self.config.timings,
+        }
+    }
+
     /// Starts node `i` with a fresh incarnation (a restart if it ran before).
+    /// A node that could not join ([`Sim::can_start`]) stays stopped.
     pub fn start(&mut self, i: usize) {
         if self.is_running(i) {
             return;
         }
+        let config = self.start_config(i);
+        if config.validate().is_err() {
+            return;
+        }
         let incarnation = self.rng.random::<u64>();
         let node = &mut self.nodes[i];
-        let config = CoreConfig {
-            me: node.id.clone(),
-            role: node.role,
-            members: self.members.clone(),
-            shard_count: self.config.shard_count,
-            timings: self.config.timings,
-        };
-        config.validate().expect("simulated config is valid");
+        node.admits = config.members.clone();
         node.incarnation = incarnation;
         node.timer = None;
         node.pending_calls.clear();
@@ -411,10 +500,63 @@ impl Sim {
 
     /// Asks node `i` to leave gracefully.
     pub fn leave(&mut self, i: usize) {
+        let (id, incarnation) = (self.nodes[i].id.clone(), self.nodes[i].incarnation);
         if let Some(core) = self.nodes[i].core.as_mut() {
+            self.ledger.leaving(self.now, &id, incarnation);
             core.handle(self.now, Event::Leave);
             self.drive(i);
         }
+    }
+
+    /// Node `i`'s core set the member list its mesh enforces: the mesh drops
+    /// every member-role peer no longer in it at once, telling it why, and
+    /// dials the members it may now reach (DESIGN.md 6.6).
+    fn set_admitted(&mut self, i: usize, list: Vec<NodeId>) {
+        self.nodes[i].admits = list;
+        for j in 0..self.nodes.len() {
+            if j == i {
+                continue;
+            }
+            if self.connected(i, j) && !self.admits(i, j) {
+                self.drop_refused(i, j);
+            }
+            self.schedule_dial(i, j);
+        }
+    }
+
+    /// Node `i` closes its connection to `j`, which it no longer admits:
+    /// both ends lose it once what was sent has arrived, and `j` hears why.
+    fn drop_refused(&mut self, i: usize, j: usize) {
+        let (idi, idj) = (self.nodes[i].id.clone(), self.nodes[j].id.clone());
+        let Some(c) = self.net.conn_mut(&idi, &idj) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.closing = true;
+        let (conn, at) = (c.id, c.drained_at() + Duration::from_micros(1));
+        for (node, peer) in [(i, idj), (j, idi.clone())] {
+            let incarnation = self.nodes[node].incarnation;
+            self.schedule(
+                at,
+                Ev::Lost {
+                    conn,
+                    node,
+                    incarnation,
+                    peer,
+                },
+            );
+        }
+        let incarnation = self.nodes[j].incarnation;
+        self.schedule(
+            at,
+            Ev::Refused {
+                node: j,
+                incarnation,
+                peer: idi,
+            },
+        );
     }
 
     /// Cuts the direction `from → to` (messages from `from` stop reaching `to`).
@@ -474,6 +616,64 @@ impl Sim {
         }
     }
 
+    /// Makes the network exactly this: the direction `from → to` passes if
+    /// and only if `(from, to)` is in `passing`.
+    pub fn set_passing(&mut self, passing: &BTreeSet<(usize, usize)>) {
+        let n = self.nodes.len();
+        for a in 0..n {
+            for b in (0..n).filter(|&b| b != a) {
+                let cut = self.net.is_cut(&self.nodes[a].id, &self.nodes[b].id);
+                match (passing.contains(&(a, b)), cut) {
+                    (true, true) => self.heal(a, b),
+                    (false, false) => self.cut(a, b),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Whether `a` and `b` can keep a connection as things stand: both run,
+    /// both directions pass, one of them is a member, and each admits the
+    /// other.
+    pub fn linked(&self, a: usize, b: usize) -> bool {
+        a != b
+            && self.is_running(a)
+            && self.is_running(b)
+            && self.link_clear(a, b)
+            && self.should_connect(a, b)
+            && self.admits(a, b)
+            && self.admits(b, a)
+    }
+
+    /// The groups of running nodes connected by paths of links, each sorted.
+    pub fn components(&self) -> Vec<Vec<usize>> {
+        let n = self.nodes.len();
+        let mut group: Vec<Option<usize>> = vec![None; n];
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for start in (0..n).filter(|&i| self.is_running(i)) {
+            if group[start].is_some() {
+                continue;
+            }
+            let g = groups.len();
+            let mut members = vec![start];
+            group[start] = Some(g);
+            let mut at = 0;
+            while at < members.len() {
+                let i = members[at];
+                at += 1;
+                for j in 0..n {
+                    if group[j].is_none() && self.linked(i, j) {
+                        group[j] = Some(g);
+                        members.push(j);
+                    }
+                }
+            }
+            members.sort_unstable();
+            groups.push(members);
+        }
+        groups
+    }
+
     /// Whether both directions between `a` and `b` pass.
     pub fn link_clear(&self, a: usize, b: usize) -> bool {
         self.net.clear(&self.nodes[a].id, &self.nodes[b].id)
@@ -491,17 +691,11 @@ impl Sim {
             .is_some_and(|c| !c.closing)
     }
 
-    /// Whether every pair of running nodes that should connect is connected.
+    /// Whether every pair of running nodes that can keep a connection
+    /// ([`Sim::linked`]) has one.
     pub fn mesh_complete(&self) -> bool {
-        let running: Vec<usize> = (0..self.nodes.len())
-            .filter(|i| self.is_running(*i))
-            .collect();
-        running.iter().all(|&a| {
-            running
-                .iter()
-                .filter(|&&b| b > a && self.should_connect(a, b))
-                .all(|&b| self.connected(a, b))
-        })
+        let n = self.nodes.len();
+        (0..n).all(|a| (a + 1..n).all(|b| !self.linked(a, b) || self.connected(a, b)))
     }
 
     fn should_connect(&self, a: usize, b: usize) -> bool {
@@ -510,7 +704,7 @@ impl Sim {
     }
 
     fn schedule_dial(&mut self, a: usize, b: usize) {
-        if !self.should_connect(a, b) {
+        if !self.should_connect(a, b) || !self.dials.insert((a.min(b), a.max(b))) {
             return;
         }
         let delay = self.draw(self.behaviour.dial);
@@ -637,16 +831,53 @@ impl Sim {
                 }
             }
             Ev::Dial { a, b } => self.dial(a, b),
+            Ev::Refused {
+                node,
+                incarnation,
+                peer,
+            } => {
+                if self.nodes[node].incarnation == incarnation {
+                    self.feed(
+                        node,
+                        Event::RefusedBy {
+                            peer,
+                            reason: RefusalReason::NotAMember,
+                        },
+                    );
+                }
+            }
         }
     }
 
     fn dial(&mut self, a: usize, b: usize) {
+        self.dials.remove(&(a.min(b), a.max(b)));
         let (ida, idb) = (self.nodes[a].id.clone(), self.nodes[b].id.clone());
         if !self.is_running(a)
             || !self.is_running(b)
             || !self.net.clear(&ida, &idb)
             || self.net.conn(&ida, &idb).is_some()
         {
+            return;
+        }
+        // Each end's mesh checks the other's role against its own member
+        // list; a refused end hears why, and dials again later, as the real
+        // dialer does.
+        let refusals: Vec<(usize, usize)> = [(a, b), (b, a)]
+            .into_iter()
+            .filter(|&(by, of)| !self.admits(by, of))
+            .collect();
+        if !refusals.is_empty() {
+            for (by, of) in refusals {
+                let peer = self.nodes[by].id.clone();
+                self.feed(
+                    of,
+                    Event::RefusedBy {
+                        peer,
+                        reason: RefusalReason::NotAMember,
+                    },
+                );
+            }
+            self.schedule_dial(a, b);
             return;
         }
         let (inc_a, inc_b) = (self.nodes[a].incarnation, self.nodes[b].incarnation);
@@ -791,19 +1022,23 @@ impl Sim {
             Action::Send { to, message } => {
                 let from = self.nodes[i].id.clone();
                 if let PeerMessage::Record(record) = &message {
-                    if let Some(lost) = &record.yielded {
-                        let known = self
-                            .yields
-                            .iter()
-                            .rev()
-                            .find(|(_, n, _)| *n == from)
-                            .map(|(_, _, y)| y);
-                        if known != Some(lost) {
-                            self.yields.push((now, from.clone(), lost.clone()));
-                        }
+                    let known = self
+                        .yields
+                        .iter()
+                        .rev()
+                        .find(|(_, n, _)| *n == from)
+                        .and_then(|(_, _, y)| y.as_ref());
+                    if known != record.yielded.as_ref() {
+                        self.yields
+                            .push((now, from.clone(), record.yielded.clone()));
                     }
                 }
-                let latency = self.draw(self.behaviour.latency);
+                let mut latency = self.draw(self.behaviour.latency);
+                if let Some((probability, extra)) = self.behaviour.spikes {
+                    if self.rng.random_bool(probability) {
+                        latency += self.draw(extra);
+                    }
+                }
                 if let Some(delivery) = self.net.send(now, latency, &from, &to, message) {
                     self.schedule(delivery.at, Ev::Deliver(delivery));
                 }
@@ -841,7 +1076,7 @@ impl Sim {
                 self.start_next_call(i);
             }
             Action::Publish(snapshot) => self.nodes[i].snapshot = Some(snapshot),
-            Action::SetMembers(_) => {}
+            Action::SetMembers(list) => self.set_admitted(i, list.to_vec()),
             Action::Close => self.close(i),
         }
     }
@@ -931,7 +1166,7 @@ impl Sim {
         let outcome = match (&call, failed) {
             (_, true) => Outcome::Failed("simulated failure".into()),
             (Call::Score { .. }, false) => Outcome::Score(score),
-            (Call::Nodes, false) => Outcome::Members(self.members.clone()),
+            (Call::Nodes, false) => Outcome::Members(self.nodes[i].list.clone()),
             _ => Outcome::Done,
         };
         if let (Call::Allocated { shard, .. }, true) = (&call, failed) {
@@ -1000,10 +1235,10 @@ impl Sim {
         }
     }
 
-    /// Running members.
+    /// Running members (in the operator's member list).
     pub fn running_members(&self) -> Vec<usize> {
-        (0..self.config.members)
-            .filter(|i| self.is_running(*i))
+        (0..self.nodes.len())
+            .filter(|&i| self.is_running(i) && self.is_member(i))
             .collect()
     }
 

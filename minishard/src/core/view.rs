@@ -2,15 +2,18 @@
 //! latest record of each (DESIGN.md 6.1).
 //!
 //! Liveness is derived, never stored by hand: a peer is up while its link is;
-//! unreachable while some peer we see says it sees it; suspect for
-//! `node_grace` after that; down after. A shard stays reserved to its holder
-//! while the holder is up, unreachable or suspect.
+//! unreachable while a path of current sightings leads to it ([`reach`]);
+//! suspect for `node_grace` after that; down after. A shard stays reserved
+//! to its holder while the holder is up, unreachable or suspect.
+//!
+//! [`reach`]: super::reach
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::ids::{Incarnation, NodeId, Role};
+use super::reach::{self, Known};
 use super::record::{Holding, Record, Sighting};
 use super::time::Instant;
 
@@ -19,9 +22,10 @@ use super::time::Instant;
 pub enum Liveness {
     /// Connected, handshake done.
     Up,
-    /// Not connected to us, but a peer we see sees it: its shard stays reserved.
+    /// Not connected to us, but a path of current sightings leads to it:
+    /// its shard stays reserved.
     Unreachable,
-    /// Nobody we see sees it, for less than `node_grace`: its shard stays reserved.
+    /// No path leads to it, for less than `node_grace`: its shard stays reserved.
     Suspect,
     /// Gone past its grace, never known, or left: it holds nothing.
     Down,
@@ -80,39 +84,40 @@ pub enum Accepted {
 struct Peer {
     link: Link,
     record: Option<Arc<Record>>,
-    /// The record is known to be current: false from a lost connection or a
-    /// reconnection until a current copy arrives (from the author, or relayed).
+    /// This version was confirmed current (sent by its author, or relayed
+    /// by a peer that reached the author), and since then no connection to
+    /// the author was lost or made. It counts only while the author is
+    /// reached ([`PeerView::is_fresh`]); once no path has led to the author
+    /// for longer than [`PeerView::confirmation_window`], what it holds may
+    /// have changed unseen, and the confirmation is void. (A path that
+    /// breaks for a moment, as records cross, voids nothing; a confirmation
+    /// that arrives before this node knows the path counts once it does.)
     fresh: bool,
+    /// The last instant the record was known current: confirmed, or its
+    /// author reached while it was fresh.
+    known_current_at: Instant,
+    just_confirmed: bool,
     liveness: Liveness,
     suspect_since: Option<Instant>,
     /// Incarnations a restart replaced: never taken back from a late relay.
     retired: BTreeSet<Incarnation>,
-    /// The version of each record last relayed to this peer.
-    relayed: BTreeMap<NodeId, (Incarnation, u64, bool)>,
-    /// The relay candidates' authors this peer does not see, worked out
-    /// again only when its record or the set of authors changes.
-    unseen: Option<Unseen>,
-}
-
-#[derive(Debug)]
-struct Unseen {
-    /// Its record (incarnation, version, fresh) and the authors' generation.
-    key: (Option<(Incarnation, u64)>, bool, u64),
-    /// Positions in the relay candidates of that generation.
-    authors: Vec<usize>,
 }
 
 impl Peer {
+    fn current(&self) -> bool {
+        self.fresh && matches!(self.liveness, Liveness::Up | Liveness::Unreachable)
+    }
+
     fn new() -> Peer {
         Peer {
             link: Link::Down,
             record: None,
             fresh: false,
+            known_current_at: Instant::ZERO,
+            just_confirmed: false,
             liveness: Liveness::Down,
             suspect_since: None,
             retired: BTreeSet::new(),
-            relayed: BTreeMap::new(),
-            unseen: None,
         }
     }
 
@@ -135,22 +140,20 @@ pub struct PeerView {
     peers: BTreeMap<NodeId, Peer>,
     /// Something liveness depends on changed since the last `refresh`.
     changed: bool,
-    /// The records some peer may need relayed, as of the last
-    /// [`PeerView::refresh_relay_candidates`], and a number that changes
-    /// when their authors do.
-    relay_candidates: Vec<(Arc<Record>, bool)>,
-    authors_generation: u64,
+    confirmation_window: Duration,
 }
 
 impl PeerView {
-    /// An empty view for node `me`.
-    pub fn new(me: NodeId) -> PeerView {
+    /// An empty view for node `me`. A confirmation of a record whose
+    /// author no known path reaches counts if a path shows up within
+    /// `confirmation_window`: the relayer's sightings follow its relays
+    /// within a heartbeat timeout.
+    pub fn new(me: NodeId, confirmation_window: Duration) -> PeerView {
         PeerView {
             me,
             peers: BTreeMap::new(),
             changed: false,
-            relay_candidates: Vec::new(),
-            authors_generation: 0,
+            confirmation_window,
         }
     }
 
@@ -171,7 +174,6 @@ impl PeerView {
             role,
         };
         peer.retired.remove(&incarnation);
-        peer.relayed.clear();
         // What it held before this connection may have changed meanwhile.
         peer.fresh = false;
         peer.replace_incarnation(incarnation)
@@ -183,7 +185,6 @@ impl PeerView {
             Some(peer) if matches!(peer.link, Link::Up { .. }) => {
                 self.changed = true;
                 peer.link = Link::Down;
-                peer.relayed.clear();
                 // From now on its record may go stale unnoticed.
                 peer.fresh = false;
                 true
@@ -253,14 +254,16 @@ impl PeerView {
             Some(known) if known.version >= record.version => {
                 // The same version again, from its author or from a peer that
                 // knows it current, confirms it.
-                let confirmed = known.version == record.version && confirms && !peer.fresh;
-                peer.fresh |= confirmed;
+                let confirmed = known.version == record.version && confirms;
+                peer.just_confirmed |= confirmed;
                 self.changed |= confirmed;
+                peer.fresh |= confirmed;
                 Ok(Accepted::Known)
             }
             _ => {
                 peer.record = Some(record);
                 peer.fresh = confirms;
+                peer.just_confirmed = confirms;
                 if confirms {
                     // A version newer than ours that a peer knows current:
                     // its author was alive after we last heard of it, so its
@@ -281,9 +284,10 @@ impl PeerView {
             .is_some_and(|p| p.retired.contains(&incarnation))
     }
 
-    /// Whether a peer's record is known to be current (see `Peer::fresh`).
+    /// Whether a peer's record is known to be current: confirmed, and its
+    /// author reached now (see `Peer::fresh`).
     pub fn is_fresh(&self, node: &NodeId) -> bool {
-        self.peers.get(node).is_some_and(|p| p.fresh)
+        self.peers.get(node).is_some_and(Peer::current)
     }
 
     /// Recomputes every peer's liveness. Returns true if any changed.
@@ -294,18 +298,23 @@ impl PeerView {
         if !std::mem::take(&mut self.changed) && !grace_ended {
             return false;
         }
-        // What the peers we see say they see: an unreachable peer stays
-        // reserved instead of going suspect (DESIGN.md 6.1).
-        let witnesses: Vec<Arc<Record>> = self
-            .peers
-            .values()
-            .filter(|p| matches!(p.link, Link::Up { .. }))
-            .filter_map(|p| p.record.clone())
-            .collect();
-        let seen_by_others = |id: &NodeId, r: &Record| {
-            witnesses
+        // Whom a path of current sightings leads to: an unreachable peer
+        // stays reserved instead of going suspect (DESIGN.md 6.1).
+        let reached: BTreeSet<NodeId> = {
+            let peers = &self.peers;
+            let linked = peers
                 .iter()
-                .any(|w| w.sees_incarnation(id, r.incarnation))
+                .filter(|(_, p)| matches!(p.link, Link::Up { .. }))
+                .map(|(id, _)| id);
+            reach::reached(linked, |node| {
+                peers.get(node).map(|p| Known {
+                    record: p.record.as_deref(),
+                    current: p.fresh,
+                })
+            })
+            .into_iter()
+            .cloned()
+            .collect()
         };
         let mut changed = false;
         for (id, peer) in &mut self.peers {
@@ -317,7 +326,7 @@ impl PeerView {
                 _ if left => Liveness::Down,
                 (Link::Up { .. }, _) => Liveness::Up,
                 (Link::Down, None) => Liveness::Down,
-                (Link::Down, Some(r)) if seen_by_others(id, r) => Liveness::Unreachable,
+                (Link::Down, Some(_)) if reached.contains(id) => Liveness::Unreachable,
                 (Link::Down, Some(_)) => {
                     let since = *peer.suspect_since.get_or_insert(now);
                     if now >= since + grace {
@@ -327,12 +336,25 @@ impl PeerView {
                     }
                 }
             };
-            if matches!(liveness, Liveness::Up | Liveness::Unreachable) || left {
+            let reached = matches!(liveness, Liveness::Up | Liveness::Unreachable);
+            let was_reached = matches!(peer.liveness, Liveness::Up | Liveness::Unreachable);
+            if reached || left {
                 peer.suspect_since = None;
-            } else {
-                // Nobody it can hear from sees it: whatever it held may change
-                // unseen, however the record was learned.
+            }
+            if reached
+                && peer.fresh
+                && !was_reached
+                && now > peer.known_current_at + self.confirmation_window
+            {
+                // Out of reach too long: what it holds may have changed
+                // unseen, and a newer version, if any, is on its way.
                 peer.fresh = false;
+            }
+            // Current until now if confirmed now, reached now, or reached
+            // until now.
+            if std::mem::take(&mut peer.just_confirmed) || (peer.fresh && (reached || was_reached))
+            {
+                peer.known_current_at = now;
             }
             if liveness != peer.liveness {
                 peer.liveness = liveness;
@@ -416,14 +438,11 @@ impl PeerView {
             .collect()
     }
 
-    /// Gathers every record some peer may need relayed, each with whether
-    /// this node knows it current: members' records whose holding still
-    /// counts (a suspect owner's shard is still reserved, and a node that
-    /// (re)starts must hear of it before it claims), and those saying their
-    /// author left. [`PeerView::relays_for`] picks from them.
-    pub fn refresh_relay_candidates(&mut self, is_member: impl Fn(&NodeId) -> bool) {
-        let candidates: Vec<(Arc<Record>, bool)> = self
-            .peers
+    /// Records a peer may need passed on, each with whether it is known
+    /// current: those whose holding still counts, and those saying their
+    /// author left (a node must hear of both before it claims).
+    pub fn records_to_pass_on(&self) -> impl Iterator<Item = (&Arc<Record>, bool)> {
+        self.peers
             .values()
             .filter(|p| {
                 p.liveness.present()
@@ -431,73 +450,18 @@ impl PeerView {
                         .as_ref()
                         .is_some_and(|r| r.holding == Holding::Left)
             })
-            .filter_map(|p| p.record.clone().map(|r| (r, p.fresh)))
-            .filter(|(r, _)| is_member(&r.node))
-            .collect();
-        let same_authors = candidates.len() == self.relay_candidates.len()
-            && candidates
-                .iter()
-                .zip(&self.relay_candidates)
-                .all(|((new, _), (old, _))| new.node == old.node);
-        if !same_authors {
-            self.authors_generation += 1;
-        }
-        self.relay_candidates = candidates;
+            // Passed on as current only while this node reaches the author
+            // itself: a confirmation it merely heard of proves nothing to
+            // the next hop.
+            .filter_map(|p| p.record.as_ref().map(|r| (r, p.current())))
     }
 
-    /// Those of the relay candidates that `to` should get from us because
-    /// it does not see their authors; each is marked as sent and returned
-    /// once per version (and currency). With `claims_only`, only records
-    /// that hold a shard or say their author left: what a peer must know
-    /// before it claims anything.
-    pub fn relays_for(&mut self, to: &NodeId, claims_only: bool) -> Vec<(Arc<Record>, bool)> {
-        let Some(target) = self.peers.get_mut(to) else {
-            return Vec::new();
-        };
-        // Whom it sees, by its record on this connection (not an old one).
-        // In a settled mesh it sees every author, so a change costs one
-        // comparison per peer, not a search per peer and author.
-        let key = (
-            target.record.as_ref().map(|r| (r.incarnation, r.version)),
-            target.fresh,
-            self.authors_generation,
-        );
-        if target.unseen.as_ref().is_none_or(|u| u.key != key) {
-            let no_sightings = Vec::new();
-            let sees = target
-                .record
-                .as_ref()
-                .filter(|_| target.fresh)
-                .map_or(&no_sightings, |r| &r.sees);
-            // Both sorted by node: one merge walk.
-            let mut sees = sees.iter().peekable();
-            let mut authors = Vec::new();
-            for (at, (candidate, _)) in self.relay_candidates.iter().enumerate() {
-                let author = &candidate.node;
-                while sees.next_if(|s| s.node < *author).is_some() {}
-                let seen = sees.next_if(|s| s.node == *author).is_some();
-                if !seen && author != to {
-                    authors.push(at);
-                }
-            }
-            target.unseen = Some(Unseen { key, authors });
-        }
-        let unseen = &target.unseen.as_ref().expect("set above").authors;
-        let mut relays = Vec::new();
-        for &at in unseen {
-            let Some((record, current)) = self.relay_candidates.get(at) else {
-                continue;
-            };
-            if claims_only && record.holding.reserved().is_none() && record.holding != Holding::Left
-            {
-                continue;
-            }
-            let stamp = (record.incarnation, record.version, *current);
-            if target.relayed.insert(record.node.clone(), stamp) != Some(stamp) {
-                relays.push((record.clone(), *current));
-            }
-        }
-        relays
+    /// Records of peers that left for good, as they last published them.
+    pub fn left_records(&self) -> impl Iterator<Item = &Arc<Record>> {
+        self.peers
+            .values()
+            .filter_map(|p| p.record.as_ref())
+            .filter(|r| r.holding == Holding::Left)
     }
 }
 
@@ -540,7 +504,7 @@ mod tests {
     const GRACE: Duration = Duration::from_millis(1500);
 
     fn view_of_a() -> PeerView {
-        let mut view = PeerView::new(id(A));
+        let mut view = PeerView::new(id(A), Duration::from_secs(1));
         for peer in [B, C] {
             view.connected(Instant::ZERO, &id(peer), 1, Role::Member);
         }
@@ -608,38 +572,5 @@ mod tests {
         assert_eq!(view.liveness(&id(D)), Liveness::Suspect);
         view.refresh(Instant::from_millis(3600), GRACE);
         assert_eq!(view.liveness(&id(D)), Liveness::Down);
-    }
-
-    #[test]
-    fn a_peer_gets_each_record_it_cannot_see_once_per_version() {
-        let mut view = view_of_a();
-        view.connected(Instant::ZERO, &id(D), 1, Role::Member);
-        let member = |_: &NodeId| true;
-        // B sees C but not D; C and D see everyone.
-        view.accept(&id(B), record(B, 1, &[A, C]), true, member, 1)
-            .unwrap();
-        view.accept(&id(C), record(C, 1, &[A, B, D]), true, member, 1)
-            .unwrap();
-        view.accept(&id(D), record(D, 1, &[A, B, C]), true, member, 1)
-            .unwrap();
-        view.refresh(Instant::ZERO, GRACE);
-        view.refresh_relay_candidates(member);
-        let authors = |relays: Vec<(Arc<Record>, bool)>| -> Vec<NodeId> {
-            relays.into_iter().map(|(r, _)| r.node.clone()).collect()
-        };
-        assert_eq!(authors(view.relays_for(&id(B), false)), [id(D)]);
-        assert!(view.relays_for(&id(B), false).is_empty());
-        assert!(view.relays_for(&id(C), false).is_empty());
-        // A new version of D goes again; once B sees D, nothing more does.
-        view.accept(&id(D), record(D, 2, &[A, B, C]), true, member, 1)
-            .unwrap();
-        view.refresh_relay_candidates(member);
-        assert_eq!(authors(view.relays_for(&id(B), false)), [id(D)]);
-        view.accept(&id(B), record(B, 2, &[A, C, D]), true, member, 1)
-            .unwrap();
-        view.accept(&id(D), record(D, 3, &[A, B, C]), true, member, 1)
-            .unwrap();
-        view.refresh_relay_candidates(member);
-        assert!(view.relays_for(&id(B), false).is_empty());
     }
 }

@@ -645,12 +645,15 @@ impl Sim {
             && self.admits(b, a)
     }
 
-    /// The groups of running nodes connected by paths of links, each sorted.
+    /// The groups of running members connected by paths of links between
+    /// members, each sorted. Observers watch; they connect no groups
+    /// (DESIGN.md 6.1: paths of sightings run through members).
     pub fn components(&self) -> Vec<Vec<usize>> {
         let n = self.nodes.len();
         let mut group: Vec<Option<usize>> = vec![None; n];
         let mut groups: Vec<Vec<usize>> = Vec::new();
-        for start in (0..n).filter(|&i| self.is_running(i)) {
+        let member = |i: usize| self.nodes[i].role == Role::Member;
+        for start in (0..n).filter(|&i| self.is_running(i) && member(i)) {
             if group[start].is_some() {
                 continue;
             }
@@ -662,7 +665,7 @@ impl Sim {
                 let i = members[at];
                 at += 1;
                 for j in 0..n {
-                    if group[j].is_none() && self.linked(i, j) {
+                    if group[j].is_none() && member(j) && self.linked(i, j) {
                         group[j] = Some(g);
                         members.push(j);
                     }

@@ -20,13 +20,26 @@ pub(super) fn degradation_bound(t: &Timings) -> Duration {
     t.heartbeat_timeout + t.transition_timeout + Duration::from_millis(100)
 }
 
-/// The members node `i` sees directly, itself included if it is one: what
-/// its health counts (DESIGN.md 5, 6.1).
+/// The members node `i` sees directly, itself included if it counts
+/// itself: what its health counts (DESIGN.md 5, 6.1, 6.6). A node removed
+/// from the list whose own list still names it counts itself unless a
+/// member it can reach refuses it and none accepts it; cut off by the
+/// network alone, it cannot know it was removed.
 pub(super) fn visible_members(sim: &Sim, i: usize) -> usize {
     let peers = (0..sim.len())
         .filter(|&j| sim.is_member(j) && sim.linked(i, j))
         .count();
-    peers + usize::from(sim.is_member(i))
+    let own_list_names_it = sim.list_of(i).contains(sim.id(i)) && !sim.is_observer(i);
+    let refused = (0..sim.len()).any(|j| {
+        j != i
+            && sim.is_running(j)
+            && sim.is_member(j)
+            && sim.link_clear(i, j)
+            && !sim.admits(j, i)
+    });
+    let counts_itself =
+        sim.is_member(i) || (own_list_names_it && (peers > 0 || !refused));
+    peers + usize::from(counts_itself)
 }
 
 /// Whether node `i` is a running member that sees members enough to hold
@@ -35,6 +48,14 @@ pub(super) fn capable(sim: &Sim, i: usize) -> bool {
     sim.is_running(i)
         && sim.is_member(i)
         && visible_members(sim, i) >= sim.config().shard_count as usize
+}
+
+/// Whether node `i` sees too few members to hold shards, so it must be
+/// degraded and hold nothing (DESIGN.md 5, 7.2).
+pub(super) fn must_degrade(sim: &Sim, i: usize) -> bool {
+    sim.is_running(i)
+        && !sim.is_observer(i)
+        && visible_members(sim, i) < sim.config().shard_count as usize
 }
 
 fn index_of(sim: &Sim, node: &NodeId) -> Option<usize> {
@@ -57,10 +78,7 @@ pub(super) fn end_of(a: &Allocation) -> Instant {
 /// every node of the group reports that map.
 pub(super) fn group_problem(sim: &Sim, group: &[usize]) -> Option<String> {
     let shard_count = sim.config().shard_count as usize;
-    for &i in group.iter().filter(|&&i| !sim.is_observer(i)) {
-        if capable(sim, i) {
-            continue;
-        }
+    for &i in group.iter().filter(|&&i| must_degrade(sim, i)) {
         let id = sim.id(i);
         let health = sim.health(i);
         if health != Some(Health::Degraded) {

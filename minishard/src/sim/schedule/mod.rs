@@ -574,8 +574,7 @@ impl Run {
             // nothing by the degradation bound, and stay so.
             self.sim.run_until(still + degradation_bound(&t));
             let degraded_problem = (0..self.sim.len())
-                .filter(|&i| self.sim.is_running(i) && !self.sim.is_observer(i))
-                .filter(|&i| !checks::capable(&self.sim, i))
+                .filter(|&i| checks::must_degrade(&self.sim, i))
                 .find_map(|i| {
                     let id = self.sim.id(i);
                     if self.sim.health(i) != Some(Health::Degraded) {
@@ -608,8 +607,13 @@ impl Run {
                         "a shard moved after every group had converged (at {since}) while the network stood still"
                     ));
                 }
+                let observers: Vec<&NodeId> = (0..self.sim.len())
+                    .filter(|&i| self.sim.is_observer(i))
+                    .map(|i| self.sim.id(i))
+                    .collect();
                 let later: Vec<String> = self.sim.ledger().health_changes[changes..]
                     .iter()
+                    .filter(|(_, node, _, _)| !observers.contains(&node))
                     .map(|(at, node, old, new)| format!("{node} {old} -> {new} at {at}"))
                     .collect();
                 if !later.is_empty() {

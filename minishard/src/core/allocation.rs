@@ -1,0 +1,650 @@
+//! The allocation lifecycle: this node's one allocation at most (DESIGN.md
+//! 6.2 - 6.4, 6.6).
+//!
+//! Standby → claiming (announced, `allocated` running) → active →
+//! releasing (`deallocated` running) → standby; a conflict lost makes an
+//! active allocation *yielding* until its winner acknowledges. A shard stays
+//! reserved in this node's record until `deallocated` has returned, so the
+//! next owner's `allocated` never overlaps it.
+//!
+//! Owns: the lifecycle state, the pairing that decides which free shard to
+//! claim, the largest epoch seen for each shard, the losers acknowledged,
+//! and the conflict this node published it lost. Reads the peer view and
+//! the membership; never touches a connection.
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::config::Timings;
+use super::events::{Call, CallId, Outbox, Outcome};
+use super::ids::{Incarnation, NodeId, Role};
+use super::membership::Membership;
+use super::record::{Claim, Epoch, Holding, Record, Shard, Yield};
+use super::snapshot::LocalState;
+use super::time::Instant;
+use super::view::{Liveness, PeerView};
+
+/// What a rule of the lifecycle may read.
+pub(super) struct Ctx<'a> {
+    pub now: Instant,
+    pub me: &'a NodeId,
+    pub incarnation: Incarnation,
+    pub timings: &'a Timings,
+    pub shard_count: u32,
+    pub view: &'a PeerView,
+    pub members: &'a Membership,
+}
+
+impl Ctx<'_> {
+    fn claim(&self, epoch: Epoch) -> Claim {
+        Claim {
+            node: self.me.clone(),
+            incarnation: self.incarnation,
+            epoch,
+        }
+    }
+
+    fn is_member(&self, node: &NodeId) -> bool {
+        self.members.is_member(node, self.view)
+    }
+}
+
+/// What happens once a `deallocated` has returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum After {
+    /// Back to the pool.
+    Standby,
+    /// The node is leaving: publish that, then close.
+    Leave,
+}
+
+/// A release decided while `allocated` was still running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PendingRelease {
+    lost: Option<Yield>,
+    after: After,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Local {
+    /// Not taking shards; a member backing off waits for `retry_at`.
+    Idle {
+        retry_at: Option<Instant>,
+    },
+    Standby,
+    Claiming {
+        shard: Shard,
+        epoch: Epoch,
+        call: CallId,
+        release: Option<PendingRelease>,
+    },
+    Active {
+        shard: Shard,
+        epoch: Epoch,
+        /// Losses already told to the application as `prolonged`: the
+        /// losers' claims (a restarted loser may reuse an epoch).
+        prolonged: BTreeSet<Claim>,
+    },
+    /// Lost a conflict and published it; `deallocated(winner)` waits until
+    /// the winner acknowledges, so the winner's `prolonged` is certain.
+    Yielding {
+        shard: Shard,
+        epoch: Epoch,
+        lost: Yield,
+        prolonged: BTreeSet<Claim>,
+    },
+    Releasing {
+        shard: Shard,
+        epoch: Epoch,
+        call: CallId,
+        after: After,
+    },
+    Left,
+}
+
+/// This node's allocation lifecycle.
+#[derive(Debug)]
+pub(super) struct Allocation {
+    local: Local,
+    /// The free shard this standby node's pairing gives it, and since when
+    /// (DESIGN.md 6.2): it claims once that has held for `settle`. A peer
+    /// claiming the shard paired with it leaves this pairing as it is, so a
+    /// split that frees several shards does not make their claims queue.
+    paired: Option<Shard>,
+    paired_since: Instant,
+    /// Claims wait until this instant unless every member is connected, so
+    /// a node that starts does not claim before it has met its peers.
+    claims_from: Instant,
+    /// The largest epoch seen for each shard.
+    epochs: Vec<Epoch>,
+    /// Losers acknowledged by the current (or latest) allocation.
+    acknowledged: Vec<Claim>,
+    /// The latest conflict this node lost, as it publishes it; withdrawn
+    /// when the conflict turns out void.
+    yielded: Option<Yield>,
+}
+
+impl Allocation {
+    pub fn new(now: Instant, shard_count: u32, timings: &Timings) -> Allocation {
+        Allocation {
+            local: Local::Idle { retry_at: None },
+            paired: None,
+            paired_since: now,
+            claims_from: now + timings.heartbeat_timeout,
+            epochs: vec![0; shard_count as usize],
+            acknowledged: Vec::new(),
+            yielded: None,
+        }
+    }
+
+    /// What this node publishes it holds.
+    pub fn holding(&self) -> Holding {
+        match self.local {
+            Local::Idle { .. } => Holding::Idle,
+            Local::Standby => Holding::Standby,
+            Local::Claiming {
+                shard,
+                epoch,
+                release: None,
+                ..
+            } => Holding::Claiming { shard, epoch },
+            Local::Yielding { shard, epoch, .. } => Holding::Yielding { shard, epoch },
+            Local::Claiming { shard, epoch, .. } | Local::Releasing { shard, epoch, .. } => {
+                Holding::Releasing { shard, epoch }
+            }
+            Local::Active { shard, epoch, .. } => Holding::Active { shard, epoch },
+            Local::Left => Holding::Left,
+        }
+    }
+
+    /// What lookups report about this node.
+    pub fn state(&self) -> LocalState {
+        match self.local {
+            Local::Active { shard, epoch, .. } | Local::Yielding { shard, epoch, .. } => {
+                LocalState::Allocated { shard, epoch }
+            }
+            Local::Standby | Local::Claiming { .. } => LocalState::Standby,
+            Local::Idle { .. } | Local::Releasing { .. } | Local::Left => LocalState::Idle,
+        }
+    }
+
+    /// Whether `allocated` has returned and no `deallocated` has started.
+    pub fn is_active(&self) -> bool {
+        matches!(self.local, Local::Active { .. })
+    }
+
+    /// The losers this allocation acknowledged, as published.
+    pub fn acknowledged(&self) -> &[Claim] {
+        &self.acknowledged
+    }
+
+    /// The conflict this node lost, as published.
+    pub fn yielded(&self) -> Option<&Yield> {
+        self.yielded.as_ref()
+    }
+
+    /// The largest epoch seen for each shard.
+    pub fn epochs(&self) -> &[Epoch] {
+        &self.epochs
+    }
+
+    /// The instants a lifecycle rule waits for.
+    pub fn next_deadline(&self, now: Instant, settle: std::time::Duration) -> Option<Instant> {
+        let retry = match self.local {
+            Local::Idle { retry_at } => retry_at,
+            _ => None,
+        };
+        let claims = (self.local == Local::Standby && self.claims_from > now)
+            .then_some(self.claims_from);
+        [retry, claims, self.paired.map(|_| self.paired_since + settle)]
+            .into_iter()
+            .flatten()
+            .filter(|at| *at > now)
+            .min()
+    }
+
+    /// The shard count became known (an observer learns it from a member).
+    pub fn resize(&mut self, shard_count: u32) {
+        self.epochs = vec![0; shard_count as usize];
+    }
+
+    /// Any epoch this node has seen counts, even in a record it does not
+    /// take, so its own next claim of that shard is above it.
+    pub fn note_epochs(&mut self, record: &Record) {
+        if let Some((shard, epoch)) = record.holding.reserved() {
+            self.note_epoch(shard, epoch);
+        }
+        if let Some(offer) = &record.offer {
+            self.note_epoch(offer.shard, offer.epoch);
+        }
+    }
+
+    /// A peer's table of the largest epoch it has seen for each shard.
+    pub fn merge_epochs(&mut self, epochs: &[Epoch]) {
+        for (seen, theirs) in self.epochs.iter_mut().zip(epochs) {
+            *seen = (*seen).max(*theirs);
+        }
+    }
+
+    fn note_epoch(&mut self, shard: Shard, epoch: Epoch) {
+        if let Some(seen) = self.epochs.get_mut(shard as usize) {
+            *seen = (*seen).max(epoch);
+        }
+    }
+
+    /// Holds, gives up or takes shards as `can_hold` says (DESIGN.md 5: a
+    /// degraded node, or one that is not a member, holds no shard).
+    pub fn adjust(&mut self, ctx: &Ctx<'_>, can_hold: bool, out: &mut Outbox) {
+        match &self.local {
+            Local::Claiming { .. } | Local::Active { .. } | Local::Yielding { .. } if !can_hold => {
+                self.release(ctx, After::Standby, out);
+            }
+            Local::Idle { retry_at } if can_hold && retry_at.is_none_or(|at| ctx.now >= at) => {
+                self.local = Local::Standby;
+                // Peers must see this node on standby before it claims, or
+                // they pair shards without it and race it: a new pairing
+                // starts its settle now.
+                self.paired = None;
+            }
+            Local::Standby if !can_hold => self.local = Local::Idle { retry_at: None },
+            _ => {}
+        }
+    }
+
+    /// One step of leaving: gives the shard up (no winner) and returns true
+    /// once nothing is held any more, so the node can publish that it left.
+    pub fn leave_step(&mut self, ctx: &Ctx<'_>, out: &mut Outbox) -> bool {
+        match &mut self.local {
+            Local::Idle { .. } | Local::Standby => {
+                self.local = Local::Left;
+                true
+            }
+            Local::Claiming { release, .. } => {
+                match release {
+                    Some(pending) => pending.after = After::Leave,
+                    None => {
+                        *release = Some(PendingRelease {
+                            lost: None,
+                            after: After::Leave,
+                        })
+                    }
+                }
+                false
+            }
+            Local::Releasing { after, .. } => {
+                *after = After::Leave;
+                false
+            }
+            Local::Active { .. } | Local::Yielding { .. } => {
+                self.release(ctx, After::Leave, out);
+                false
+            }
+            Local::Left => false,
+        }
+    }
+
+    /// Gives up the shard this node holds or claims, with no winner (it is
+    /// degraded, leaving or no longer a member) — or, if it already
+    /// yielded, to the winner it named: that promise stands, unless the
+    /// winner left or was removed without acknowledging it (the conflict is
+    /// void).
+    fn release(&mut self, ctx: &Ctx<'_>, after: After, out: &mut Outbox) {
+        match &mut self.local {
+            Local::Claiming { release, .. } => {
+                // `allocated` is still running: `deallocated` follows it.
+                match release {
+                    Some(pending) => pending.after = pending.after.max(after),
+                    None => *release = Some(PendingRelease { lost: None, after }),
+                }
+            }
+            Local::Active { shard, epoch, .. } => {
+                let (shard, epoch) = (*shard, *epoch);
+                self.start_deallocated(shard, epoch, None, after, out);
+            }
+            Local::Yielding {
+                shard, epoch, lost, ..
+            } => {
+                let (shard, epoch, lost) = (*shard, *epoch, lost.clone());
+                let mine = ctx.claim(epoch);
+                let winner = match WinnerNews::of(ctx, &lost, &mine) {
+                    WinnerNews::Voided(_) => None,
+                    _ => Some(lost.winner.node),
+                };
+                self.start_deallocated(shard, epoch, winner, after, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// This node lost a conflict: it publishes whom it yields to and waits
+    /// for the winner's acknowledgement ([`Allocation::finish_yield`]).
+    pub fn yield_to(&mut self, lost: Yield) {
+        match &mut self.local {
+            Local::Claiming { release, .. } => {
+                // Published once `allocated` has returned: a claim that fails
+                // yields nothing, and its winner must not hear `prolonged`.
+                if release.is_none() {
+                    *release = Some(PendingRelease {
+                        lost: Some(lost),
+                        after: After::Standby,
+                    });
+                }
+            }
+            Local::Active {
+                shard,
+                epoch,
+                prolonged,
+            } => {
+                let (shard, epoch, prolonged) = (*shard, *epoch, std::mem::take(prolonged));
+                self.yielded = Some(lost.clone());
+                self.local = Local::Yielding {
+                    shard,
+                    epoch,
+                    lost,
+                    prolonged,
+                };
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends a yield (DESIGN.md 6.3): `deallocated(winner)` once the winner
+    /// acknowledged it, or once it is gone past its grace or restarted (it
+    /// may have acknowledged unseen); back to active, keeping the shard with
+    /// no new allocation, if the winner left or was removed from the member
+    /// list without acknowledging (the conflict is void) or if its current
+    /// record shows it moved on (it lost in turn).
+    pub fn finish_yield(&mut self, ctx: &Ctx<'_>, out: &mut Outbox) {
+        let Local::Yielding {
+            shard, epoch, lost, ..
+        } = &self.local
+        else {
+            return;
+        };
+        let (shard, epoch, lost) = (*shard, *epoch, lost.clone());
+        let mine = ctx.claim(epoch);
+        match WinnerNews::of(ctx, &lost, &mine) {
+            WinnerNews::Acknowledged | WinnerNews::Lost => {
+                self.start_deallocated(
+                    shard,
+                    epoch,
+                    Some(lost.winner.node),
+                    After::Standby,
+                    out,
+                );
+            }
+            WinnerNews::Voided(why) | WinnerNews::MovedOn(why) => {
+                tracing::info!(shard, winner = %lost.winner.node, why, "the yield is withdrawn: this node keeps its shard");
+                self.resume(shard, epoch);
+            }
+            WinnerNews::Pending => {}
+        }
+    }
+
+    fn resume(&mut self, shard: Shard, epoch: Epoch) {
+        let Local::Yielding { prolonged, .. } = &mut self.local else {
+            return;
+        };
+        let prolonged = std::mem::take(prolonged);
+        self.local = Local::Active {
+            shard,
+            epoch,
+            prolonged,
+        };
+        self.yielded = None;
+    }
+
+    /// Tells the application its allocation ended.
+    fn start_deallocated(
+        &mut self,
+        shard: Shard,
+        epoch: Epoch,
+        winner: Option<NodeId>,
+        after: After,
+        out: &mut Outbox,
+    ) {
+        out.counters.deallocations += 1;
+        let call = out.call(Call::Deallocated {
+            shard,
+            epoch,
+            winner,
+        });
+        self.local = Local::Releasing {
+            shard,
+            epoch,
+            call,
+            after,
+        };
+    }
+
+    /// Claims the free shard paired with this node once that pairing has
+    /// held for `settle` (DESIGN.md 6.2). Returns the `allocated` callback
+    /// to ask for once the claim has been published: the claim goes out to
+    /// every peer before `allocated` runs.
+    pub fn try_claim(&mut self, ctx: &Ctx<'_>, out: &mut Outbox) -> Option<(CallId, Call)> {
+        let shard = self.paired_shard(ctx);
+        if shard != self.paired {
+            self.paired = shard;
+            self.paired_since = ctx.now;
+        }
+        let shard = self.paired?;
+        if ctx.now < self.paired_since + ctx.timings.settle {
+            return None;
+        }
+        // Honest epochs grow by one per allocation and never get near the
+        // top; only a peer announcing 2^64-1 brings one there (found by the
+        // core_messages fuzz target). Claiming at the same epoch again would
+        // break fencing, so the shard stays unclaimed, and the log says why.
+        let Some(epoch) = self.epochs[shard as usize].checked_add(1) else {
+            tracing::warn!(
+                shard,
+                "not claiming: a peer announced the largest possible epoch for this shard, so no claim could be fenced above it"
+            );
+            return None;
+        };
+        self.epochs[shard as usize] = epoch;
+        let call = out.next_call_id();
+        self.local = Local::Claiming {
+            shard,
+            epoch,
+            call,
+            release: None,
+        };
+        tracing::debug!(shard, epoch, "claiming");
+        Some((call, Call::Allocated { shard, epoch }))
+    }
+
+    /// The free shard the deterministic pairing gives this node, if it is
+    /// on standby and may claim at all.
+    fn paired_shard(&self, ctx: &Ctx<'_>) -> Option<Shard> {
+        if self.local != Local::Standby {
+            return None;
+        }
+        let view = ctx.view;
+        // Before its first claim a node waits to meet every member (one
+        // that left counts as met), or a heartbeat timeout at most.
+        let everyone_met = ctx.members.list().iter().all(|m| {
+            m == ctx.me
+                || view.is_up(m)
+                || view.record(m).is_some_and(|r| r.holding == Holding::Left)
+        });
+        if ctx.now < self.claims_from && !everyone_met {
+            return None;
+        }
+        // A peer whose record has not arrived yet may hold anything.
+        let unheard = |id: &NodeId| !view.is_fresh(id) && ctx.is_member(id);
+        if view.up().any(|(id, _)| unheard(id)) {
+            return None;
+        }
+        // A member removed from the list keeps its shard reserved while it
+        // may still hold it: its grace runs like a suspect owner's
+        // (DESIGN.md 6.6).
+        let reserved: HashSet<Shard> = view
+            .present_records()
+            .filter(|(r, _)| r.role == Role::Member)
+            .filter_map(|(r, _)| r.holding.reserved().map(|(shard, _)| shard))
+            .collect();
+        let free = (0..ctx.shard_count).filter(|s| !reserved.contains(s));
+        // Standby members this node can reach, directly or by a path.
+        let mut standbys: Vec<&NodeId> = view
+            .present_records()
+            .filter(|(r, liveness)| {
+                matches!(liveness, Liveness::Up | Liveness::Unreachable)
+                    && r.holding == Holding::Standby
+                    && r.role == Role::Member
+                    && ctx.is_member(&r.node)
+            })
+            .map(|(r, _)| &r.node)
+            .collect();
+        standbys.push(ctx.me);
+        standbys.sort();
+        let position = standbys.iter().position(|n| *n == ctx.me);
+        position.and_then(|p| free.into_iter().nth(p))
+    }
+
+    /// Tells the application `prolonged(loser)` once for each loser that
+    /// published it yielded this allocation's shard to this node — also a
+    /// loser that left right after yielding, whose last record says so.
+    pub fn tell_prolonged(&mut self, ctx: &Ctx<'_>, out: &mut Outbox) {
+        let Local::Active { shard, epoch, .. } = self.local else {
+            return;
+        };
+        let mine = ctx.claim(epoch);
+        let losers: Vec<Claim> = ctx
+            .view
+            .present_records()
+            .map(|(r, _)| r)
+            .chain(ctx.view.left_records())
+            .filter_map(|r| r.yielded.as_ref().map(|y| (r, y)))
+            .filter(|(_, y)| y.shard == shard && y.winner == mine)
+            .map(|(r, y)| Claim {
+                node: r.node.clone(),
+                incarnation: r.incarnation,
+                epoch: y.epoch,
+            })
+            .collect();
+        for loser in losers {
+            let Local::Active { prolonged, .. } = &mut self.local else {
+                return;
+            };
+            if prolonged.insert(loser.clone()) {
+                self.acknowledged.push(loser.clone());
+                out.call(Call::Prolonged {
+                    shard,
+                    epoch,
+                    loser: loser.node,
+                });
+            }
+        }
+    }
+
+    /// A callback of the lifecycle finished; returns false if `id` is none
+    /// of its callbacks. A finished `deallocated` that was part of leaving
+    /// sets `leaving`.
+    pub fn on_call_done(
+        &mut self,
+        ctx: &Ctx<'_>,
+        id: CallId,
+        outcome: &Outcome,
+        leaving: &mut bool,
+        out: &mut Outbox,
+    ) -> bool {
+        match &mut self.local {
+            Local::Claiming {
+                shard,
+                epoch,
+                call,
+                release,
+            } if *call == id => {
+                let (shard, epoch, release) = (*shard, *epoch, release.take());
+                if let Outcome::Failed(reason) = outcome {
+                    out.counters.failed_callbacks += 1;
+                    tracing::warn!(shard, %reason, "allocated failed: releasing the shard and backing off");
+                    let retry_at = ctx.now + ctx.timings.allocation_retry;
+                    self.local = Local::Idle {
+                        retry_at: Some(retry_at),
+                    };
+                    return true;
+                }
+                out.counters.allocations += 1;
+                self.acknowledged.clear();
+                self.local = Local::Active {
+                    shard,
+                    epoch,
+                    prolonged: BTreeSet::new(),
+                };
+                match release {
+                    Some(PendingRelease {
+                        lost: Some(lost),
+                        after: After::Standby,
+                    }) => self.yield_to(lost),
+                    Some(PendingRelease { lost, after }) => {
+                        let winner = lost.map(|l| l.winner.node);
+                        self.start_deallocated(shard, epoch, winner, after, out);
+                    }
+                    None => {}
+                }
+                true
+            }
+            Local::Releasing { call, after, .. } if *call == id => {
+                // Back to the pool; the next evaluation makes it standby or
+                // finishes a leave.
+                *leaving |= *after == After::Leave;
+                self.local = Local::Idle { retry_at: None };
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What this node knows of the winner it yielded to.
+enum WinnerNews {
+    /// The winner acknowledged the loss: its `prolonged` is certain.
+    Acknowledged,
+    /// The winner left or was removed from the member list without
+    /// acknowledging: the conflict is void.
+    Voided(&'static str),
+    /// The winner is gone past its grace, or restarted (which voids its
+    /// claim at once): it may have acknowledged unseen, so the promise
+    /// stands.
+    Lost,
+    /// The winner's current record shows it gave that claim up for good (it
+    /// lost in turn): it never will acknowledge.
+    MovedOn(&'static str),
+    /// Nothing yet.
+    Pending,
+}
+
+impl WinnerNews {
+    fn of(ctx: &Ctx<'_>, lost: &Yield, mine: &Claim) -> WinnerNews {
+        let winner = &lost.winner.node;
+        let record = ctx
+            .view
+            .record(winner)
+            .filter(|r| r.incarnation == lost.winner.incarnation);
+        if record.is_some_and(|r| r.acknowledged.contains(mine)) {
+            return WinnerNews::Acknowledged;
+        }
+        if record.is_some_and(|r| r.holding == Holding::Left) {
+            return WinnerNews::Voided("the winner left before acknowledging");
+        }
+        if !ctx.members.listed(winner) {
+            return WinnerNews::Voided("the winner was removed from the member list");
+        }
+        let restarted = ctx.view.is_retired(winner, lost.winner.incarnation);
+        if restarted || !ctx.view.liveness(winner).present() {
+            return WinnerNews::Lost;
+        }
+        // Given up for good, not merely yielding, which it may take back.
+        let holds = |h: Holding| match h {
+            Holding::Claiming { shard, epoch }
+            | Holding::Active { shard, epoch }
+            | Holding::Yielding { shard, epoch } => (shard, epoch) == (lost.shard, lost.winner.epoch),
+            _ => false,
+        };
+        if ctx.view.is_fresh(winner) && record.is_some_and(|r| !holds(r.holding)) {
+            return WinnerNews::MovedOn("the winner moved on before acknowledging");
+        }
+        WinnerNews::Pending
+    }
+}

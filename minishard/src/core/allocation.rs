@@ -193,13 +193,25 @@ impl Allocation {
             Local::Idle { retry_at } => retry_at,
             _ => None,
         };
-        let claims = (self.local == Local::Standby && self.claims_from > now)
-            .then_some(self.claims_from);
-        [retry, claims, self.paired.map(|_| self.paired_since + settle)]
-            .into_iter()
-            .flatten()
-            .filter(|at| *at > now)
-            .min()
+        let claims =
+            (self.local == Local::Standby && self.claims_from > now).then_some(self.claims_from);
+        [
+            retry,
+            claims,
+            self.paired.map(|_| self.paired_since + settle),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|at| *at > now)
+        .min()
+    }
+
+    /// This node stopped being degraded: like a node that starts, it has
+    /// often just been connected to a few peers, and the owners it has not
+    /// met yet may hold the shards it would pair with. It waits to meet
+    /// every member, or a heartbeat timeout at most, before it claims.
+    pub fn met_too_few_until(&mut self, until: Instant) {
+        self.claims_from = self.claims_from.max(until);
     }
 
     /// The shard count became known (an observer learns it from a member).
@@ -306,7 +318,11 @@ impl Allocation {
                 let (shard, epoch, lost) = (*shard, *epoch, lost.clone());
                 let mine = ctx.claim(epoch);
                 let winner = match WinnerNews::of(ctx, &lost, &mine) {
-                    WinnerNews::Voided(_) => None,
+                    WinnerNews::Voided(_) | WinnerNews::Lost(_) => {
+                        // Nobody to give it to: the yield is withdrawn.
+                        self.yielded = None;
+                        None
+                    }
                     _ => Some(lost.winner.node),
                 };
                 self.start_deallocated(shard, epoch, winner, after, out);
@@ -348,11 +364,12 @@ impl Allocation {
     }
 
     /// Ends a yield (DESIGN.md 6.3): `deallocated(winner)` once the winner
-    /// acknowledged it, or once it is gone past its grace or restarted (it
-    /// may have acknowledged unseen); back to active, keeping the shard with
-    /// no new allocation, if the winner left or was removed from the member
-    /// list without acknowledging (the conflict is void) or if its current
-    /// record shows it moved on (it lost in turn).
+    /// acknowledged it; back to active, keeping the shard with no new
+    /// allocation, if the winner left or was removed from the member list
+    /// without acknowledging (the conflict is void), if it is gone past its
+    /// grace or restarted (a lost owner: this node still holds the shard,
+    /// and moving it would only move it again), or if its current record
+    /// shows it moved on (it lost in turn).
     pub fn finish_yield(&mut self, ctx: &Ctx<'_>, out: &mut Outbox) {
         let Local::Yielding {
             shard, epoch, lost, ..
@@ -363,16 +380,10 @@ impl Allocation {
         let (shard, epoch, lost) = (*shard, *epoch, lost.clone());
         let mine = ctx.claim(epoch);
         match WinnerNews::of(ctx, &lost, &mine) {
-            WinnerNews::Acknowledged | WinnerNews::Lost => {
-                self.start_deallocated(
-                    shard,
-                    epoch,
-                    Some(lost.winner.node),
-                    After::Standby,
-                    out,
-                );
+            WinnerNews::Acknowledged => {
+                self.start_deallocated(shard, epoch, Some(lost.winner.node), After::Standby, out);
             }
-            WinnerNews::Voided(why) | WinnerNews::MovedOn(why) => {
+            WinnerNews::Voided(why) | WinnerNews::Lost(why) | WinnerNews::MovedOn(why) => {
                 tracing::info!(shard, winner = %lost.winner.node, why, "the yield is withdrawn: this node keeps its shard");
                 self.resume(shard, epoch);
             }
@@ -417,17 +428,24 @@ impl Allocation {
     }
 
     /// Claims the free shard paired with this node once that pairing has
-    /// held for `settle` (DESIGN.md 6.2). Returns the `allocated` callback
-    /// to ask for once the claim has been published: the claim goes out to
-    /// every peer before `allocated` runs.
-    pub fn try_claim(&mut self, ctx: &Ctx<'_>, out: &mut Outbox) -> Option<(CallId, Call)> {
-        let shard = self.paired_shard(ctx);
+    /// held for `settle` (DESIGN.md 6.2), and only while this node sees
+    /// members enough to keep it (`may_claim`). Returns the `allocated`
+    /// callback to ask for once the claim has been published: the claim
+    /// goes out to every peer before `allocated` runs.
+    pub fn try_claim(
+        &mut self,
+        ctx: &Ctx<'_>,
+        may_claim: bool,
+        out: &mut Outbox,
+    ) -> Option<(CallId, Call)> {
+        let pairing = self.paired_shard(ctx).filter(|_| may_claim);
+        let shard = pairing.map(|(shard, _)| shard);
         if shard != self.paired {
             self.paired = shard;
             self.paired_since = ctx.now;
         }
-        let shard = self.paired?;
-        if ctx.now < self.paired_since + ctx.timings.settle {
+        let (shard, free) = pairing?;
+        if !free || ctx.now < self.paired_since + ctx.timings.settle {
             return None;
         }
         // Honest epochs grow by one per allocation and never get near the
@@ -453,9 +471,10 @@ impl Allocation {
         Some((call, Call::Allocated { shard, epoch }))
     }
 
-    /// The free shard the deterministic pairing gives this node, if it is
-    /// on standby and may claim at all.
-    fn paired_shard(&self, ctx: &Ctx<'_>) -> Option<Shard> {
+    /// The shard the deterministic pairing gives this node, if it is on
+    /// standby and may claim at all, and whether it is free now (not still
+    /// reserved to a suspect holder).
+    fn paired_shard(&self, ctx: &Ctx<'_>) -> Option<(Shard, bool)> {
         if self.local != Local::Standby {
             return None;
         }
@@ -475,15 +494,30 @@ impl Allocation {
         if view.up().any(|(id, _)| unheard(id)) {
             return None;
         }
-        // A member removed from the list keeps its shard reserved while it
-        // may still hold it: its grace runs like a suspect owner's
-        // (DESIGN.md 6.6).
-        let reserved: HashSet<Shard> = view
-            .present_records()
-            .filter(|(r, _)| r.role == Role::Member)
-            .filter_map(|(r, _)| r.holding.reserved().map(|(shard, _)| shard))
-            .collect();
-        let free = (0..ctx.shard_count).filter(|s| !reserved.contains(s));
+        // The pairing counts as free every shard no holder this node hears
+        // from holds — also one whose holder is suspect, whose grace is
+        // still running: nodes that noticed the loss agree on that set for
+        // the whole grace, while the instant the grace ends differs from
+        // node to node by how each heard of the loss. Paired early, each
+        // standby claims its own shard when its grace ends, with nothing
+        // left to settle and no race. A member removed from the list keeps
+        // its shard reserved like any holder (DESIGN.md 6.6).
+        let mut held: HashSet<Shard> = HashSet::new();
+        let mut pending: HashSet<Shard> = HashSet::new();
+        for (record, liveness) in view.present_records() {
+            let Some((shard, _)) = record.holding.reserved() else {
+                continue;
+            };
+            if record.role != Role::Member {
+                continue;
+            }
+            if matches!(liveness, Liveness::Up | Liveness::Unreachable) {
+                held.insert(shard);
+            } else {
+                pending.insert(shard);
+            }
+        }
+        let free = (0..ctx.shard_count).filter(|s| !held.contains(s));
         // Standby members this node can reach, directly or by a path.
         let mut standbys: Vec<&NodeId> = view
             .present_records()
@@ -497,8 +531,9 @@ impl Allocation {
             .collect();
         standbys.push(ctx.me);
         standbys.sort();
-        let position = standbys.iter().position(|n| *n == ctx.me);
-        position.and_then(|p| free.into_iter().nth(p))
+        let position = standbys.iter().position(|n| *n == ctx.me)?;
+        let shard = free.into_iter().nth(position)?;
+        Some((shard, !pending.contains(&shard)))
     }
 
     /// Tells the application `prolonged(loser)` once for each loser that
@@ -605,9 +640,9 @@ enum WinnerNews {
     /// acknowledging: the conflict is void.
     Voided(&'static str),
     /// The winner is gone past its grace, or restarted (which voids its
-    /// claim at once): it may have acknowledged unseen, so the promise
-    /// stands.
-    Lost,
+    /// claim at once), without this node seeing an acknowledgement: it is a
+    /// lost owner, and this node, which still holds the shard, keeps it.
+    Lost(&'static str),
     /// The winner's current record shows it gave that claim up for good (it
     /// lost in turn): it never will acknowledge.
     MovedOn(&'static str),
@@ -631,15 +666,19 @@ impl WinnerNews {
         if !ctx.members.listed(winner) {
             return WinnerNews::Voided("the winner was removed from the member list");
         }
-        let restarted = ctx.view.is_retired(winner, lost.winner.incarnation);
-        if restarted || !ctx.view.liveness(winner).present() {
-            return WinnerNews::Lost;
+        if ctx.view.is_retired(winner, lost.winner.incarnation) {
+            return WinnerNews::Lost("the winner restarted before acknowledging");
+        }
+        if !ctx.view.liveness(winner).present() {
+            return WinnerNews::Lost("the winner is gone past its grace, unacknowledged");
         }
         // Given up for good, not merely yielding, which it may take back.
         let holds = |h: Holding| match h {
             Holding::Claiming { shard, epoch }
             | Holding::Active { shard, epoch }
-            | Holding::Yielding { shard, epoch } => (shard, epoch) == (lost.shard, lost.winner.epoch),
+            | Holding::Yielding { shard, epoch } => {
+                (shard, epoch) == (lost.shard, lost.winner.epoch)
+            }
             _ => false,
         };
         if ctx.view.is_fresh(winner) && record.is_some_and(|r| !holds(r.holding)) {

@@ -145,6 +145,11 @@ impl Core {
         self.snapshot.as_ref()
     }
 
+    /// The record this node last published about itself.
+    pub fn record(&self) -> &Arc<Record> {
+        self.own.published()
+    }
+
     /// The counters.
     pub fn counters(&self) -> CoreCounters {
         self.out.counters
@@ -208,17 +213,17 @@ impl Core {
         self.membership.connected(&peer);
         self.relays.forget(&peer);
         // Our record in full on connect; changes follow as they happen.
-        self.out
-            .send(peer.clone(), PeerMessage::Record(self.own.published().clone()));
+        self.out.send(
+            peer.clone(),
+            PeerMessage::Record(self.own.published().clone()),
+        );
         if self.config.role == Role::Member {
             let (membership, view) = (&self.membership, &self.view);
             self.relays
                 .on_connect(view, &peer, |n| membership.listed(n), &mut self.out);
         }
-        self.out.send(
-            peer,
-            PeerMessage::Epochs(self.allocation.epochs().to_vec()),
-        );
+        self.out
+            .send(peer, PeerMessage::Epochs(self.allocation.epochs().to_vec()));
         self.relays.mark_dirty();
     }
 
@@ -249,7 +254,7 @@ impl Core {
             is_member,
             self.config.shard_count,
         ) {
-            Ok(view::Accepted::New) => self.relays.mark_dirty(),
+            Ok(view::Accepted::New | view::Accepted::Confirmed) => self.relays.mark_dirty(),
             Ok(view::Accepted::Known) => {}
             Err(view::Refusal::ShardCountMismatch) => {
                 self.out.counters.ignored_messages += 1;
@@ -350,23 +355,6 @@ impl Core {
         }
         self.publish_snapshot();
         self.arm_timer(now);
-        if std::env::var("MS_DEBUG_NODE").ok().as_deref() == Some(self.config.me.as_str()) {
-            let peers: Vec<String> = self
-                .view
-                .all()
-                .map(|(id, l)| {
-                    let r = self.view.record(id);
-                    format!(
-                        "{id}:{l:?}:fresh={}:v={:?}:{:?}:sees={:?}",
-                        self.view.is_fresh(id),
-                        r.map(|r| r.version),
-                        r.map(|r| r.holding),
-                        r.map(|r| r.sees.iter().map(|s| s.node.to_string()).collect::<Vec<_>>())
-                    )
-                })
-                .collect();
-            eprintln!("{now} DEBUG {} view {peers:?}", self.config.me);
-        }
     }
 
     /// Applies every allocation rule to the current picture: leave, hold or
@@ -391,15 +379,19 @@ impl Core {
         let can_hold = self.membership.am_member() && self.watcher.health() != Health::Degraded;
         self.allocation.adjust(&ctx, can_hold, out);
         self.allocation.finish_yield(&ctx, out);
-        let contender = self.allocation.holding().contending().map(|(shard, epoch)| Contender {
-            claim: Claim {
-                node: self.config.me.clone(),
-                incarnation: self.incarnation,
-                epoch,
-            },
-            shard,
-            active: self.allocation.is_active(),
-        });
+        let contender = self
+            .allocation
+            .holding()
+            .contending()
+            .map(|(shard, epoch)| Contender {
+                claim: Claim {
+                    node: self.config.me.clone(),
+                    incarnation: self.incarnation,
+                    epoch,
+                },
+                shard,
+                active: self.allocation.is_active(),
+            });
         let t = &self.config.timings;
         if let Some(lost) = self.conflicts.resolve(
             now,
@@ -412,7 +404,8 @@ impl Core {
             self.allocation.yield_to(lost);
         }
         self.allocation.tell_prolonged(&ctx, out);
-        if let Some((id, call)) = self.allocation.try_claim(&ctx, out) {
+        let may_claim = !self.watcher.too_few();
+        if let Some((id, call)) = self.allocation.try_claim(&ctx, may_claim, out) {
             // The claim goes out to every peer before `allocated` runs.
             self.publish(now);
             self.out.call_with(id, call);
@@ -467,6 +460,10 @@ impl Core {
         let seen = self.observe(now);
         if let Some((old, new)) = self.watcher.update(now, seen) {
             tracing::info!(%old, %new, "health changed");
+            if old == Health::Degraded {
+                self.allocation
+                    .met_too_few_until(now + self.config.timings.heartbeat_timeout);
+            }
             self.out.call(Call::StatusChanged { old, new });
         }
     }

@@ -38,9 +38,9 @@ pub(super) fn reached<'a>(
     let mut reached: BTreeSet<&'a NodeId> = BTreeSet::new();
     let mut to_follow: Vec<&'a Record> = Vec::new();
     let visit = |node: &'a NodeId,
-                     incarnation: Option<Incarnation>,
-                     reached: &mut BTreeSet<&'a NodeId>,
-                     to_follow: &mut Vec<&'a Record>| {
+                 incarnation: Option<Incarnation>,
+                 reached: &mut BTreeSet<&'a NodeId>,
+                 to_follow: &mut Vec<&'a Record>| {
         if reached.contains(node) {
             return;
         }
@@ -115,10 +115,7 @@ mod tests {
         }
     }
 
-    fn reach(
-        linked: &[u8],
-        records: &BTreeMap<NodeId, (Record, bool)>,
-    ) -> Vec<NodeId> {
+    fn reach(linked: &[u8], records: &BTreeMap<NodeId, (Record, bool)>) -> Vec<NodeId> {
         let linked: Vec<NodeId> = linked.iter().map(|&n| id(n)).collect();
         reached(&linked, |node| {
             records.get(node).map(|(record, current)| Known {

@@ -76,6 +76,8 @@ pub enum Refusal {
 pub enum Accepted {
     /// Newer than what we had.
     New,
+    /// The version we had, now confirmed current (it was not known to be).
+    Confirmed,
     /// A version we already had (relays reach us by several paths).
     Known,
 }
@@ -230,7 +232,16 @@ impl PeerView {
         {
             return Err(Refusal::ShardOutOfRange);
         }
-        if !is_member(&author) {
+        // A member removed from the list is still known by the record it
+        // published while it was one: its shard stays reserved by that
+        // record (DESIGN.md 6.6), and its newer versions (it gave the shard
+        // up, say) are taken like any member's.
+        let known_member = self
+            .peers
+            .get(&author)
+            .and_then(|p| p.record.as_ref())
+            .is_some_and(|r| r.role == Role::Member && r.incarnation == record.incarnation);
+        if !is_member(&author) && !known_member {
             if from != &author {
                 return Err(Refusal::NotAMember);
             }
@@ -257,8 +268,15 @@ impl PeerView {
                 let confirmed = known.version == record.version && confirms;
                 peer.just_confirmed |= confirmed;
                 self.changed |= confirmed;
+                let newly = confirmed && !peer.fresh;
                 peer.fresh |= confirmed;
-                Ok(Accepted::Known)
+                // Newly confirmed: peers this node relays it to may be owed
+                // the confirmation.
+                Ok(if newly {
+                    Accepted::Confirmed
+                } else {
+                    Accepted::Known
+                })
             }
             _ => {
                 peer.record = Some(record);
@@ -341,6 +359,9 @@ impl PeerView {
             if reached || left {
                 peer.suspect_since = None;
             }
+            if std::mem::take(&mut peer.just_confirmed) {
+                peer.known_current_at = now;
+            }
             if reached
                 && peer.fresh
                 && !was_reached
@@ -350,10 +371,8 @@ impl PeerView {
                 // unseen, and a newer version, if any, is on its way.
                 peer.fresh = false;
             }
-            // Current until now if confirmed now, reached now, or reached
-            // until now.
-            if std::mem::take(&mut peer.just_confirmed) || (peer.fresh && (reached || was_reached))
-            {
+            // Current until now if reached now, or reached until now.
+            if peer.fresh && (reached || was_reached) {
                 peer.known_current_at = now;
             }
             if liveness != peer.liveness {

@@ -107,6 +107,14 @@ impl Watcher {
         (old != next).then_some((old, next))
     }
 
+    /// Whether fewer members are visible than the cluster keeps shards: a
+    /// node in this state holds on to its shard for a while (a member that
+    /// flaps comes back) but takes no new one, which it would likely give up
+    /// again when it degrades.
+    pub fn too_few(&self) -> bool {
+        self.health == Health::Degraded || self.too_few_since.is_some()
+    }
+
     /// When too few members will have lasted `transition_timeout`.
     pub fn deadline(&self) -> Option<Instant> {
         match (self.health, self.too_few_since) {

@@ -205,6 +205,17 @@ pub struct Sim {
     yields: Vec<(Instant, NodeId, Option<Yield>)>,
     /// Claims whose `allocated` failed: (node, shard, when it failed).
     failed_claims: Vec<(NodeId, u32, Instant)>,
+    /// Every change of health, when the core decided it (its
+    /// `status_changed` callback may run later, behind others).
+    health_log: Vec<(Instant, NodeId, Health, Health)>,
+    /// Losers told `deallocated(winner)` while no path led to the winner:
+    /// (loser, shard, epoch). A winner cut off before it acknowledged may
+    /// never learn of the loss (DESIGN.md 6.3).
+    cut_off_losses: Vec<(NodeId, u32, Epoch)>,
+    /// Yields withdrawn while no path led to the winner (it crashed, or
+    /// was cut off): (loser, shard, epoch). The winner may have
+    /// acknowledged unseen.
+    cut_off_withdrawals: Vec<(NodeId, u32, Epoch)>,
     trace: bool,
     delivered: Delivered,
 }
@@ -273,6 +284,9 @@ impl Sim {
             ledger: Ledger::default(),
             yields: Vec::new(),
             failed_claims: Vec::new(),
+            health_log: Vec::new(),
+            cut_off_losses: Vec::new(),
+            cut_off_withdrawals: Vec::new(),
             trace: false,
             delivered: Delivered::default(),
         }
@@ -336,6 +350,23 @@ impl Sim {
     /// Every callback so far.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// Losers told `deallocated(winner)` while no path led to the winner:
+    /// (loser, shard, epoch).
+    pub fn cut_off_losses(&self) -> &[(NodeId, u32, Epoch)] {
+        &self.cut_off_losses
+    }
+
+    /// Yields withdrawn while no path led to the winner: (loser, shard,
+    /// epoch).
+    pub fn cut_off_withdrawals(&self) -> &[(NodeId, u32, Epoch)] {
+        &self.cut_off_withdrawals
+    }
+
+    /// Every change of health so far, as the cores decided it.
+    pub fn health_log(&self) -> &[(Instant, NodeId, Health, Health)] {
+        &self.health_log
     }
 
     /// Every change of a node's published lost conflict so far: a yield, or
@@ -486,10 +517,12 @@ impl Sim {
         node.busy = false;
         node.timer = None;
         // A killed process's kernel closes its sockets at once; a dead host
-        // is noticed only when heartbeats stop.
+        // is noticed only when heartbeats stop. Either way, every peer
+        // notices alike.
         let t = self.config.timings;
+        let killed = self.rng.random_bool(0.5);
         for end in self.close_connections_of(&id) {
-            let delay = if self.rng.random_bool(0.5) {
+            let delay = if killed {
                 self.draw((Duration::from_micros(200), Duration::from_millis(2)))
             } else {
                 t.heartbeat_timeout + self.draw((Duration::ZERO, t.heartbeat_interval / 2))
@@ -675,6 +708,33 @@ impl Sim {
             groups.push(members);
         }
         groups
+    }
+
+    /// The most links any news must cross between two members of one group:
+    /// the longest of the shortest paths (0 in a full mesh of one node, 1
+    /// in any full mesh).
+    pub fn diameter(&self) -> usize {
+        let member = |i: usize| self.nodes[i].role == Role::Member;
+        let mut longest = 0;
+        for group in self.components() {
+            for &from in &group {
+                let mut hops: BTreeMap<usize, usize> = BTreeMap::new();
+                hops.insert(from, 0);
+                let mut frontier = vec![from];
+                while let Some(i) = frontier.first().copied() {
+                    frontier.remove(0);
+                    let here = hops[&i];
+                    for j in (0..self.nodes.len()).filter(|&j| member(j) && self.linked(i, j)) {
+                        if let std::collections::btree_map::Entry::Vacant(e) = hops.entry(j) {
+                            e.insert(here + 1);
+                            frontier.push(j);
+                        }
+                    }
+                }
+                longest = longest.max(hops.values().copied().max().unwrap_or(0));
+            }
+        }
+        longest
     }
 
     /// Whether both directions between `a` and `b` pass.
@@ -1009,6 +1069,7 @@ impl Sim {
     /// Carries out every action node `i`'s core asked for.
     fn drive(&mut self, i: usize) {
         loop {
+            self.note_yield(i);
             let Some(action) = self.nodes[i].core.as_mut().and_then(Core::poll_action) else {
                 return;
             };
@@ -1024,18 +1085,6 @@ impl Sim {
         match action {
             Action::Send { to, message } => {
                 let from = self.nodes[i].id.clone();
-                if let PeerMessage::Record(record) = &message {
-                    let known = self
-                        .yields
-                        .iter()
-                        .rev()
-                        .find(|(_, n, _)| *n == from)
-                        .and_then(|(_, _, y)| y.as_ref());
-                    if known != record.yielded.as_ref() {
-                        self.yields
-                            .push((now, from.clone(), record.yielded.clone()));
-                    }
-                }
                 let mut latency = self.draw(self.behaviour.latency);
                 if let Some((probability, extra)) = self.behaviour.spikes {
                     if self.rng.random_bool(probability) {
@@ -1061,6 +1110,22 @@ impl Sim {
             }
             Action::CancelTimer => self.nodes[i].timer = None,
             Action::Call { id, call } => {
+                if let Call::Deallocated {
+                    shard,
+                    epoch,
+                    winner: Some(winner),
+                } = &call
+                {
+                    let reached = self.index_of(winner).is_some_and(|w| {
+                        self.components()
+                            .iter()
+                            .any(|g| g.contains(&i) && g.contains(&w))
+                    });
+                    if !reached {
+                        let id = self.nodes[i].id.clone();
+                        self.cut_off_losses.push((id, *shard, *epoch));
+                    }
+                }
                 if let Call::Allocated { shard, epoch } = call {
                     let node = &mut self.nodes[i];
                     let seen = &mut node.seen_epochs[shard as usize];
@@ -1075,12 +1140,47 @@ impl Sim {
                 if let Call::Score { shard, .. } = &call {
                     self.check_rival_exists(i, *shard);
                 }
+                if let Call::StatusChanged { old, new } = call {
+                    let id = self.nodes[i].id.clone();
+                    self.health_log.push((now, id, old, new));
+                }
                 self.nodes[i].pending_calls.push_back((id, call));
                 self.start_next_call(i);
             }
             Action::Publish(snapshot) => self.nodes[i].snapshot = Some(snapshot),
             Action::SetMembers(list) => self.set_admitted(i, list.to_vec()),
             Action::Close => self.close(i),
+        }
+    }
+
+    /// Logs a change of the conflict node `i` publishes it lost, as soon as
+    /// its core decides it (whether or not any peer is there to hear it).
+    fn note_yield(&mut self, i: usize) {
+        let Some(core) = self.nodes[i].core.as_ref() else {
+            return;
+        };
+        let yielded = &core.record().yielded;
+        let id = &self.nodes[i].id;
+        let known = self
+            .yields
+            .iter()
+            .rev()
+            .find(|(_, n, _)| n == id)
+            .and_then(|(_, _, y)| y.as_ref());
+        if known != yielded.as_ref() {
+            if let (Some(withdrawn), None) = (known, yielded) {
+                let reached = self.index_of(&withdrawn.winner.node).is_some_and(|w| {
+                    self.components()
+                        .iter()
+                        .any(|g| g.contains(&i) && g.contains(&w))
+                });
+                if !reached {
+                    let entry = (id.clone(), withdrawn.shard, withdrawn.epoch);
+                    self.cut_off_withdrawals.push(entry);
+                }
+            }
+            let id = id.clone();
+            self.yields.push((self.now, id, yielded.clone()));
         }
     }
 
@@ -1206,8 +1306,12 @@ impl Sim {
     /// ended so recently (a crash, a release) that the news may be on its way.
     fn check_rival_exists(&mut self, i: usize, shard: u32) {
         let me = &self.nodes[i].id;
-        // A dead host is noticed after a heartbeat timeout (plus jitter).
-        let news = self.config.timings.heartbeat_timeout + self.config.timings.heartbeat_interval;
+        // A dead host is noticed after a heartbeat timeout (plus jitter); a
+        // record confirmed current stays so for twice that once no path
+        // leads to its author any more (core::view), so news of an end may
+        // take that long to void a claim.
+        let t = self.config.timings;
+        let news = t.heartbeat_timeout * 3 + t.heartbeat_interval;
         let recent = |a: &Allocation| match &a.end {
             None => true,
             Some(Ending::Deallocated { at, .. } | Ending::Crashed(at)) => *at + news > self.now,

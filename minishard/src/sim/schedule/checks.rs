@@ -15,39 +15,57 @@ pub(super) fn convergence_bound(t: &Timings) -> Duration {
     t.heartbeat_timeout + t.node_grace + Duration::from_millis(100)
 }
 
+/// 7.9: in a group whose members reach each other only through others,
+/// news of a change crosses one link per hop, each in a message's time (the
+/// worst latency, and the wait of a busy engine); and a link that came up
+/// with the change passes on what the peer might see for itself (a
+/// standby's sightings, say) only once it has been up for a heartbeat
+/// timeout. The bound grows by that much.
+pub(super) fn path_allowance(sim: &Sim) -> Duration {
+    let diameter = sim.diameter();
+    if diameter <= 1 {
+        return Duration::ZERO;
+    }
+    let b = &sim.behaviour;
+    let per_hop = b.latency.1 + b.batch_window.map_or(Duration::ZERO, |w| w.1);
+    sim.config().timings.heartbeat_timeout + per_hop * (diameter - 1) as u32
+}
+
 /// 7.2: a member that sees too few members is degraded within this.
 pub(super) fn degradation_bound(t: &Timings) -> Duration {
     t.heartbeat_timeout + t.transition_timeout + Duration::from_millis(100)
 }
 
-/// The members node `i` sees directly, itself included if it counts
-/// itself: what its health counts (DESIGN.md 5, 6.1, 6.6). A node removed
-/// from the list whose own list still names it counts itself unless a
-/// member it can reach refuses it and none accepts it; cut off by the
-/// network alone, it cannot know it was removed.
+/// Whether node `i` takes part as a member: it is in the operator's list,
+/// or it was removed but its own list still names it and no member it can
+/// reach refuses it — cut off by the network, it cannot know it was
+/// removed, and acts as any member cut off would (DESIGN.md 6.6).
+pub(super) fn acts_as_member(sim: &Sim, i: usize) -> bool {
+    if !sim.is_running(i) || sim.is_observer(i) {
+        return false;
+    }
+    if sim.is_member(i) {
+        return true;
+    }
+    let refused = (0..sim.len()).any(|j| {
+        j != i && sim.is_running(j) && sim.is_member(j) && sim.link_clear(i, j) && !sim.admits(j, i)
+    });
+    sim.list_of(i).contains(sim.id(i)) && !refused
+}
+
+/// The members node `i` sees directly, itself included if it takes part as
+/// one: what its health counts (DESIGN.md 5, 6.1).
 pub(super) fn visible_members(sim: &Sim, i: usize) -> usize {
     let peers = (0..sim.len())
         .filter(|&j| sim.is_member(j) && sim.linked(i, j))
         .count();
-    let own_list_names_it = sim.list_of(i).contains(sim.id(i)) && !sim.is_observer(i);
-    let refused = (0..sim.len()).any(|j| {
-        j != i
-            && sim.is_running(j)
-            && sim.is_member(j)
-            && sim.link_clear(i, j)
-            && !sim.admits(j, i)
-    });
-    let counts_itself =
-        sim.is_member(i) || (own_list_names_it && (peers > 0 || !refused));
-    peers + usize::from(counts_itself)
+    peers + usize::from(acts_as_member(sim, i))
 }
 
-/// Whether node `i` is a running member that sees members enough to hold
-/// shards (so it is never degraded).
+/// Whether node `i` takes part as a member and sees members enough to
+/// hold shards (so it is never degraded).
 pub(super) fn capable(sim: &Sim, i: usize) -> bool {
-    sim.is_running(i)
-        && sim.is_member(i)
-        && visible_members(sim, i) >= sim.config().shard_count as usize
+    acts_as_member(sim, i) && visible_members(sim, i) >= sim.config().shard_count as usize
 }
 
 /// Whether node `i` sees too few members to hold shards, so it must be
@@ -105,7 +123,19 @@ pub(super) fn group_problem(sim: &Sim, group: &[usize]) -> Option<String> {
     }
     let able: Vec<usize> = group.iter().copied().filter(|&i| capable(sim, i)).collect();
     if able.len() < shard_count {
-        return None;
+        // Too few to hold every shard: each of them holds one (the shards
+        // held elsewhere are free to them once their holders' grace ends).
+        let idle = able.iter().find(|&&i| {
+            sim.ledger()
+                .open_of(sim.id(i), sim.incarnation(i))
+                .is_none()
+        });
+        return idle.map(|&i| {
+            format!(
+                "{} sees members enough but holds nothing, in a group too small for every shard",
+                sim.id(i)
+            )
+        });
     }
     for (shard, list) in holders.iter().enumerate() {
         match list.first() {
@@ -153,6 +183,23 @@ pub(super) fn moves_since(sim: &Sim, since: Instant) -> usize {
     allocations.iter().filter(|a| a.start >= since).count()
         + allocations
             .iter()
+            .filter(|a| a.end.is_some() && end_of(a) >= since)
+            .count()
+}
+
+/// The same, on the operator's members only: a node removed from the list
+/// that cannot hear the members refuse it acts on its own (DESIGN.md 6.6).
+pub(super) fn members_moves_since(sim: &Sim, since: Instant) -> usize {
+    let listed = |a: &&Allocation| sim.member_list().contains(&a.node);
+    let allocations = &sim.ledger().allocations;
+    allocations
+        .iter()
+        .filter(listed)
+        .filter(|a| a.start >= since)
+        .count()
+        + allocations
+            .iter()
+            .filter(listed)
             .filter(|a| a.end.is_some() && end_of(a) >= since)
             .count()
 }
@@ -294,7 +341,14 @@ pub(super) fn conflict_problems(
             continue;
         };
         *expected.entry((wi, loser.node.clone())).or_default() += 1;
-        if end_of(w) <= at {
+        let cut_off =
+            sim.cut_off_losses()
+                .contains(&(loser.node.clone(), loser.shard, loser.epoch));
+        if cut_off {
+            // Told once the winner's grace ended, with no path to it: the
+            // winner may never learn of the loss.
+            *untellable.entry((wi, loser.node.clone())).or_default() += 1;
+        } else if end_of(w) <= at {
             let left = ledger
                 .left_at(&w.node, w.incarnation)
                 .is_some_and(|t| t <= end_of(w));
@@ -334,6 +388,11 @@ pub(super) fn conflict_problems(
         }
     }
     for (wi, w) in ledger.allocations.iter().enumerate() {
+        // A winner that crashed was told whatever it was told; its
+        // application is gone, and its losers kept their shards.
+        if matches!(w.end, Some(Ending::Crashed(_))) {
+            continue;
+        }
         let mut losers: BTreeMap<&NodeId, (usize, usize)> = BTreeMap::new();
         for loser in &w.prolonged {
             losers.entry(loser).or_default().0 += 1;
@@ -353,12 +412,18 @@ pub(super) fn conflict_problems(
                 .filter(|a| a.node == *loser && a.shard == w.shard)
                 .filter(|a| matches!(a.end, Some(Ending::Crashed(_))))
                 .count();
-            // ...and a winner that crashed, or was cut off and gave the shard
-            // up, before it learned of the loss: its losers wait out its
-            // grace and keep their promise, but it can no longer be told.
-            let winner_crashed = matches!(w.end, Some(Ending::Crashed(_)));
+            // ...and a loser that lost its winner before it saw the
+            // acknowledgement: it kept its shard, though the winner may have
+            // acknowledged unseen...
+            let withdrawn = sim
+                .cut_off_withdrawals()
+                .iter()
+                .filter(|(n, s, _)| n == loser && *s == w.shard)
+                .count();
+            // ...and a winner cut off before it learned of the loss: it can
+            // no longer be told.
             let untold = untellable.get(&(wi, loser.clone())).copied().unwrap_or(0);
-            if told > lost + crashed || (told + untold < lost && !winner_crashed) {
+            if told > lost + crashed + withdrawn || told + untold < lost {
                 problems.push(format!(
                     "{} (shard {}) got prolonged({loser}) {told} times for {lost} lost conflicts",
                     w.node, w.shard

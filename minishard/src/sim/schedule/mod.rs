@@ -171,6 +171,8 @@ struct Phase {
     settled: bool,
     /// The holder of each shard then.
     owners: Vec<Option<usize>>,
+    /// Every running member was in one group, connected by paths.
+    one_group: bool,
     /// The phase itself stops, starts or removes a node: shards may move
     /// even where the network alone would move none.
     injected: bool,
@@ -247,6 +249,7 @@ impl Run {
             steady,
             settled,
             owners: holders.iter().map(|h| h.first().copied()).collect(),
+            one_group: self.sim.components().len() <= 1,
             injected,
         }
     }
@@ -299,6 +302,12 @@ impl Run {
                     self.note(format!("restart {i}"));
                     self.sim.start(i);
                 }
+                // A node that starts knows nothing of the owners it cannot
+                // reach yet: no rule keeps it from taking their shards.
+                let phase = Phase {
+                    one_group: false,
+                    ..phase
+                };
                 self.hold_still(&phase, phase.start + hold);
             }
             60..=65 => {
@@ -556,15 +565,10 @@ impl Run {
     fn hold_still(&mut self, phase: &Phase, end: Instant) {
         let t = self.timings();
         let still = self.sim.now();
-        let converge_by = still + convergence_bound(&t);
+        let converge_by = still + convergence_bound(&t) + checks::path_allowance(&self.sim);
         let checkable = self.calm() && still >= self.tainted_until && end >= converge_by;
         let before = self.report.violations.len();
         let groups = self.sim.components();
-        let lopsided = groups
-            .iter()
-            .filter(|g| g.iter().filter(|&&i| self.sim.is_member(i)).count() >= self.shard_count())
-            .count()
-            <= 1;
         let mut converged = false;
         if checkable {
             if groups.iter().any(|g| self.reached_through_others(g)) {
@@ -600,9 +604,11 @@ impl Run {
                 converged = true;
                 // ...and from then on nothing moves and no health changes.
                 let since = self.sim.now();
-                let changes = self.sim.ledger().health_changes.len();
+                let changes = self.sim.health_log().len();
                 self.sim.run_until(end);
-                if checks::moves_since(&self.sim, since) > 0 {
+                // (The allocation that completed the picture started at
+                // `since` itself.)
+                if checks::moves_since(&self.sim, since + Duration::from_micros(1)) > 0 {
                     self.violation(format!(
                         "a shard moved after every group had converged (at {since}) while the network stood still"
                     ));
@@ -611,7 +617,7 @@ impl Run {
                     .filter(|&i| self.sim.is_observer(i))
                     .map(|i| self.sim.id(i))
                     .collect();
-                let later: Vec<String> = self.sim.ledger().health_changes[changes..]
+                let later: Vec<String> = self.sim.health_log()[changes..]
                     .iter()
                     .filter(|(_, node, _, _)| !observers.contains(&node))
                     .map(|(at, node, old, new)| format!("{node} {old} -> {new} at {at}"))
@@ -628,17 +634,20 @@ impl Run {
                 let problem = checks::groups_problem(&self.sim).unwrap_or_default();
                 self.violation(format!(
                     "not converged within {:?} of the network standing still: {problem}",
-                    convergence_bound(&t)
+                    converge_by.saturating_since(still)
                 ));
             }
         }
         self.sim.run_until(end);
         if checkable && phase.steady {
-            // Claims made before every node can have noticed the change (a
-            // cut shows after the heartbeat timeout) come from views that
-            // disagree, and may race once; from then on each shard moves at
-            // most once.
-            let noticed = still + t.heartbeat_timeout + t.heartbeat_interval;
+            // Claims made before every node can have noticed the change come
+            // from views that disagree, and may race once; from then on each
+            // shard moves at most once. A cut shows after the heartbeat
+            // timeout; a new link is dialled within the dial delay, and what
+            // it brings crosses further links once they have been up for a
+            // heartbeat timeout (relays before then carry claims only).
+            let dial = self.sim.behaviour.dial.1;
+            let noticed = still + dial + t.heartbeat_timeout + t.heartbeat_interval;
             let groups = self.sim.components();
             for problem in checks::churn_problems(&self.sim, noticed, &groups) {
                 self.violation(problem);
@@ -649,10 +658,16 @@ impl Run {
                 );
             }
         }
-        // DESIGN.md 6.5 and 6.6: from a settled start, when at most one group
-        // has members enough to hold every shard, no shard ever has two
-        // holders at once.
-        if phase.settled && self.calm() && lopsided {
+        // DESIGN.md 6.5 and 6.6: from a settled cluster in one group, when
+        // the change leaves at most one group with members enough to hold
+        // every shard, no shard ever has two holders at once. (Nodes that
+        // were cut off before the change knew nothing current of the
+        // owners, and may take their shards as any side of a split does.)
+        if phase.settled
+            && phase.one_group
+            && self.calm()
+            && self.at_most_one_group_holds_every_shard()
+        {
             for overlap in checks::overlaps(&self.sim, phase.start) {
                 self.violation(format!(
                     "at most one group could hold every shard, yet {overlap}"
@@ -660,6 +675,19 @@ impl Run {
             }
         }
         self.steady = checkable && converged && self.report.violations.len() == before;
+    }
+
+    /// Whether at most one group (as the network stands now, with every
+    /// leave and crash done) has members enough to hold every shard.
+    fn at_most_one_group_holds_every_shard(&self) -> bool {
+        let enough = |g: &&Vec<usize>| {
+            let members = g
+                .iter()
+                .filter(|&&i| checks::acts_as_member(&self.sim, i))
+                .count();
+            members >= self.shard_count()
+        };
+        self.sim.components().iter().filter(enough).count() <= 1
     }
 
     /// Whether some two members of `group` are connected only through
@@ -753,7 +781,7 @@ impl Run {
         }
         let t = self.timings();
         self.sim.run_for(t.heartbeat_timeout + t.node_grace);
-        let moved = checks::moves_since(&self.sim, phase.start);
+        let moved = checks::members_moves_since(&self.sim, phase.start);
         if phase.steady && self.calm() && !links.is_empty() && moved > 0 {
             self.violation(format!(
                 "{moved} shard changes while the {what} flapped {flaps} times, each time for less than node_grace"

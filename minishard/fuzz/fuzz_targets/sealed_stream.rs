@@ -23,14 +23,36 @@ const LIMIT: usize = 4096;
 /// An edit of the stream, as frames (whole, length prefix included).
 #[derive(Debug)]
 enum Edit {
-    FlipByte { frame: u8, at: u16, mask: u8 },
-    InsertBytes { frame: u8, at: u16, bytes: Vec<u8> },
-    CutBytes { frame: u8, at: u16, len: u8 },
-    DropFrame { frame: u8 },
-    RepeatFrame { frame: u8 },
-    SwapFrames { a: u8, b: u8 },
+    FlipByte {
+        frame: u8,
+        at: u16,
+        mask: u8,
+    },
+    InsertBytes {
+        frame: u8,
+        at: u16,
+        bytes: Vec<u8>,
+    },
+    CutBytes {
+        frame: u8,
+        at: u16,
+        len: u8,
+    },
+    DropFrame {
+        frame: u8,
+    },
+    RepeatFrame {
+        frame: u8,
+    },
+    SwapFrames {
+        a: u8,
+        b: u8,
+    },
     /// A frame of the fuzzer's own: a length prefix and any body.
-    MakeUpFrame { before: u8, body: Vec<u8> },
+    MakeUpFrame {
+        before: u8,
+        body: Vec<u8>,
+    },
 }
 
 fn edit(u: &mut Unstructured<'_>) -> arbitrary::Result<Edit> {
@@ -116,6 +138,8 @@ fuzz_target!(|data: &[u8]| {
     let touched = !edits.is_empty();
     for edit in edits {
         let pick = |i: u8, len: usize| (len > 0).then(|| i as usize % len);
+        // A frame cut down to nothing has no byte to flip or cut.
+        frames.retain(|f| !f.is_empty());
         match edit {
             Edit::FlipByte { frame, at, mask } => {
                 if let Some(f) = pick(frame, frames.len()) {

@@ -223,7 +223,10 @@ fn print_rows(args: &Args, rows: Vec<Row>) {
     );
     println!("{:<70} {:>16}", "measurement", "median");
     for row in rows {
-        let value = format!("{:.1} {}", row.median, row.unit);
+        // Idle CPU per node is a fraction of a percent: one decimal would
+        // hide what sealing adds.
+        let decimals = if row.unit == "% core" { 3 } else { 1 };
+        let value = format!("{:.*} {}", decimals, row.median, row.unit);
         println!("{:<70} {:>16}  {}", row.what, value, row.note);
     }
 }

@@ -6,16 +6,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::by_hand::{dial_by_hand, sealed_halves, SealedReader, SealedWriter};
 use common::*;
 use minishard::core::{NodeId, Role};
-use minishard::wire::handshake::{Dialing, Identity};
-use minishard::wire::{self, Frame};
+use minishard::wire::handshake::Identity;
+use minishard::wire::Frame;
 use minishard::{Config, Health, MeshNotice};
 
 type Notices = Arc<Mutex<Vec<MeshNotice>>>;
@@ -29,54 +29,21 @@ fn rss_kib() -> u64 {
         .unwrap()
 }
 
-fn framed(frame: &Frame) -> Vec<u8> {
-    let body = wire::encode(frame);
-    let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
-    bytes.extend(body);
-    bytes
-}
-
-fn read_frame(stream: &mut TcpStream) -> Option<Frame> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).ok()?;
-    let mut body = vec![0; u32::from_be_bytes(len) as usize];
-    stream.read_exact(&mut body).ok()?;
-    wire::decode(&body, wire::DEFAULT_FRAME_LIMIT).ok()
-}
-
 /// An authenticated observer connected to `target` by hand.
-fn observe(target: &str, cluster: &str) -> TcpStream {
-    observe_over(
-        TcpStream::connect(target).unwrap(),
-        target,
-        cluster,
-        "127.0.0.1:9",
-    )
-}
-
-/// Completes the handshake as observer `me` over `stream`.
-fn observe_over(mut stream: TcpStream, target: &str, cluster: &str, me: &str) -> TcpStream {
+fn observe(target: &str, cluster: &str) -> (SealedWriter, SealedReader) {
     let me = Identity {
         cluster: cluster.into(),
-        node: NodeId::parse(me).unwrap(),
+        node: NodeId::parse("127.0.0.1:9").unwrap(),
         incarnation: 1,
         role: Role::Observer,
         cookie: Arc::from(COOKIE),
     };
-    let (dialing, hello) = Dialing::start(me, NodeId::parse(target).unwrap(), [7; 32]);
+    let mut stream = TcpStream::connect(target).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    stream.write_all(&framed(&hello)).unwrap();
-    let challenge = read_frame(&mut stream).expect("a challenge");
-    let (awaiting, proof) = dialing
-        .on_challenge(challenge)
-        .expect("the node knows the cookie");
-    stream.write_all(&framed(&proof)).unwrap();
-    awaiting
-        .on_welcome(read_frame(&mut stream).expect("a welcome"))
-        .expect("welcomed");
-    stream
+    let established = dial_by_hand(&mut stream, me, target, [7; 32]).expect("welcomed");
+    sealed_halves(stream, established)
 }
 
 /// Keeps an observer's connection alive and records the largest gap
@@ -88,16 +55,15 @@ struct HeartbeatProbe {
 }
 
 impl HeartbeatProbe {
-    fn start(stream: TcpStream, interval: Duration) -> HeartbeatProbe {
+    fn start(connection: (SealedWriter, SealedReader), interval: Duration) -> HeartbeatProbe {
         let stop = Arc::new(AtomicBool::new(false));
         let largest_gap = Arc::new(Mutex::new(Duration::ZERO));
         let beats = Arc::new(Mutex::new(0));
-        let mut writer = stream.try_clone().unwrap();
+        let (mut writer, mut reader) = connection;
         let writer_stop = stop.clone();
         std::thread::spawn(move || {
             while !writer_stop.load(Ordering::Relaxed) {
-                let beat = framed(&Frame::Heartbeat { sent_micros: 0 });
-                if writer.write_all(&beat).is_err() {
+                if writer.send(&Frame::Heartbeat { sent_micros: 0 }).is_err() {
                     return;
                 }
                 std::thread::sleep(interval);
@@ -105,10 +71,9 @@ impl HeartbeatProbe {
         });
         let (gap, count, reader_stop) = (largest_gap.clone(), beats.clone(), stop.clone());
         std::thread::spawn(move || {
-            let mut stream = stream;
             let mut last: Option<Instant> = None;
             while !reader_stop.load(Ordering::Relaxed) {
-                match read_frame(&mut stream) {
+                match reader.receive() {
                     Some(Frame::Heartbeat { .. }) => {
                         let now = Instant::now();
                         if let Some(last) = last {

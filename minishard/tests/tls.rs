@@ -63,6 +63,7 @@ struct TlsCluster {
     local: Local,
     notices: Vec<Notices>,
     dir: PathBuf,
+    good: Files,
 }
 
 fn tls_cluster(
@@ -76,6 +77,7 @@ fn tls_cluster(
     let ca = Ca::new("cluster CA");
     let node = ca.node(&["127.0.0.1"]);
     let good_files = certs::write(&dir, "node", "ca", &ca, &node);
+    let good_copy = good_files.clone();
     let notices: Vec<Notices> = (0..n).map(|_| Notices::default()).collect();
     let sinks = notices.clone();
     let odd_files: Vec<Option<(Files, Option<Vec<u8>>)>> = (0..n)
@@ -102,6 +104,7 @@ fn tls_cluster(
         local,
         notices,
         dir,
+        good: good_copy,
     }
 }
 
@@ -183,6 +186,67 @@ fn a_cluster_over_mutual_tls_converges_and_refuses_plain_tcp() {
     t.local.converged(Duration::from_secs(1)).unwrap();
     let after: Vec<u64> = t.local.running().map(|c| c.stats().reconnects).collect();
     assert_eq!(before, after);
+}
+
+/// A TLS client with a certificate from the cluster's CA, connected to
+/// `address` (on 127.0.0.1).
+fn tls_client(
+    files: &Files,
+    address: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(&files.ca).unwrap() {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let chain: Vec<_> = CertificateDer::pem_file_iter(&files.cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let name = "127.0.0.1".try_into().unwrap();
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(address).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    rustls::StreamOwned::new(connection, tcp)
+}
+
+#[test]
+fn over_tls_frames_are_not_sealed_a_second_time() {
+    use common::by_hand::{dial_by_hand, read_plain};
+    use minishard::core::{NodeId, Role};
+    use minishard::wire::handshake::Identity;
+
+    let t = tls_cluster("plain-inside", 2, 1, 2, |_, _, _| unreachable!());
+    t.local.converged(Duration::from_secs(10)).unwrap();
+    let address = t.local.nodes[0].address.clone();
+    let mut stream = tls_client(&t.good, &address);
+    let me = Identity {
+        cluster: "plain-inside".into(),
+        node: NodeId::parse("127.0.0.1:9").unwrap(),
+        incarnation: 1,
+        role: Role::Observer,
+        cookie: Arc::from(COOKIE),
+    };
+    dial_by_hand(&mut stream, me, &address, [4; 32]).expect("welcomed");
+    // What the node sends next reads as plain frames inside TLS: its
+    // record, heartbeats. Sealed, not one of them would decode.
+    let mut kinds = Vec::new();
+    while !kinds.contains(&"heartbeat") {
+        match read_plain(&mut stream) {
+            Some(frame) => kinds.push(frame.kind()),
+            None => panic!("not a plain frame after {kinds:?}"),
+        }
+        assert!(kinds.len() < 100, "no heartbeat in {kinds:?}");
+    }
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! - a side accepts exactly when the peer's MAC is the genuine one (a
 //!   forged frame authenticates only if it carries the right MAC, which the
 //!   fuzzer cannot compute without the cookie);
-//! - every refusal is fit for a log line (one line, bounded).
+//! - every refusal is fit for a log line (one line, bounded);
+//! - a listener that accepts derives the very keys the genuine dialer does.
 #![no_main]
 
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use libfuzzer_sys::arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use minishard::core::{NodeId, Role};
 use minishard::wire::handshake::{Answering, Dialing, Identity, Refusal};
-use minishard::wire::{self, Frame, DEFAULT_FRAME_LIMIT};
+use minishard::wire::seal::SessionKeys;
+use minishard::wire::{self, Frame, Hello, DEFAULT_FRAME_LIMIT};
 
 const COOKIE: &[u8] = b"fuzz-cookie";
 
@@ -52,6 +54,30 @@ fn frame(u: &mut Unstructured<'_>, genuine: &Frame) -> Option<Frame> {
             wire::decode(u.bytes(len).ok()?, DEFAULT_FRAME_LIMIT).ok()
         }
     }
+}
+
+/// The keys a dialer that knows the cookie ends up with after `hello`
+/// and `challenge`.
+fn dialer_keys(hello: &Hello, listener: &Identity, challenge: &Frame) -> SessionKeys {
+    let me = Identity {
+        cluster: hello.cluster.clone(),
+        node: hello.node.clone(),
+        incarnation: hello.incarnation,
+        role: hello.role,
+        cookie: Arc::from(COOKIE),
+    };
+    let (d, _) = Dialing::start(me, listener.node.clone(), hello.nonce);
+    let (awaiting, _) = d.on_challenge(challenge.clone()).expect("genuine");
+    awaiting.on_welcome(Frame::Welcome).expect("welcome").keys
+}
+
+/// Whatever one side seals, the other opens, both ways.
+fn same_keys(dialer: SessionKeys, listener: SessionKeys) {
+    let (mut d, mut l) = (dialer, listener);
+    let there = d.sealer.seal_to_vec(b"to the listener").unwrap();
+    assert_eq!(l.opener.open_to_vec(&there).unwrap(), b"to the listener");
+    let back = l.sealer.seal_to_vec(b"to the dialer").unwrap();
+    assert_eq!(d.opener.open_to_vec(&back).unwrap(), b"to the dialer");
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -95,13 +121,16 @@ fuzz_target!(|data: &[u8]| {
             };
             let right = proof == genuine_proof;
             match answering.on_proof(proof) {
-                Ok(peer) => {
+                Ok(established) => {
                     assert!(right, "a forged proof was accepted");
                     let Frame::Hello(h) = &hello else {
                         unreachable!()
                     };
-                    assert_eq!(peer.node, h.node);
-                    assert_eq!(peer.incarnation, h.incarnation);
+                    assert_eq!(established.peer.node, h.node);
+                    assert_eq!(established.peer.incarnation, h.incarnation);
+                    // The keys it derived are the genuine dialer's.
+                    let dialer = dialer_keys(h, &listener, &challenge);
+                    same_keys(dialer, established.keys);
                 }
                 Err(refusal) => {
                     assert!(!right, "the genuine proof was refused: {refusal}");

@@ -1,6 +1,9 @@
 //! One connection: the handshake over a socket, then frames both ways with
 //! heartbeats, until either side closes, a heartbeat is missed, or the peer
-//! sends something it must not.
+//! sends something it must not. Frames after the handshake are sealed with
+//! the keys it derived (`wire::seal`), except over TLS, which already
+//! encrypts and authenticates the stream: sealing inside it again would
+//! only cost CPU.
 //!
 //! A misbehaving peer costs exactly its own connection: every failure here
 //! ends this task with a reason, and nothing else.
@@ -17,15 +20,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{lookup_host, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::{timeout, timeout_at, Instant as TokioInstant};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::faults::Faults;
 use super::tls::{self, Tls};
 use crate::core::{NodeId, PeerMessage, Role};
+use crate::wire::codec::{FrameDecoder, FrameEncoder, StreamError};
 use crate::wire::handshake::{
-    fresh_nonce, peer_text, Answering, Dialing, Identity, PeerFacts, Refusal,
+    fresh_nonce, peer_text, Answering, Dialing, Established, Identity, PeerFacts, Refusal,
 };
-use crate::wire::{self, Frame, HANDSHAKE_FRAME_LIMIT};
+use crate::wire::seal::{self, SessionKeys};
+use crate::wire::{self, Frame};
 
 /// Identifies one connection, so events of a replaced one are ignored.
 pub(crate) type ConnId = u64;
@@ -88,20 +93,16 @@ type Reader = Box<dyn AsyncRead + Send + Unpin>;
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 pub(crate) struct Streams {
-    reader: FramedRead<Reader, LengthDelimitedCodec>,
-    writer: FramedWrite<Writer, LengthDelimitedCodec>,
+    reader: FramedRead<Reader, FrameDecoder>,
+    writer: FramedWrite<Writer, FrameEncoder>,
 }
 
 fn streams(reader: Reader, writer: Writer) -> Streams {
     // Until the peer has proved the cookie, it gets the small handshake
     // limit; `authenticated` raises it to the configured one.
-    let codec = LengthDelimitedCodec::builder()
-        .length_field_length(4)
-        .max_frame_length(HANDSHAKE_FRAME_LIMIT)
-        .new_codec();
     Streams {
-        reader: FramedRead::new(reader, codec.clone()),
-        writer: FramedWrite::new(writer, codec),
+        reader: FramedRead::new(reader, FrameDecoder::handshake()),
+        writer: FramedWrite::new(writer, FrameEncoder::handshake()),
     }
 }
 
@@ -116,23 +117,19 @@ fn encrypted<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> Streams {
 }
 
 /// Says what went wrong reading a frame, in the protocol's words.
-fn read_failure(error: &std::io::Error, limit: usize) -> String {
-    let text = error.to_string();
-    if text.contains("frame size too big") {
-        format!("frame over the limit of {limit} bytes")
-    } else if text.contains("bytes remaining on stream") {
-        "truncated frame: the connection closed in the middle of it".into()
-    } else {
-        format!("read failed: {text}")
+fn read_failure(error: &StreamError) -> String {
+    match error {
+        StreamError::Io(error) => format!("read failed: {error}"),
+        StreamError::Broken(error) => error.to_string(),
     }
 }
 
 impl Streams {
     async fn read(&mut self) -> Result<Frame, String> {
-        let limit = self.reader.decoder().max_frame_length();
+        let limit = self.reader.decoder().limit();
         match self.reader.next().await {
             None => Err("connection closed".into()),
-            Some(Err(e)) => Err(read_failure(&e, limit)),
+            Some(Err(e)) => Err(read_failure(&e)),
             Some(Ok(bytes)) => wire::decode(&bytes, limit).map_err(|e| e.to_string()),
         }
     }
@@ -150,10 +147,18 @@ impl Streams {
         }
     }
 
-    /// The peer has proved the cookie: frames up to the configured limit.
-    fn authenticated(mut self, frame_limit: usize) -> Streams {
-        self.reader.decoder_mut().set_max_frame_length(frame_limit);
-        self.writer.encoder_mut().set_max_frame_length(frame_limit);
+    /// The handshake is done: frames up to the configured limit, sealed
+    /// with the connection's keys unless TLS protects the stream. Bytes the
+    /// peer sent right after its last handshake frame are already in the
+    /// reader's buffer and go through the new decoder.
+    fn authenticated(mut self, settings: &Settings, keys: SessionKeys) -> Streams {
+        let (sealer, opener) = if settings.tls.is_some() || seal::unsealed_for_benchmarks() {
+            (None, None)
+        } else {
+            (Some(keys.sealer), Some(keys.opener))
+        };
+        *self.reader.decoder_mut() = FrameDecoder::established(settings.frame_limit, opener);
+        *self.writer.encoder_mut() = FrameEncoder::established(settings.frame_limit, sealer);
         self
     }
 }
@@ -241,8 +246,8 @@ pub(crate) async fn dial(
         };
         s.write(&proof).await.map_err(fail)?;
         let welcome = s.read().await.map_err(fail)?;
-        let peer = awaiting.on_welcome(welcome)?;
-        Ok((s.authenticated(settings.frame_limit), peer))
+        let Established { peer, keys } = awaiting.on_welcome(welcome)?;
+        Ok((s.authenticated(settings, keys), peer))
     };
     let limit = settings.handshake_timeout;
     timeout(limit, work)
@@ -315,14 +320,14 @@ where
                 Answering::on_hello(&settings.identity, hello, fresh_nonce(), admit)?;
             s.write(&challenge).await.map_err(fail)?;
             let proof = s.read().await.map_err(fail)?;
-            let peer = answering.on_proof(proof)?;
-            (admission.proven)(&peer).map_err(Refusal::ours)?;
+            let established = answering.on_proof(proof)?;
+            (admission.proven)(&established.peer).map_err(Refusal::ours)?;
             s.write(&Frame::Welcome).await.map_err(fail)?;
-            Ok(peer)
+            Ok(established)
         }
         .await;
         match step {
-            Ok(peer) => Ok((s.authenticated(settings.frame_limit), peer)),
+            Ok(Established { peer, keys }) => Ok((s.authenticated(settings, keys), peer)),
             Err(refusal) => {
                 s.refuse(&refusal).await;
                 Err(refusal)
@@ -391,7 +396,7 @@ pub(crate) async fn run(link: Link, streams: Streams) {
 }
 
 async fn write_loop(
-    mut writer: FramedWrite<Writer, LengthDelimitedCodec>,
+    mut writer: FramedWrite<Writer, FrameEncoder>,
     mut outbox: mpsc::Receiver<Frame>,
     mut acks: mpsc::Receiver<u64>,
     settings: Arc<Settings>,
@@ -428,7 +433,7 @@ async fn write_loop(
 
 async fn read_loop(
     link: &Link,
-    mut reader: FramedRead<Reader, LengthDelimitedCodec>,
+    mut reader: FramedRead<Reader, FrameDecoder>,
     acks: mpsc::Sender<u64>,
 ) -> String {
     let settings = &link.settings;
@@ -446,16 +451,11 @@ async fn read_loop(
         }
         let bytes = match next {
             Ok(bytes) => bytes,
-            // A frame over the limit or cut short broke the protocol;
-            // anything else (a reset) is the connection ending, not
-            // misbehaviour.
-            Err(e) => {
-                let reason = read_failure(&e, settings.frame_limit);
-                if reason.starts_with("read failed") {
-                    return reason;
-                }
-                return protocol_error(link, reason);
-            }
+            // A frame over the limit, cut short or failing authentication
+            // broke the protocol; a socket error (a reset) is the
+            // connection ending, not misbehaviour.
+            Err(StreamError::Io(e)) => return format!("read failed: {e}"),
+            Err(StreamError::Broken(e)) => return protocol_error(link, e.to_string()),
         };
         let frame = match wire::decode(&bytes, settings.frame_limit) {
             Ok(frame) => frame,

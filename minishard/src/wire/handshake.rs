@@ -17,12 +17,14 @@
 //! `subtle::ConstantTimeEq`: how long a refusal takes says nothing about how
 //! many bytes of a forged MAC were right. Never compare tags with `==`.
 //!
-//! What the handshake does not do: it authenticates the two ends once; it
-//! does not protect the frames that follow. Without TLS, someone on the path
-//! can read them and inject into the TCP stream after the handshake (as with
-//! Erlang's distribution cookie); TLS closes that. The listener sends its MAC
-//! before the dialer has proved anything, so anyone who can connect can get
-//! one MAC to attack the cookie offline: cookies must be long and random.
+//! Each side also comes out with the connection's keys ([`Established`]),
+//! derived from the cookie and both nonces ([`super::seal`]): every frame
+//! after the handshake is sealed with them, so nobody on the path can read,
+//! inject, replay or reorder frames once the connection is up.
+//!
+//! What the handshake does not do: the listener sends its MAC before the
+//! dialer has proved anything, so anyone who can connect can get one MAC to
+//! attack the cookie offline: cookies must be long and random.
 
 use std::fmt;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use super::seal::{SessionKeys, Side};
 use super::{Frame, PROTOCOL_VERSION};
 use crate::core::{Incarnation, NodeId, Role};
 
@@ -115,6 +118,16 @@ pub struct PeerFacts {
     pub incarnation: Incarnation,
     /// Member or observer.
     pub role: Role,
+}
+
+/// A handshake that succeeded: who the peer is, and this side's keys for
+/// the frames that follow.
+#[derive(Debug)]
+pub struct Established {
+    /// What the handshake established about the peer.
+    pub peer: PeerFacts,
+    /// Seals what this side sends and opens what it receives.
+    pub keys: SessionKeys,
 }
 
 /// A handshake that failed, and why.
@@ -279,8 +292,17 @@ impl Dialing {
         .finalize()
         .into_bytes()
         .into();
+        let keys = SessionKeys::derive(
+            &self.me.cookie,
+            &self.hello.nonce,
+            &challenge.nonce,
+            Side::Dialer,
+        );
         Ok((
-            AwaitingWelcome { peer: listener },
+            AwaitingWelcome {
+                peer: listener,
+                keys,
+            },
             Frame::Proof(Proof { mac: proof }),
         ))
     }
@@ -290,13 +312,17 @@ impl Dialing {
 #[derive(Debug)]
 pub struct AwaitingWelcome {
     peer: PeerFacts,
+    keys: SessionKeys,
 }
 
 impl AwaitingWelcome {
     /// The listener accepted: the handshake is done.
-    pub fn on_welcome(self, frame: Frame) -> Result<PeerFacts, Refusal> {
+    pub fn on_welcome(self, frame: Frame) -> Result<Established, Refusal> {
         match frame {
-            Frame::Welcome => Ok(self.peer),
+            Frame::Welcome => Ok(Established {
+                peer: self.peer,
+                keys: self.keys,
+            }),
             other => Err(Refusal::unexpected("welcome", other)),
         }
     }
@@ -375,7 +401,7 @@ impl Answering {
     }
 
     /// Checks the dialer's [`Proof`]; on success send [`Frame::Welcome`].
-    pub fn on_proof(self, frame: Frame) -> Result<PeerFacts, Refusal> {
+    pub fn on_proof(self, frame: Frame) -> Result<Established, Refusal> {
         let Frame::Proof(proof) = frame else {
             return Err(Refusal::unexpected("a proof", frame));
         };
@@ -383,10 +409,15 @@ impl Answering {
         mac(&self.cookie, DIALER, &self.hello, &self.me, &self.nonce)
             .verify_slice(&proof.mac)
             .map_err(|_| Refusal::ours("wrong cookie: the proof does not match"))?;
-        Ok(PeerFacts {
-            node: self.hello.node,
-            incarnation: self.hello.incarnation,
-            role: self.hello.role,
+        let keys =
+            SessionKeys::derive(&self.cookie, &self.hello.nonce, &self.nonce, Side::Listener);
+        Ok(Established {
+            peer: PeerFacts {
+                node: self.hello.node,
+                incarnation: self.hello.incarnation,
+                role: self.hello.role,
+            },
+            keys,
         })
     }
 }

@@ -2,12 +2,18 @@
 //! (DESIGN.md 8).
 //!
 //! A frame is a 4-byte big-endian length and then the bincode encoding of a
-//! [`Frame`]. Decoding never trusts the peer: the length is checked against
-//! the frame limit before anything is read, every count inside is bounded by
-//! the bytes actually present, trailing bytes and non-canonical encodings are
-//! refused, and every failure is a [`WireError`], never a panic.
+//! [`Frame`] ([`codec`]); after the handshake that encoding is sealed
+//! ([`seal`]: encrypted and authenticated, numbered in each direction)
+//! unless TLS protects the connection. Decoding never trusts the peer: the
+//! length is checked against the frame limit before anything is read, a
+//! sealed frame must open at its place in the sequence, every count inside
+//! is bounded by the bytes actually present, trailing bytes and
+//! non-canonical encodings are refused, and every failure is a
+//! [`WireError`], never a panic.
 
+pub mod codec;
 pub mod handshake;
+pub mod seal;
 
 use bincode::config::{self, Config};
 use serde::{Deserialize, Serialize};
@@ -16,7 +22,9 @@ use crate::core::PeerMessage;
 pub use handshake::{Challenge, Hello, Proof};
 
 /// The protocol version this build speaks. Peers must speak the same.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// 2: frames after the handshake are sealed ([`seal`]) unless over TLS.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The default largest frame, in bytes (DESIGN.md 10).
 pub const DEFAULT_FRAME_LIMIT: usize = 1 << 20;
@@ -98,6 +106,21 @@ pub enum WireError {
     Malformed(String),
     /// Valid frame, followed by bytes that belong to none.
     TrailingBytes(usize),
+    /// The stream ended in the middle of a frame.
+    Truncated {
+        /// The bytes of it that came.
+        have: usize,
+    },
+    /// A sealed frame did not open at its place in the sequence: forged,
+    /// replayed, reordered, cut short or altered on the way.
+    Unauthentic {
+        /// Its place in the sequence (the frames this side opened before).
+        index: u64,
+        /// Its length on the wire, tag included.
+        len: usize,
+    },
+    /// This side has sealed as many frames as nonces allow.
+    SequenceExhausted,
 }
 
 impl std::fmt::Display for WireError {
@@ -108,6 +131,17 @@ impl std::fmt::Display for WireError {
             }
             WireError::Malformed(why) => write!(f, "malformed frame: {why}"),
             WireError::TrailingBytes(n) => write!(f, "{n} unexpected bytes after a frame"),
+            WireError::Truncated { have } => write!(
+                f,
+                "truncated frame: the connection closed in the middle of it ({have} bytes came)"
+            ),
+            WireError::Unauthentic { index, len } => write!(
+                f,
+                "frame #{index} ({len} bytes) failed authentication: forged, replayed, reordered, truncated or altered on the way"
+            ),
+            WireError::SequenceExhausted => {
+                f.write_str("frame sequence exhausted: the connection must start afresh")
+            }
         }
     }
 }
@@ -153,5 +187,7 @@ pub fn decode(bytes: &[u8], limit: usize) -> Result<Frame, WireError> {
     Ok(frame)
 }
 
+#[cfg(test)]
+mod seal_tests;
 #[cfg(test)]
 mod tests;

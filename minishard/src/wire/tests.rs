@@ -232,7 +232,7 @@ fn handshake(dialer: &Identity, listener: &Identity) -> Result<(PeerFacts, PeerF
     let (awaiting, proof) = dialing.on_challenge(challenge).map_err(|r| r.reason)?;
     let seen_by_listener = answering.on_proof(proof).map_err(|r| r.reason)?;
     let seen_by_dialer = awaiting.on_welcome(Frame::Welcome).map_err(|r| r.reason)?;
-    Ok((seen_by_dialer, seen_by_listener))
+    Ok((seen_by_dialer.peer, seen_by_listener.peer))
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! such applications on loopback.
 #![allow(dead_code)]
 
+pub mod by_hand;
 pub mod certs;
 
 use std::net::TcpListener;

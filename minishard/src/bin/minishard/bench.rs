@@ -1,10 +1,15 @@
-//! `minishard bench`: start-up, failover, hand-over and lookup costs on
-//! loopback, as medians over repeated runs, printed as a table.
+//! `minishard bench`: start-up, failover, hand-over, idle, frame sealing
+//! and lookup costs on loopback, as medians over repeated runs, printed as
+//! a table.
 
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
+use minishard::wire::codec::{FrameDecoder, FrameEncoder};
+use minishard::wire::seal::{self, SessionKeys, Side};
 use minishard::{Cluster, Config, Timings};
+use tokio_util::codec::{Decoder, Encoder};
 
 use crate::app::{PrintingApp, ScoreMode};
 use crate::local::{LocalCluster, COOKIE};
@@ -29,6 +34,10 @@ pub struct Args {
     /// the memory it measures is that cluster's only).
     #[arg(long, hide = true)]
     idle_probe: Option<usize>,
+    /// Internal: the idle probe leaves frames unsealed, to measure what
+    /// sealing costs.
+    #[arg(long, hide = true)]
+    unsealed: bool,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -57,6 +66,9 @@ pub fn run(args: Args) -> Result<(), String> {
     let mut rows = Vec::new();
 
     if let Some(size) = args.idle_probe {
+        if args.unsealed {
+            seal::leave_frames_unsealed_for_benchmarks();
+        }
         return idle_probe(size, Duration::from_secs(args.idle_secs), t);
     }
     check_fd_limit(args.sizes.iter().copied().max().unwrap_or(5))?;
@@ -141,6 +153,8 @@ pub fn run(args: Args) -> Result<(), String> {
         note: String::new(),
     });
 
+    frame_costs(&args, &mut rows);
+
     if args.no_lookups {
         print_rows(&args, rows);
         return Ok(());
@@ -207,10 +221,13 @@ fn print_rows(args: &Args, rows: Vec<Row>) {
         "minishard bench: loopback, default timings, median of {} runs",
         args.runs
     );
-    println!("{:<70} {:>14}", "measurement", "median");
+    println!("{:<70} {:>16}", "measurement", "median");
     for row in rows {
-        let value = format!("{:.1} {}", row.median, row.unit);
-        println!("{:<70} {:>14}  {}", row.what, value, row.note);
+        // Idle CPU per node is a fraction of a percent: one decimal would
+        // hide what sealing adds.
+        let decimals = if row.unit == "% core" { 3 } else { 1 };
+        let value = format!("{:.*} {}", decimals, row.median, row.unit);
+        println!("{:<70} {:>16}  {}", row.what, value, row.note);
     }
 }
 
@@ -336,21 +353,10 @@ fn scale(size: usize, args: &Args, t: Timings, rows: &mut Vec<Row>) -> Result<()
     });
 
     // Idle cost in a fresh process: its memory is this cluster's alone.
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = std::process::Command::new(exe)
-        .args(["bench", "--idle-probe", &size.to_string()])
-        .args(["--idle-secs", &args.idle_secs.to_string()])
-        .output()
-        .map_err(|e| format!("cannot run the idle probe: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let probe: serde_json::Value = serde_json::from_str(text.trim()).map_err(|e| {
-        format!(
-            "idle probe for {size} nodes failed ({e}): {}{}",
-            text.trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    })?;
+    let probe = idle_in_fresh_process(size, args, false)?;
+    let unsealed = idle_in_fresh_process(size, args, true)?;
     let f = |k: &str| probe[k].as_f64().unwrap_or(f64::NAN);
+    let u = |k: &str| unsealed[k].as_f64().unwrap_or(f64::NAN);
     rows.push(Row {
         what: format!(
             "{size} nodes: CPU per node at idle, over {} s",
@@ -359,6 +365,21 @@ fn scale(size: usize, args: &Args, t: Timings, rows: &mut Vec<Row>) -> Result<()
         median: f("cpu_percent_per_node"),
         unit: "% core",
         note: format!("{:.1}% of one core for the whole process", f("cpu_percent")),
+    });
+    rows.push(Row {
+        what: format!("{size} nodes:   the same with frames left unsealed"),
+        median: u("cpu_percent_per_node"),
+        unit: "% core",
+        note: format!(
+            "sealing costs {:+.3}% of a core per node",
+            f("cpu_percent_per_node") - u("cpu_percent_per_node")
+        ),
+    });
+    rows.push(Row {
+        what: format!("{size} nodes: heartbeat round trip at idle (median over nodes)"),
+        median: f("rtt_micros_median"),
+        unit: "us",
+        note: format!("{:.0} us with frames left unsealed", u("rtt_micros_median")),
     });
     rows.push(Row {
         what: format!("{size} nodes: memory per node at idle (RSS growth / nodes)"),
@@ -375,8 +396,93 @@ fn scale(size: usize, args: &Args, t: Timings, rows: &mut Vec<Row>) -> Result<()
     Ok(())
 }
 
+/// Runs the idle probe for `size` nodes in a fresh process (its memory is
+/// that cluster's alone), frames sealed or not; returns its JSON line.
+fn idle_in_fresh_process(
+    size: usize,
+    args: &Args,
+    unsealed: bool,
+) -> Result<serde_json::Value, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(["bench", "--idle-probe", &size.to_string()])
+        .args(["--idle-secs", &args.idle_secs.to_string()]);
+    if unsealed {
+        command.arg("--unsealed");
+    }
+    // The probe's nodes listen on ports found free a moment before; in a
+    // large cluster a node started earlier sometimes dials out from one of
+    // them first. That is the probe's set-up failing, not a result: try
+    // again with other ports.
+    let mut attempts = 0;
+    let out = loop {
+        attempts += 1;
+        let out = command
+            .output()
+            .map_err(|e| format!("cannot run the idle probe: {e}"))?;
+        let taken = String::from_utf8_lossy(&out.stderr).contains("Address already in use");
+        if !taken || attempts == 5 {
+            break out;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).map_err(|e| {
+        format!(
+            "idle probe for {size} nodes failed ({e}): {}{}",
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })
+}
+
+/// What sealing and opening one frame costs (the codec a connection runs,
+/// without the socket), per frame size, next to the same frames unsealed.
+fn frame_costs(args: &Args, rows: &mut Vec<Row>) {
+    for (size, label, iterations) in [(100, "100 B", 200_000u32), (64 << 10, "64 KiB", 2_000)] {
+        let payload = Bytes::from(vec![0x5au8; size]);
+        let per_frame = |sealed: bool| {
+            let samples = (0..args.runs.max(3))
+                .map(|_| {
+                    let (dialer, listener) = (
+                        SessionKeys::derive(b"bench", &[1; 32], &[2; 32], Side::Dialer),
+                        SessionKeys::derive(b"bench", &[1; 32], &[2; 32], Side::Listener),
+                    );
+                    let limit = minishard::wire::DEFAULT_FRAME_LIMIT;
+                    let mut encoder =
+                        FrameEncoder::established(limit, sealed.then_some(dialer.sealer));
+                    let mut decoder =
+                        FrameDecoder::established(limit, sealed.then_some(listener.opener));
+                    let mut wire = BytesMut::with_capacity(size + 64);
+                    let started = Instant::now();
+                    for _ in 0..iterations {
+                        encoder
+                            .encode(payload.clone(), &mut wire)
+                            .expect("under the limit");
+                        let body = decoder.decode(&mut wire).expect("opens");
+                        std::hint::black_box(body);
+                    }
+                    started.elapsed().as_nanos() as f64 / f64::from(iterations)
+                })
+                .collect();
+            median(samples)
+        };
+        let (sealed, plain) = (per_frame(true), per_frame(false));
+        rows.push(Row {
+            what: format!("frame of {label}: seal + open (ChaCha20-Poly1305)"),
+            median: sealed,
+            unit: "ns/frame",
+            note: format!(
+                "{:.0} MB/s; {plain:.0} ns unsealed (framing and copies only)",
+                size as f64 / sealed * 1000.0
+            ),
+        });
+    }
+}
+
 /// One idle cluster in this process: after it settles, the CPU time,
-/// resident memory and loopback traffic over `window`.
+/// resident memory, loopback traffic and heartbeat round trips over
+/// `window`.
 fn idle_probe(size: usize, window: Duration, t: Timings) -> Result<(), String> {
     let shards = (size / 2).max(1) as u32;
     let rss_before = proc_status_kib("VmRSS")?;
@@ -399,6 +505,12 @@ fn idle_probe(size: usize, window: Duration, t: Timings) -> Result<(), String> {
     let (cpu1, lo1, secs) = (cpu_seconds()?, loopback()?, t0.elapsed().as_secs_f64());
     let rss = proc_status_kib("VmRSS")?;
     let moved = local.events_since(t0).len();
+    let rtt = median(
+        local
+            .running()
+            .map(|(_, c)| c.stats().heartbeat_rtt_micros as f64)
+            .collect(),
+    );
     let n = size as f64;
     let cpu = (cpu1 - cpu0) / secs * 100.0;
     let growth = rss.saturating_sub(rss_before) as f64;
@@ -413,6 +525,7 @@ fn idle_probe(size: usize, window: Duration, t: Timings) -> Result<(), String> {
             "packets_per_node_per_s": (lo1.0 - lo0.0) as f64 / secs / n,
             "bytes_per_node_per_s": (lo1.1 - lo0.1) as f64 / secs / n,
             "events_while_idle": moved,
+            "rtt_micros_median": rtt,
         })
     );
     for i in 0..size {

@@ -42,7 +42,9 @@
  *     closing a connection never kills the process; the host's own threads
  *     and signal handlers are left as they are.
  *
- * Functions named minishard_testing_* inject faults for tests only.
+ * Functions named minishard_testing_* inject faults for tests only: they
+ * exist only in a library built with the cargo feature `testing`, and this
+ * header declares them only when MINISHARD_TESTING is defined.
  */
 
 #ifndef MINISHARD_H
@@ -1057,6 +1059,7 @@ minishard_result minishard_set_log_callback(minishard_log_callback callback,
                                             void *user_data,
                                             minishard_log_level max_level);
 
+#if defined(MINISHARD_TESTING)
 /**
  * TESTING ONLY. Drops all traffic between this node and `peer`
  * (`"host:port"`), both ways, as a cut cable would, until
@@ -1071,7 +1074,9 @@ minishard_result minishard_set_log_callback(minishard_log_callback callback,
  */
 minishard_result minishard_testing_cut(const struct minishard_cluster *cluster,
                                        const char *peer);
+#endif
 
+#if defined(MINISHARD_TESTING)
 /**
  * TESTING ONLY. Restores traffic with `peer` after
  * `minishard_testing_cut`. Errors as for `minishard_testing_cut`.
@@ -1082,7 +1087,9 @@ minishard_result minishard_testing_cut(const struct minishard_cluster *cluster,
  */
 minishard_result minishard_testing_heal(const struct minishard_cluster *cluster,
                                         const char *peer);
+#endif
 
+#if defined(MINISHARD_TESTING)
 /**
  * TESTING ONLY. Restores traffic with every peer.
  *
@@ -1093,7 +1100,9 @@ minishard_result minishard_testing_heal(const struct minishard_cluster *cluster,
  * `cluster`: NULL or a live handle.
  */
 minishard_result minishard_testing_heal_all(const struct minishard_cluster *cluster);
+#endif
 
+#if defined(MINISHARD_TESTING)
 /**
  * TESTING ONLY. Stops the node at once, as if its process died, and frees
  * the handle: no leave, no goodbye to peers (they notice the closed
@@ -1110,6 +1119,7 @@ minishard_result minishard_testing_heal_all(const struct minishard_cluster *clus
  * `cluster`: NULL or a live handle that no other thread uses any more.
  */
 void minishard_testing_crash(struct minishard_cluster *cluster);
+#endif
 
 #ifdef __cplusplus
 }  // extern "C"

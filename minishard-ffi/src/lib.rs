@@ -31,6 +31,7 @@ mod cluster;
 
 mod log;
 
+#[cfg(feature = "testing")]
 mod testing;
 
 mod buffer;
@@ -45,6 +46,7 @@ pub use error::{
 };
 pub use health::{minishard_health, minishard_health_code};
 pub use log::*;
+#[cfg(feature = "testing")]
 pub use testing::*;
 
 use std::ffi::c_char;

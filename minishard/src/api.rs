@@ -234,18 +234,22 @@ impl Cluster {
         self.engine.event_fd()
     }
 
-    /// Fault injection for tests: drops all traffic to and from `peer`, as a
-    /// cut cable would, until [`Cluster::heal`].
+    /// Fault injection for tests, only with the `testing` feature: drops
+    /// all traffic to and from `peer`, as a cut cable would, until
+    /// [`Cluster::heal`].
+    #[cfg(feature = "testing")]
     pub fn cut(&self, peer: &NodeId) {
         self.engine.faults().cut(peer);
     }
 
     /// Fault injection for tests: restores traffic with `peer`.
+    #[cfg(feature = "testing")]
     pub fn heal(&self, peer: &NodeId) {
         self.engine.faults().heal(peer);
     }
 
     /// Fault injection for tests: restores traffic with every peer.
+    #[cfg(feature = "testing")]
     pub fn heal_all(&self) {
         self.engine.faults().heal_all();
     }
@@ -253,6 +257,7 @@ impl Cluster {
     /// Fault injection for tests: stops the engine at once, as if the
     /// process died: no callback, no goodbye, connections just close. The
     /// handle stays, closed.
+    #[cfg(feature = "testing")]
     pub fn crash(&self) {
         self.engine.crash();
     }

@@ -6,6 +6,11 @@
 # runs them, then runs them again under valgrind (no leaks, no invalid
 # accesses). Works as root on a fresh Debian machine with no stdin.
 #
+# The tests that split and crash nodes (minishard_testing_*) need a library
+# built with the cargo feature `testing`, installed into
+# tests/build/prefix-testing; everything else uses the release library,
+# which must export no test hook.
+#
 #   tests/c/run.sh            everything
 #   SKIP_VALGRIND=1 tests/c/run.sh
 set -euo pipefail
@@ -13,11 +18,13 @@ cd "$(dirname "$0")/../.."
 root="$PWD"
 build="$root/tests/build/c"
 prefix="$root/tests/build/prefix"
+testing_prefix="$root/tests/build/prefix-testing"
 
 need=()
 command -v gcc >/dev/null || need+=(gcc)
 command -v g++ >/dev/null || need+=(g++)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v nm >/dev/null || need+=(binutils)
 if [[ -z "${SKIP_VALGRIND:-}" ]] && ! command -v valgrind >/dev/null; then need+=(valgrind); fi
 if ((${#need[@]})); then
     echo "installing ${need[*]}"
@@ -26,14 +33,18 @@ if ((${#need[@]})); then
     apt-get install -y -qq "${need[@]}" </dev/null >/dev/null
 fi
 
-echo "--- build and install libminishard"
-cargo build --release -p minishard-ffi
-rm -rf "$prefix" "$build"
+echo "--- build and install libminishard: with the test hooks, then as released"
+rm -rf "$prefix" "$testing_prefix" "$build"
 mkdir -p "$build"
+cargo build --release -p minishard-ffi --features testing
+minishard-ffi/install.sh --no-build "$testing_prefix" >/dev/null
+# The release library last, so that target/release holds it afterwards.
+cargo build --release -p minishard-ffi
 minishard-ffi/install.sh --no-build "$prefix" >/dev/null
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 cflags="$(pkg-config --cflags minishard)"
 libs="$(pkg-config --libs minishard) -Wl,-rpath,$prefix/lib"
+testing_libs="-L$testing_prefix/lib -lminishard -Wl,-rpath,$testing_prefix/lib"
 
 echo "--- compile"
 c_flags=(-std=c99 -Wall -Wextra -Werror -pedantic -g -pthread)
@@ -43,13 +54,20 @@ echo '#include "minishard.h"' >"$build/header_only.c"
 gcc -std=c99 -Wall -Wextra -Werror -pedantic $cflags -c "$build/header_only.c" -o "$build/header_only_c.o"
 printf '#include "minishard.h"\n#include "minishard.hpp"\n' >"$build/header_only.cpp"
 g++ -std=c++17 -Wall -Werror $cflags -c "$build/header_only.cpp" -o "$build/header_only_cpp.o"
-for t in test_errors test_cluster test_host_dispatch test_process test_tls; do
+gcc -std=c99 -Wall -Wextra -Werror -pedantic -DMINISHARD_TESTING $cflags -c "$build/header_only.c" \
+    -o "$build/header_only_testing.o"
+# With the test hooks.
+gcc "${c_flags[@]}" -DMINISHARD_TESTING $cflags tests/c/test_errors.c -o "$build/test_errors" $testing_libs
+gcc "${c_flags[@]}" $cflags tests/c/test_cluster.c -o "$build/test_cluster" $testing_libs
+# As released.
+for t in test_host_dispatch test_process test_tls; do
     gcc "${c_flags[@]}" $cflags "tests/c/$t.c" -o "$build/$t" $libs
 done
 for t in test_cpp example; do
     g++ "${cxx_flags[@]}" $cflags "tests/c/$t.cpp" -o "$build/$t" $libs
 done
-# The static library links too (same error tests, no .so at run time).
+# The static release library links too (the error tests but for the hooks,
+# no .so at run time).
 gcc "${c_flags[@]}" $cflags tests/c/test_errors.c -o "$build/test_errors_static" \
     "$prefix/lib/libminishard.a" $(pkg-config --static --libs-only-l minishard | sed 's/-lminishard//')
 gcc "${c_flags[@]}" $cflags tests/c/example.c -o "$build/example_c" $libs
@@ -62,6 +80,27 @@ for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join("127.0.0.1:%d" % s.getsockname()[1] for s in socks))
 PY
+}
+
+# The release library exports no test hook; the testing one exports them all.
+test_hooks_only_in_testing_build() {
+    local hooks="minishard_testing_crash minishard_testing_cut minishard_testing_heal minishard_testing_heal_all"
+    local released testing h
+    released="$(nm -D --defined-only "$prefix/lib/libminishard.so" | awk '{print $3}')"
+    testing="$(nm -D --defined-only "$testing_prefix/lib/libminishard.so" | awk '{print $3}')"
+    grep -qx minishard_join <<<"$released" || { echo "nm -D shows no minishard_join in the release library"; return 1; }
+    if grep minishard_testing <<<"$released"; then
+        echo "the release libminishard.so exports the test hooks above"
+        return 1
+    fi
+    if nm "$prefix/lib/libminishard.a" 2>/dev/null | grep -w "T minishard_testing_[a-z_]*"; then
+        echo "the release libminishard.a defines the test hooks above"
+        return 1
+    fi
+    for h in $hooks; do
+        grep -qx "$h" <<<"$testing" || { echo "the testing build lacks $h"; return 1; }
+    done
+    echo "release: no minishard_testing_* symbol; testing build: all four"
 }
 
 passed=0
@@ -87,6 +126,7 @@ cargo run -q -p minishard --example test-certs -- "$build/certs"
 export MINISHARD_TEST_CERTS="$build/certs"
 
 echo "--- run"
+run test-hooks-only-in-testing-build test_hooks_only_in_testing_build
 run errors "$build/test_errors"
 run errors-static "$build/test_errors_static"
 run cluster "$build/test_cluster"

@@ -3,7 +3,11 @@
  * callback thread: convergence, get_node agreement, failover after a crash
  * (with lookups hammered from other threads meanwhile), graceful leave,
  * a split whose heal is resolved by score, and failing allocated callbacks.
+ *
+ * It crashes and splits nodes with the minishard_testing_* functions, so it
+ * links a library built with the cargo feature `testing`.
  */
+#define MINISHARD_TESTING
 #include "harness.h"
 
 /* DESIGN.md 7.1's bound, with room for a loaded machine. */

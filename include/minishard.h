@@ -24,6 +24,33 @@
  *     and set *written to its size including the NUL, also when they return
  *     MINISHARD_BUFFER_TOO_SMALL, so the caller can retry with that size.
  *
+ * VERSIONS
+ *   MINISHARD_VERSION_MAJOR/MINOR/PATCH and MINISHARD_VERSION_NUM (MAJOR *
+ *   1000000 + MINOR * 1000 + PATCH) give this header's version;
+ *   minishard_version() and minishard_version_num() the loaded library's.
+ *   The shared library's SONAME is libminishard.so.MAJOR: a program runs
+ *   with any library of the same major version and at least the minor
+ *   version it was compiled against.
+ *
+ * GROWING STRUCTS (the rule that keeps compiled programs working)
+ *   The structs the caller allocates, minishard_callbacks and
+ *   minishard_stats, start with `size_t struct_size`: set it to sizeof the
+ *   struct as your header declares it, e.g.
+ *     minishard_callbacks cb = { .struct_size = sizeof cb };
+ *   Fields are only ever added at the end, and the library reads and writes
+ *   only the first struct_size bytes:
+ *   - a struct passed in (minishard_callbacks): fields past struct_size
+ *     count as NULL, so a program built against an older header runs on a
+ *     newer library unchanged. A struct_size larger than the library's own
+ *     (a program built against a newer header) is accepted when the extra
+ *     bytes are zero, and refused with MINISHARD_INVALID_ARGUMENT when they
+ *     are not: a callback the library does not know is never ignored;
+ *   - a struct filled in (minishard_stats): only the fields that fit in
+ *     struct_size are written; the rest is left as it was.
+ *   A struct_size of 0 (not set) or too small is MINISHARD_INVALID_ARGUMENT.
+ *   Every other type is opaque (configuration, cluster, node list) and
+ *   grows by new functions only.
+ *
  * THREADS
  *   - Every function on a minishard_cluster may be called from any thread,
  *     concurrently, until minishard_cluster_free (which must be the last
@@ -60,6 +87,31 @@
  * NUL: addresses are at most 261 bytes.
  */
 #define MINISHARD_ADDRESS_MAX 262
+
+/**
+ * The version of this header (the library's is `minishard_version()`).
+ * A program runs with any library of the same major version and at least
+ * the minor version it was compiled against; the shared library's SONAME
+ * is `libminishard.so.MAJOR`.
+ */
+#define MINISHARD_VERSION_MAJOR 0
+
+/**
+ * See `MINISHARD_VERSION_MAJOR`.
+ */
+#define MINISHARD_VERSION_MINOR 1
+
+/**
+ * See `MINISHARD_VERSION_MAJOR`.
+ */
+#define MINISHARD_VERSION_PATCH 0
+
+/**
+ * The header's version as one number, `MAJOR * 1000000 + MINOR * 1000 +
+ * PATCH` (0.1.0 is 1000), for `#if MINISHARD_VERSION_NUM >= ...` and to
+ * compare with `minishard_version_num()`.
+ */
+#define MINISHARD_VERSION_NUM (((MINISHARD_VERSION_MAJOR * 1000000) + (MINISHARD_VERSION_MINOR * 1000)) + MINISHARD_VERSION_PATCH)
 
 /**
  * What a call did. `MINISHARD_OK` is 0; every other value is a failure whose
@@ -281,10 +333,17 @@ typedef struct minishard_node_list minishard_node_list;
  * `score` loses the conflict; other failures are logged and the engine
  * goes on.
  *
- * Zero-initialise the struct (`minishard_callbacks cb = {0};` or designated
- * initialisers) so that fields added in later versions stay NULL.
+ * It grows by the header's rule for growing structs: start from
+ * `minishard_callbacks cb = { .struct_size = sizeof cb };` (or
+ * `= {0}` and set `struct_size`), so that fields you do not set are NULL.
  */
 typedef struct minishard_callbacks {
+  /**
+   * Required: `sizeof(minishard_callbacks)` as your header declares it.
+   * Fields past it count as NULL, so a program built against an older
+   * header keeps working with a newer library.
+   */
+  size_t struct_size;
   /**
    * Passed back as the first argument of every callback. Owned by the
    * handle once `minishard_join` is called (see `free_user_data`).
@@ -376,8 +435,16 @@ typedef struct minishard_callbacks {
 
 /**
  * Counters since join (DESIGN.md section 4).
+ *
+ * It grows by the header's rule for growing structs: set `struct_size`
+ * before `minishard_get_stats` (`minishard_stats s = { .struct_size =
+ * sizeof s };`); the library fills only the counters that fit in it.
  */
 typedef struct minishard_stats {
+  /**
+   * Required: `sizeof(minishard_stats)` as your header declares it.
+   */
+  size_t struct_size;
   /**
    * `allocated` callbacks that returned successfully.
    */
@@ -442,6 +509,14 @@ extern "C" {
  * Any thread.
  */
 const char *minishard_version(void);
+
+/**
+ * The library's version as `MINISHARD_VERSION_NUM` counts it: at run time,
+ * `minishard_version_num() / 1000000 == MINISHARD_VERSION_MAJOR` and
+ * `minishard_version_num() >= MINISHARD_VERSION_NUM` say the loaded library
+ * serves a program compiled against this header. Any thread.
+ */
+uint32_t minishard_version_num(void);
 
 /**
  * The name of a result code, e.g. `"MINISHARD_TIMEOUT"`, or
@@ -903,6 +978,44 @@ minishard_result minishard_get_node(const struct minishard_cluster *cluster,
                                     size_t *written);
 
 /**
+ * The owner of `shard` and its allocation's epoch: the address goes into
+ * `buf` exactly as `minishard_get_node` writes it (same `*written`,
+ * `MINISHARD_BUFFER_TOO_SMALL` and `MINISHARD_NOT_FOUND` conventions), the
+ * epoch into `*epoch` (0 when there is no owner). The epoch is the one the
+ * owner's `allocated_with_epoch` got: compare it with the epoch a write
+ * carries to fence out a stale owner.
+ *
+ * Errors: as `minishard_get_node`; `MINISHARD_INVALID_ARGUMENT` also for a
+ * NULL `epoch`. Any thread; no lock, no allocation.
+ *
+ * # Safety
+ *
+ * `cluster`: NULL or a live handle; `buf`: NULL or `len` writable bytes;
+ * `written`, `epoch`: NULL or writable.
+ */
+minishard_result minishard_get_owner(const struct minishard_cluster *cluster,
+                                     uint32_t shard,
+                                     char *buf,
+                                     size_t len,
+                                     size_t *written,
+                                     uint64_t *epoch);
+
+/**
+ * The number of shards the cluster keeps, into `*out`: what `shard_count`
+ * answered at join (an observer learns it from the members; 0 until then).
+ * Shards are numbered 0 to `*out` - 1.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for NULL. Still answers after
+ * leave. Any thread; no lock.
+ *
+ * # Safety
+ *
+ * `cluster`: NULL or a live handle; `out`: NULL or writable.
+ */
+minishard_result minishard_shard_count(const struct minishard_cluster *cluster,
+                                       uint32_t *out);
+
+/**
  * The shard this node owns and its allocation's epoch, into `*shard` and
  * `*epoch`.
  *
@@ -975,13 +1088,17 @@ minishard_result minishard_status_json(const struct minishard_cluster *cluster,
                                        size_t *written);
 
 /**
- * The counters since join, into `*out`. Still answers after leave.
+ * The counters since join, into `*out`, whose `struct_size` says how many
+ * of them it has room for (see `minishard_stats`). Still answers after
+ * leave.
  *
- * Errors: `MINISHARD_INVALID_ARGUMENT` for NULL. Any thread; no lock.
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for NULL or an `out->struct_size`
+ * smaller than `sizeof(size_t)` (e.g. not set). Any thread; no lock.
  *
  * # Safety
  *
- * `cluster`: NULL or a live handle; `out`: NULL or writable.
+ * `cluster`: NULL or a live handle; `out`: NULL or a `minishard_stats`
+ * writable for its `struct_size` bytes.
  */
 minishard_result minishard_get_stats(const struct minishard_cluster *cluster,
                                      struct minishard_stats *out);

@@ -99,11 +99,16 @@ pub unsafe extern "C" fn minishard_node_list_push(
 /// `score` loses the conflict; other failures are logged and the engine
 /// goes on.
 ///
-/// Zero-initialise the struct (`minishard_callbacks cb = {0};` or designated
-/// initialisers) so that fields added in later versions stay NULL.
+/// It grows by the header's rule for growing structs: start from
+/// `minishard_callbacks cb = { .struct_size = sizeof cb };` (or
+/// `= {0}` and set `struct_size`), so that fields you do not set are NULL.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct minishard_callbacks {
+    /// Required: `sizeof(minishard_callbacks)` as your header declares it.
+    /// Fields past it count as NULL, so a program built against an older
+    /// header keeps working with a newer library.
+    pub struct_size: usize,
     /// Passed back as the first argument of every callback. Owned by the
     /// handle once `minishard_join` is called (see `free_user_data`).
     pub user_data: *mut c_void,
@@ -194,6 +199,19 @@ pub struct minishard_callbacks {
             state: *mut *mut c_void,
         ) -> minishard_result_code,
     >,
+}
+
+// SAFETY: repr(C), `struct_size` first, all-zero is valid (NULL pointers,
+// None for every callback); the boundaries are its fields' offsets.
+unsafe impl crate::growing::GrowingStruct for minishard_callbacks {
+    const NAME: &'static str = "minishard_callbacks";
+    const BOUNDARIES: &'static [usize] = crate::growing::boundaries!(minishard_callbacks;
+        user_data, nodes, shard_count, allocated, score, prolonged, deallocated,
+        status_changed, free_user_data, allocated_with_epoch);
+    /// The first version with `struct_size` (0.1.0) ends with
+    /// `allocated_with_epoch`.
+    const MIN_SIZE: usize = std::mem::offset_of!(minishard_callbacks, allocated_with_epoch)
+        + std::mem::size_of::<usize>();
 }
 
 /// `user_data` and its destructor: frees it exactly once, when dropped.

@@ -160,6 +160,12 @@ impl Cluster {
             .with_snapshot(|s| f(s.owner(shard).map(|o| &o.node)))
     }
 
+    /// Calls `f` with the owner of `shard` and its allocation's epoch,
+    /// borrowed from the snapshot like [`Cluster::with_node`].
+    pub fn with_owner<T>(&self, shard: Shard, f: impl FnOnce(Option<&Owner>) -> T) -> T {
+        self.engine.with_snapshot(|s| f(s.owner(shard)))
+    }
+
     /// The owner of every shard.
     pub fn shard_map(&self) -> Vec<Option<NodeId>> {
         self.engine.with_snapshot(|s| {

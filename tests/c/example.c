@@ -73,7 +73,7 @@ static int fail(const char *what, minishard_result rc) {
 int main(int argc, char **argv) {
     static const uint8_t cookie[] = "change me";
     app a;
-    minishard_callbacks cb = {0};
+    minishard_callbacks cb = { .struct_size = sizeof cb };
     minishard_config *cfg;
     minishard_cluster *cluster = NULL;
     minishard_result rc;

@@ -367,6 +367,7 @@ static inline void app_free(void *user_data) {
 static inline minishard_callbacks app_callbacks(app *a) {
     minishard_callbacks cb;
     memset(&cb, 0, sizeof cb);
+    cb.struct_size = sizeof cb;
     cb.user_data = a;
     cb.nodes = app_nodes;
     cb.shard_count = app_shard_count;

@@ -60,7 +60,7 @@ gcc -std=c99 -Wall -Wextra -Werror -pedantic -DMINISHARD_TESTING $cflags -c "$bu
 gcc "${c_flags[@]}" -DMINISHARD_TESTING $cflags tests/c/test_errors.c -o "$build/test_errors" $testing_libs
 gcc "${c_flags[@]}" $cflags tests/c/test_cluster.c -o "$build/test_cluster" $testing_libs
 # As released.
-for t in test_host_dispatch test_process test_tls; do
+for t in test_abi test_host_dispatch test_process test_tls; do
     gcc "${c_flags[@]}" $cflags "tests/c/$t.c" -o "$build/$t" $libs
 done
 for t in test_cpp example; do
@@ -103,6 +103,36 @@ test_hooks_only_in_testing_build() {
     echo "release: no minishard_testing_* symbol; testing build: all four"
 }
 
+# install.sh installs libminishard.so.X.Y.Z with SONAME libminishard.so.X,
+# the two usual symlinks, and strips both libraries; programs record the
+# SONAME.
+installed_library_is_versioned_and_stripped() {
+    local lib="$prefix/lib" version major so
+    version="$(pkg-config --modversion minishard)"
+    major="${version%%.*}"
+    so="$lib/libminishard.so.$version"
+    [[ -f "$so" && ! -L "$so" ]] || { echo "no file $so"; return 1; }
+    [[ "$(readlink "$lib/libminishard.so.$major")" == "libminishard.so.$version" ]] ||
+        { echo "libminishard.so.$major does not point at libminishard.so.$version"; return 1; }
+    [[ "$(readlink "$lib/libminishard.so")" == "libminishard.so.$major" ]] ||
+        { echo "libminishard.so does not point at libminishard.so.$major"; return 1; }
+    readelf -d "$so" | grep -qF "Library soname: [libminishard.so.$major]" ||
+        { echo "SONAME is not libminishard.so.$major:"; readelf -d "$so" | grep SONAME; return 1; }
+    readelf -d "$build/test_abi" | grep -qF "Shared library: [libminishard.so.$major]" ||
+        { echo "a program built against it does not need libminishard.so.$major"; return 1; }
+    if readelf -S "$so" | grep -E '\.(debug_[a-z]+|symtab)'; then
+        echo "$so is not stripped"
+        return 1
+    fi
+    if readelf -S "$lib/libminishard.a" | grep -m3 -E '\.debug_[a-z]+'; then
+        echo "libminishard.a still has debug sections"
+        return 1
+    fi
+    echo "sizes: target/release/libminishard.so $(stat -c %s target/release/libminishard.so) B," \
+        "installed .so $(stat -c %s "$so") B, target/release/libminishard.a" \
+        "$(stat -c %s target/release/libminishard.a) B, installed .a $(stat -c %s "$lib/libminishard.a") B"
+}
+
 passed=0
 failed=0
 failures=()
@@ -111,7 +141,7 @@ run() { # name, command...
     shift
     if "$@" >"$build/$name.log" 2>&1; then
         passed=$((passed + 1))
-        grep -E '^(ok|FAIL) |passed, ' "$build/$name.log" | sed 's/^/  /' || true
+        grep -E '^(ok|FAIL) |passed, |^sizes: ' "$build/$name.log" | sed 's/^/  /' || true
         echo "ok   $name"
     else
         failed=$((failed + 1))
@@ -127,7 +157,9 @@ export MINISHARD_TEST_CERTS="$build/certs"
 
 echo "--- run"
 run test-hooks-only-in-testing-build test_hooks_only_in_testing_build
+run installed-library-is-versioned-and-stripped installed_library_is_versioned_and_stripped
 run errors "$build/test_errors"
+run abi "$build/test_abi"
 run errors-static "$build/test_errors_static"
 run cluster "$build/test_cluster"
 run host-dispatch "$build/test_host_dispatch"
@@ -146,6 +178,7 @@ if [[ -z "${SKIP_VALGRIND:-}" ]]; then
     # the tests stretch their timings and deadlines by TIME_SCALE.
     export TIME_SCALE=4
     run valgrind-errors "${vg[@]}" "$build/test_errors"
+    run valgrind-abi "${vg[@]}" "$build/test_abi"
     run valgrind-cluster "${vg[@]}" "$build/test_cluster"
     run valgrind-host-dispatch "${vg[@]}" "$build/test_host_dispatch"
     run valgrind-process "${vg[@]}" "$build/test_process"

@@ -327,7 +327,7 @@ static void null_handles_are_refused(void) {
     size_t written;
     uint32_t shard;
     uint64_t epoch;
-    minishard_stats stats;
+    minishard_stats stats = {.struct_size = sizeof stats};
     CHECK_RC(minishard_get_node(NULL, 0, buf, sizeof buf, &written), MINISHARD_INVALID_ARGUMENT);
     CHECK(last_error_mentions("cluster is NULL"));
     CHECK_RC(minishard_my_shard(NULL, &shard, &epoch), MINISHARD_INVALID_ARGUMENT);

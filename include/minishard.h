@@ -308,6 +308,24 @@ typedef struct minishard_config minishard_config;
 typedef struct minishard_node_list minishard_node_list;
 
 /**
+ * Receives one log line: `level`, `target` (the engine module, e.g.
+ * `"minishard::runtime::calls"`) and `message` (the text, then
+ * `key=value` fields, e.g. `cluster=sessions node=10.0.0.1:7001 callback
+ * failed callback="allocated" ...`). Both strings are valid only during the
+ * call.
+ *
+ * It runs on the thread that logged, often the engine's network thread:
+ * return quickly, do not block, and call no minishard function that waits
+ * or sets a log callback (`minishard_join`, `minishard_leave`,
+ * `minishard_wait_until`, `minishard_cluster_free`, `minishard_dispatch`,
+ * `minishard_set_log_callback`). It may run on several threads at once.
+ */
+typedef void (*minishard_log_callback)(void *user_data,
+                                       minishard_log_level level,
+                                       const char *target,
+                                       const char *message);
+
+/**
  * The callbacks of one join: what minishard tells the application and asks
  * of it (DESIGN.md section 3).
  *
@@ -431,6 +449,23 @@ typedef struct minishard_callbacks {
                                            uint32_t shard,
                                            uint64_t epoch,
                                            void **state);
+  /**
+   * With `log`: the most detailed `minishard_log_level` it gets
+   * (`MINISHARD_LOG_WARN` is a good default). Ignored without `log`.
+   */
+  minishard_log_level log_max_level;
+  /**
+   * Optional (may be NULL). This handle's own log callback: its lines
+   * (its join, peers, refusals, failed callbacks, leave) go here instead
+   * of the process-wide callback of `minishard_set_log_callback`, with
+   * `user_data`. Unlike the callbacks above it runs on whichever thread
+   * logs, possibly while another callback of this handle runs, so
+   * `user_data` must allow that; return quickly. It is called from
+   * `minishard_join` until `minishard_cluster_free` returns, and
+   * `free_user_data` runs after its last call. See
+   * `minishard_log_callback` for what a line holds.
+   */
+  minishard_log_callback log;
 } minishard_callbacks;
 
 /**
@@ -482,23 +517,6 @@ typedef struct minishard_stats {
    */
   uint64_t heartbeat_rtt_micros;
 } minishard_stats;
-
-/**
- * Receives one log line: `level`, `target` (the engine module, e.g.
- * `"minishard::runtime::calls"`) and `message` (the text, then
- * `key=value` fields, e.g. `cluster=sessions node=10.0.0.1:7001 callback
- * failed callback="allocated" ...`). Both strings are valid only during the
- * call.
- *
- * It runs on the thread that logged, often the engine's network thread:
- * return quickly, do not block, and call no minishard function that waits
- * (`minishard_leave`, `minishard_wait_until`, `minishard_cluster_free`,
- * `minishard_dispatch`). It may run on several threads at once.
- */
-typedef void (*minishard_log_callback)(void *user_data,
-                                       minishard_log_level level,
-                                       const char *target,
-                                       const char *message);
 
 #ifdef __cplusplus
 extern "C" {
@@ -1158,7 +1176,8 @@ int minishard_event_fd(const struct minishard_cluster *cluster);
 /**
  * Sets the process-wide log callback: `callback` gets every line of level
  * `max_level` or more important (`MINISHARD_LOG_WARN` is a good default),
- * with `user_data`. NULL stops logging. Replacing or clearing the callback
+ * with `user_data`, except the lines of handles that have a log callback
+ * of their own (`minishard_callbacks.log`). NULL stops logging. Replacing or clearing the callback
  * waits for calls of the previous one to finish, so its `user_data` may be
  * freed when this returns; minishard never frees it.
  *

@@ -32,6 +32,29 @@ pub struct minishard_cluster {
     /// Set once `minishard_leave` has returned: lookups answer
     /// `MINISHARD_CLOSED` rather than a frozen view.
     left: AtomicBool,
+    /// Marks what this handle logs on the caller's threads (dispatch,
+    /// leave), so its lines reach its own log callback.
+    pub(crate) span: tracing::Span,
+}
+
+impl minishard_cluster {
+    /// Ends a handle: the Rust `Cluster` leaves (unless `crash` says it is
+    /// already stopped) and stops the engine, its lines still reaching the
+    /// handle's log callback; then nothing of it logs any more, and its log
+    /// sink (with it the last hold on user_data) goes.
+    pub(crate) fn end(self: Box<Self>, crash: bool) {
+        let (id, span) = (self.id, self.span.clone());
+        span.in_scope(|| {
+            #[cfg(feature = "testing")]
+            if crash {
+                self.cluster.crash();
+            }
+            #[cfg(not(feature = "testing"))]
+            let _ = crash;
+            drop(self);
+        });
+        crate::log::detach_handle(id);
+    }
 }
 
 /// Counters since join (DESIGN.md section 4).
@@ -181,15 +204,26 @@ pub unsafe extern "C" fn minishard_join(
         // SAFETY: NULL or live, by the caller's contract.
         let cfg = unsafe { ref_arg(cfg, "cfg") }?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let log = taken.log_sink()?;
         let app = taken.into_app(name, id)?;
         let bad_answer = app.bad_answer.clone();
         let config = cfg.config.clone();
         let dispatch = config.dispatch;
+        if let Some(log) = log {
+            crate::log::attach_handle(id, log)?;
+        }
+        // Everything the join starts (the engine's and the callback
+        // threads) runs inside the handle's span.
+        let span = crate::log::handle_span(id);
         // The engine's threads inherit this thread's signal mask: start them
         // with SIGPIPE blocked (see signals.rs), then restore ours.
         let sigpipe = crate::signals::SigpipeBlocked::new();
-        let joined = Cluster::join(name, app, config);
+        let joined = span.in_scope(|| Cluster::join(name, app, config));
         drop(sigpipe);
+        if joined.is_err() {
+            // The callbacks are gone; this frees user_data.
+            crate::log::detach_handle(id);
+        }
         let cluster = joined.map_err(|error| {
             let bad = bad_answer.lock().unwrap_or_else(|p| p.into_inner()).take();
             match (&error, bad) {
@@ -205,6 +239,7 @@ pub unsafe extern "C" fn minishard_join(
             id,
             dispatch,
             left: AtomicBool::new(false),
+            span,
         }));
         Ok(())
     })
@@ -231,7 +266,7 @@ pub unsafe extern "C" fn minishard_leave(cluster: *mut minishard_cluster) -> min
         // SAFETY: NULL or live, by the caller's contract.
         let handle = unsafe { handle(cluster) }?;
         not_from_own_callback(handle, "minishard_leave")?;
-        handle.cluster.leave()?;
+        handle.span.in_scope(|| handle.cluster.leave())?;
         handle.left.store(true, Ordering::Release);
         Ok(())
     })
@@ -264,8 +299,8 @@ pub unsafe extern "C" fn minishard_cluster_free(cluster: *mut minishard_cluster)
         // SAFETY: the pointer came from `Box::into_raw` in `minishard_join`
         // and is freed once, by the caller's contract. Dropping the Rust
         // `Cluster` leaves and stops the engine; the engine then drops the
-        // callbacks, which frees user_data.
-        drop(unsafe { Box::from_raw(cluster) });
+        // callbacks, and `end` the log sink, which frees user_data.
+        unsafe { Box::from_raw(cluster) }.end(false);
     })
 }
 
@@ -640,7 +675,7 @@ pub unsafe extern "C" fn minishard_dispatch(
         }
         not_from_own_callback(handle, "minishard_dispatch")?;
         open(handle)?;
-        let count = handle.cluster.dispatch(max)?;
+        let count = handle.span.in_scope(|| handle.cluster.dispatch(max))?;
         if let Some(ran) = ran {
             *ran = count;
         }

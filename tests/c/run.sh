@@ -37,10 +37,10 @@ echo "--- build and install libminishard: with the test hooks, then as released"
 rm -rf "$prefix" "$testing_prefix" "$build"
 mkdir -p "$build"
 cargo build --release -p minishard-ffi --features testing
-minishard-ffi/install.sh --no-build "$testing_prefix" >/dev/null
+minishard-ffi/install.sh --no-build --debug-file "$testing_prefix" >/dev/null
 # The release library last, so that target/release holds it afterwards.
 cargo build --release -p minishard-ffi
-minishard-ffi/install.sh --no-build "$prefix" >/dev/null
+minishard-ffi/install.sh --no-build --debug-file "$prefix" >/dev/null
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 cflags="$(pkg-config --cflags minishard)"
 libs="$(pkg-config --libs minishard) -Wl,-rpath,$prefix/lib"
@@ -66,6 +66,9 @@ done
 for t in test_cpp example; do
     g++ "${cxx_flags[@]}" $cflags "tests/c/$t.cpp" -o "$build/$t" $libs
 done
+# A program built against an older header (tests/c/old-header: before
+# minishard_callbacks grew) runs against this library.
+gcc "${c_flags[@]}" -Itests/c/old-header tests/c/test_old_header.c -o "$build/test_old_header" $libs
 # The static release library links too (the error tests but for the hooks,
 # no .so at run time).
 gcc "${c_flags[@]}" $cflags tests/c/test_errors.c -o "$build/test_errors_static" \
@@ -160,6 +163,7 @@ run test-hooks-only-in-testing-build test_hooks_only_in_testing_build
 run installed-library-is-versioned-and-stripped installed_library_is_versioned_and_stripped
 run errors "$build/test_errors"
 run abi "$build/test_abi"
+run old-header "$build/test_old_header"
 run errors-static "$build/test_errors_static"
 run cluster "$build/test_cluster"
 run host-dispatch "$build/test_host_dispatch"
@@ -179,6 +183,7 @@ if [[ -z "${SKIP_VALGRIND:-}" ]]; then
     export TIME_SCALE=4
     run valgrind-errors "${vg[@]}" "$build/test_errors"
     run valgrind-abi "${vg[@]}" "$build/test_abi"
+    run valgrind-old-header "${vg[@]}" "$build/test_old_header"
     run valgrind-cluster "${vg[@]}" "$build/test_cluster"
     run valgrind-host-dispatch "${vg[@]}" "$build/test_host_dispatch"
     run valgrind-process "${vg[@]}" "$build/test_process"

@@ -216,15 +216,19 @@ impl CallQueue {
         }))
     }
 
-    /// Starts the callback thread (thread dispatch only).
+    /// Starts the callback thread (thread dispatch only). It runs inside
+    /// the caller's current span, as the engine's thread does, so what it
+    /// logs is attributed like the rest of the join.
     pub(crate) fn start(self: &Arc<Self>, cluster: &str) -> std::io::Result<()> {
         if self.dispatch != Dispatch::Thread {
             return Ok(());
         }
         let queue = self.clone();
+        let span = tracing::Span::current();
         let handle = thread::Builder::new()
             .name(format!("minishard-cb-{cluster}"))
             .spawn(move || {
+                let _entered = span.enter();
                 while let Some((id, call)) = queue.next_blocking() {
                     queue.run_one(id, &call);
                 }

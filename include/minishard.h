@@ -58,11 +58,13 @@
  *     minishard_get_health) take no lock and never wait on the network.
  *   - A minishard_config is plain data: do not change it from two threads
  *     at once.
- *   - Callbacks of one handle run one at a time, in order, never on the
- *     thread that called minishard_join: on the handle's own callback thread
- *     (MINISHARD_DISPATCH_THREAD, the default), or only inside
- *     minishard_dispatch on the caller's thread (MINISHARD_DISPATCH_HOST;
- *     minishard_event_fd wakes the host's event loop). A callback must not
+ *   - Callbacks of one handle run one at a time, in order: on the handle's
+ *     own callback thread, never on the thread that called minishard_join
+ *     (MINISHARD_DISPATCH_THREAD, the default); or on the host's thread
+ *     (MINISHARD_DISPATCH_HOST): nodes and shard_count inside
+ *     minishard_join, the others only inside minishard_dispatch (and
+ *     minishard_leave / minishard_cluster_free); minishard_event_fd wakes
+ *     the host's event loop. A callback must not
  *     throw or longjmp, and must not leave, wait on, dispatch or free its
  *     own handle.
  *   - The threads minishard starts run with SIGPIPE blocked, so a peer
@@ -330,11 +332,13 @@ typedef void (*minishard_log_callback)(void *user_data,
  * of it (DESIGN.md section 3).
  *
  * Every callback gets `user_data` back as its first argument. Callbacks of
- * one handle run one at a time, in order, never on the thread that called
- * `minishard_join`: on the handle's callback thread
- * (`MINISHARD_DISPATCH_THREAD`) or inside `minishard_dispatch`
- * (`MINISHARD_DISPATCH_HOST`). So `user_data` and the callbacks must be
- * usable from that thread. For each allocation the order is exactly
+ * one handle run one at a time, in order: on the handle's callback thread,
+ * never on the thread that called `minishard_join`
+ * (`MINISHARD_DISPATCH_THREAD`); or on the host's thread
+ * (`MINISHARD_DISPATCH_HOST`): `nodes` and `shard_count` inside
+ * `minishard_join`, the others inside `minishard_dispatch` (or
+ * `minishard_leave` / `minishard_cluster_free`). So `user_data` and the
+ * callbacks must be usable from that thread. For each allocation the order is exactly
  * `allocated`, then any number of `score`/`prolonged`, then one
  * `deallocated`; a node holds at most one allocation at a time.
  *
@@ -896,7 +900,9 @@ minishard_result minishard_node_list_push(struct minishard_node_list *list,
  * Joins `cluster` as the node configured in `cfg`, with the application's
  * callbacks `cb`, and stores the new handle in `*out`.
  *
- * Calls `nodes` and `shard_count` (on a thread of its own), checks their
+ * Calls `nodes` and `shard_count` (with `MINISHARD_DISPATCH_THREAD` on a
+ * thread of its own; with `MINISHARD_DISPATCH_HOST` on the calling thread,
+ * so a single-threaded host can call it synchronously), checks their
  * answers and the configuration together, binds the listener and starts
  * the engine; it does not wait for the cluster to be available (see
  * `minishard_wait_until`). `cfg` and `cb` are copied: free or reuse them

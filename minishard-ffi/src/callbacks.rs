@@ -79,11 +79,13 @@ pub unsafe extern "C" fn minishard_node_list_push(
 /// of it (DESIGN.md section 3).
 ///
 /// Every callback gets `user_data` back as its first argument. Callbacks of
-/// one handle run one at a time, in order, never on the thread that called
-/// `minishard_join`: on the handle's callback thread
-/// (`MINISHARD_DISPATCH_THREAD`) or inside `minishard_dispatch`
-/// (`MINISHARD_DISPATCH_HOST`). So `user_data` and the callbacks must be
-/// usable from that thread. For each allocation the order is exactly
+/// one handle run one at a time, in order: on the handle's callback thread,
+/// never on the thread that called `minishard_join`
+/// (`MINISHARD_DISPATCH_THREAD`); or on the host's thread
+/// (`MINISHARD_DISPATCH_HOST`): `nodes` and `shard_count` inside
+/// `minishard_join`, the others inside `minishard_dispatch` (or
+/// `minishard_leave` / `minishard_cluster_free`). So `user_data` and the
+/// callbacks must be usable from that thread. For each allocation the order is exactly
 /// `allocated`, then any number of `score`/`prolonged`, then one
 /// `deallocated`; a node holds at most one allocation at a time.
 ///

@@ -148,7 +148,9 @@ fn open(handle: &minishard_cluster) -> Outcome {
 /// Joins `cluster` as the node configured in `cfg`, with the application's
 /// callbacks `cb`, and stores the new handle in `*out`.
 ///
-/// Calls `nodes` and `shard_count` (on a thread of its own), checks their
+/// Calls `nodes` and `shard_count` (with `MINISHARD_DISPATCH_THREAD` on a
+/// thread of its own; with `MINISHARD_DISPATCH_HOST` on the calling thread,
+/// so a single-threaded host can call it synchronously), checks their
 /// answers and the configuration together, binds the listener and starts
 /// the engine; it does not wait for the cluster to be available (see
 /// `minishard_wait_until`). `cfg` and `cb` are copied: free or reuse them

@@ -13,10 +13,11 @@ use crate::runtime::Engine;
 
 /// The application's side of a cluster (DESIGN.md 3).
 ///
-/// Callbacks of one handle run one at a time, in order, on the handle's
-/// callback thread (or inside [`Cluster::dispatch`] with
-/// [`crate::Dispatch::Host`]), never on the thread that called
-/// [`Cluster::join`]. For each allocation the order is exactly `allocated`,
+/// Callbacks of one handle run one at a time, in order: on the handle's
+/// callback thread, never on the thread that called [`Cluster::join`]; or,
+/// with [`crate::Dispatch::Host`], on the host's thread: `nodes` and
+/// `shard_count` inside [`Cluster::join`], the rest inside
+/// [`Cluster::dispatch`] (or `leave`). For each allocation the order is exactly `allocated`,
 /// then any number of `score`/`prolonged`, then one `deallocated`.
 ///
 /// A callback that returns an error or panics does not stop the engine: a
@@ -109,7 +110,8 @@ pub struct Stats {
 impl Cluster {
     /// Joins `cluster` as the node configured in `config`.
     ///
-    /// Calls `nodes` and `shard_count` (on a thread of its own), checks their
+    /// Calls `nodes` and `shard_count` (on a thread of its own; with
+    /// [`crate::Dispatch::Host`] on the calling thread), checks their
     /// answers and the configuration together, binds the listener and starts
     /// the engine. On any error nothing is left running.
     pub fn join<C: Callbacks>(

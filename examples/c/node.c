@@ -87,6 +87,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     app a = { argv + first, argc - first };
+    setvbuf(stdout, NULL, _IOLBF, 0);              /* whole lines, also into a pipe */
     memset(&on_stop, 0, sizeof on_stop);
     on_stop.sa_handler = on_signal;
     sigaction(SIGINT, &on_stop, NULL);

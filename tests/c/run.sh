@@ -63,9 +63,7 @@ gcc "${c_flags[@]}" $cflags tests/c/test_cluster.c -o "$build/test_cluster" $tes
 for t in test_abi test_host_dispatch test_process test_tls; do
     gcc "${c_flags[@]}" $cflags "tests/c/$t.c" -o "$build/$t" $libs
 done
-for t in test_cpp example; do
-    g++ "${cxx_flags[@]}" $cflags "tests/c/$t.cpp" -o "$build/$t" $libs
-done
+g++ "${cxx_flags[@]}" $cflags tests/c/test_cpp.cpp -o "$build/test_cpp" $libs
 # A program built against an older header (tests/c/old-header: before
 # minishard_callbacks grew) runs against this library.
 gcc "${c_flags[@]}" -Itests/c/old-header tests/c/test_old_header.c -o "$build/test_old_header" $libs
@@ -73,7 +71,21 @@ gcc "${c_flags[@]}" -Itests/c/old-header tests/c/test_old_header.c -o "$build/te
 # no .so at run time).
 gcc "${c_flags[@]}" $cflags tests/c/test_errors.c -o "$build/test_errors_static" \
     "$prefix/lib/libminishard.a" $(pkg-config --static --libs-only-l minishard | sed 's/-lminishard//')
-gcc "${c_flags[@]}" $cflags tests/c/example.c -o "$build/example_c" $libs
+# README's examples, built with README's own command lines, verbatim (its
+# `cc ... examples/...` and `g++ ... examples/...` lines), against the
+# installed library: README cannot show a command that does not work.
+# (minishard-ffi/tests/readme.rs checks README shows the files as they are.)
+mkdir -p "$build/readme"
+ln -s "$root/examples" "$build/readme/examples"
+readme_builds="$(grep -E '^(cc -std=c99|g\+\+ -std=c\+\+17) examples/' README.md || true)"
+for wanted in node node-static host_dispatch node-cpp; do
+    grep -qE -- "-o $wanted\$" <<<"$readme_builds" || { echo "README shows no command building $wanted"; exit 1; }
+done
+(cd "$build/readme" && while IFS= read -r line; do echo "  \$ $line"; eval "$line"; done <<<"$readme_builds")
+# And with every warning an error, as the tests are.
+gcc "${c_flags[@]}" $cflags examples/c/node.c -o "$build/node_strict" $libs
+gcc "${c_flags[@]}" $cflags examples/c/host_dispatch.c -o "$build/host_dispatch_strict" $libs
+g++ "${cxx_flags[@]}" $cflags examples/cpp/node.cpp -o "$build/node_cpp_strict" $libs
 
 free_ports() {
     python3 - "$1" <<'PY' 2>/dev/null || { for i in $(seq "$1"); do printf '127.0.0.1:%d ' $((20000 + RANDOM % 20000)); done; }
@@ -136,6 +148,55 @@ installed_library_is_versioned_and_stripped() {
         "$(stat -c %s target/release/libminishard.a) B, installed .a $(stat -c %s "$lib/libminishard.a") B"
 }
 
+# One member per program given (three), on free loopback ports, each run as
+# README shows (`./node THIS OTHER OTHER`) with --seconds 2: each becomes
+# available, exits 0 and leaves, and together they owned both shards (the
+# examples keep one shard fewer than members).
+three_members() {
+    local addrs pids=() i j logs=() rc=0 owned
+    read -r -a addrs <<<"$(free_ports 3)"
+    for i in 0 1 2; do
+        local members=("${addrs[i]}")
+        for j in 0 1 2; do ((j == i)) || members+=("${addrs[j]}"); done
+        logs+=("$build/$BASHPID-member-$i.log")
+        "${@:i+1:1}" --seconds 2 "${members[@]}" >"${logs[i]}" 2>&1 &
+        pids+=($!)
+    done
+    for i in 0 1 2; do
+        wait "${pids[i]}" || { echo "member $i exited with $?"; rc=1; }
+        grep -q "shard 0 lives on" "${logs[i]}" || { echo "member $i never was available"; rc=1; }
+        grep -qx "left" "${logs[i]}" || { echo "member $i did not leave"; rc=1; }
+    done
+    owned="$(cat "${logs[@]}" | grep -oE '(owns|owning) shard [0-9]+' | awk '{print $3}' | sort -u | tr '\n' ' ')"
+    [[ "$owned" == "0 1 " ]] || { echo "shards owned: '$owned', expected 0 and 1"; rc=1; }
+    for i in 0 1 2; do sed "s/^/member $i: /" "${logs[i]}"; done
+    return $rc
+}
+
+# Three members without --seconds, left by Ctrl-C once all are available.
+ctrl_c_leaves() {
+    local addrs pids=() i j logs=() rc=0 deadline
+    read -r -a addrs <<<"$(free_ports 3)"
+    for i in 0 1 2; do
+        local members=("${addrs[i]}")
+        for j in 0 1 2; do ((j == i)) || members+=("${addrs[j]}"); done
+        logs+=("$build/$BASHPID-ctrl-c-$i.log")
+        "$1" "${members[@]}" >"${logs[i]}" 2>&1 &
+        pids+=($!)
+    done
+    deadline=$((SECONDS + 60))
+    for i in 0 1 2; do
+        until grep -q "shard 0 lives on" "${logs[i]}" || ((SECONDS > deadline)); do sleep 0.1; done
+    done
+    for i in 0 1 2; do kill -INT "${pids[i]}"; done
+    for i in 0 1 2; do
+        wait "${pids[i]}" || { echo "member $i exited with $? after SIGINT"; rc=1; }
+        grep -qx "left" "${logs[i]}" || { echo "member $i did not leave"; rc=1; }
+        sed "s/^/member $i: /" "${logs[i]}"
+    done
+    return $rc
+}
+
 passed=0
 failed=0
 failures=()
@@ -170,8 +231,11 @@ run host-dispatch "$build/test_host_dispatch"
 run process "$build/test_process"
 run tls "$build/test_tls"
 run c++-wrapper "$build/test_cpp"
-run c-example "$build/example_c" $(free_ports 1)
-run c++-example "$build/example" $(free_ports 3)
+readme="$build/readme"
+run readme-c-example three_members "$readme/node" "$readme/node" "$readme/node-static"
+run readme-c-example-ctrl-c ctrl_c_leaves "$readme/node"
+run readme-host-dispatch-example three_members "$readme/host_dispatch" "$readme/host_dispatch" "$readme/node"
+run readme-c++-example three_members "$readme/node-cpp" "$readme/node-cpp" "$readme/node-cpp"
 
 if [[ -z "${SKIP_VALGRIND:-}" ]]; then
     echo "--- run under valgrind"
@@ -189,7 +253,9 @@ if [[ -z "${SKIP_VALGRIND:-}" ]]; then
     run valgrind-process "${vg[@]}" "$build/test_process"
     run valgrind-tls "${vg[@]}" "$build/test_tls"
     run valgrind-c++-wrapper "${vg[@]}" "$build/test_cpp"
-    run valgrind-c-example "${vg[@]}" "$build/example_c" $(free_ports 1)
+    # One member alone keeps its one shard.
+    run valgrind-c-example "${vg[@]}" "$readme/node" --seconds 1 $(free_ports 1)
+    run valgrind-host-dispatch-example "${vg[@]}" "$readme/host_dispatch" --seconds 1 $(free_ports 1)
 fi
 
 echo

@@ -69,7 +69,8 @@ fn is_excerpt(excerpt: &[String], file: &[&str]) -> bool {
                 if shown.is_empty() {
                     real.trim().is_empty()
                 } else {
-                    real.get(..shift).is_some_and(|p| p.trim().is_empty()) && &real[shift..] == shown
+                    real.get(..shift).is_some_and(|p| p.trim().is_empty())
+                        && &real[shift..] == shown
                 }
             })
     })
@@ -101,7 +102,11 @@ fn problems(readme: &str, root: &Path) -> Vec<String> {
         };
         let file_lines: Vec<&str> = file.lines().collect();
         let ok = match kind.as_str() {
-            "file" => block.text.iter().map(String::as_str).eq(file_lines.iter().copied()),
+            "file" => block
+                .text
+                .iter()
+                .map(String::as_str)
+                .eq(file_lines.iter().copied()),
             "excerpt" => is_excerpt(&block.text, &file_lines),
             other => {
                 problems.push(format!("{at}: unknown marker {other:?}"));
@@ -114,10 +119,16 @@ fn problems(readme: &str, root: &Path) -> Vec<String> {
                 .iter()
                 .zip(&file_lines)
                 .position(|(a, b)| a != b)
-                .map_or(String::new(), |i| format!(", first at line {} of the block", i + 1));
+                .map_or(String::new(), |i| {
+                    format!(", first at line {} of the block", i + 1)
+                });
             problems.push(format!(
                 "{at} is not {} {path} as it is{first}: copy the file's text into README",
-                if kind == "file" { "the whole of" } else { "an excerpt of" }
+                if kind == "file" {
+                    "the whole of"
+                } else {
+                    "an excerpt of"
+                }
             ));
         }
     }
@@ -134,24 +145,35 @@ fn readme_examples_are_the_files_the_tests_run() {
         .iter()
         .filter(|b| MUST_BE_FILES.contains(&b.language.as_str()))
         .count();
-    assert!(marked >= 4, "README's C and C++ examples went missing ({marked} blocks)");
+    assert!(
+        marked >= 4,
+        "README's C and C++ examples went missing ({marked} blocks)"
+    );
 }
 
 #[test]
 fn a_changed_unmarked_or_missing_example_is_caught() {
     let root = root();
     let file = std::fs::read_to_string(root.join("examples/c/node.c")).unwrap();
-    let shown = |kind: &str, text: &str| format!("<!-- {kind}: examples/c/node.c -->\n```c\n{text}\n```\n");
+    let shown =
+        |kind: &str, text: &str| format!("<!-- {kind}: examples/c/node.c -->\n```c\n{text}\n```\n");
     let whole = file.trim_end();
     assert!(problems(&shown("file", whole), &root).is_empty());
     let changed = whole.replacen("change me", "changed", 1);
     assert_eq!(problems(&shown("file", &changed), &root).len(), 1);
     let part = "static int64_t score(void *user_data, void *state) { (void)user_data; (void)state; return 0; }";
     assert!(problems(&shown("excerpt", part), &root).is_empty());
-    assert_eq!(problems(&shown("excerpt", &part.replace("0;", "1;")), &root).len(), 1);
+    assert_eq!(
+        problems(&shown("excerpt", &part.replace("0;", "1;")), &root).len(),
+        1
+    );
     assert_eq!(problems(&format!("```c\n{part}\n```\n"), &root).len(), 1);
     assert_eq!(
-        problems("<!-- file: examples/c/gone.c -->\n```c\nint x;\n```\n", &root).len(),
+        problems(
+            "<!-- file: examples/c/gone.c -->\n```c\nint x;\n```\n",
+            &root
+        )
+        .len(),
         1
     );
 }

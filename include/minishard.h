@@ -913,7 +913,9 @@ minishard_result minishard_node_list_push(struct minishard_node_list *list,
  * `free_user_data` has been called before `minishard_join` returns.
  *
  * Errors: `MINISHARD_INVALID_ARGUMENT` (a NULL pointer, a non-UTF-8 or
- * empty `cluster`, a required callback missing), `MINISHARD_CONFIG` (a bad
+ * empty `cluster`, a required callback missing, a `cb->struct_size` not
+ * set or from a newer header with fields this library does not know, a
+ * `log_max_level` that is not a level), `MINISHARD_CONFIG` (a bad
  * setting; `shard_count` <= 0, above `UINT32_MAX` or above the number of
  * members; a member address that does not parse; this node missing from
  * the member list), `MINISHARD_IO` (e.g. the listen address is in use),
@@ -928,8 +930,9 @@ minishard_result minishard_node_list_push(struct minishard_node_list *list,
  * # Safety
  *
  * `cluster`: NULL or a NUL-terminated string; `cfg`: NULL or a live
- * configuration; `cb`: NULL or a readable `minishard_callbacks` whose
- * function pointers are NULL or valid functions of the matching types;
+ * configuration; `cb`: NULL or a `minishard_callbacks` readable for its
+ * `struct_size` bytes, whose function pointers are NULL or valid functions
+ * of the matching types;
  * `out`: NULL or writable.
  */
 minishard_result minishard_join(const char *cluster,

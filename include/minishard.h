@@ -24,6 +24,33 @@
  *     and set *written to its size including the NUL, also when they return
  *     MINISHARD_BUFFER_TOO_SMALL, so the caller can retry with that size.
  *
+ * VERSIONS
+ *   MINISHARD_VERSION_MAJOR/MINOR/PATCH and MINISHARD_VERSION_NUM (MAJOR *
+ *   1000000 + MINOR * 1000 + PATCH) give this header's version;
+ *   minishard_version() and minishard_version_num() the loaded library's.
+ *   The shared library's SONAME is libminishard.so.MAJOR: a program runs
+ *   with any library of the same major version and at least the minor
+ *   version it was compiled against.
+ *
+ * GROWING STRUCTS (the rule that keeps compiled programs working)
+ *   The structs the caller allocates, minishard_callbacks and
+ *   minishard_stats, start with `size_t struct_size`: set it to sizeof the
+ *   struct as your header declares it, e.g.
+ *     minishard_callbacks cb = { .struct_size = sizeof cb };
+ *   Fields are only ever added at the end, and the library reads and writes
+ *   only the first struct_size bytes:
+ *   - a struct passed in (minishard_callbacks): fields past struct_size
+ *     count as NULL, so a program built against an older header runs on a
+ *     newer library unchanged. A struct_size larger than the library's own
+ *     (a program built against a newer header) is accepted when the extra
+ *     bytes are zero, and refused with MINISHARD_INVALID_ARGUMENT when they
+ *     are not: a callback the library does not know is never ignored;
+ *   - a struct filled in (minishard_stats): only the fields that fit in
+ *     struct_size are written; the rest is left as it was.
+ *   A struct_size of 0 (not set) or too small is MINISHARD_INVALID_ARGUMENT.
+ *   Every other type is opaque (configuration, cluster, node list) and
+ *   grows by new functions only.
+ *
  * THREADS
  *   - Every function on a minishard_cluster may be called from any thread,
  *     concurrently, until minishard_cluster_free (which must be the last
@@ -31,18 +58,22 @@
  *     minishard_get_health) take no lock and never wait on the network.
  *   - A minishard_config is plain data: do not change it from two threads
  *     at once.
- *   - Callbacks of one handle run one at a time, in order, never on the
- *     thread that called minishard_join: on the handle's own callback thread
- *     (MINISHARD_DISPATCH_THREAD, the default), or only inside
- *     minishard_dispatch on the caller's thread (MINISHARD_DISPATCH_HOST;
- *     minishard_event_fd wakes the host's event loop). A callback must not
+ *   - Callbacks of one handle run one at a time, in order: on the handle's
+ *     own callback thread, never on the thread that called minishard_join
+ *     (MINISHARD_DISPATCH_THREAD, the default); or on the host's thread
+ *     (MINISHARD_DISPATCH_HOST): nodes and shard_count inside
+ *     minishard_join, the others only inside minishard_dispatch (and
+ *     minishard_leave / minishard_cluster_free); minishard_event_fd wakes
+ *     the host's event loop. A callback must not
  *     throw or longjmp, and must not leave, wait on, dispatch or free its
  *     own handle.
  *   - The threads minishard starts run with SIGPIPE blocked, so a peer
  *     closing a connection never kills the process; the host's own threads
  *     and signal handlers are left as they are.
  *
- * Functions named minishard_testing_* inject faults for tests only.
+ * Functions named minishard_testing_* inject faults for tests only: they
+ * exist only in a library built with the cargo feature `testing`, and this
+ * header declares them only when MINISHARD_TESTING is defined.
  */
 
 #ifndef MINISHARD_H
@@ -58,6 +89,31 @@
  * NUL: addresses are at most 261 bytes.
  */
 #define MINISHARD_ADDRESS_MAX 262
+
+/**
+ * The version of this header (the library's is `minishard_version()`).
+ * A program runs with any library of the same major version and at least
+ * the minor version it was compiled against; the shared library's SONAME
+ * is `libminishard.so.MAJOR`.
+ */
+#define MINISHARD_VERSION_MAJOR 0
+
+/**
+ * See `MINISHARD_VERSION_MAJOR`.
+ */
+#define MINISHARD_VERSION_MINOR 1
+
+/**
+ * See `MINISHARD_VERSION_MAJOR`.
+ */
+#define MINISHARD_VERSION_PATCH 0
+
+/**
+ * The header's version as one number, `MAJOR * 1000000 + MINOR * 1000 +
+ * PATCH` (0.1.0 is 1000), for `#if MINISHARD_VERSION_NUM >= ...` and to
+ * compare with `minishard_version_num()`.
+ */
+#define MINISHARD_VERSION_NUM (((MINISHARD_VERSION_MAJOR * 1000000) + (MINISHARD_VERSION_MINOR * 1000)) + MINISHARD_VERSION_PATCH)
 
 /**
  * What a call did. `MINISHARD_OK` is 0; every other value is a failure whose
@@ -254,15 +310,35 @@ typedef struct minishard_config minishard_config;
 typedef struct minishard_node_list minishard_node_list;
 
 /**
+ * Receives one log line: `level`, `target` (the engine module, e.g.
+ * `"minishard::runtime::calls"`) and `message` (the text, then
+ * `key=value` fields, e.g. `cluster=sessions node=10.0.0.1:7001 callback
+ * failed callback="allocated" ...`). Both strings are valid only during the
+ * call.
+ *
+ * It runs on the thread that logged, often the engine's network thread:
+ * return quickly, do not block, and call no minishard function that waits
+ * or sets a log callback (`minishard_join`, `minishard_leave`,
+ * `minishard_wait_until`, `minishard_cluster_free`, `minishard_dispatch`,
+ * `minishard_set_log_callback`). It may run on several threads at once.
+ */
+typedef void (*minishard_log_callback)(void *user_data,
+                                       minishard_log_level level,
+                                       const char *target,
+                                       const char *message);
+
+/**
  * The callbacks of one join: what minishard tells the application and asks
  * of it (DESIGN.md section 3).
  *
  * Every callback gets `user_data` back as its first argument. Callbacks of
- * one handle run one at a time, in order, never on the thread that called
- * `minishard_join`: on the handle's callback thread
- * (`MINISHARD_DISPATCH_THREAD`) or inside `minishard_dispatch`
- * (`MINISHARD_DISPATCH_HOST`). So `user_data` and the callbacks must be
- * usable from that thread. For each allocation the order is exactly
+ * one handle run one at a time, in order: on the handle's callback thread,
+ * never on the thread that called `minishard_join`
+ * (`MINISHARD_DISPATCH_THREAD`); or on the host's thread
+ * (`MINISHARD_DISPATCH_HOST`): `nodes` and `shard_count` inside
+ * `minishard_join`, the others inside `minishard_dispatch` (or
+ * `minishard_leave` / `minishard_cluster_free`). So `user_data` and the
+ * callbacks must be usable from that thread. For each allocation the order is exactly
  * `allocated`, then any number of `score`/`prolonged`, then one
  * `deallocated`; a node holds at most one allocation at a time.
  *
@@ -279,10 +355,17 @@ typedef struct minishard_node_list minishard_node_list;
  * `score` loses the conflict; other failures are logged and the engine
  * goes on.
  *
- * Zero-initialise the struct (`minishard_callbacks cb = {0};` or designated
- * initialisers) so that fields added in later versions stay NULL.
+ * It grows by the header's rule for growing structs: start from
+ * `minishard_callbacks cb = { .struct_size = sizeof cb };` (or
+ * `= {0}` and set `struct_size`), so that fields you do not set are NULL.
  */
 typedef struct minishard_callbacks {
+  /**
+   * Required: `sizeof(minishard_callbacks)` as your header declares it.
+   * Fields past it count as NULL, so a program built against an older
+   * header keeps working with a newer library.
+   */
+  size_t struct_size;
   /**
    * Passed back as the first argument of every callback. Owned by the
    * handle once `minishard_join` is called (see `free_user_data`).
@@ -370,12 +453,37 @@ typedef struct minishard_callbacks {
                                            uint32_t shard,
                                            uint64_t epoch,
                                            void **state);
+  /**
+   * With `log`: the most detailed `minishard_log_level` it gets
+   * (`MINISHARD_LOG_WARN` is a good default). Ignored without `log`.
+   */
+  minishard_log_level log_max_level;
+  /**
+   * Optional (may be NULL). This handle's own log callback: its lines
+   * (its join, peers, refusals, failed callbacks, leave) go here instead
+   * of the process-wide callback of `minishard_set_log_callback`, with
+   * `user_data`. Unlike the callbacks above it runs on whichever thread
+   * logs, possibly while another callback of this handle runs, so
+   * `user_data` must allow that; return quickly. It is called from
+   * `minishard_join` until `minishard_cluster_free` returns, and
+   * `free_user_data` runs after its last call. See
+   * `minishard_log_callback` for what a line holds.
+   */
+  minishard_log_callback log;
 } minishard_callbacks;
 
 /**
  * Counters since join (DESIGN.md section 4).
+ *
+ * It grows by the header's rule for growing structs: set `struct_size`
+ * before `minishard_get_stats` (`minishard_stats s = { .struct_size =
+ * sizeof s };`); the library fills only the counters that fit in it.
  */
 typedef struct minishard_stats {
+  /**
+   * Required: `sizeof(minishard_stats)` as your header declares it.
+   */
+  size_t struct_size;
   /**
    * `allocated` callbacks that returned successfully.
    */
@@ -414,23 +522,6 @@ typedef struct minishard_stats {
   uint64_t heartbeat_rtt_micros;
 } minishard_stats;
 
-/**
- * Receives one log line: `level`, `target` (the engine module, e.g.
- * `"minishard::runtime::calls"`) and `message` (the text, then
- * `key=value` fields, e.g. `cluster=sessions node=10.0.0.1:7001 callback
- * failed callback="allocated" ...`). Both strings are valid only during the
- * call.
- *
- * It runs on the thread that logged, often the engine's network thread:
- * return quickly, do not block, and call no minishard function that waits
- * (`minishard_leave`, `minishard_wait_until`, `minishard_cluster_free`,
- * `minishard_dispatch`). It may run on several threads at once.
- */
-typedef void (*minishard_log_callback)(void *user_data,
-                                       minishard_log_level level,
-                                       const char *target,
-                                       const char *message);
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -440,6 +531,14 @@ extern "C" {
  * Any thread.
  */
 const char *minishard_version(void);
+
+/**
+ * The library's version as `MINISHARD_VERSION_NUM` counts it: at run time,
+ * `minishard_version_num() / 1000000 == MINISHARD_VERSION_MAJOR` and
+ * `minishard_version_num() >= MINISHARD_VERSION_NUM` say the loaded library
+ * serves a program compiled against this header. Any thread.
+ */
+uint32_t minishard_version_num(void);
 
 /**
  * The name of a result code, e.g. `"MINISHARD_TIMEOUT"`, or
@@ -801,7 +900,9 @@ minishard_result minishard_node_list_push(struct minishard_node_list *list,
  * Joins `cluster` as the node configured in `cfg`, with the application's
  * callbacks `cb`, and stores the new handle in `*out`.
  *
- * Calls `nodes` and `shard_count` (on a thread of its own), checks their
+ * Calls `nodes` and `shard_count` (with `MINISHARD_DISPATCH_THREAD` on a
+ * thread of its own; with `MINISHARD_DISPATCH_HOST` on the calling thread,
+ * so a single-threaded host can call it synchronously), checks their
  * answers and the configuration together, binds the listener and starts
  * the engine; it does not wait for the cluster to be available (see
  * `minishard_wait_until`). `cfg` and `cb` are copied: free or reuse them
@@ -812,7 +913,9 @@ minishard_result minishard_node_list_push(struct minishard_node_list *list,
  * `free_user_data` has been called before `minishard_join` returns.
  *
  * Errors: `MINISHARD_INVALID_ARGUMENT` (a NULL pointer, a non-UTF-8 or
- * empty `cluster`, a required callback missing), `MINISHARD_CONFIG` (a bad
+ * empty `cluster`, a required callback missing, a `cb->struct_size` not
+ * set or from a newer header with fields this library does not know, a
+ * `log_max_level` that is not a level), `MINISHARD_CONFIG` (a bad
  * setting; `shard_count` <= 0, above `UINT32_MAX` or above the number of
  * members; a member address that does not parse; this node missing from
  * the member list), `MINISHARD_IO` (e.g. the listen address is in use),
@@ -827,8 +930,9 @@ minishard_result minishard_node_list_push(struct minishard_node_list *list,
  * # Safety
  *
  * `cluster`: NULL or a NUL-terminated string; `cfg`: NULL or a live
- * configuration; `cb`: NULL or a readable `minishard_callbacks` whose
- * function pointers are NULL or valid functions of the matching types;
+ * configuration; `cb`: NULL or a `minishard_callbacks` readable for its
+ * `struct_size` bytes, whose function pointers are NULL or valid functions
+ * of the matching types;
  * `out`: NULL or writable.
  */
 minishard_result minishard_join(const char *cluster,
@@ -899,6 +1003,44 @@ minishard_result minishard_get_node(const struct minishard_cluster *cluster,
                                     char *buf,
                                     size_t len,
                                     size_t *written);
+
+/**
+ * The owner of `shard` and its allocation's epoch: the address goes into
+ * `buf` exactly as `minishard_get_node` writes it (same `*written`,
+ * `MINISHARD_BUFFER_TOO_SMALL` and `MINISHARD_NOT_FOUND` conventions), the
+ * epoch into `*epoch` (0 when there is no owner). The epoch is the one the
+ * owner's `allocated_with_epoch` got: compare it with the epoch a write
+ * carries to fence out a stale owner.
+ *
+ * Errors: as `minishard_get_node`; `MINISHARD_INVALID_ARGUMENT` also for a
+ * NULL `epoch`. Any thread; no lock, no allocation.
+ *
+ * # Safety
+ *
+ * `cluster`: NULL or a live handle; `buf`: NULL or `len` writable bytes;
+ * `written`, `epoch`: NULL or writable.
+ */
+minishard_result minishard_get_owner(const struct minishard_cluster *cluster,
+                                     uint32_t shard,
+                                     char *buf,
+                                     size_t len,
+                                     size_t *written,
+                                     uint64_t *epoch);
+
+/**
+ * The number of shards the cluster keeps, into `*out`: what `shard_count`
+ * answered at join (an observer learns it from the members; 0 until then).
+ * Shards are numbered 0 to `*out` - 1.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for NULL. Still answers after
+ * leave. Any thread; no lock.
+ *
+ * # Safety
+ *
+ * `cluster`: NULL or a live handle; `out`: NULL or writable.
+ */
+minishard_result minishard_shard_count(const struct minishard_cluster *cluster,
+                                       uint32_t *out);
 
 /**
  * The shard this node owns and its allocation's epoch, into `*shard` and
@@ -973,13 +1115,17 @@ minishard_result minishard_status_json(const struct minishard_cluster *cluster,
                                        size_t *written);
 
 /**
- * The counters since join, into `*out`. Still answers after leave.
+ * The counters since join, into `*out`, whose `struct_size` says how many
+ * of them it has room for (see `minishard_stats`). Still answers after
+ * leave.
  *
- * Errors: `MINISHARD_INVALID_ARGUMENT` for NULL. Any thread; no lock.
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for NULL or an `out->struct_size`
+ * smaller than `sizeof(size_t)` (e.g. not set). Any thread; no lock.
  *
  * # Safety
  *
- * `cluster`: NULL or a live handle; `out`: NULL or writable.
+ * `cluster`: NULL or a live handle; `out`: NULL or a `minishard_stats`
+ * writable for its `struct_size` bytes.
  */
 minishard_result minishard_get_stats(const struct minishard_cluster *cluster,
                                      struct minishard_stats *out);
@@ -1039,7 +1185,8 @@ int minishard_event_fd(const struct minishard_cluster *cluster);
 /**
  * Sets the process-wide log callback: `callback` gets every line of level
  * `max_level` or more important (`MINISHARD_LOG_WARN` is a good default),
- * with `user_data`. NULL stops logging. Replacing or clearing the callback
+ * with `user_data`, except the lines of handles that have a log callback
+ * of their own (`minishard_callbacks.log`). NULL stops logging. Replacing or clearing the callback
  * waits for calls of the previous one to finish, so its `user_data` may be
  * freed when this returns; minishard never frees it.
  *
@@ -1057,6 +1204,7 @@ minishard_result minishard_set_log_callback(minishard_log_callback callback,
                                             void *user_data,
                                             minishard_log_level max_level);
 
+#if defined(MINISHARD_TESTING)
 /**
  * TESTING ONLY. Drops all traffic between this node and `peer`
  * (`"host:port"`), both ways, as a cut cable would, until
@@ -1071,7 +1219,9 @@ minishard_result minishard_set_log_callback(minishard_log_callback callback,
  */
 minishard_result minishard_testing_cut(const struct minishard_cluster *cluster,
                                        const char *peer);
+#endif
 
+#if defined(MINISHARD_TESTING)
 /**
  * TESTING ONLY. Restores traffic with `peer` after
  * `minishard_testing_cut`. Errors as for `minishard_testing_cut`.
@@ -1082,7 +1232,9 @@ minishard_result minishard_testing_cut(const struct minishard_cluster *cluster,
  */
 minishard_result minishard_testing_heal(const struct minishard_cluster *cluster,
                                         const char *peer);
+#endif
 
+#if defined(MINISHARD_TESTING)
 /**
  * TESTING ONLY. Restores traffic with every peer.
  *
@@ -1093,7 +1245,9 @@ minishard_result minishard_testing_heal(const struct minishard_cluster *cluster,
  * `cluster`: NULL or a live handle.
  */
 minishard_result minishard_testing_heal_all(const struct minishard_cluster *cluster);
+#endif
 
+#if defined(MINISHARD_TESTING)
 /**
  * TESTING ONLY. Stops the node at once, as if its process died, and frees
  * the handle: no leave, no goodbye to peers (they notice the closed
@@ -1110,6 +1264,7 @@ minishard_result minishard_testing_heal_all(const struct minishard_cluster *clus
  * `cluster`: NULL or a live handle that no other thread uses any more.
  */
 void minishard_testing_crash(struct minishard_cluster *cluster);
+#endif
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -326,6 +326,7 @@ public:
         auto holder = std::make_shared<detail::Holder>();
         holder->handler = std::move(handler);
         minishard_callbacks cb{};
+        cb.struct_size = sizeof cb;
         cb.user_data = new detail::HolderRef(holder);  // freed by on_free, always
         cb.nodes = detail::on_nodes;
         cb.shard_count = detail::on_shard_count;
@@ -402,6 +403,7 @@ public:
     /// Counters since join.
     minishard_stats stats() const {
         minishard_stats stats{};
+        stats.struct_size = sizeof stats;
         detail::check(minishard_get_stats(raw_, &stats));
         return stats;
     }

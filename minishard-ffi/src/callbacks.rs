@@ -17,6 +17,7 @@ use minishard::{CallbackError, Callbacks, Health, NodeId};
 use crate::buffer::{mut_arg, str_arg};
 use crate::error::{call, minishard_result, minishard_result_code, Failure};
 use crate::health::minishard_health;
+use crate::log::{minishard_log_callback, minishard_log_level_code, Sink};
 
 /// The member list being built by a `nodes` callback: an opaque handle,
 /// valid only during that callback. Fill it with `minishard_node_list_push`.
@@ -78,11 +79,13 @@ pub unsafe extern "C" fn minishard_node_list_push(
 /// of it (DESIGN.md section 3).
 ///
 /// Every callback gets `user_data` back as its first argument. Callbacks of
-/// one handle run one at a time, in order, never on the thread that called
-/// `minishard_join`: on the handle's callback thread
-/// (`MINISHARD_DISPATCH_THREAD`) or inside `minishard_dispatch`
-/// (`MINISHARD_DISPATCH_HOST`). So `user_data` and the callbacks must be
-/// usable from that thread. For each allocation the order is exactly
+/// one handle run one at a time, in order: on the handle's callback thread,
+/// never on the thread that called `minishard_join`
+/// (`MINISHARD_DISPATCH_THREAD`); or on the host's thread
+/// (`MINISHARD_DISPATCH_HOST`): `nodes` and `shard_count` inside
+/// `minishard_join`, the others inside `minishard_dispatch` (or
+/// `minishard_leave` / `minishard_cluster_free`). So `user_data` and the
+/// callbacks must be usable from that thread. For each allocation the order is exactly
 /// `allocated`, then any number of `score`/`prolonged`, then one
 /// `deallocated`; a node holds at most one allocation at a time.
 ///
@@ -99,11 +102,16 @@ pub unsafe extern "C" fn minishard_node_list_push(
 /// `score` loses the conflict; other failures are logged and the engine
 /// goes on.
 ///
-/// Zero-initialise the struct (`minishard_callbacks cb = {0};` or designated
-/// initialisers) so that fields added in later versions stay NULL.
+/// It grows by the header's rule for growing structs: start from
+/// `minishard_callbacks cb = { .struct_size = sizeof cb };` (or
+/// `= {0}` and set `struct_size`), so that fields you do not set are NULL.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct minishard_callbacks {
+    /// Required: `sizeof(minishard_callbacks)` as your header declares it.
+    /// Fields past it count as NULL, so a program built against an older
+    /// header keeps working with a newer library.
+    pub struct_size: usize,
     /// Passed back as the first argument of every callback. Owned by the
     /// handle once `minishard_join` is called (see `free_user_data`).
     pub user_data: *mut c_void,
@@ -194,13 +202,49 @@ pub struct minishard_callbacks {
             state: *mut *mut c_void,
         ) -> minishard_result_code,
     >,
+    /// With `log`: the most detailed `minishard_log_level` it gets
+    /// (`MINISHARD_LOG_WARN` is a good default). Ignored without `log`.
+    pub log_max_level: minishard_log_level_code,
+    /// Optional (may be NULL). This handle's own log callback: its lines
+    /// (its join, peers, refusals, failed callbacks, leave) go here instead
+    /// of the process-wide callback of `minishard_set_log_callback`, with
+    /// `user_data`. Unlike the callbacks above it runs on whichever thread
+    /// logs, possibly while another callback of this handle runs, so
+    /// `user_data` must allow that; return quickly. It is called from
+    /// `minishard_join` until `minishard_cluster_free` returns, and
+    /// `free_user_data` runs after its last call. See
+    /// `minishard_log_callback` for what a line holds.
+    pub log: minishard_log_callback,
+}
+
+// SAFETY: repr(C), `struct_size` first, all-zero is valid (NULL pointers,
+// None for every callback); the boundaries are its fields' offsets.
+unsafe impl crate::growing::GrowingStruct for minishard_callbacks {
+    const NAME: &'static str = "minishard_callbacks";
+    const BOUNDARIES: &'static [usize] = crate::growing::boundaries!(minishard_callbacks;
+        user_data, nodes, shard_count, allocated, score, prolonged, deallocated,
+        status_changed, free_user_data, allocated_with_epoch, log_max_level, log);
+    /// The first version with `struct_size` (0.1.0) ends with
+    /// `allocated_with_epoch`.
+    const MIN_SIZE: usize = std::mem::offset_of!(minishard_callbacks, allocated_with_epoch)
+        + std::mem::size_of::<usize>();
 }
 
 /// `user_data` and its destructor: frees it exactly once, when dropped.
+/// Shared by the callbacks and the handle's log sink, so it goes when both
+/// have.
 struct UserData {
     ptr: *mut c_void,
     free: Option<unsafe extern "C" fn(*mut c_void)>,
 }
+
+// SAFETY: a pointer the application hands only to its own callbacks, on
+// the threads the header allows for each (any thread for `log`), and a
+// destructor called once, from whichever thread drops the last owner (the
+// header says: inside `minishard_join` or `minishard_cluster_free`).
+unsafe impl Send for UserData {}
+// SAFETY: as above; the struct itself is never written after creation.
+unsafe impl Sync for UserData {}
 
 impl Drop for UserData {
     fn drop(&mut self) {
@@ -258,7 +302,7 @@ enum Allocate {
 
 /// The C application behind one handle.
 pub(crate) struct CApp {
-    user_data: UserData,
+    user_data: Arc<UserData>,
     nodes: NodesFn,
     shard_count: ShardCountFn,
     allocated: Allocate,
@@ -289,7 +333,7 @@ unsafe impl Send for CState {}
 /// A join's callbacks taken over from C: `user_data` is owned from here on,
 /// even if the callbacks turn out to be incomplete.
 pub(crate) struct Taken {
-    user_data: UserData,
+    user_data: Arc<UserData>,
     cb: minishard_callbacks,
 }
 
@@ -297,16 +341,31 @@ impl Taken {
     /// Takes ownership of `cb.user_data`.
     pub(crate) fn new(cb: &minishard_callbacks) -> Taken {
         Taken {
-            user_data: UserData {
+            user_data: Arc::new(UserData {
                 ptr: cb.user_data,
                 free: cb.free_user_data,
-            },
+            }),
             cb: minishard_callbacks {
                 user_data: cb.user_data,
                 free_user_data: None,
                 ..*cb
             },
         }
+    }
+
+    /// The handle's own log sink, if `log` is set; it shares `user_data`.
+    pub(crate) fn log_sink(&self) -> Result<Option<Sink>, Failure> {
+        self.cb
+            .log
+            .map(|log| {
+                Sink::for_handle(
+                    log,
+                    self.cb.user_data,
+                    self.cb.log_max_level,
+                    self.user_data.clone(),
+                )
+            })
+            .transpose()
     }
 
     /// Checks that every required callback is there.

@@ -32,12 +32,41 @@ pub struct minishard_cluster {
     /// Set once `minishard_leave` has returned: lookups answer
     /// `MINISHARD_CLOSED` rather than a frozen view.
     left: AtomicBool,
+    /// Marks what this handle logs on the caller's threads (dispatch,
+    /// leave), so its lines reach its own log callback.
+    pub(crate) span: tracing::Span,
+}
+
+impl minishard_cluster {
+    /// Ends a handle: the Rust `Cluster` leaves (unless `crash` says it is
+    /// already stopped) and stops the engine, its lines still reaching the
+    /// handle's log callback; then nothing of it logs any more, and its log
+    /// sink (with it the last hold on user_data) goes.
+    pub(crate) fn end(self: Box<Self>, crash: bool) {
+        let (id, span) = (self.id, self.span.clone());
+        span.in_scope(|| {
+            #[cfg(feature = "testing")]
+            if crash {
+                self.cluster.crash();
+            }
+            #[cfg(not(feature = "testing"))]
+            let _ = crash;
+            drop(self);
+        });
+        crate::log::detach_handle(id);
+    }
 }
 
 /// Counters since join (DESIGN.md section 4).
+///
+/// It grows by the header's rule for growing structs: set `struct_size`
+/// before `minishard_get_stats` (`minishard_stats s = { .struct_size =
+/// sizeof s };`); the library fills only the counters that fit in it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct minishard_stats {
+    /// Required: `sizeof(minishard_stats)` as your header declares it.
+    pub struct_size: usize,
     /// `allocated` callbacks that returned successfully.
     pub allocations: u64,
     /// `deallocated` callbacks sent.
@@ -58,9 +87,21 @@ pub struct minishard_stats {
     pub heartbeat_rtt_micros: u64,
 }
 
+// SAFETY: repr(C), `struct_size` first, all-zero is valid (integers); the
+// boundaries are its fields' offsets.
+unsafe impl crate::growing::GrowingStruct for minishard_stats {
+    const NAME: &'static str = "minishard_stats";
+    const BOUNDARIES: &'static [usize] = crate::growing::boundaries!(minishard_stats;
+        allocations, deallocations, conflicts_resolved, failed_callbacks, ignored_messages,
+        reconnects, refused_handshakes, protocol_errors, heartbeat_rtt_micros);
+    /// Any size that holds `struct_size`: the library writes what fits.
+    const MIN_SIZE: usize = std::mem::size_of::<usize>();
+}
+
 impl From<Stats> for minishard_stats {
     fn from(s: Stats) -> minishard_stats {
         minishard_stats {
+            struct_size: std::mem::size_of::<minishard_stats>(),
             allocations: s.allocations,
             deallocations: s.deallocations,
             conflicts_resolved: s.conflicts_resolved,
@@ -107,7 +148,9 @@ fn open(handle: &minishard_cluster) -> Outcome {
 /// Joins `cluster` as the node configured in `cfg`, with the application's
 /// callbacks `cb`, and stores the new handle in `*out`.
 ///
-/// Calls `nodes` and `shard_count` (on a thread of its own), checks their
+/// Calls `nodes` and `shard_count` (with `MINISHARD_DISPATCH_THREAD` on a
+/// thread of its own; with `MINISHARD_DISPATCH_HOST` on the calling thread,
+/// so a single-threaded host can call it synchronously), checks their
 /// answers and the configuration together, binds the listener and starts
 /// the engine; it does not wait for the cluster to be available (see
 /// `minishard_wait_until`). `cfg` and `cb` are copied: free or reuse them
@@ -118,7 +161,9 @@ fn open(handle: &minishard_cluster) -> Outcome {
 /// `free_user_data` has been called before `minishard_join` returns.
 ///
 /// Errors: `MINISHARD_INVALID_ARGUMENT` (a NULL pointer, a non-UTF-8 or
-/// empty `cluster`, a required callback missing), `MINISHARD_CONFIG` (a bad
+/// empty `cluster`, a required callback missing, a `cb->struct_size` not
+/// set or from a newer header with fields this library does not know, a
+/// `log_max_level` that is not a level), `MINISHARD_CONFIG` (a bad
 /// setting; `shard_count` <= 0, above `UINT32_MAX` or above the number of
 /// members; a member address that does not parse; this node missing from
 /// the member list), `MINISHARD_IO` (e.g. the listen address is in use),
@@ -133,8 +178,9 @@ fn open(handle: &minishard_cluster) -> Outcome {
 /// # Safety
 ///
 /// `cluster`: NULL or a NUL-terminated string; `cfg`: NULL or a live
-/// configuration; `cb`: NULL or a readable `minishard_callbacks` whose
-/// function pointers are NULL or valid functions of the matching types;
+/// configuration; `cb`: NULL or a `minishard_callbacks` readable for its
+/// `struct_size` bytes, whose function pointers are NULL or valid functions
+/// of the matching types;
 /// `out`: NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn minishard_join(
@@ -149,25 +195,40 @@ pub unsafe extern "C" fn minishard_join(
         if let Ok(out) = out.as_mut() {
             **out = std::ptr::null_mut();
         }
-        // SAFETY: NULL or readable, by the caller's contract.
-        let cb = unsafe { ref_arg(cb, "cb") }?;
+        if cb.is_null() {
+            return Err(Failure::invalid("cb is NULL"));
+        }
+        // SAFETY: readable for its struct_size, by the caller's contract.
+        let (cb, layout) = unsafe { crate::growing::read_in(cb) };
         // From here on user_data is ours: every early return frees it.
-        let taken = Taken::new(cb);
+        let taken = Taken::new(&cb);
+        layout?;
         let out = out?;
         // SAFETY: NULL or NUL-terminated, by the caller's contract.
         let name = unsafe { str_arg(cluster, "cluster") }?;
         // SAFETY: NULL or live, by the caller's contract.
         let cfg = unsafe { ref_arg(cfg, "cfg") }?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let log = taken.log_sink()?;
         let app = taken.into_app(name, id)?;
         let bad_answer = app.bad_answer.clone();
         let config = cfg.config.clone();
         let dispatch = config.dispatch;
+        if let Some(log) = log {
+            crate::log::attach_handle(id, log)?;
+        }
+        // Everything the join starts (the engine's and the callback
+        // threads) runs inside the handle's span.
+        let span = crate::log::handle_span(id);
         // The engine's threads inherit this thread's signal mask: start them
         // with SIGPIPE blocked (see signals.rs), then restore ours.
         let sigpipe = crate::signals::SigpipeBlocked::new();
-        let joined = Cluster::join(name, app, config);
+        let joined = span.in_scope(|| Cluster::join(name, app, config));
         drop(sigpipe);
+        if joined.is_err() {
+            // The callbacks are gone; this frees user_data.
+            crate::log::detach_handle(id);
+        }
         let cluster = joined.map_err(|error| {
             let bad = bad_answer.lock().unwrap_or_else(|p| p.into_inner()).take();
             match (&error, bad) {
@@ -183,6 +244,7 @@ pub unsafe extern "C" fn minishard_join(
             id,
             dispatch,
             left: AtomicBool::new(false),
+            span,
         }));
         Ok(())
     })
@@ -209,7 +271,7 @@ pub unsafe extern "C" fn minishard_leave(cluster: *mut minishard_cluster) -> min
         // SAFETY: NULL or live, by the caller's contract.
         let handle = unsafe { handle(cluster) }?;
         not_from_own_callback(handle, "minishard_leave")?;
-        handle.cluster.leave()?;
+        handle.span.in_scope(|| handle.cluster.leave())?;
         handle.left.store(true, Ordering::Release);
         Ok(())
     })
@@ -242,8 +304,8 @@ pub unsafe extern "C" fn minishard_cluster_free(cluster: *mut minishard_cluster)
         // SAFETY: the pointer came from `Box::into_raw` in `minishard_join`
         // and is freed once, by the caller's contract. Dropping the Rust
         // `Cluster` leaves and stops the engine; the engine then drops the
-        // callbacks, which frees user_data.
-        drop(unsafe { Box::from_raw(cluster) });
+        // callbacks, and `end` the log sink, which frees user_data.
+        unsafe { Box::from_raw(cluster) }.end(false);
     })
 }
 
@@ -276,39 +338,117 @@ pub unsafe extern "C" fn minishard_get_node(
     len: usize,
     written: *mut usize,
 ) -> minishard_result {
+    // SAFETY: the caller's contract is `owner_into`'s.
+    call(|| unsafe { owner_into(cluster, shard, buf, len, written, None) })
+}
+
+/// The owner of `shard` and its allocation's epoch: the address goes into
+/// `buf` exactly as `minishard_get_node` writes it (same `*written`,
+/// `MINISHARD_BUFFER_TOO_SMALL` and `MINISHARD_NOT_FOUND` conventions), the
+/// epoch into `*epoch` (0 when there is no owner). The epoch is the one the
+/// owner's `allocated_with_epoch` got: compare it with the epoch a write
+/// carries to fence out a stale owner.
+///
+/// Errors: as `minishard_get_node`; `MINISHARD_INVALID_ARGUMENT` also for a
+/// NULL `epoch`. Any thread; no lock, no allocation.
+///
+/// # Safety
+///
+/// `cluster`: NULL or a live handle; `buf`: NULL or `len` writable bytes;
+/// `written`, `epoch`: NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_get_owner(
+    cluster: *const minishard_cluster,
+    shard: u32,
+    buf: *mut c_char,
+    len: usize,
+    written: *mut usize,
+    epoch: *mut u64,
+) -> minishard_result {
+    call(|| {
+        // SAFETY: NULL or writable, by the caller's contract.
+        let epoch = unsafe { mut_arg(epoch, "epoch") }?;
+        *epoch = 0;
+        // SAFETY: the caller's contract is `owner_into`'s.
+        unsafe { owner_into(cluster, shard, buf, len, written, Some(epoch)) }
+    })
+}
+
+/// `minishard_get_node` and `minishard_get_owner`.
+///
+/// # Safety
+///
+/// `cluster`: NULL or a live handle; `buf`: NULL or `len` writable bytes;
+/// `written`: NULL or writable.
+unsafe fn owner_into(
+    cluster: *const minishard_cluster,
+    shard: u32,
+    buf: *mut c_char,
+    len: usize,
+    written: *mut usize,
+    epoch: Option<&mut u64>,
+) -> Outcome {
+    // SAFETY: NULL or live, by the caller's contract.
+    let handle = unsafe { handle(cluster) }?;
+    open(handle)?;
+    // Copy the owner's address while it is borrowed from the snapshot: no
+    // reference count is touched, so concurrent lookups of the same owner do
+    // not contend on one cache line.
+    let filled = handle.cluster.with_owner(shard, |owner| {
+        owner.map(|owner| {
+            if let Some(epoch) = epoch {
+                *epoch = owner.epoch;
+            }
+            // SAFETY: `buf`/`len`/`written` as the caller's contract says.
+            unsafe { fill(owner.node.as_str().as_bytes(), buf, len, written) }
+        })
+    });
+    if let Some(filled) = filled {
+        return filled;
+    }
+    // SAFETY: NULL or writable, by the caller's contract.
+    if let Ok(written) = unsafe { mut_arg(written, "written") } {
+        *written = 0;
+    }
+    if !buf.is_null() && len > 0 {
+        // SAFETY: `buf` has `len` > 0 writable bytes.
+        unsafe { *buf = 0 };
+    }
+    let shard_count = handle.cluster.shard_count();
+    if shard >= shard_count {
+        return Err(Failure::invalid(format_args!(
+            "shard {shard} does not exist: the cluster keeps {shard_count} shards, 0 to {}",
+            shard_count.saturating_sub(1)
+        )));
+    }
+    Err(Failure::new(
+        minishard_result::MINISHARD_NOT_FOUND,
+        format_args!("shard {shard} has no owner in this node's view"),
+    ))
+}
+
+/// The number of shards the cluster keeps, into `*out`: what `shard_count`
+/// answered at join (an observer learns it from the members; 0 until then).
+/// Shards are numbered 0 to `*out` - 1.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for NULL. Still answers after
+/// leave. Any thread; no lock.
+///
+/// # Safety
+///
+/// `cluster`: NULL or a live handle; `out`: NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_shard_count(
+    cluster: *const minishard_cluster,
+    out: *mut u32,
+) -> minishard_result {
     call(|| {
         // SAFETY: NULL or live, by the caller's contract.
         let handle = unsafe { handle(cluster) }?;
-        open(handle)?;
-        // Copy the owner's address while it is borrowed from the snapshot:
-        // no reference count is touched, so concurrent lookups of the same
-        // owner do not contend on one cache line.
-        let filled = handle.cluster.with_node(shard, |node| {
-            // SAFETY: `buf`/`len`/`written` as the caller's contract says.
-            node.map(|node| unsafe { fill(node.as_str().as_bytes(), buf, len, written) })
-        });
-        if let Some(filled) = filled {
-            return filled;
-        }
         // SAFETY: NULL or writable, by the caller's contract.
-        if let Ok(written) = unsafe { mut_arg(written, "written") } {
-            *written = 0;
-        }
-        if !buf.is_null() && len > 0 {
-            // SAFETY: `buf` has `len` > 0 writable bytes.
-            unsafe { *buf = 0 };
-        }
-        let shard_count = handle.cluster.snapshot().shard_count;
-        if shard >= shard_count {
-            return Err(Failure::invalid(format_args!(
-                "shard {shard} does not exist: the cluster keeps {shard_count} shards, 0 to {}",
-                shard_count.saturating_sub(1)
-            )));
-        }
-        Err(Failure::new(
-            minishard_result::MINISHARD_NOT_FOUND,
-            format_args!("shard {shard} has no owner in this node's view"),
-        ))
+        let out = unsafe { mut_arg(out, "out") }?;
+        *out = handle.cluster.shard_count();
+        Ok(())
     })
 }
 
@@ -450,13 +590,17 @@ pub unsafe extern "C" fn minishard_status_json(
     })
 }
 
-/// The counters since join, into `*out`. Still answers after leave.
+/// The counters since join, into `*out`, whose `struct_size` says how many
+/// of them it has room for (see `minishard_stats`). Still answers after
+/// leave.
 ///
-/// Errors: `MINISHARD_INVALID_ARGUMENT` for NULL. Any thread; no lock.
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for NULL or an `out->struct_size`
+/// smaller than `sizeof(size_t)` (e.g. not set). Any thread; no lock.
 ///
 /// # Safety
 ///
-/// `cluster`: NULL or a live handle; `out`: NULL or writable.
+/// `cluster`: NULL or a live handle; `out`: NULL or a `minishard_stats`
+/// writable for its `struct_size` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn minishard_get_stats(
     cluster: *const minishard_cluster,
@@ -465,10 +609,12 @@ pub unsafe extern "C" fn minishard_get_stats(
     call(|| {
         // SAFETY: NULL or live, by the caller's contract.
         let handle = unsafe { handle(cluster) }?;
-        // SAFETY: NULL or writable, by the caller's contract.
-        let out = unsafe { mut_arg(out, "out") }?;
-        *out = handle.cluster.stats().into();
-        Ok(())
+        if out.is_null() {
+            return Err(Failure::invalid("out is NULL"));
+        }
+        let stats: minishard_stats = handle.cluster.stats().into();
+        // SAFETY: writable for its struct_size, by the caller's contract.
+        unsafe { crate::growing::write_out(&stats, out) }
     })
 }
 
@@ -534,7 +680,7 @@ pub unsafe extern "C" fn minishard_dispatch(
         }
         not_from_own_callback(handle, "minishard_dispatch")?;
         open(handle)?;
-        let count = handle.cluster.dispatch(max)?;
+        let count = handle.span.in_scope(|| handle.cluster.dispatch(max))?;
         if let Some(ran) = ran {
             *ran = count;
         }

@@ -1,16 +1,22 @@
-//! `minishard_set_log_callback`: the engine's log lines (`tracing` events)
-//! handed to the host, so that it owns logging (as rustls-ffi's log
-//! callback does). Without one, minishard logs nothing.
+//! The engine's log lines (`tracing` events) handed to the host, so that it
+//! owns logging (as rustls-ffi's log callback does): to the process-wide
+//! callback of `minishard_set_log_callback`, or, for a handle whose
+//! `minishard_callbacks.log` is set, to that one instead. Without a
+//! callback, minishard logs nothing.
 //!
 //! One process-wide subscriber is installed the first time a callback is
 //! set; it formats an event only when a callback wants its level, and
 //! prefixes it with the fields of the spans it happened in (the cluster and
-//! the node), so a line says which handle it is about.
+//! the node), so a line says which handle it is about. Each handle's work
+//! (its join, its engine and callback threads, dispatch, leave) runs inside
+//! a `minishard_handle` span carrying the handle's number: that is how a
+//! line finds its handle's callback.
 
+use std::collections::BTreeMap;
 use std::ffi::{c_char, c_void, CString};
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Once, RwLock};
+use std::sync::{Arc, Once, RwLock};
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
@@ -50,8 +56,9 @@ pub type minishard_log_level_code = u32;
 ///
 /// It runs on the thread that logged, often the engine's network thread:
 /// return quickly, do not block, and call no minishard function that waits
-/// (`minishard_leave`, `minishard_wait_until`, `minishard_cluster_free`,
-/// `minishard_dispatch`). It may run on several threads at once.
+/// or sets a log callback (`minishard_join`, `minishard_leave`,
+/// `minishard_wait_until`, `minishard_cluster_free`, `minishard_dispatch`,
+/// `minishard_set_log_callback`). It may run on several threads at once.
 pub type minishard_log_callback = Option<
     unsafe extern "C" fn(
         user_data: *mut c_void,
@@ -61,21 +68,120 @@ pub type minishard_log_callback = Option<
     ),
 >;
 
-struct Sink {
-    callback: unsafe extern "C" fn(*mut c_void, minishard_log_level, *const c_char, *const c_char),
+type LogFn = unsafe extern "C" fn(*mut c_void, minishard_log_level, *const c_char, *const c_char);
+
+/// Where lines go: a callback, its user_data, the most detailed level it
+/// wants, and (for a handle's) what keeps user_data alive until it goes.
+pub(crate) struct Sink {
+    callback: LogFn,
     user_data: *mut c_void,
+    max_level: u32,
+    _keep: Option<Arc<dyn Send + Sync>>,
 }
 
-// SAFETY: the header requires the callback and its user_data to be usable
-// from any thread, at once from several.
+// SAFETY: the header requires a log callback and its user_data to be
+// usable from any thread, at once from several.
 unsafe impl Send for Sink {}
 // SAFETY: as above.
 unsafe impl Sync for Sink {}
 
-static SINK: RwLock<Option<Sink>> = RwLock::new(None);
-/// The most detailed level wanted, 0 for none: checked before formatting.
+impl Sink {
+    /// A handle's sink; `keep` holds its user_data until the sink is gone.
+    pub(crate) fn for_handle(
+        callback: LogFn,
+        user_data: *mut c_void,
+        max_level: minishard_log_level_code,
+        keep: Arc<dyn Send + Sync>,
+    ) -> Result<Sink, Failure> {
+        check_level(max_level, "callbacks.log_max_level")?;
+        Ok(Sink {
+            callback,
+            user_data,
+            max_level,
+            _keep: Some(keep),
+        })
+    }
+}
+
+static GLOBAL: RwLock<Option<Sink>> = RwLock::new(None);
+/// The sinks of handles whose `log` is set, by handle number.
+static HANDLES: RwLock<BTreeMap<u64, Sink>> = RwLock::new(BTreeMap::new());
+/// The most detailed level any sink wants, 0 for none: checked before
+/// formatting.
 static MAX_LEVEL: AtomicU32 = AtomicU32::new(0);
 static INSTALL: Once = Once::new();
+
+fn check_level(max_level: u32, what: &str) -> Result<(), Failure> {
+    if !(1..=5).contains(&max_level) {
+        return Err(Failure::invalid(format_args!(
+            "{what} {max_level} is not a minishard_log_level (1 to 5)"
+        )));
+    }
+    Ok(())
+}
+
+/// Installs the subscriber that hands lines to the sinks, once.
+fn install() -> Result<(), Failure> {
+    let mut installed = true;
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::registry().with(ToCallback);
+        installed = tracing::subscriber::set_global_default(subscriber).is_ok();
+    });
+    if !installed {
+        return Err(Failure::new(
+            minishard_result::MINISHARD_CONFIG,
+            "another tracing subscriber is already installed in this process: it receives minishard's logs",
+        ));
+    }
+    Ok(())
+}
+
+fn update_max_level() {
+    let global = read(&GLOBAL).as_ref().map_or(0, |s| s.max_level);
+    let handles = read(&HANDLES)
+        .values()
+        .map(|s| s.max_level)
+        .max()
+        .unwrap_or(0);
+    MAX_LEVEL.store(global.max(handles), Ordering::Release);
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sends handle `id`'s lines to `sink` from now on.
+pub(crate) fn attach_handle(id: u64, sink: Sink) -> Result<(), Failure> {
+    install()?;
+    write(&HANDLES).insert(id, sink);
+    update_max_level();
+    Ok(())
+}
+
+/// Stops sending handle `id`'s lines anywhere but the global callback;
+/// waits for calls of its own callback to finish.
+pub(crate) fn detach_handle(id: u64) {
+    let sink = write(&HANDLES).remove(&id);
+    if sink.is_some() {
+        update_max_level();
+    }
+    // Dropped here, outside the lock: this may free the handle's user_data.
+    drop(sink);
+}
+
+/// The span that marks work of handle `id` (see the module's comment).
+pub(crate) fn handle_span(id: u64) -> tracing::Span {
+    tracing::info_span!(target: "minishard_ffi", HANDLE_SPAN, handle = id)
+}
+
+const HANDLE_SPAN: &str = "minishard_handle";
+
+/// A handle's number, kept on its span.
+struct HandleId(u64);
 
 fn level_of(level: Level) -> minishard_log_level {
     match level {
@@ -89,7 +195,8 @@ fn level_of(level: Level) -> minishard_log_level {
 
 /// Sets the process-wide log callback: `callback` gets every line of level
 /// `max_level` or more important (`MINISHARD_LOG_WARN` is a good default),
-/// with `user_data`. NULL stops logging. Replacing or clearing the callback
+/// with `user_data`, except the lines of handles that have a log callback
+/// of their own (`minishard_callbacks.log`). NULL stops logging. Replacing or clearing the callback
 /// waits for calls of the previous one to finish, so its `user_data` may be
 /// freed when this returns; minishard never frees it.
 ///
@@ -109,33 +216,17 @@ pub unsafe extern "C" fn minishard_set_log_callback(
     max_level: minishard_log_level_code,
 ) -> minishard_result {
     call(|| {
-        if !(1..=5).contains(&max_level) {
-            return Err(Failure::invalid(format_args!(
-                "max_level {max_level} is not a minishard_log_level (1 to 5)"
-            )));
-        }
-        let mut installed = true;
+        check_level(max_level, "max_level")?;
         if callback.is_some() {
-            INSTALL.call_once(|| {
-                let subscriber = tracing_subscriber::registry().with(ToCallback);
-                installed = tracing::subscriber::set_global_default(subscriber).is_ok();
-            });
+            install()?;
         }
-        if !installed {
-            return Err(Failure::new(
-                minishard_result::MINISHARD_CONFIG,
-                "another tracing subscriber is already installed in this process: it receives minishard's logs",
-            ));
-        }
-        let mut sink = SINK.write().unwrap_or_else(|p| p.into_inner());
-        *sink = callback.map(|callback| Sink {
+        *write(&GLOBAL) = callback.map(|callback| Sink {
             callback,
             user_data,
+            max_level,
+            _keep: None,
         });
-        MAX_LEVEL.store(
-            if sink.is_some() { max_level } else { 0 },
-            Ordering::Release,
-        );
+        update_max_level();
         Ok(())
     })
 }
@@ -189,6 +280,14 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for ToCallback {
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if attrs.metadata().name() == HANDLE_SPAN {
+            let mut handle = HandleNumber(None);
+            attrs.record(&mut handle);
+            if let (Some(number), Some(span)) = (handle.0, ctx.span(id)) {
+                span.extensions_mut().insert(HandleId(number));
+            }
+            return;
+        }
         let (mut message, mut rest) = (String::new(), String::new());
         attrs.record(&mut Fields {
             message: &mut message,
@@ -203,6 +302,26 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for ToCallback {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let level = *event.metadata().level();
         if !wanted(level) {
+            return;
+        }
+        let handle = ctx.event_scope(event).and_then(|scope| {
+            scope
+                .into_iter()
+                .find_map(|span| span.extensions().get::<HandleId>().map(|h| h.0))
+        });
+        let handles = read(&HANDLES);
+        let global;
+        let sink = match handle.and_then(|id| handles.get(&id)) {
+            Some(own) => own,
+            None => {
+                global = read(&GLOBAL);
+                match global.as_ref() {
+                    Some(global) => global,
+                    None => return,
+                }
+            }
+        };
+        if level_of(level) as u32 > sink.max_level {
             return;
         }
         let mut line = String::new();
@@ -222,19 +341,30 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for ToCallback {
         line.push_str(&rest);
         let message = CString::new(line.replace('\0', " ")).unwrap_or_default();
         let target = CString::new(event.metadata().target()).unwrap_or_default();
-        let sink = SINK.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(sink) = sink.as_ref() {
-            // SAFETY: a callback the application set, with its user_data,
-            // callable from any thread (header contract); both strings live
-            // through the call.
-            unsafe {
-                (sink.callback)(
-                    sink.user_data,
-                    level_of(level),
-                    target.as_ptr(),
-                    message.as_ptr(),
-                )
-            };
+        // SAFETY: a callback the application set, with its user_data,
+        // callable from any thread (header contract); both strings live
+        // through the call, and the sink (and with it user_data) cannot go
+        // while the read lock is held.
+        unsafe {
+            (sink.callback)(
+                sink.user_data,
+                level_of(level),
+                target.as_ptr(),
+                message.as_ptr(),
+            )
+        };
+    }
+}
+
+/// Reads the `handle` field of a handle's span.
+struct HandleNumber(Option<u64>);
+
+impl Visit for HandleNumber {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "handle" {
+            self.0 = Some(value);
         }
     }
+
+    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
 }

@@ -92,8 +92,7 @@ pub unsafe extern "C" fn minishard_testing_crash(cluster: *mut minishard_cluster
         }
         // SAFETY: from `Box::into_raw` in `minishard_join`, freed once, by
         // the caller's contract.
-        let handle = unsafe { Box::from_raw(cluster) };
-        handle.cluster.crash();
+        unsafe { Box::from_raw(cluster) }.end(true);
     })
 }
 

@@ -13,10 +13,11 @@ use crate::runtime::Engine;
 
 /// The application's side of a cluster (DESIGN.md 3).
 ///
-/// Callbacks of one handle run one at a time, in order, on the handle's
-/// callback thread (or inside [`Cluster::dispatch`] with
-/// [`crate::Dispatch::Host`]), never on the thread that called
-/// [`Cluster::join`]. For each allocation the order is exactly `allocated`,
+/// Callbacks of one handle run one at a time, in order: on the handle's
+/// callback thread, never on the thread that called [`Cluster::join`]; or,
+/// with [`crate::Dispatch::Host`], on the host's thread: `nodes` and
+/// `shard_count` inside [`Cluster::join`], the rest inside
+/// [`Cluster::dispatch`] (or `leave`). For each allocation the order is exactly `allocated`,
 /// then any number of `score`/`prolonged`, then one `deallocated`.
 ///
 /// A callback that returns an error or panics does not stop the engine: a
@@ -109,7 +110,8 @@ pub struct Stats {
 impl Cluster {
     /// Joins `cluster` as the node configured in `config`.
     ///
-    /// Calls `nodes` and `shard_count` (on a thread of its own), checks their
+    /// Calls `nodes` and `shard_count` (on a thread of its own; with
+    /// [`crate::Dispatch::Host`] on the calling thread), checks their
     /// answers and the configuration together, binds the listener and starts
     /// the engine. On any error nothing is left running.
     pub fn join<C: Callbacks>(
@@ -158,6 +160,12 @@ impl Cluster {
     pub fn with_node<T>(&self, shard: Shard, f: impl FnOnce(Option<&NodeId>) -> T) -> T {
         self.engine
             .with_snapshot(|s| f(s.owner(shard).map(|o| &o.node)))
+    }
+
+    /// Calls `f` with the owner of `shard` and its allocation's epoch,
+    /// borrowed from the snapshot like [`Cluster::with_node`].
+    pub fn with_owner<T>(&self, shard: Shard, f: impl FnOnce(Option<&Owner>) -> T) -> T {
+        self.engine.with_snapshot(|s| f(s.owner(shard)))
     }
 
     /// The owner of every shard.
@@ -234,18 +242,22 @@ impl Cluster {
         self.engine.event_fd()
     }
 
-    /// Fault injection for tests: drops all traffic to and from `peer`, as a
-    /// cut cable would, until [`Cluster::heal`].
+    /// Fault injection for tests, only with the `testing` feature: drops
+    /// all traffic to and from `peer`, as a cut cable would, until
+    /// [`Cluster::heal`].
+    #[cfg(feature = "testing")]
     pub fn cut(&self, peer: &NodeId) {
         self.engine.faults().cut(peer);
     }
 
     /// Fault injection for tests: restores traffic with `peer`.
+    #[cfg(feature = "testing")]
     pub fn heal(&self, peer: &NodeId) {
         self.engine.faults().heal(peer);
     }
 
     /// Fault injection for tests: restores traffic with every peer.
+    #[cfg(feature = "testing")]
     pub fn heal_all(&self) {
         self.engine.faults().heal_all();
     }
@@ -253,6 +265,7 @@ impl Cluster {
     /// Fault injection for tests: stops the engine at once, as if the
     /// process died: no callback, no goodbye, connections just close. The
     /// handle stays, closed.
+    #[cfg(feature = "testing")]
     pub fn crash(&self) {
         self.engine.crash();
     }

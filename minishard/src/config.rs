@@ -25,9 +25,11 @@ pub enum Dispatch {
     /// On a callback thread of the handle's own (the default).
     #[default]
     Thread,
-    /// Only inside [`crate::Cluster::dispatch`], on the caller's thread; the
-    /// descriptor from [`crate::Cluster::event_fd`] becomes readable when
-    /// callbacks are pending.
+    /// On the host's thread: `nodes` and `shard_count` inside
+    /// [`crate::Cluster::join`], the others only inside
+    /// [`crate::Cluster::dispatch`] (and `leave`); the descriptor from
+    /// [`crate::Cluster::event_fd`] becomes readable when callbacks are
+    /// pending.
     Host,
 }
 

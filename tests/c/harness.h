@@ -367,6 +367,7 @@ static inline void app_free(void *user_data) {
 static inline minishard_callbacks app_callbacks(app *a) {
     minishard_callbacks cb;
     memset(&cb, 0, sizeof cb);
+    cb.struct_size = sizeof cb;
     cb.user_data = a;
     cb.nodes = app_nodes;
     cb.shard_count = app_shard_count;
@@ -520,11 +521,6 @@ static inline void local_stop_first(local *l, size_t apps) {
 /* local_stop_first for a cluster wholly in this process. */
 static inline void local_stop(local *l) { local_stop_first(l, l->n); }
 
-/* Node i dies without a word (its app is kept for inspection). */
-static inline void local_crash(local *l, size_t i) {
-    minishard_testing_crash(l->nodes[i]);
-    l->nodes[i] = NULL;
-}
 
 /* Which node index owns `shard` in node `viewer`'s view, or -1. */
 static inline int local_owner(local *l, size_t viewer, uint32_t shard) {
@@ -581,6 +577,15 @@ static inline int local_converged(local *l, uint32_t shards, double timeout_ms) 
     return 0;
 }
 
+#ifdef MINISHARD_TESTING
+/* Fault injection: only with a library built with the `testing` feature. */
+
+/* Node i dies without a word (its app is kept for inspection). */
+static inline void local_crash(local *l, size_t i) {
+    minishard_testing_crash(l->nodes[i]);
+    l->nodes[i] = NULL;
+}
+
 /* Cuts every link between groups a and b, both ways. */
 static inline void local_split(local *l, const size_t *a, size_t na, const size_t *b,
                         size_t nb) {
@@ -599,5 +604,6 @@ static inline void local_heal(local *l) {
         if (l->nodes[i]) CHECK_RC(minishard_testing_heal_all(l->nodes[i]), MINISHARD_OK);
     }
 }
+#endif /* MINISHARD_TESTING */
 
 #endif /* MINISHARD_TEST_HARNESS_H */

@@ -3,7 +3,11 @@
  * callback thread: convergence, get_node agreement, failover after a crash
  * (with lookups hammered from other threads meanwhile), graceful leave,
  * a split whose heal is resolved by score, and failing allocated callbacks.
+ *
+ * It crashes and splits nodes with the minishard_testing_* functions, so it
+ * links a library built with the cargo feature `testing`.
  */
+#define MINISHARD_TESTING
 #include "harness.h"
 
 /* DESIGN.md 7.1's bound, with room for a loaded machine. */
@@ -38,7 +42,7 @@ static void four_nodes_two_shards_converge_and_agree_on_owners(void) {
         uint32_t shard = 99;
         uint64_t epoch = 0;
         minishard_result rc = minishard_my_shard(l.nodes[i], &shard, &epoch);
-        minishard_stats stats;
+        minishard_stats stats = {.struct_size = sizeof stats};
         if ((int)i == owner0 || (int)i == owner1) {
             CHECK(rc == MINISHARD_OK);
             CHECK(shard == ((int)i == owner0 ? 0u : 1u));
@@ -287,7 +291,7 @@ static void failed_allocated_callbacks_release_the_shard_and_it_lands_elsewhere(
     for (i = 0; i < n; i++) REQUIRE(local_join(&l, i));
     CHECK(local_converged(&l, 1, 4 * BOUND_MS));
     for (i = 0; i < n; i++) {
-        minishard_stats stats;
+        minishard_stats stats = {.struct_size = sizeof stats};
         size_t e;
         failed += app_count(&l.apps[i], EV_ALLOCATION_FAILED);
         CHECK_RC(minishard_get_stats(l.nodes[i], &stats), MINISHARD_OK);

@@ -3,6 +3,10 @@
  * addresses, limits out of range, zero/negative/huge shard counts, failing
  * callbacks, small buffers, calls after leave and calls from inside a
  * callback; and that user_data is freed exactly once on every path.
+ *
+ * Built twice: with MINISHARD_TESTING against the library with the test
+ * hooks (their errors too), and without it against the static release
+ * library.
  */
 #include "harness.h"
 
@@ -323,7 +327,7 @@ static void null_handles_are_refused(void) {
     size_t written;
     uint32_t shard;
     uint64_t epoch;
-    minishard_stats stats;
+    minishard_stats stats = {.struct_size = sizeof stats};
     CHECK_RC(minishard_get_node(NULL, 0, buf, sizeof buf, &written), MINISHARD_INVALID_ARGUMENT);
     CHECK(last_error_mentions("cluster is NULL"));
     CHECK_RC(minishard_my_shard(NULL, &shard, &epoch), MINISHARD_INVALID_ARGUMENT);
@@ -336,11 +340,13 @@ static void null_handles_are_refused(void) {
     CHECK_RC(minishard_dispatch(NULL, 1, &written), MINISHARD_INVALID_ARGUMENT);
     CHECK(minishard_event_fd(NULL) == -1);
     CHECK_RC(minishard_leave(NULL), MINISHARD_INVALID_ARGUMENT);
-    CHECK_RC(minishard_testing_cut(NULL, "127.0.0.1:1"), MINISHARD_INVALID_ARGUMENT);
-    CHECK_RC(minishard_testing_heal_all(NULL), MINISHARD_INVALID_ARGUMENT);
     CHECK_RC(minishard_node_list_push(NULL, "127.0.0.1:1"), MINISHARD_INVALID_ARGUMENT);
     minishard_cluster_free(NULL);
+#ifdef MINISHARD_TESTING
+    CHECK_RC(minishard_testing_cut(NULL, "127.0.0.1:1"), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_testing_heal_all(NULL), MINISHARD_INVALID_ARGUMENT);
     minishard_testing_crash(NULL);
+#endif
 }
 
 static void a_live_handle_checks_buffers_shards_and_modes_then_closes(void) {
@@ -399,9 +405,11 @@ static void a_live_handle_checks_buffers_shards_and_modes_then_closes(void) {
     CHECK_RC(minishard_wait_until(l.nodes[0], (minishard_health)9, 10), MINISHARD_INVALID_ARGUMENT);
     CHECK_RC(minishard_wait_until(l.nodes[0], MINISHARD_HEALTH_DEGRADED, 30), MINISHARD_TIMEOUT);
     CHECK(last_error_mentions("it is available"));
+#ifdef MINISHARD_TESTING
     /* Fault injection refuses what is not an address. */
     CHECK_RC(minishard_testing_cut(l.nodes[0], "no-port"), MINISHARD_CONFIG);
     CHECK_RC(minishard_testing_heal(l.nodes[0], NULL), MINISHARD_INVALID_ARGUMENT);
+#endif
 
     /* Leave, twice; then the live view is closed. */
     CHECK_RC(minishard_leave(l.nodes[0]), MINISHARD_OK);
@@ -637,6 +645,97 @@ static void a_log_callback_hears_joins_and_failed_callbacks(void) {
     pthread_mutex_destroy(&log.lock);
 }
 
+/* An app that also keeps its handle's own log lines. */
+typedef struct {
+    app base; /* first: the app callbacks see an app */
+    log_lines log;
+} logging_app;
+
+static void collect_own(void *user_data, minishard_log_level level, const char *target,
+                        const char *message) {
+    collect(&((logging_app *)user_data)->log, level, target, message);
+}
+
+static int log_count(log_lines *log) {
+    int n;
+    pthread_mutex_lock(&log->lock);
+    n = (int)log->count;
+    pthread_mutex_unlock(&log->lock);
+    return n;
+}
+
+static void a_handles_own_log_callback_gets_its_lines_and_the_global_one_the_rest(void) {
+    static log_lines global; /* static: it must outlive any late log line */
+    static logging_app own;
+    local l; /* node 0 logs to its own callback, node 1 to the global one */
+    minishard_callbacks cb;
+    minishard_config *cfg;
+    int own_lines;
+    size_t i;
+    memset(&global, 0, sizeof global);
+    pthread_mutex_init(&global.lock, NULL);
+    memset(&own, 0, sizeof own);
+    pthread_mutex_init(&own.log.lock, NULL);
+    CHECK_RC(minishard_set_log_callback(collect, &global, MINISHARD_LOG_INFO), MINISHARD_OK);
+    memset(&l, 0, sizeof l);
+    l.n = 2;
+    l.dispatch = MINISHARD_DISPATCH_THREAD;
+    REQUIRE(free_addresses(2, l.addrs));
+    l.members[0] = l.addrs[0];
+    l.members[1] = l.addrs[1];
+    app_init(&own.base, &l.members[0], 1, 1);
+    app_init(&l.apps[1], &l.members[1], 1, 1);
+    own.base.fail_allocations = 1; /* a warning on each side */
+    l.apps[1].fail_allocations = 1;
+
+    cfg = fast_config(l.addrs[0], MINISHARD_DISPATCH_THREAD);
+    REQUIRE(cfg != NULL);
+    cb = app_callbacks(&own.base);
+    cb.user_data = &own;
+    cb.log = collect_own;
+    cb.log_max_level = 9; /* not a level */
+    CHECK_RC(minishard_join("own-log", cfg, &cb, &l.nodes[0]), MINISHARD_INVALID_ARGUMENT);
+    CHECK(last_error_mentions("log_max_level 9"));
+    CHECK(own.base.freed == 1);
+    cb.log_max_level = MINISHARD_LOG_INFO;
+    own.base.freed = 0;
+    REQUIRE_OK(minishard_join("own-log", cfg, &cb, &l.nodes[0]));
+    minishard_config_free(cfg);
+    snprintf(l.name, sizeof l.name, "global-log");
+    REQUIRE(local_join(&l, 1));
+    for (i = 0; i < 2; i++) {
+        CHECK_RC(minishard_wait_until(l.nodes[i], MINISHARD_HEALTH_AVAILABLE, 10000 * time_scale()),
+                 MINISHARD_OK);
+    }
+    minishard_cluster_free(l.nodes[0]);
+    l.nodes[0] = NULL;
+    own_lines = log_count(&own.log);
+    CHECK(own.base.freed == 1);
+    minishard_cluster_free(l.nodes[1]);
+    l.nodes[1] = NULL;
+    CHECK(l.apps[1].freed == 1);
+    CHECK_RC(minishard_set_log_callback(NULL, NULL, MINISHARD_LOG_TRACE), MINISHARD_OK);
+
+    /* Each handle's join and failed allocated went to its own place... */
+    CHECK(log_find(&own.log, "joined", "own-log") >= 0);
+    CHECK(log_find(&own.log, "callback failed", "cluster=own-log") >= 0);
+    CHECK(log_find(&global, "joined", "global-log") >= 0);
+    CHECK(log_find(&global, "callback failed", "cluster=global-log") >= 0);
+    /* ...and only there; its leave too, before free_user_data. */
+    CHECK(log_find(&own.log, "global-log", "") < 0);
+    CHECK(log_find(&global, "own-log", "") < 0);
+    CHECK(log_find(&own.log, "left", "") >= 0);
+    CHECK(log_count(&own.log) == own_lines);
+    if (test_failures) {
+        for (i = 0; i < own.log.count; i++) fprintf(stderr, "    own: %s\n", own.log.lines[i]);
+        for (i = 0; i < global.count; i++) fprintf(stderr, "    global: %s\n", global.lines[i]);
+    }
+    app_destroy(&own.base);
+    app_destroy(&l.apps[1]);
+    pthread_mutex_destroy(&own.log.lock);
+    pthread_mutex_destroy(&global.lock);
+}
+
 int main(void) {
     RUN(result_names_and_version);
     RUN(last_error_is_per_thread_and_truncates);
@@ -650,5 +749,6 @@ int main(void) {
     RUN(a_callback_cannot_leave_dispatch_wait_on_or_free_its_own_handle);
     RUN(the_engine_threads_block_sigpipe_and_the_hosts_do_not);
     RUN(a_log_callback_hears_joins_and_failed_callbacks);
+    RUN(a_handles_own_log_callback_gets_its_lines_and_the_global_one_the_rest);
     return finish("c-errors");
 }

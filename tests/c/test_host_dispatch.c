@@ -166,8 +166,101 @@ static void a_host_callback_cannot_leave_dispatch_or_free_its_own_handle(void) {
     local_stop(&l);
 }
 
+/* Where nodes and shard_count ran at join. */
+typedef struct {
+    app base; /* first: the app callbacks see an app */
+    pthread_t nodes_thread, shard_count_thread;
+    int nodes_calls, shard_count_calls;
+} join_threads;
+
+static minishard_result recording_nodes(void *user_data, const char *cluster,
+                                        minishard_node_list *out) {
+    join_threads *j = user_data;
+    pthread_mutex_lock(&j->base.lock);
+    if (j->nodes_calls++ == 0) j->nodes_thread = pthread_self();
+    pthread_mutex_unlock(&j->base.lock);
+    return app_nodes(user_data, cluster, out);
+}
+
+static int64_t recording_shard_count(void *user_data, const char *cluster) {
+    join_threads *j = user_data;
+    pthread_mutex_lock(&j->base.lock);
+    if (j->shard_count_calls++ == 0) j->shard_count_thread = pthread_self();
+    pthread_mutex_unlock(&j->base.lock);
+    return app_shard_count(user_data, cluster);
+}
+
+typedef struct {
+    minishard_dispatch_mode mode;
+    const char *address;
+    join_threads *app;
+    pthread_t self;
+    minishard_result rc;
+    minishard_cluster *cluster;
+} joiner;
+
+static void *join_from_this_thread(void *arg) {
+    joiner *jn = arg;
+    minishard_callbacks cb = app_callbacks(&jn->app->base);
+    minishard_config *cfg = fast_config(jn->address, jn->mode);
+    jn->self = pthread_self();
+    cb.user_data = jn->app;
+    cb.nodes = recording_nodes;
+    cb.shard_count = recording_shard_count;
+    jn->rc = cfg ? minishard_join("join-thread", cfg, &cb, &jn->cluster) : MINISHARD_CONFIG;
+    minishard_config_free(cfg);
+    return NULL;
+}
+
+/* Joins from a thread of the test's own; returns where the join-time
+ * callbacks ran, relative to that thread. */
+static void join_from_a_thread(minishard_dispatch_mode mode, int *on_joining_thread) {
+    char addr[1][64];
+    const char *members[1];
+    join_threads j;
+    joiner jn;
+    pthread_t thread;
+    *on_joining_thread = -1;
+    REQUIRE(free_addresses(1, addr));
+    members[0] = addr[0];
+    memset(&j, 0, sizeof j);
+    app_init(&j.base, members, 1, 1);
+    memset(&jn, 0, sizeof jn);
+    jn.mode = mode;
+    jn.address = addr[0];
+    jn.app = &j;
+    REQUIRE(pthread_create(&thread, NULL, join_from_this_thread, &jn) == 0);
+    REQUIRE(pthread_join(thread, NULL) == 0);
+    CHECK_RC(jn.rc, MINISHARD_OK);
+    pthread_mutex_lock(&j.base.lock);
+    CHECK(j.nodes_calls >= 1 && j.shard_count_calls == 1);
+    if (j.nodes_calls >= 1 && j.shard_count_calls == 1) {
+        int nodes_here = pthread_equal(j.nodes_thread, jn.self) != 0;
+        int shard_count_here = pthread_equal(j.shard_count_thread, jn.self) != 0;
+        CHECK(nodes_here == shard_count_here);
+        *on_joining_thread = nodes_here;
+    }
+    pthread_mutex_unlock(&j.base.lock);
+    j.base.dispatching = 1; /* a host-mode leave runs its callbacks here */
+    minishard_cluster_free(jn.cluster);
+    CHECK(j.base.freed == 1);
+    app_destroy(&j.base);
+}
+
+/* A single-threaded host (Node.js calling join synchronously) can run
+ * callbacks only on the thread that is inside minishard_join. */
+static void host_mode_join_runs_nodes_and_shard_count_on_the_joining_thread(void) {
+    int on_joining_thread;
+    join_from_a_thread(MINISHARD_DISPATCH_HOST, &on_joining_thread);
+    CHECK(on_joining_thread == 1);
+    /* Thread mode keeps its promise: never on the joining thread. */
+    join_from_a_thread(MINISHARD_DISPATCH_THREAD, &on_joining_thread);
+    CHECK(on_joining_thread == 0);
+}
+
 int main(void) {
     RUN(a_poll_loop_on_the_event_fds_drives_four_nodes_to_agreement);
     RUN(a_host_callback_cannot_leave_dispatch_or_free_its_own_handle);
+    RUN(host_mode_join_runs_nodes_and_shard_count_on_the_joining_thread);
     return finish("c-host-dispatch");
 }

@@ -38,7 +38,7 @@ static void a_node_with_a_certificate_from_another_ca_is_refused(void) {
     size_t i;
     uint64_t refused = 0;
     double deadline;
-    minishard_stats stats;
+    minishard_stats stats = {.struct_size = sizeof stats};
     REQUIRE(local_prepare(&l, "tls-other", 4, 2, MINISHARD_DISPATCH_THREAD));
     for (i = 0; i < 3; i++) use_cluster_ca(&l, i);
     l.tls_cert[3] = cert_file(3, "other.pem");

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::{timeout, timeout_at, Instant as TokioInstant};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+#[cfg(feature = "testing")]
 use super::faults::Faults;
 use super::tls::{self, Tls};
 use crate::core::{NodeId, PeerMessage, Role};
@@ -347,6 +348,7 @@ pub(crate) struct Link {
     pub dialed: bool,
     pub settings: Arc<Settings>,
     pub events: mpsc::Sender<ConnEvent>,
+    #[cfg(feature = "testing")]
     pub faults: Arc<Faults>,
     pub stats: Arc<MeshStats>,
 }
@@ -377,8 +379,9 @@ pub(crate) async fn run(link: Link, streams: Streams) {
         outbox,
         acks_out,
         link.settings.clone(),
-        link.faults.clone(),
-        peer.clone(),
+        // The fault filter drops what goes to a peer cut off in a test.
+        #[cfg(feature = "testing")]
+        (link.faults.clone(), peer.clone()),
     ));
     let reason = tokio::select! {
         reason = read_loop(&link, reader, acks) => reason,
@@ -400,8 +403,7 @@ async fn write_loop(
     mut outbox: mpsc::Receiver<Frame>,
     mut acks: mpsc::Receiver<u64>,
     settings: Arc<Settings>,
-    faults: Arc<Faults>,
-    peer: NodeId,
+    #[cfg(feature = "testing")] (faults, peer): (Arc<Faults>, NodeId),
 ) {
     let period = settings.heartbeat_interval;
     let mut beat = tokio::time::interval_at(beat_grid_start(period), period);
@@ -417,6 +419,7 @@ async fn write_loop(
             Some(sent_micros) = acks.recv() => Frame::HeartbeatAck { sent_micros },
             _ = beat.tick() => Frame::Heartbeat { sent_micros: clock_micros() },
         };
+        #[cfg(feature = "testing")]
         if faults.is_cut(&peer) {
             continue;
         }
@@ -446,6 +449,7 @@ async fn read_loop(
             Ok(None) => return "closed by the peer".into(),
             Ok(Some(next)) => next,
         };
+        #[cfg(feature = "testing")]
         if link.faults.is_cut(peer) {
             continue;
         }

@@ -12,6 +12,7 @@
 //! the cookie handshake (`crate::wire::handshake`) runs on top of either.
 
 mod conn;
+#[cfg(feature = "testing")]
 pub(crate) mod faults;
 mod tls;
 
@@ -29,6 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use conn::{Admission, Link};
 pub(crate) use conn::{ConnEvent, ConnId, MeshStats, Settings};
+#[cfg(feature = "testing")]
 use faults::Faults;
 pub(crate) use tls::Tls;
 
@@ -59,6 +61,7 @@ struct Shared {
     connected: Mutex<HashMap<NodeId, Incarnation>>,
     stopping: AtomicBool,
     next_conn: AtomicU64,
+    #[cfg(feature = "testing")]
     faults: Arc<Faults>,
     stats: Arc<MeshStats>,
     tracker: TaskTracker,
@@ -97,6 +100,7 @@ impl Shared {
             dialed,
             settings: self.settings.clone(),
             events: self.events.clone(),
+            #[cfg(feature = "testing")]
             faults: self.faults.clone(),
             stats: self.stats.clone(),
         }
@@ -126,7 +130,7 @@ impl Mesh {
         settings: Settings,
         max_handshakes: usize,
         max_per_source: usize,
-        faults: Arc<Faults>,
+        #[cfg(feature = "testing")] faults: Arc<Faults>,
         stats: Arc<MeshStats>,
         events: mpsc::Sender<ConnEvent>,
     ) -> Mesh {
@@ -139,6 +143,7 @@ impl Mesh {
             connected: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
+            #[cfg(feature = "testing")]
             faults,
             stats,
             tracker: TaskTracker::new(),
@@ -412,9 +417,11 @@ async fn admit_and_answer(
     stream: TcpStream,
 ) -> Result<(conn::Streams, PeerFacts), Refusal> {
     let members = shared.members.load_full();
+    #[cfg(feature = "testing")]
     let faults = shared.faults.clone();
     let admission = Admission {
         hello: move |peer: &PeerFacts| {
+            #[cfg(feature = "testing")]
             if faults.is_cut(&peer.node) {
                 return Err("cut off by fault injection".into());
             }
@@ -453,7 +460,11 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
             return;
         }
         let connected = shared.is_connected(&peer);
-        if connected || shared.faults.is_cut(&peer) {
+        #[cfg(feature = "testing")]
+        let connected_or_cut = connected || shared.faults.is_cut(&peer);
+        #[cfg(not(feature = "testing"))]
+        let connected_or_cut = connected;
+        if connected_or_cut {
             eager |= connected;
             waiting_since = tokio::time::Instant::now();
             tokio::time::sleep(idle).await;
@@ -525,6 +536,7 @@ mod tests {
             settings(),
             4,
             4,
+            #[cfg(feature = "testing")]
             Faults::new(),
             stats.clone(),
             events,

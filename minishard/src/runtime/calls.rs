@@ -216,15 +216,19 @@ impl CallQueue {
         }))
     }
 
-    /// Starts the callback thread (thread dispatch only).
+    /// Starts the callback thread (thread dispatch only). It runs inside
+    /// the caller's current span, as the engine's thread does, so what it
+    /// logs is attributed like the rest of the join.
     pub(crate) fn start(self: &Arc<Self>, cluster: &str) -> std::io::Result<()> {
         if self.dispatch != Dispatch::Thread {
             return Ok(());
         }
         let queue = self.clone();
+        let span = tracing::Span::current();
         let handle = thread::Builder::new()
             .name(format!("minishard-cb-{cluster}"))
             .spawn(move || {
+                let _entered = span.enter();
                 while let Some((id, call)) = queue.next_blocking() {
                     queue.run_one(id, &call);
                 }
@@ -234,19 +238,28 @@ impl CallQueue {
         Ok(())
     }
 
-    /// Runs the join-time callbacks on a thread that is not the caller's.
+    /// Runs the join-time callbacks, `nodes` then `shard_count`: with
+    /// thread dispatch on a thread that is not the caller's, as every
+    /// callback; with host dispatch on the caller's thread, as every
+    /// callback too, since a single-threaded host (Node.js, a libuv or
+    /// asyncio loop) can run them on no other thread, least of all while it
+    /// waits here for the join.
     pub(crate) fn at_join(&self) -> Result<(Vec<NodeId>, u32), (&'static str, String)> {
-        thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let mut runner = lock(&self.runner);
-                    let members = runner.nodes_at_join().map_err(|e| ("nodes", e))?;
-                    let shards = runner.shard_count().map_err(|e| ("shard_count", e))?;
-                    Ok((members, shards))
-                })
-                .join()
-                .unwrap_or_else(|_| Err(("nodes", "panicked".into())))
-        })
+        let ask = || {
+            let mut runner = lock(&self.runner);
+            let members = runner.nodes_at_join().map_err(|e| ("nodes", e))?;
+            let shards = runner.shard_count().map_err(|e| ("shard_count", e))?;
+            Ok((members, shards))
+        };
+        match self.dispatch {
+            Dispatch::Host => ask(),
+            Dispatch::Thread => thread::scope(|scope| {
+                scope
+                    .spawn(ask)
+                    .join()
+                    .unwrap_or_else(|_| Err(("nodes", "panicked".into())))
+            }),
+        }
     }
 
     /// Queues a callback.

@@ -20,6 +20,7 @@ use crate::api::{Callbacks, Stats};
 use crate::config::{listen_port, Config, Dispatch, NoticeHook};
 use crate::core::{self, Action, CallId, Core, CoreConfig, Event, NodeId, Outcome, Role, Snapshot};
 use crate::error::Error;
+#[cfg(feature = "testing")]
 use crate::mesh::faults::Faults;
 use crate::mesh::{ConnEvent, Mesh, MeshStats, Settings, Tls};
 use crate::wire::handshake::Identity;
@@ -28,6 +29,7 @@ use calls::{AppRunner, CallQueue};
 
 enum Command {
     Leave,
+    #[cfg(feature = "testing")]
     Crash,
 }
 
@@ -59,6 +61,7 @@ pub(crate) struct Engine {
     /// Held for the whole of a leave, so a second caller returns only once
     /// the first has finished.
     leaving: Mutex<()>,
+    #[cfg(feature = "testing")]
     faults: Arc<Faults>,
     mesh_stats: Arc<MeshStats>,
 }
@@ -125,6 +128,7 @@ impl Engine {
                 .expect("a new core publishes a snapshot"),
         ));
         let changes = Arc::new(Changes::default());
+        #[cfg(feature = "testing")]
         let faults = Faults::new();
         let mesh_stats = Arc::new(MeshStats::default());
         let stopped = Arc::new(AtomicBool::new(false));
@@ -164,6 +168,7 @@ impl Engine {
             settings,
             max_handshakes: config.max_handshakes,
             max_per_source: config.max_handshakes_per_source,
+            #[cfg(feature = "testing")]
             faults: faults.clone(),
             stats: mesh_stats.clone(),
         };
@@ -203,6 +208,7 @@ impl Engine {
             stopped,
             left: AtomicBool::new(false),
             leaving: Mutex::new(()),
+            #[cfg(feature = "testing")]
             faults,
             mesh_stats,
         })
@@ -224,6 +230,7 @@ impl Engine {
         f(&self.snapshot.load())
     }
 
+    #[cfg(feature = "testing")]
     pub(crate) fn faults(&self) -> &Faults {
         &self.faults
     }
@@ -314,6 +321,7 @@ impl Engine {
         Ok(())
     }
 
+    #[cfg(feature = "testing")]
     pub(crate) fn crash(&self) {
         let _serial = self.leaving.lock().unwrap_or_else(|p| p.into_inner());
         if self.left.swap(true, Ordering::AcqRel) {
@@ -358,6 +366,7 @@ struct MeshParts {
     settings: Settings,
     max_handshakes: usize,
     max_per_source: usize,
+    #[cfg(feature = "testing")]
     faults: Arc<Faults>,
     stats: Arc<MeshStats>,
 }
@@ -436,6 +445,7 @@ impl Driver {
             parts.settings,
             parts.max_handshakes,
             parts.max_per_source,
+            #[cfg(feature = "testing")]
             parts.faults,
             parts.stats,
             events,
@@ -460,7 +470,9 @@ impl Driver {
                 () = wake => Some(Event::Timeout),
                 command = commands.recv() => match command {
                     Some(Command::Leave) => Some(Event::Leave),
-                    Some(Command::Crash) | None => return,
+                    #[cfg(feature = "testing")]
+                    Some(Command::Crash) => return,
+                    None => return,
                 },
             };
             // What else is already queued goes in the same batch: one

@@ -2,6 +2,7 @@
 //! callback it receives, as text or as one JSON object per line.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +50,9 @@ pub struct Printer {
     started: Option<Instant>,
     out: Arc<Mutex<Box<dyn Write + Send>>>,
     pub log: Arc<Mutex<Vec<Logged>>>,
+    /// Set for a node that crashed in the demo: what it still says as it
+    /// winds down is not printed.
+    silenced: Arc<AtomicBool>,
 }
 
 impl Printer {
@@ -59,7 +63,15 @@ impl Printer {
             started: None,
             out: Arc::new(Mutex::new(out)),
             log: Arc::new(Mutex::new(Vec::new())),
+            silenced: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Silences every copy of this printer so far; this one (and copies
+    /// made from it from now on) prints again, for the node's next start.
+    pub fn silence_and_detach(&mut self) {
+        self.silenced.store(true, Ordering::Release);
+        self.silenced = Arc::new(AtomicBool::new(false));
     }
 
     /// Text lines start with the time elapsed since `started`.
@@ -75,6 +87,9 @@ impl Printer {
 
     /// Prints one event with its fields.
     pub fn event(&self, event: &str, fields: Value) {
+        if self.silenced.load(Ordering::Acquire) {
+            return;
+        }
         self.log
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -12,7 +12,7 @@ use minishard::{Cluster, Config, Timings};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::app::{PrintingApp, ScoreMode};
-use crate::local::{LocalCluster, COOKIE};
+use crate::local::{LocalCluster, Wiring, COOKIE};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -93,6 +93,7 @@ pub fn run(args: Args) -> Result<(), String> {
             t,
             ScoreMode::Uptime,
             None,
+            Wiring::Direct,
         )?;
         local.start_all()?;
         local.wait(step, "cold start", |l| l.settled(&l.everyone()))?;
@@ -159,7 +160,15 @@ pub fn run(args: Args) -> Result<(), String> {
         print_rows(&args, rows);
         return Ok(());
     }
-    let mut local = LocalCluster::new("bench-lookup", 3, 2, t, ScoreMode::Uptime, None)?;
+    let mut local = LocalCluster::new(
+        "bench-lookup",
+        3,
+        2,
+        t,
+        ScoreMode::Uptime,
+        None,
+        Wiring::Direct,
+    )?;
     local.start_all()?;
     local.wait(step, "cold start", |l| l.settled(&l.everyone()))?;
     let cluster = local.nodes[0].cluster.as_ref().ok_or("node 0 stopped")?;
@@ -251,6 +260,7 @@ fn scale(size: usize, args: &Args, t: Timings, rows: &mut Vec<Row>) -> Result<()
             t,
             ScoreMode::Uptime,
             None,
+            Wiring::Direct,
         )?;
         // Cold start: every node joins at once; until all are available
         // and agree on the map.
@@ -493,6 +503,7 @@ fn idle_probe(size: usize, window: Duration, t: Timings) -> Result<(), String> {
         t,
         ScoreMode::Uptime,
         None,
+        Wiring::Direct,
     )?;
     start_all_one_host(&mut local)?;
     poll(&local, cold_start_limit(size), "cold start", |l| {

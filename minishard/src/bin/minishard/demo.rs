@@ -5,6 +5,8 @@
 //! Then six nodes keep two shards through a 3/3 split where both sides
 //! allocate, and the heal resolves each conflict by score. Every step waits
 //! for its outcome with a deadline; the demo fails if one does not happen.
+//! The nodes talk through a switch in this process (`switch.rs`), which
+//! makes the crash and the splits.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use minishard::{Health, LocalState, Timings};
 
 use crate::app::ScoreMode;
-use crate::local::LocalCluster;
+use crate::local::{LocalCluster, Wiring};
 
 #[derive(clap::Args)]
 pub struct Args {}
@@ -99,6 +101,7 @@ pub fn run(_args: Args) -> Result<(), String> {
         t,
         ScoreMode::Uptime,
         Some((out.clone(), started)),
+        Wiring::Switched,
     )?;
     n.say("cold start: 5 nodes, 3 shards");
     a.start_all()?;
@@ -190,6 +193,7 @@ pub fn run(_args: Args) -> Result<(), String> {
         t,
         ScoreMode::Uptime,
         Some((out.clone(), started)),
+        Wiring::Switched,
     )?;
     b.start_all()?;
     b.wait(step, "cold start of six", |l| l.settled(&l.everyone()))?;

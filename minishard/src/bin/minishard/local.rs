@@ -1,14 +1,40 @@
 //! A cluster of nodes inside this process, on loopback: what the demo
 //! narrates and the benchmarks measure.
+//!
+//! Faults (splits, crashes) go through a [`Switch`] between the nodes, or,
+//! in a build with the library's test hooks (the `testing` feature, which
+//! the benchmarks need), straight through `Cluster::cut` and `crash`.
 
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use minishard::{Cluster, Config, Health, NodeId, Timings};
 
 use crate::app::{Logged, Printer, PrintingApp, ScoreMode};
+use crate::switch::{node_ip, Switch};
+
+/// How the nodes are wired, and so how faults are made.
+pub enum Wiring {
+    /// Nodes dial each other directly; faults through the library's test
+    /// hooks. Nothing stands between two nodes: what the bench measures.
+    #[cfg(feature = "testing")]
+    Direct,
+    /// Nodes talk through a [`Switch`], which makes the faults.
+    Switched,
+}
+
+enum Faults {
+    #[cfg(feature = "testing")]
+    Hooks,
+    Switch {
+        switch: Switch,
+        /// Crashed nodes, still leaving in the background, unheard.
+        crashed: Vec<(usize, JoinHandle<()>)>,
+    },
+}
 
 pub const COOKIE: &[u8] = b"minishard-local-cookie";
 
@@ -26,9 +52,11 @@ pub struct LocalCluster {
     pub timings: Timings,
     pub nodes: Vec<LocalNode>,
     score: ScoreMode,
+    faults: Faults,
 }
 
 /// Free loopback ports, found by binding port 0.
+#[cfg(feature = "testing")]
 pub fn free_addresses(n: usize) -> Result<Vec<String>, String> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}")))
@@ -53,8 +81,23 @@ impl LocalCluster {
         timings: Timings,
         score: ScoreMode,
         out: Option<(Arc<Mutex<dyn Write + Send>>, Instant)>,
+        wiring: Wiring,
     ) -> Result<LocalCluster, String> {
-        let addresses = free_addresses(n)?;
+        let (addresses, faults) = match wiring {
+            #[cfg(feature = "testing")]
+            Wiring::Direct => (free_addresses(n)?, Faults::Hooks),
+            Wiring::Switched => {
+                let switch = Switch::new(n)?;
+                let ports: Vec<String> = (0..n).map(|i| switch.port(i).to_string()).collect();
+                (
+                    ports,
+                    Faults::Switch {
+                        switch,
+                        crashed: Vec::new(),
+                    },
+                )
+            }
+        };
         let nodes = addresses
             .iter()
             .map(|address| {
@@ -81,6 +124,7 @@ impl LocalCluster {
             timings,
             nodes,
             score,
+            faults,
         })
     }
 
@@ -88,6 +132,19 @@ impl LocalCluster {
     pub fn start(&mut self, i: usize) -> Result<(), String> {
         let node = &mut self.nodes[i];
         let mut config = Config::new(node.address.clone(), COOKIE.to_vec());
+        // (Without the test hooks the switch is the only wiring.)
+        #[allow(irrefutable_let_patterns)]
+        if let Faults::Switch { switch, crashed } = &mut self.faults {
+            // Behind the switch: listen on the node's own loopback address,
+            // advertise its port on the switch.
+            for (_, leaving) in extract(crashed, |(j, _)| *j == i) {
+                let _ = leaving.join();
+            }
+            let listen = free_port_on(i)?;
+            config.listen = listen.to_string();
+            config.advertise = Some(node.address.clone());
+            switch.attach(i, listen);
+        }
         config.timings = self.timings;
         let app = PrintingApp {
             members: self.members.clone(),
@@ -105,8 +162,19 @@ impl LocalCluster {
 
     /// Node `i` dies without a word.
     pub fn crash(&mut self, i: usize) {
-        if let Some(c) = self.nodes[i].cluster.take() {
-            c.crash();
+        let Some(c) = self.nodes[i].cluster.take() else {
+            return;
+        };
+        match &mut self.faults {
+            #[cfg(feature = "testing")]
+            Faults::Hooks => c.crash(),
+            Faults::Switch { switch, crashed } => {
+                // Dead to the others at once; the node itself, unheard from
+                // now on, leaves in the background (a restart waits for it).
+                switch.crash(i);
+                self.nodes[i].printer.silence_and_detach();
+                crashed.push((i, std::thread::spawn(move || drop(c))));
+            }
         }
     }
 
@@ -139,17 +207,31 @@ impl LocalCluster {
     pub fn split(&self, a: &[usize], b: &[usize]) {
         for &i in a {
             for &j in b {
-                if let (Some(ci), Some(cj)) = (&self.nodes[i].cluster, &self.nodes[j].cluster) {
-                    ci.cut(&self.nodes[j].id);
-                    cj.cut(&self.nodes[i].id);
+                match &self.faults {
+                    #[cfg(feature = "testing")]
+                    Faults::Hooks => {
+                        if let (Some(ci), Some(cj)) =
+                            (&self.nodes[i].cluster, &self.nodes[j].cluster)
+                        {
+                            ci.cut(&self.nodes[j].id);
+                            cj.cut(&self.nodes[i].id);
+                        }
+                    }
+                    Faults::Switch { switch, .. } => switch.cut(i, j),
                 }
             }
         }
     }
 
     pub fn heal(&self) {
-        for (_, c) in self.running() {
-            c.heal_all();
+        match &self.faults {
+            #[cfg(feature = "testing")]
+            Faults::Hooks => {
+                for (_, c) in self.running() {
+                    c.heal_all();
+                }
+            }
+            Faults::Switch { switch, .. } => switch.heal_all(),
         }
     }
 
@@ -209,6 +291,32 @@ impl LocalCluster {
         all.sort_by_key(|(_, l)| l.at);
         all
     }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        #[allow(irrefutable_let_patterns)]
+        if let Faults::Switch { crashed, .. } = &mut self.faults {
+            for (_, leaving) in crashed.drain(..) {
+                let _ = leaving.join();
+            }
+        }
+    }
+}
+
+/// Removes and returns the items for which `f` holds.
+fn extract<T>(items: &mut Vec<T>, f: impl Fn(&T) -> bool) -> Vec<T> {
+    let (taken, kept) = items.drain(..).partition(|item| f(item));
+    *items = kept;
+    taken
+}
+
+/// A port free right now on node `i`'s own loopback address.
+fn free_port_on(i: usize) -> Result<SocketAddr, String> {
+    let ip = node_ip(i)?;
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port on {ip}: {e}"))
 }
 
 /// A writer shared by every node's printer.

@@ -1,13 +1,16 @@
 //! The `minishard` command: a narrated local demo, one node of a real
-//! cluster, a status probe, and benchmarks.
+//! cluster, a status probe, and (built with the `testing` feature)
+//! benchmarks.
 
 mod app;
+#[cfg(feature = "testing")]
 mod bench;
 mod demo;
 mod local;
 mod node;
 mod options;
 mod status;
+mod switch;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -34,7 +37,10 @@ enum Command {
     Node(node::Args),
     /// Join a cluster as an observer, print its state, and exit.
     Status(status::Args),
-    /// Measure start-up, failover, hand-over and lookup costs on loopback.
+    /// Measure start-up, failover, hand-over and lookup costs on loopback
+    /// (only in a build with the test hooks, which it crashes nodes with:
+    /// `cargo run --release -p minishard --features testing -- bench`).
+    #[cfg(feature = "testing")]
     Bench(bench::Args),
 }
 
@@ -57,6 +63,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Node(args) => node::run(args),
         Command::Status(args) => status::run(args),
+        #[cfg(feature = "testing")]
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -21,7 +21,7 @@ use std::thread::ThreadId;
 use minishard::{CallbackError, Callbacks, Epoch, Health, NodeId, Shard};
 use pyo3::exceptions::{PyException, PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyString, PyTraceback, PyTuple};
 
 use crate::errors;
 
@@ -40,7 +40,10 @@ pub(crate) struct Shared {
     /// Tells this handle's callbacks apart from other handles' on a thread.
     pub(crate) id: u64,
     pub(crate) cluster: String,
-    /// True until `join` returns: failures are then raised, not logged.
+    /// True during join's own calls (`nodes`, then `shard_count`, on a
+    /// thread of the engine's, before it starts anything else): their
+    /// failures are raised by `join`, not logged, and they run where join
+    /// waits, not on the event loop.
     joining: AtomicBool,
     join_error: Mutex<Option<PyErr>>,
     /// Host dispatch: callbacks run inside the host's own calls
@@ -115,6 +118,15 @@ impl Drop for Running {
     }
 }
 
+/// Ends join's own calls when dropped.
+struct JoinCallsOver<'a>(&'a Shared);
+
+impl Drop for JoinCallsOver<'_> {
+    fn drop(&mut self) {
+        self.0.joining.store(false, Ordering::Release);
+    }
+}
+
 /// `repr(value)`, cut short for an error message.
 fn short_repr(value: &Bound<'_, PyAny>) -> String {
     let text = value
@@ -176,7 +188,8 @@ fn consequence(callback: &str) -> &'static str {
 
 /// Logs one callback failure at ERROR to `minishard.callbacks`, with the
 /// exception's traceback and `cluster`, `shard` (None when the callback is
-/// not about one) and `callback` as attributes of the record.
+/// not about one) and `callback` as attributes of the record. The record's
+/// place (pathname, lineno, funcName) is where the exception was raised.
 pub(crate) fn log_failure(
     py: Python<'_>,
     cluster: &str,
@@ -186,20 +199,44 @@ pub(crate) fn log_failure(
     err: &PyErr,
 ) {
     let logged = (|| -> PyResult<()> {
-        let logger = py
-            .import("logging")?
-            .call_method1("getLogger", ("minishard.callbacks",))?;
+        let logging = py.import("logging")?;
+        let logger = logging.call_method1("getLogger", ("minishard.callbacks",))?;
+        let error = logging.getattr("ERROR")?;
+        if !logger
+            .call_method1("isEnabledFor", (&error,))?
+            .is_truthy()?
+        {
+            return Ok(());
+        }
         let extra = PyDict::new(py);
         extra.set_item("cluster", cluster)?;
         extra.set_item("shard", shard)?;
         extra.set_item("callback", callback)?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item(
-            "exc_info",
-            (err.get_type(py), err.value(py), err.traceback(py)),
+        let (mut file, mut line, mut function) = ("<minishard>".to_owned(), 0, py.None());
+        if let Some(mut tb) = err.traceback(py) {
+            while let Ok(next) = tb.getattr("tb_next")?.cast_into::<PyTraceback>() {
+                tb = next;
+            }
+            let code = tb.getattr("tb_frame")?.getattr("f_code")?;
+            file = code.getattr("co_filename")?.extract()?;
+            line = tb.getattr("tb_lineno")?.extract()?;
+            function = code.getattr("co_name")?.unbind();
+        }
+        let record = logger.call_method1(
+            "makeRecord",
+            (
+                "minishard.callbacks",
+                error,
+                file,
+                line,
+                "%s",
+                (message,),
+                (err.get_type(py), err.value(py), err.traceback(py)),
+                function,
+                extra,
+            ),
         )?;
-        kwargs.set_item("extra", extra)?;
-        logger.call_method("error", ("%s", message), Some(&kwargs))?;
+        logger.call_method1("handle", (record,))?;
         Ok(())
     })();
     if let Err(failure) = logged {
@@ -403,6 +440,9 @@ impl Callbacks for PyCallbacks {
     }
 
     fn shard_count(&mut self, cluster: &str) -> Result<u32, CallbackError> {
+        // Asked once, at join, right after `nodes`: every later callback
+        // comes from the engine's callback thread.
+        let _over = JoinCallsOver(&self.shared);
         self.call("shard_count", |py| {
             let args = (cluster,).into_pyobject(py)?;
             let answer = self.invoke(py, "shard_count", &self.shard_count, args)?;

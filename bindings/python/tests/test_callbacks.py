@@ -48,6 +48,8 @@ def test_an_allocated_that_raises_is_logged_with_its_traceback_and_gives_the_sha
     assert "given back" in record.getMessage(), "it says what the engine does about it"
     # Structured, for log pipelines: logging's `extra` attributes.
     assert (record.cluster, record.shard, record.callback) == ("raises", refused[0][1], "allocated")
+    # Placed where the exception was raised, not inside logging.
+    assert (record.pathname, record.funcName) == (__file__, "allocated")
     exc_type, exc, tb = record.exc_info
     assert exc_type is RuntimeError and tb is not None
     assert "in allocated" in caplog.text, "the traceback names the callback"

@@ -9,6 +9,7 @@
 //! `loop.call_soon_threadsafe`).
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -30,6 +31,10 @@ struct Watching {
 #[derive(Default)]
 pub(crate) struct HealthWatch {
     state: Mutex<Watching>,
+    /// A watcher was added: the next look reports the health even if it
+    /// equals the last reported one, since the new watcher may have seen
+    /// another in between (a change and its undoing between two looks).
+    added: AtomicBool,
 }
 
 impl HealthWatch {
@@ -48,14 +53,19 @@ impl HealthWatch {
         let mut state = self.state();
         state.next += 1;
         let token = state.next;
-        state.watchers.push((token, watcher));
         if !state.thread_running {
+            // Read before the watcher is added: any change the caller has
+            // not seen yet (it looks at the health after this returns)
+            // differs from it, so the new thread reports it.
+            let since = cluster.health();
             let watch = self.clone();
             std::thread::Builder::new()
                 .name(format!("minishard-watch-{}", cluster.name()))
-                .spawn(move || watch.run(cluster))?;
+                .spawn(move || watch.run(cluster, since))?;
             state.thread_running = true;
         }
+        state.watchers.push((token, watcher));
+        self.added.store(true, Ordering::Release);
         Ok(token)
     }
 
@@ -66,8 +76,10 @@ impl HealthWatch {
         Some(state.watchers.swap_remove(at).1)
     }
 
-    fn run(&self, cluster: Arc<Cluster>) {
-        let mut last = cluster.health();
+    /// Reports every health other than the last reported, starting from
+    /// `since`.
+    fn run(&self, cluster: Arc<Cluster>, since: Health) {
+        let mut last = since;
         loop {
             // The health that woke the wait: a later snapshot may already
             // have changed it back, and the watchers should hear of it.
@@ -75,7 +87,7 @@ impl HealthWatch {
             let waited = cluster.wait_for(
                 |snapshot| {
                     seen.set(snapshot.health);
-                    snapshot.health != last
+                    self.added.swap(false, Ordering::AcqRel) || snapshot.health != last
                 },
                 IDLE,
             );

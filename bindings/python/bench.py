@@ -36,7 +36,7 @@ class Idle(minishard.Callbacks[None]):
     def shard_count(self, cluster: str) -> int:
         return 2
 
-    def allocated(self, cluster: str, shard: int) -> None:
+    def allocated(self, cluster: str, shard: int, epoch: int) -> None:
         return None
 
 

@@ -1,11 +1,17 @@
 //! The application's Python object as the engine's [`Callbacks`].
 //!
 //! Each callback attaches to the interpreter (takes the GIL) only while the
-//! Python method runs. An exception, or an answer of the wrong type, becomes
-//! a [`CallbackError`], which the engine handles as DESIGN.md section 3 says;
-//! it is logged here through `logging.getLogger("minishard")` with its
-//! traceback. During `join` the first such exception is kept instead, to be
-//! chained to the `CallbackError` that `join` raises.
+//! Python method runs. With `dispatch="asyncio"` the method runs on the
+//! event loop instead: the engine's callback thread hands it to the
+//! package's loop bridge and waits, detached, until it has returned, or,
+//! for an `async def` callback, until its coroutine has finished.
+//!
+//! An exception, or an answer of the wrong type, becomes a
+//! [`CallbackError`], which the engine handles as DESIGN.md section 3 says;
+//! it is logged here, once, to `logging.getLogger("minishard.callbacks")`
+//! with its traceback and the `cluster`, `shard` and `callback` as record
+//! attributes. During `join` the first such exception is kept instead, to
+//! be chained to the `CallbackError` that `join` raises.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +21,7 @@ use std::thread::ThreadId;
 use minishard::{CallbackError, Callbacks, Epoch, Health, NodeId, Shard};
 use pyo3::exceptions::{PyException, PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyString};
+use pyo3::types::{PyBool, PyDict, PyString, PyTraceback, PyTuple};
 
 use crate::errors;
 
@@ -34,7 +40,10 @@ pub(crate) struct Shared {
     /// Tells this handle's callbacks apart from other handles' on a thread.
     pub(crate) id: u64,
     pub(crate) cluster: String,
-    /// True until `join` returns: failures are then raised, not logged.
+    /// True during join's own calls (`nodes`, then `shard_count`, on a
+    /// thread of the engine's, before it starts anything else): their
+    /// failures are raised by `join`, not logged, and they run where join
+    /// waits, not on the event loop.
     joining: AtomicBool,
     join_error: Mutex<Option<PyErr>>,
     /// Host dispatch: callbacks run inside the host's own calls
@@ -109,6 +118,15 @@ impl Drop for Running {
     }
 }
 
+/// Ends join's own calls when dropped.
+struct JoinCallsOver<'a>(&'a Shared);
+
+impl Drop for JoinCallsOver<'_> {
+    fn drop(&mut self) {
+        self.0.joining.store(false, Ordering::Release);
+    }
+}
+
 /// `repr(value)`, cut short for an error message.
 fn short_repr(value: &Bound<'_, PyAny>) -> String {
     let text = value
@@ -157,18 +175,68 @@ fn health<'py>(py: Python<'py>, value: Health) -> PyResult<Bound<'py, PyAny>> {
         .call1((value.as_str(),))
 }
 
-/// Logs `message` with the exception's traceback at ERROR.
-pub(crate) fn log_exception(py: Python<'_>, message: &str, err: &PyErr) {
+/// What the engine does about a failed callback (DESIGN.md section 3), for
+/// the one log line that reports it.
+fn consequence(callback: &str) -> &'static str {
+    match callback {
+        "allocated" => "; the shard is given back and offered again after allocation_retry",
+        "score" => "; this node ranks last in the conflict",
+        "nodes" => "; the member list stays as it was",
+        _ => "",
+    }
+}
+
+/// Logs one callback failure at ERROR to `minishard.callbacks`, with the
+/// exception's traceback and `cluster`, `shard` (None when the callback is
+/// not about one) and `callback` as attributes of the record. The record's
+/// place (pathname, lineno, funcName) is where the exception was raised.
+pub(crate) fn log_failure(
+    py: Python<'_>,
+    cluster: &str,
+    shard: Option<Shard>,
+    callback: &str,
+    message: &str,
+    err: &PyErr,
+) {
     let logged = (|| -> PyResult<()> {
-        let logger = py
-            .import("logging")?
-            .call_method1("getLogger", ("minishard",))?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item(
-            "exc_info",
-            (err.get_type(py), err.value(py), err.traceback(py)),
+        let logging = py.import("logging")?;
+        let logger = logging.call_method1("getLogger", ("minishard.callbacks",))?;
+        let error = logging.getattr("ERROR")?;
+        if !logger
+            .call_method1("isEnabledFor", (&error,))?
+            .is_truthy()?
+        {
+            return Ok(());
+        }
+        let extra = PyDict::new(py);
+        extra.set_item("cluster", cluster)?;
+        extra.set_item("shard", shard)?;
+        extra.set_item("callback", callback)?;
+        let (mut file, mut line, mut function) = ("<minishard>".to_owned(), 0, py.None());
+        if let Some(mut tb) = err.traceback(py) {
+            while let Ok(next) = tb.getattr("tb_next")?.cast_into::<PyTraceback>() {
+                tb = next;
+            }
+            let code = tb.getattr("tb_frame")?.getattr("f_code")?;
+            file = code.getattr("co_filename")?.extract()?;
+            line = tb.getattr("tb_lineno")?.extract()?;
+            function = code.getattr("co_name")?.unbind();
+        }
+        let record = logger.call_method1(
+            "makeRecord",
+            (
+                "minishard.callbacks",
+                error,
+                file,
+                line,
+                "%s",
+                (message,),
+                (err.get_type(py), err.value(py), err.traceback(py)),
+                function,
+                extra,
+            ),
         )?;
-        logger.call_method("error", ("%s", message), Some(&kwargs))?;
+        logger.call_method1("handle", (record,))?;
         Ok(())
     })();
     if let Err(failure) = logged {
@@ -176,6 +244,11 @@ pub(crate) fn log_exception(py: Python<'_>, message: &str, err: &PyErr) {
         // Python does for errors it has nowhere to raise.
         failure.write_unraisable(py, None);
     }
+}
+
+/// Whether `value` is something to await (a coroutine, a future, a task).
+fn awaitable(value: &Bound<'_, PyAny>) -> bool {
+    value.get_type().hasattr("__await__").unwrap_or(false)
 }
 
 /// The bound methods of the application's object, fetched once at join.
@@ -187,8 +260,12 @@ pub(crate) struct PyCallbacks {
     prolonged: Py<PyAny>,
     deallocated: Py<PyAny>,
     status_changed: Option<Py<PyAny>>,
-    /// `allocated` takes a third argument, the allocation's epoch.
+    /// `allocated` takes a third argument, the allocation's epoch (false
+    /// only for the deprecated two-argument form).
     allocated_epoch: bool,
+    /// `dispatch="asyncio"`: the loop bridge's `run(method, args)`, which
+    /// runs a callback on the event loop and returns its (awaited) result.
+    bridge: Option<Py<PyAny>>,
     shared: Arc<Shared>,
     /// The shard of the current allocation, for log lines.
     shard: Option<Shard>,
@@ -200,6 +277,7 @@ impl PyCallbacks {
         py: Python<'_>,
         app: &Bound<'_, PyAny>,
         allocated_epoch: bool,
+        bridge: Option<Py<PyAny>>,
         shared: Arc<Shared>,
     ) -> PyResult<PyCallbacks> {
         let method = |name: &str, required: bool| -> PyResult<Option<Py<PyAny>>> {
@@ -236,9 +314,45 @@ impl PyCallbacks {
             deallocated: required("deallocated")?,
             status_changed: method("status_changed", false)?,
             allocated_epoch,
+            bridge,
             shared,
             shard: None,
         })
+    }
+
+    /// Calls one of the application's methods: here, or on the event loop
+    /// through the bridge once joined (join-time callbacks run while the
+    /// loop's thread waits in `join`). Without the bridge, a coroutine is
+    /// refused rather than silently never run.
+    fn invoke<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        method: &Py<PyAny>,
+        args: Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(bridge) = &self.bridge {
+            if !self.shared.joining.load(Ordering::Acquire) {
+                return bridge.bind(py).call1((method, args));
+            }
+        }
+        let result = method.bind(py).call1(args)?;
+        if awaitable(&result) {
+            if result.hasattr("close")? {
+                // A coroutine never awaited would warn at garbage collection.
+                result.call_method0("close")?;
+            }
+            let hint = if self.bridge.is_some() {
+                "nodes and shard_count run inside join, which cannot await: make them plain def"
+            } else {
+                "async def callbacks need dispatch=\"asyncio\""
+            };
+            return Err(PyTypeError::new_err(format!(
+                "{name} returned {}: {hint}",
+                short_repr(&result)
+            )));
+        }
+        Ok(result)
     }
 
     /// Runs one callback attached to the interpreter, turning a Python
@@ -280,15 +394,20 @@ impl PyCallbacks {
                 *lock(&self.shared.interrupt) =
                     Some((std::thread::current().id(), err.clone_ref(py)));
             }
-            let shard = self
-                .shard
-                .map(|s| format!(", shard {s}"))
-                .unwrap_or_default();
-            log_exception(
+            let shard = match name {
+                "nodes" | "shard_count" | "status_changed" => None,
+                _ => self.shard,
+            };
+            let at = shard.map(|s| format!(" for shard {s}")).unwrap_or_default();
+            log_failure(
                 py,
+                &self.shared.cluster,
+                shard,
+                name,
                 &format!(
-                    "the {name} callback of cluster '{}'{shard} failed: {message}",
-                    self.shared.cluster
+                    "the {name} callback of cluster '{}' failed{at}: {message}{}",
+                    self.shared.cluster,
+                    consequence(name)
                 ),
                 &err,
             );
@@ -302,7 +421,8 @@ impl Callbacks for PyCallbacks {
 
     fn nodes(&mut self, cluster: &str) -> Result<Vec<String>, CallbackError> {
         self.call("nodes", |py| {
-            let list = self.nodes.bind(py).call1((cluster,))?;
+            let args = (cluster,).into_pyobject(py)?;
+            let list = self.invoke(py, "nodes", &self.nodes, args)?;
             let wrong = || {
                 PyTypeError::new_err(format!(
                     "nodes returned {}: expected a list of \"host:port\" strings",
@@ -320,8 +440,12 @@ impl Callbacks for PyCallbacks {
     }
 
     fn shard_count(&mut self, cluster: &str) -> Result<u32, CallbackError> {
+        // Asked once, at join, right after `nodes`: every later callback
+        // comes from the engine's callback thread.
+        let _over = JoinCallsOver(&self.shared);
         self.call("shard_count", |py| {
-            let answer = self.shard_count.bind(py).call1((cluster,))?;
+            let args = (cluster,).into_pyobject(py)?;
+            let answer = self.invoke(py, "shard_count", &self.shard_count, args)?;
             let n = integer(&answer, "shard_count")?;
             u32::try_from(n).map_err(|_| {
                 PyTypeError::new_err(format!(
@@ -339,13 +463,14 @@ impl Callbacks for PyCallbacks {
     ) -> Result<Py<PyAny>, CallbackError> {
         self.shard = Some(shard);
         let state = self.call("allocated", |py| {
-            let allocated = self.allocated.bind(py);
-            let state = if self.allocated_epoch {
-                allocated.call1((cluster, shard, epoch))?
+            let args = if self.allocated_epoch {
+                (cluster, shard, epoch).into_pyobject(py)?
             } else {
-                allocated.call1((cluster, shard))?
+                (cluster, shard).into_pyobject(py)?
             };
-            Ok(state.unbind())
+            Ok(self
+                .invoke(py, "allocated", &self.allocated, args)?
+                .unbind())
         });
         if state.is_err() {
             self.shard = None;
@@ -355,16 +480,15 @@ impl Callbacks for PyCallbacks {
 
     fn score(&mut self, state: &mut Py<PyAny>) -> Result<i64, CallbackError> {
         self.call("score", |py| {
-            integer(&self.score.bind(py).call1((state.bind(py),))?, "score")
+            let args = (state.bind(py),).into_pyobject(py)?;
+            integer(&self.invoke(py, "score", &self.score, args)?, "score")
         })
     }
 
     fn prolonged(&mut self, loser: &NodeId, state: &mut Py<PyAny>) -> Result<(), CallbackError> {
         self.call("prolonged", |py| {
-            let new_state = self
-                .prolonged
-                .bind(py)
-                .call1((loser.as_str(), state.bind(py)))?;
+            let args = (loser.as_str(), state.bind(py)).into_pyobject(py)?;
+            let new_state = self.invoke(py, "prolonged", &self.prolonged, args)?;
             // Replaced while attached, so the old state is released now.
             *state = new_state.unbind();
             Ok(())
@@ -375,10 +499,9 @@ impl Callbacks for PyCallbacks {
         // The engine has nothing to do about a failure here: it is logged.
         // The state moves in, so the application's last reference to it
         // goes away while attached.
-        let method = &self.deallocated;
-        let _ = self.call("deallocated", move |py| {
-            let state = state.into_bound(py);
-            method.bind(py).call1((winner.map(NodeId::as_str), state))?;
+        let _ = self.call("deallocated", |py| {
+            let args = (winner.map(NodeId::as_str), state.into_bound(py)).into_pyobject(py)?;
+            self.invoke(py, "deallocated", &self.deallocated, args)?;
             Ok(())
         });
         self.shard = None;
@@ -389,9 +512,8 @@ impl Callbacks for PyCallbacks {
             return;
         };
         let _ = self.call("status_changed", |py| {
-            method
-                .bind(py)
-                .call1((cluster, health(py, old)?, health(py, new)?))?;
+            let args = (cluster, health(py, old)?, health(py, new)?).into_pyobject(py)?;
+            self.invoke(py, "status_changed", method, args)?;
             Ok(())
         });
     }

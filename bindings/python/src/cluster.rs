@@ -5,7 +5,9 @@
 //! short. Everything that waits (join, wait_until, leave, dispatch) detaches
 //! from the interpreter first, because the callbacks it may be waiting for
 //! need the GIL; waits run in short slices and check for signals in between,
-//! so Ctrl-C works.
+//! so Ctrl-C works. With `dispatch="asyncio"`, a leave on the event loop's
+//! thread (or while no loop runs) is carried out by a thread of its own
+//! while the caller runs the callbacks the leave waits for.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -15,18 +17,20 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use minishard::{
-    Cluster, Config, Dispatch, Error, Health, LocalState, NodeId, NodeState, TlsFiles,
+    Cluster, Config, Dispatch, Error, Health, LocalState, NodeId, NodeState, Stats, TlsFiles,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use crate::callbacks::{in_callback_of, PyCallbacks, Shared};
+use crate::watch::HealthWatch;
 use crate::{errors, logbridge};
 
 /// How long a wait sleeps between two checks for signals.
 const SIGNAL_SLICE: Duration = Duration::from_millis(50);
-/// How long it sleeps between two dispatches when it runs callbacks itself.
-const DISPATCH_SLICE: Duration = Duration::from_millis(5);
+/// The longest a pumping leave waits for a callback before it looks again
+/// whether the leave has finished (it is woken sooner, when it has).
+const PUMP_SLICE_SECONDS: f64 = 1.0;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -93,10 +97,13 @@ const NAMED_SHARDS: u32 = 4096;
 pub(crate) struct NativeCluster {
     /// `None` once left (or crashed, in tests).
     cluster: ArcSwapOption<Cluster>,
+    /// The counters as they were when the handle left: `stats()` keeps
+    /// answering, as the C API's does.
+    final_stats: OnceLock<Stats>,
+    watch: Arc<HealthWatch>,
     shared: Arc<Shared>,
     name: String,
     node: String,
-    host_dispatch: bool,
     /// Sized at the first lookup that finds a shard count (an observer may
     /// learn it late).
     names: OnceLock<Box<[ArcSwapOption<Named>]>>,
@@ -164,6 +171,57 @@ impl NativeCluster {
             None => Ok(()),
         }
     }
+
+    /// Ends the handle: `end` (leave or crash) runs detached, or, with a
+    /// loop bridge to `pump`, on a thread of its own while this thread runs
+    /// the callbacks it waits for. Keeps the final counters.
+    fn end(
+        &self,
+        py: Python<'_>,
+        pump: Option<&Bound<'_, PyAny>>,
+        end: fn(&Cluster) -> Result<(), Error>,
+    ) -> PyResult<()> {
+        let Some(cluster) = self.cluster.load_full() else {
+            return Ok(());
+        };
+        let ended = match pump {
+            None => py.detach(|| end(&cluster)),
+            Some(bridge) => {
+                let wake = bridge.getattr("wake")?.unbind();
+                let ending = cluster.clone();
+                let worker = std::thread::Builder::new()
+                    .name(format!("minishard-end-{}", self.name))
+                    .spawn(move || {
+                        let ended = end(&ending);
+                        drop(ending);
+                        Python::try_attach(|py| {
+                            if let Err(err) = wake.call0(py) {
+                                err.write_unraisable(py, None);
+                            }
+                        });
+                        ended
+                    })
+                    .map_err(|e| {
+                        errors::raise(
+                            py,
+                            "IOError",
+                            format!("cannot start a thread to leave: {e}"),
+                        )
+                    })?;
+                while !worker.is_finished() {
+                    bridge.call_method1("pump", (PUMP_SLICE_SECONDS,))?;
+                }
+                worker
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Io("the thread that left panicked".into())))
+            }
+        };
+        ended.map_err(|e| errors::from_engine(py, e))?;
+        let _ = self.final_stats.set(cluster.stats());
+        self.cluster.store(None);
+        py.detach(|| drop(cluster));
+        Ok(())
+    }
 }
 
 #[pymethods]
@@ -173,7 +231,7 @@ impl NativeCluster {
     #[new]
     #[pyo3(signature = (
         name, callbacks, listen, cookie, *, advertise=None, observer=false, host_dispatch=false,
-        allocated_epoch=false,
+        loop_bridge=None, allocated_epoch=true,
         heartbeat_interval=None, heartbeat_timeout=None, transition_timeout=None, node_grace=None,
         settle=None, score_deadline=None, member_poll=None, allocation_retry=None,
         handshake_timeout=None, frame_limit=None, max_handshakes=None,
@@ -189,6 +247,7 @@ impl NativeCluster {
         advertise: Option<String>,
         observer: bool,
         host_dispatch: bool,
+        loop_bridge: Option<Py<PyAny>>,
         allocated_epoch: bool,
         heartbeat_interval: Option<f64>,
         heartbeat_timeout: Option<f64>,
@@ -273,7 +332,7 @@ impl NativeCluster {
             name.clone(),
             host_dispatch,
         );
-        let app = PyCallbacks::new(py, callbacks, allocated_epoch, shared.clone())?;
+        let app = PyCallbacks::new(py, callbacks, allocated_epoch, loop_bridge, shared.clone())?;
         logbridge::start(py)?;
         // Join calls `nodes` and `shard_count` on a thread of its own and
         // waits for it: that thread needs the GIL.
@@ -289,10 +348,11 @@ impl NativeCluster {
         let node = cluster.node_id().to_string();
         Ok(NativeCluster {
             cluster: ArcSwapOption::new(Some(Arc::new(cluster))),
+            final_stats: OnceLock::new(),
+            watch: Arc::default(),
             shared,
             name,
             node,
-            host_dispatch,
             names: OnceLock::new(),
         })
     }
@@ -393,7 +453,11 @@ impl NativeCluster {
 
     /// The counters, as a dict.
     fn _stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.cluster(py)?.stats();
+        let s = match (self.cluster.load().as_ref(), self.final_stats.get()) {
+            (Some(cluster), _) => cluster.stats(),
+            (None, Some(last)) => *last,
+            (None, None) => return Err(errors::closed(py)),
+        };
         let d = PyDict::new(py);
         d.set_item("allocations", s.allocations)?;
         d.set_item("deallocations", s.deallocations)?;
@@ -407,38 +471,21 @@ impl NativeCluster {
         Ok(d)
     }
 
-    /// Waits, detached, until the health is `health`. With `run_callbacks`
-    /// (host dispatch, on the thread that dispatches) it runs the pending
-    /// callbacks itself between checks, since nobody else will.
-    #[pyo3(signature = (health, timeout=None, run_callbacks=false))]
-    fn _wait_until(
-        &self,
-        py: Python<'_>,
-        health: &str,
-        timeout: Option<f64>,
-        run_callbacks: bool,
-    ) -> PyResult<()> {
+    /// Waits, detached, until the health is `health`.
+    #[pyo3(signature = (health, timeout=None))]
+    fn _wait_until(&self, py: Python<'_>, health: &str, timeout: Option<f64>) -> PyResult<()> {
         let target: Health = health.parse().map_err(|e: String| errors::invalid(py, e))?;
         let deadline = deadline(py, timeout)?;
         self.not_from_own_callback(py, "wait_until")?;
-        let run_callbacks = run_callbacks && self.host_dispatch;
-        let slice = if run_callbacks {
-            DISPATCH_SLICE
-        } else {
-            SIGNAL_SLICE
-        };
         loop {
             let cluster = self.cluster(py)?;
             let remaining = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()),
-                None => slice,
+                None => SIGNAL_SLICE,
             };
             let waited = py.detach(|| {
-                if run_callbacks {
-                    cluster.dispatch(usize::MAX)?;
-                }
-                let waited = cluster.wait_until(target, remaining.min(slice));
-                // Not held across slices: a crash in a test needs the handle alone.
+                let waited = cluster.wait_until(target, remaining.min(SIGNAL_SLICE));
+                // Not held across slices: a leave may be waiting for it.
                 drop(cluster);
                 waited
             });
@@ -447,7 +494,6 @@ impl NativeCluster {
                 Err(Error::Timeout(_)) => {}
                 Err(other) => return Err(errors::from_engine(py, other)),
             }
-            self.reraise_interrupt()?;
             py.check_signals()?;
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 let now = self._health(py)?;
@@ -460,6 +506,25 @@ impl NativeCluster {
                 ));
             }
         }
+    }
+
+    /// Calls `watcher(health_name)` from a thread of the handle's own at
+    /// every change of health, and `watcher(None)` once the handle has
+    /// stopped, until `_unwatch_health(token)`. Returns the token.
+    fn _watch_health(&self, py: Python<'_>, watcher: Py<PyAny>) -> PyResult<u64> {
+        let cluster = self.cluster(py)?;
+        self.watch.add(cluster, watcher).map_err(|e| {
+            errors::raise(
+                py,
+                "IOError",
+                format!("cannot start the health watch thread: {e}"),
+            )
+        })
+    }
+
+    /// Stops calling the watcher `token` names.
+    fn _unwatch_health(&self, token: u64) {
+        drop(self.watch.remove(token));
     }
 
     /// Host dispatch: runs up to `max` pending callbacks on this thread and
@@ -490,21 +555,20 @@ impl NativeCluster {
     }
 
     /// Leaves gracefully (DESIGN.md 6.4); returns once `deallocated` has run
-    /// and the connections are closed. Again: does nothing.
-    fn leave(&self, py: Python<'_>) -> PyResult<()> {
+    /// and the connections are closed. Again: does nothing. `pump`: the loop
+    /// bridge whose callbacks this thread must run meanwhile.
+    #[pyo3(signature = (pump=None))]
+    fn _native_leave(&self, py: Python<'_>, pump: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         self.not_from_own_callback(py, "leave")?;
-        let Some(cluster) = self.cluster.load_full() else {
-            return Ok(());
-        };
         // With host dispatch the leave's callbacks run here, attaching.
-        py.detach(|| cluster.leave())
-            .map_err(|e| errors::from_engine(py, e))?;
-        self.cluster.store(None);
-        py.detach(|| drop(cluster));
+        self.end(py, pump, Cluster::leave)?;
         self.reraise_interrupt()
     }
 
+    // Fault injection for the package's own tests: only in builds with the
+    // `testing` feature, never in the wheel users install.
     /// TESTING ONLY: drops all traffic to and from `peer` until healed.
+    #[cfg(feature = "testing")]
     fn _testing_cut(&self, py: Python<'_>, peer: &str) -> PyResult<()> {
         let peer = NodeId::parse(peer).map_err(|e| errors::config(py, e.to_string()))?;
         self.cluster(py)?.cut(&peer);
@@ -512,6 +576,7 @@ impl NativeCluster {
     }
 
     /// TESTING ONLY: restores traffic with `peer`.
+    #[cfg(feature = "testing")]
     fn _testing_heal(&self, py: Python<'_>, peer: &str) -> PyResult<()> {
         let peer = NodeId::parse(peer).map_err(|e| errors::config(py, e.to_string()))?;
         self.cluster(py)?.heal(&peer);
@@ -519,6 +584,7 @@ impl NativeCluster {
     }
 
     /// TESTING ONLY: restores traffic with every peer.
+    #[cfg(feature = "testing")]
     fn _testing_heal_all(&self, py: Python<'_>) -> PyResult<()> {
         self.cluster(py)?.heal_all();
         Ok(())
@@ -526,23 +592,18 @@ impl NativeCluster {
 
     /// TESTING ONLY: stops the node at once, as if its process died: no
     /// `deallocated`, no goodbye; peers wait out `node_grace`.
-    fn _testing_crash(&self, py: Python<'_>) -> PyResult<()> {
+    #[cfg(feature = "testing")]
+    #[pyo3(signature = (pump=None))]
+    fn _testing_crash_native(
+        &self,
+        py: Python<'_>,
+        pump: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         self.not_from_own_callback(py, "_testing_crash")?;
-        let Some(mut cluster) = self.cluster.swap(None) else {
-            return Ok(());
-        };
-        // `Cluster::crash` takes the handle by value; other threads let go
-        // of it within a wait slice.
-        py.detach(|| loop {
-            match Arc::try_unwrap(cluster) {
-                Ok(alone) => return alone.crash(),
-                Err(shared) => {
-                    cluster = shared;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        });
-        Ok(())
+        self.end(py, pump, |cluster| {
+            cluster.crash();
+            Ok(())
+        })
     }
 }
 

@@ -9,12 +9,13 @@ mod callbacks;
 mod cluster;
 mod errors;
 mod logbridge;
+mod watch;
 
 use pyo3::prelude::*;
 
 #[pymodule]
 fn _minishard(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    logbridge::install(m.py())?;
+    logbridge::install();
     m.add_class::<cluster::NativeCluster>()?;
     m.add_function(wrap_pyfunction!(logbridge::shutdown_logging, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

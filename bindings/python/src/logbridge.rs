@@ -1,11 +1,17 @@
 //! Engine logs (`tracing` events) into Python's
-//! `logging.getLogger("minishard")`.
+//! `logging.getLogger("minishard.engine")`, with their fields (`cluster`,
+//! `node`, `shard`, `peer`...) both in the text, as `name=value`, and as
+//! attributes of the record, like `logging`'s `extra`.
 //!
 //! An engine thread never waits for the interpreter: the tracing layer puts
 //! each event in a bounded queue, and a pump thread hands them to Python in
 //! batches, attached only while it does. So a log line emitted while another
 //! thread holds the GIL (perhaps waiting for the engine) cannot deadlock, and
 //! heartbeats never wait for a log handler.
+//!
+//! The engine's own lines about a failed callback are left out: the
+//! callbacks module logs each failure once, with the Python traceback and
+//! what the engine does about it.
 
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
@@ -15,6 +21,7 @@ use std::thread::JoinHandle;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PySet};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record as SpanRecord};
 use tracing::subscriber::Interest;
@@ -33,12 +40,68 @@ const BATCH: usize = 256;
 /// logger's effective level (refreshed at every join and every batch).
 static THRESHOLD: AtomicU8 = AtomicU8::new(20);
 
+/// The logger engine lines go to.
+const ENGINE_LOGGER: &str = "minishard.engine";
+
+/// The engine's lines that repeat a callback failure already logged, with
+/// its traceback, by `callbacks::log_failure`: (module, message).
+const REPEATS_A_CALLBACK_FAILURE: [(&str, &str); 5] = [
+    ("minishard::runtime::calls", "callback failed"),
+    (
+        "minishard::core::manager",
+        "allocated failed: releasing the shard and backing off",
+    ),
+    (
+        "minishard::core::manager",
+        "score failed: this node ranks last",
+    ),
+    ("minishard::core::manager", "a callback failed"),
+    (
+        "minishard::core::manager",
+        "nodes callback failed: keeping the member list",
+    ),
+];
+
+/// A field's value, kept typed for the record's attributes.
+enum Value {
+    Int(i64),
+    Text(String),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Int(n) => write!(f, "{n}"),
+            Value::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A `Debug`-formatted value as a user reads it: an `Option` field shows
+/// its content, or nothing when it is `None`; a number becomes one.
+fn plain(debug: String) -> Option<Value> {
+    let inner = match debug
+        .strip_prefix("Some(")
+        .and_then(|d| d.strip_suffix(')'))
+    {
+        Some(inner) => inner.to_owned(),
+        None if debug == "None" => return None,
+        None => debug,
+    };
+    Some(match inner.parse::<i64>() {
+        Ok(n) => Value::Int(n),
+        Err(_) => Value::Text(inner),
+    })
+}
+
 struct Line {
     level: u8,
     target: &'static str,
     file: Option<&'static str>,
     line: Option<u32>,
     message: String,
+    /// The event's and its spans' fields, for the record's attributes.
+    fields: Vec<(&'static str, Value)>,
     /// The engine thread that logged it (the pump is the one calling Python).
     thread: Option<String>,
 }
@@ -74,19 +137,35 @@ fn python_level(level: Level) -> u8 {
     }
 }
 
-/// Writes fields as ` name=value`, keeping `message` apart.
+/// Collects fields, keeping `message` apart.
 struct Fields<'a> {
     message: Option<&'a mut String>,
-    rest: &'a mut String,
+    rest: &'a mut Vec<(&'static str, Value)>,
+}
+
+impl Fields<'_> {
+    fn add(&mut self, field: &Field, value: Option<Value>) {
+        if let Some(value) = value {
+            self.rest.push((field.name(), value));
+        }
+    }
 }
 
 impl Visit for Fields<'_> {
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.add(field, Some(Value::Int(value)));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        let value =
+            i64::try_from(value).map_or_else(|_| Value::Text(value.to_string()), Value::Int);
+        self.add(field, Some(value));
+    }
+
     fn record_str(&mut self, field: &Field, value: &str) {
         match (&mut self.message, field.name()) {
             (Some(message), "message") => message.push_str(value),
-            _ => {
-                let _ = write!(self.rest, " {}={value}", field.name());
-            }
+            _ => self.add(field, Some(Value::Text(value.to_owned()))),
         }
     }
 
@@ -95,15 +174,13 @@ impl Visit for Fields<'_> {
             (Some(message), "message") => {
                 let _ = write!(message, "{value:?}");
             }
-            _ => {
-                let _ = write!(self.rest, " {}={value:?}", field.name());
-            }
+            _ => self.add(field, plain(format!("{value:?}"))),
         }
     }
 }
 
-/// A span's fields, formatted once when it is created.
-struct SpanFields(String);
+/// A span's fields, recorded once when it is created.
+struct SpanFields(Vec<(&'static str, Value)>);
 
 struct PythonLogging;
 
@@ -121,44 +198,58 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut text = String::new();
+        let mut fields = Vec::new();
         attrs.record(&mut Fields {
             message: None,
-            rest: &mut text,
+            rest: &mut fields,
         });
         if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(SpanFields(text));
+            span.extensions_mut().insert(SpanFields(fields));
         }
     }
 
     fn on_record(&self, id: &Id, values: &SpanRecord<'_>, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
             let mut extensions = span.extensions_mut();
-            if let Some(SpanFields(text)) = extensions.get_mut::<SpanFields>() {
+            if let Some(SpanFields(fields)) = extensions.get_mut::<SpanFields>() {
                 values.record(&mut Fields {
                     message: None,
-                    rest: text,
+                    rest: fields,
                 });
             }
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let metadata = event.metadata();
         let mut message = String::new();
-        let mut rest = String::new();
+        let mut fields = Vec::new();
         event.record(&mut Fields {
             message: Some(&mut message),
-            rest: &mut rest,
+            rest: &mut fields,
         });
+        if REPEATS_A_CALLBACK_FAILURE.contains(&(metadata.target(), message.as_str())) {
+            return;
+        }
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
-                if let Some(SpanFields(text)) = span.extensions().get::<SpanFields>() {
-                    rest.push_str(text);
+                if let Some(SpanFields(span_fields)) = span.extensions().get::<SpanFields>() {
+                    for (name, value) in span_fields {
+                        // The event's own field wins over its span's.
+                        if !fields.iter().any(|(n, _)| n == name) {
+                            let copy = match value {
+                                Value::Int(n) => Value::Int(*n),
+                                Value::Text(t) => Value::Text(t.clone()),
+                            };
+                            fields.push((name, copy));
+                        }
+                    }
                 }
             }
         }
-        message.push_str(&rest);
-        let metadata = event.metadata();
+        for (name, value) in &fields {
+            let _ = write!(message, " {name}={value}");
+        }
         let mut pending = pending();
         if pending.stopped {
             return;
@@ -173,6 +264,7 @@ where
             file: metadata.file(),
             line: metadata.line(),
             message,
+            fields,
             thread: std::thread::current().name().map(str::to_owned),
         });
         drop(pending);
@@ -187,7 +279,7 @@ fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
         .get_or_try_init(py, || {
             Ok(py
                 .import("logging")?
-                .call_method1("getLogger", ("minishard",))?
+                .call_method1("getLogger", (ENGINE_LOGGER,))?
                 .unbind())
         })
         .map(|l| l.bind(py))
@@ -199,6 +291,30 @@ pub(crate) fn sync_level(py: Python<'_>) -> PyResult<()> {
     let level: i64 = logger(py)?.call_method0("getEffectiveLevel")?.extract()?;
     THRESHOLD.store(level.clamp(1, 255) as u8, Ordering::Relaxed);
     Ok(())
+}
+
+static RECORD_ATTRIBUTES: PyOnceLock<Py<PySet>> = PyOnceLock::new();
+
+/// The attributes every `LogRecord` has, plus the two `makeRecord` reserves.
+fn record_attributes(py: Python<'_>) -> PyResult<&Bound<'_, PySet>> {
+    RECORD_ATTRIBUTES
+        .get_or_try_init(py, || {
+            let record = py.import("logging")?.getattr("LogRecord")?.call1((
+                "",
+                0,
+                "",
+                0,
+                "",
+                (),
+                py.None(),
+            ))?;
+            let names = PySet::new(py, ["message", "asctime"])?;
+            for name in record.getattr("__dict__")?.try_iter()? {
+                names.add(name?)?;
+            }
+            Ok(names.unbind())
+        })
+        .map(|names| names.bind(py))
 }
 
 fn deliver(py: Python<'_>, lines: Vec<Line>, dropped: u64) -> PyResult<()> {
@@ -219,10 +335,22 @@ fn deliver(py: Python<'_>, lines: Vec<Line>, dropped: u64) -> PyResult<()> {
         {
             continue;
         }
+        let extra = PyDict::new(py);
+        for (name, value) in line.fields {
+            // Names a record already has (none of the engine's today) stay
+            // in the text only: makeRecord refuses to overwrite them.
+            if record_attributes(py)?.contains(name)? {
+                continue;
+            }
+            match value {
+                Value::Int(n) => extra.set_item(name, n)?,
+                Value::Text(t) => extra.set_item(name, t)?,
+            }
+        }
         let record = logger.call_method1(
             "makeRecord",
             (
-                "minishard",
+                ENGINE_LOGGER,
                 line.level,
                 line.file.unwrap_or("<minishard engine>"),
                 line.line.unwrap_or(0),
@@ -230,6 +358,7 @@ fn deliver(py: Python<'_>, lines: Vec<Line>, dropped: u64) -> PyResult<()> {
                 (),
                 py.None(),
                 line.target,
+                extra,
             ),
         )?;
         if let Some(thread) = line.thread {
@@ -277,8 +406,10 @@ fn pump() {
     }
 }
 
-/// Installs the tracing layer (once per process).
-pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
+/// Installs the tracing layer (once per process). It does not import
+/// `logging` (`import minishard` stays cheap): the level is read at the
+/// first join, before the engine logs anything.
+pub(crate) fn install() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // Fails only if this library already installed one: nothing to do.
@@ -286,7 +417,6 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
             .with(PythonLogging)
             .try_init();
     });
-    sync_level(py)
 }
 
 /// Starts the pump unless it runs in this process (a forked child has none).

@@ -4,6 +4,8 @@ proportions), and helpers that wait on conditions with deadlines."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 import threading
 import time
@@ -39,6 +41,13 @@ def free_addresses(n: int) -> List[str]:
     finally:
         for s in sockets:
             s.close()
+
+
+def callback_failures(caplog: Any, text: str = "") -> List[logging.LogRecord]:
+    """The records of failed callbacks whose message contains `text`."""
+    return [
+        r for r in caplog.records if r.name == "minishard.callbacks" and text in r.getMessage()
+    ]
 
 
 def eventually(timeout: float, condition: Callable[[], Any], every: float = 0.005) -> bool:
@@ -95,9 +104,9 @@ class Recorder(minishard.Callbacks[Dict[str, Any]]):
     def shard_count(self, cluster: str) -> int:
         return self.shards
 
-    def allocated(self, cluster: str, shard: int) -> Dict[str, Any]:
+    def allocated(self, cluster: str, shard: int, epoch: int) -> Dict[str, Any]:
         self.journal.push("allocated", shard)
-        return {"shard": shard, "owner": self.me}
+        return {"shard": shard, "owner": self.me, "epoch": epoch}
 
     def score(self, state: Dict[str, Any]) -> int:
         self.journal.push("score", self.score_value)
@@ -202,6 +211,26 @@ class Local:
         for c in self.running():
             c.leave()
         self.clusters = [None] * len(self.clusters)
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop running on a thread of its own, for clusters joined
+    with dispatch="asyncio": their callbacks run there while the test's own
+    thread waits on conditions."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=BOUND)
+    assert not thread.is_alive(), "the test's event loop did not stop"
+    loop.close()
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, coroutine: Any, timeout: float = BOUND) -> Any:
+    """Runs `coroutine` on the loop of `loop_thread` and returns its result."""
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout)
 
 
 @pytest.fixture

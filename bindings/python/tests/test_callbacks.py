@@ -1,31 +1,33 @@
 """Callbacks that fail or take their time never stop the engine, never
-delay lookups, and are reported through logging (DESIGN.md sections 3, 7.6)."""
+delay lookups, and are reported through logging, one record per failure
+(DESIGN.md sections 3, 7.6)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+import warnings
 
 import pytest
 
 import minishard
-from conftest import BOUND, Recorder, eventually
+from conftest import BOUND, COOKIE, FAST, Recorder, callback_failures, eventually, free_addresses
 
 
 def records(caplog, text):
-    return [r for r in caplog.records if r.name == "minishard" and text in r.getMessage()]
+    return callback_failures(caplog, text)
 
 
 class FailsToAllocate(Recorder):
     """The first node offered a shard (the smallest address) always raises
     in allocated; the others work."""
 
-    def allocated(self, cluster, shard):
+    def allocated(self, cluster, shard, epoch):
         if self.me == min(self.members):
             self.journal.push("refused", shard)
             raise RuntimeError(f"no memory for shard {shard}")
-        return super().allocated(cluster, shard)
+        return super().allocated(cluster, shard, epoch)
 
 
 def test_an_allocated_that_raises_is_logged_with_its_traceback_and_gives_the_shard_back(
@@ -41,8 +43,13 @@ def test_an_allocated_that_raises_is_logged_with_its_traceback_and_gives_the_sha
     assert eventually(2, lambda: records(caplog, "the allocated callback of cluster 'raises'"))
     record = records(caplog, "the allocated callback")[0]
     assert record.levelno == logging.ERROR
-    assert f"shard {refused[0][1]}" in record.getMessage()
+    assert f"for shard {refused[0][1]}" in record.getMessage()
     assert "RuntimeError: no memory for shard" in record.getMessage()
+    assert "given back" in record.getMessage(), "it says what the engine does about it"
+    # Structured, for log pipelines: logging's `extra` attributes.
+    assert (record.cluster, record.shard, record.callback) == ("raises", refused[0][1], "allocated")
+    # Placed where the exception was raised, not inside logging.
+    assert (record.pathname, record.funcName) == (__file__, "allocated")
     exc_type, exc, tb = record.exc_info
     assert exc_type is RuntimeError and tb is not None
     assert "in allocated" in caplog.text, "the traceback names the callback"
@@ -106,10 +113,10 @@ def test_a_score_that_raises_loses_the_conflict(local, caplog):
 class SlowToAllocate(Recorder):
     started = threading.Event()
 
-    def allocated(self, cluster, shard):
+    def allocated(self, cluster, shard, epoch):
         self.started.set()
         time.sleep(1.0)  # longer than heartbeat_timeout: heartbeats must not wait
-        return super().allocated(cluster, shard)
+        return super().allocated(cluster, shard, epoch)
 
 
 def test_a_slow_callback_delays_neither_lookups_nor_heartbeats(local):
@@ -139,7 +146,7 @@ def test_callbacks_may_call_lookups_but_not_wait_for_their_own_cluster(local):
     class Curious(Recorder):
         cluster = None
 
-        def allocated(self, cluster, shard):
+        def allocated(self, cluster, shard, epoch):
             me = self.cluster
             seen["status"] = me.status().local.state
             seen["map"] = me.shard_map()
@@ -151,7 +158,7 @@ def test_callbacks_may_call_lookups_but_not_wait_for_their_own_cluster(local):
                     call()
                 except minishard.InvalidArgumentError as e:
                     seen[name] = str(e)
-            return super().allocated(cluster, shard)
+            return super().allocated(cluster, shard, epoch)
 
     addresses = []
 
@@ -181,14 +188,60 @@ def test_a_keyboard_interrupt_in_a_callback_thread_is_logged_not_fatal(local, ca
     assert eventually(2, lambda: records(caplog, "KeyboardInterrupt"))
 
 
-def test_allocated_gets_the_epoch_when_it_asks_for_it(local):
+def test_allocated_gets_the_epoch(local):
     class Fencing(Recorder):
-        def allocated(self, cluster, shard, epoch=0):
+        def allocated(self, cluster, shard, epoch):
             self.journal.push("epoch", shard, epoch)
-            return super().allocated(cluster, shard)
+            return super().allocated(cluster, shard, epoch)
 
     cluster = local("epochs", 3, 2, app=Fencing)
     shard_map = cluster.converged()
     for shard, owner in enumerate(shard_map):
         i = cluster.index(owner)
         assert cluster.apps[i].journal.of("epoch") == [("epoch", shard, cluster[i].my_shard()[1])]
+
+
+def test_a_two_argument_allocated_still_works_with_a_deprecation_warning():
+    class Old(Recorder):
+        def allocated(self, cluster, shard):
+            self.journal.push("allocated", shard)
+            return {"shard": shard}
+
+    (a,) = free_addresses(1)
+    app = Old([a], 1, a)
+    with pytest.warns(DeprecationWarning, match=r"allocated\(self, cluster, shard, epoch\)") as warned:
+        cluster = minishard.join("old-allocated", app, listen=a, cookie=COOKIE, **FAST)
+    assert warned[0].filename == __file__, "the warning points at the join call"
+    with cluster:
+        cluster.wait_until("available", timeout=BOUND)
+        assert app.journal.of("allocated") == [("allocated", 0)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (b,) = free_addresses(1)
+        minishard.join("new-allocated", Recorder([b], 1, b), listen=b, cookie=COOKIE, **FAST).leave()
+
+
+def test_one_failure_is_one_record_without_rust_formatting(local, caplog):
+    caplog.set_level(logging.DEBUG, logger="minishard")
+    cluster = local("one-record", 3, 1, app=FailsToAllocate)
+    cluster.converged()
+    failing = cluster.index(min(cluster.addresses))
+    assert cluster.apps[failing].journal.of("refused")
+    assert eventually(2, lambda: records(caplog, "allocated"))
+    for node in cluster.running():
+        node.leave()
+    cluster.clusters = [None] * 3
+    failures = cluster.apps[failing].journal.of("refused")
+    # Every line about it, engine's or binding's, at any level.
+    about_it = [
+        r for r in caplog.records
+        if r.name.startswith("minishard") and "no memory" in r.getMessage()
+    ]
+    assert len(about_it) == len(failures), [(r.name, r.getMessage()) for r in about_it]
+    assert all(r.name == "minishard.callbacks" for r in about_it)
+    engine = [r for r in caplog.records if r.name == "minishard.engine"]
+    assert engine, "the engine's own lines still arrive"
+    for record in caplog.records:
+        assert "Some(" not in record.getMessage() and "=None" not in record.getMessage(), (
+            record.getMessage()
+        )

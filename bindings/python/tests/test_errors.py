@@ -214,6 +214,7 @@ def test_bad_arguments_to_a_joined_cluster_raise_invalid_argument_errors():
             (lambda: cluster.get_node(-1), "shard -1 does not exist"),
             (lambda: cluster.dispatch(), "host dispatch"),
             (lambda: cluster._testing_cut("nowhere"), "invalid node address"),
+            (lambda: cluster.wait_until("availble", timeout=1), "unknown health 'availble'"),
         ]:
             with pytest.raises(minishard.Error, match=message) as raised:
                 call()
@@ -230,12 +231,14 @@ def test_a_left_cluster_raises_closed_errors_and_leaves_once():
     cluster.leave()  # again: nothing
     assert app.journal.of("deallocated") == [("deallocated", None, 0)]
     assert cluster.closed and "left" in repr(cluster)
+    # The counters keep answering (the final ones), as in C.
+    stats = cluster.stats()
+    assert (stats.allocations, stats.deallocations) == (1, 1)
     for call in [
         lambda: cluster.get_node(0),
         cluster.shard_map,
         cluster.my_shard,
         cluster.status,
-        cluster.stats,
         cluster.health,
         lambda: cluster.wait_until("available", timeout=1),
     ]:

@@ -1,5 +1,5 @@
-"""Not a test: a user's program that `mypy --strict` must accept, run by
-run-tests.sh to check the package's annotations and stubs."""
+"""Not a test: a user's program that `mypy --strict` must accept (run by
+test_typing.py) to check the package's annotations and stubs."""
 
 from __future__ import annotations
 
@@ -18,13 +18,38 @@ class Sessions(minishard.Callbacks[State]):
     def shard_count(self, cluster: str) -> int:
         return 1
 
-    def allocated(self, cluster: str, shard: int, epoch: int = 0) -> State:
+    def allocated(self, cluster: str, shard: int, epoch: int) -> State:
         return {"epoch": epoch}
 
     def score(self, state: State) -> int:
         return state["epoch"]
 
     def deallocated(self, winner: Optional[str], state: State) -> None:
+        pass
+
+
+class AsyncSessions(minishard.Callbacks[State]):
+    """dispatch="asyncio": every callback but nodes and shard_count may await."""
+
+    def nodes(self, cluster: str) -> list[str]:
+        return ["127.0.0.1:7001"]
+
+    def shard_count(self, cluster: str) -> int:
+        return 1
+
+    async def allocated(self, cluster: str, shard: int, epoch: int) -> State:
+        await asyncio.sleep(0)
+        return {"epoch": epoch}
+
+    async def score(self, state: State) -> int:
+        return state["epoch"]
+
+    async def deallocated(self, winner: Optional[str], state: State) -> None:
+        await asyncio.sleep(0)
+
+    async def status_changed(
+        self, cluster: str, old: minishard.Health, new: minishard.Health
+    ) -> None:
         pass
 
 
@@ -37,7 +62,8 @@ def use(cluster: minishard.Cluster) -> None:
     nodes: dict[str, minishard.NodeState] = status.nodes
     stats: minishard.Stats = cluster.stats()
     ok: bool = cluster.wait_until(minishard.Health.AVAILABLE, timeout=1.5)
-    print(owner, owners, mine, health == "available", nodes, stats.allocations, ok)
+    wanted: minishard.HealthName = "transition"
+    print(owner, owners, mine, health == "available", nodes, stats.allocations, ok, wanted)
     try:
         cluster.wait_until("available", timeout=0.1)
     except minishard.TimeoutError:
@@ -47,10 +73,15 @@ def use(cluster: minishard.Cluster) -> None:
 
 
 async def use_async() -> None:
-    with minishard.join("sessions", Sessions(), listen="127.0.0.1:7001", cookie=b"secret",
-                        dispatch="asyncio", heartbeat_interval=0.05) as cluster:
+    dispatch: minishard.DispatchMode = "asyncio"
+    async with minishard.join("sessions", AsyncSessions(), listen="127.0.0.1:7001",
+                              cookie=b"secret", dispatch=dispatch,
+                              heartbeat_interval=0.05) as cluster:
         done: bool = await cluster.wait_until_async("available", timeout=5)
         print(done)
+    with minishard.join("sessions", Sessions(), listen="127.0.0.1:7001", cookie=b"secret",
+                        dispatch="thread") as other:
+        await other.leave_async()
 
 
 if __name__ == "__main__":

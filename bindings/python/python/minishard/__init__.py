@@ -6,13 +6,15 @@ processes of a cluster, with failover and split-brain resolution by score.
     class Sessions(minishard.Callbacks[dict]):
         def nodes(self, cluster): return ["10.0.0.1:7001", "10.0.0.2:7001", "10.0.0.3:7001"]
         def shard_count(self, cluster): return 2
-        def allocated(self, cluster, shard): return {}
+        def allocated(self, cluster, shard, epoch): return {}
 
     with minishard.join("sessions", Sessions(), listen="10.0.0.1:7001", cookie=b"secret") as cluster:
         cluster.wait_until("available", timeout=10)
         print(cluster.get_node(0))
 
-Engine and callback failures are logged to ``logging.getLogger("minishard")``.
+Engine logs go to ``logging.getLogger("minishard.engine")``, callback
+failures (one record each, with ``cluster``, ``shard`` and ``callback``
+attributes) to ``logging.getLogger("minishard.callbacks")``.
 """
 
 from ._cluster import Cluster, join
@@ -30,7 +32,9 @@ from ._minishard import __version__
 from ._types import (
     Callbacks,
     CallbacksLike,
+    DispatchMode,
     Health,
+    HealthName,
     LocalState,
     NodeState,
     Owner,
@@ -44,6 +48,8 @@ __all__ = [
     "Callbacks",
     "CallbacksLike",
     "Health",
+    "HealthName",
+    "DispatchMode",
     "Status",
     "Stats",
     "NodeState",

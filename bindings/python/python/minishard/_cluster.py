@@ -9,29 +9,42 @@ expect around them: argument checks with clear messages, typed results,
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import inspect
-import logging
 import math
 import numbers
 import os
 import threading
 import time
-from typing import Any, Dict, Optional, Set, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Set, Tuple, Type, Union
 
 from . import _minishard
 from ._errors import ClosedError, ConfigError, InvalidArgumentError, TimeoutError
-from ._types import CallbacksLike, Health, LocalState, NodeState, Owner, Stats, Status
+from ._loopbridge import LoopBridge
+from ._types import (
+    CallbacksLike,
+    DispatchMode,
+    Health,
+    HealthName,
+    LocalState,
+    NodeState,
+    Owner,
+    Stats,
+    Status,
+)
+
+if TYPE_CHECKING:
+    # asyncio, inspect and logging are imported where they are used:
+    # `import minishard` stays cheap for programs that never need them.
+    import asyncio
+    from types import TracebackType
 
 # A path argument: a str or anything os.fspath takes that gives one.
 StrPath = Union[str, "os.PathLike[str]"]
 
 __all__ = ["Cluster", "join"]
 
-_logger = logging.getLogger("minishard")
-
 _DISPATCH_MODES = ("thread", "asyncio", "host")
+_HEALTHS = ("degraded", "transition", "available")
 _TIMINGS = (
     "heartbeat_interval",
     "heartbeat_timeout",
@@ -53,8 +66,9 @@ _LIMITS = {
 }
 # The largest count the engine takes (a usize).
 _COUNT_MAX = 2**64 - 1
-# How often wait_until_async looks at the health.
-_ASYNC_POLL = 0.005
+# The callbacks that may be `async def` (with dispatch="asyncio"): nodes and
+# shard_count are called inside join, which cannot await.
+_MAY_BE_ASYNC = ("allocated", "score", "prolonged", "deallocated", "status_changed")
 
 # Every cluster joined and not yet left. Holding them here means a cluster
 # stays joined while the application runs, whether or not it keeps a
@@ -63,8 +77,14 @@ _joined: Set["Cluster"] = set()
 _joined_lock = threading.Lock()
 
 
-def _health_name(health: Union[Health, str]) -> str:
+def _health_name(health: Union[Health, HealthName]) -> HealthName:
+    if isinstance(health, Health):
+        return health.value
     if isinstance(health, str):
+        if health not in _HEALTHS:
+            raise InvalidArgumentError(
+                f"unknown health {health!r}: expected degraded, transition or available"
+            )
         return health
     raise InvalidArgumentError(
         f"health must be a minishard.Health or one of 'degraded', 'transition', "
@@ -82,6 +102,16 @@ def _timeout(timeout: Optional[float]) -> Optional[float]:
     return float(timeout)
 
 
+def _time_limit(timeout: Optional[float]) -> Optional[float]:
+    """A timeout checked for waits done here: None (or infinity) for no limit."""
+    limit = _timeout(timeout)
+    if limit is not None and (limit < 0 or math.isnan(limit)):
+        raise InvalidArgumentError(
+            f"timeout must be a non-negative number of seconds or None, not {limit}"
+        )
+    return None if limit == math.inf else limit
+
+
 class Cluster(_minishard.NativeCluster):
     """One node's membership of one cluster. Get one from ``minishard.join``.
 
@@ -90,9 +120,9 @@ class Cluster(_minishard.NativeCluster):
     """
 
     # Set by join(); class defaults keep repr() and leave() safe otherwise.
-    _dispatch: str = "thread"
-    _loop: Optional[asyncio.AbstractEventLoop] = None
-    _reader_fd: Optional[int] = None
+    _dispatch: DispatchMode = "thread"
+    _bridge: Optional[LoopBridge] = None
+    _async_callbacks: Tuple[str, ...] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # The work (the join) happens in the native __new__.
@@ -117,11 +147,11 @@ class Cluster(_minishard.NativeCluster):
         )
 
     def stats(self) -> Stats:
-        """Counters since join."""
+        """Counters since join; after ``leave()``, the final ones."""
         return Stats(**self._stats())
 
     def wait_until(
-        self, health: Union[Health, str], timeout: Optional[float] = None
+        self, health: Union[Health, HealthName], timeout: Optional[float] = None
     ) -> bool:
         """Blocks, with the GIL released, until this node sees ``health``.
 
@@ -129,130 +159,195 @@ class Cluster(_minishard.NativeCluster):
         seconds (None: no limit), ``ClosedError`` if the cluster is left
         meanwhile, ``KeyboardInterrupt`` on Ctrl-C. With
         ``dispatch="asyncio"``, called on the event loop's thread, it runs
-        the pending callbacks itself while it waits (the loop cannot).
+        the callbacks itself while it waits (the loop cannot); with async
+        callbacks, use ``wait_until_async`` there instead.
         """
-        self._wait_until(
-            _health_name(health), _timeout(timeout), self._dispatches_here()
-        )
+        name = _health_name(health)
+        self._check_not_in_callback("wait_until")
+        pumping = self._pumping_bridge("wait_until", "await cluster.wait_until_async(...)")
+        if pumping is None:
+            self._wait_until(name, _timeout(timeout))
+            return True
+        bridge: LoopBridge = pumping
+        limit = _time_limit(timeout)
+        deadline = None if limit is None else time.monotonic() + limit
+        token = self._watch_health(lambda now: bridge.wake())
+        try:
+            while self._health() != name:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(
+                        f"health did not become {name} within {limit}s (it is {self._health()})"
+                    )
+                bridge.pump(left)
+        finally:
+            self._unwatch_health(token)
         return True
 
     async def wait_until_async(
-        self, health: Union[Health, str], timeout: Optional[float] = None
+        self, health: Union[Health, HealthName], timeout: Optional[float] = None
     ) -> bool:
         """``wait_until`` for coroutines: the event loop keeps running (and,
-        with ``dispatch="asyncio"``, keeps running callbacks) meanwhile.
-        Cancelling the task stops the wait."""
+        with ``dispatch="asyncio"``, keeps running callbacks) meanwhile. It
+        is woken by the engine when the health changes. Cancelling the task
+        stops the wait."""
+        import asyncio
+
+        name = _health_name(health)
+        limit = _time_limit(timeout)
+        self._check_not_in_callback("wait_until_async")
+        loop = asyncio.get_running_loop()
+        reached: asyncio.Future[Optional[str]] = loop.create_future()
+
+        def settle(now: Optional[str]) -> None:
+            if not reached.done():
+                reached.set_result(now)
+
+        def on_change(now: Optional[str]) -> None:
+            # On the handle's watch thread: None once the handle stopped.
+            if now is None or now == name:
+                try:
+                    loop.call_soon_threadsafe(settle, now)
+                except RuntimeError:
+                    pass  # The loop has closed: nobody waits any more.
+
+        token = self._watch_health(on_change)
         try:
-            target = Health(_health_name(health))
-        except ValueError:
-            raise InvalidArgumentError(
-                f"unknown health {health!r}: expected degraded, transition or available"
-            ) from None
-        limit = _timeout(timeout)
-        if limit is not None and (limit < 0 or math.isnan(limit)):
-            raise InvalidArgumentError(
-                f"timeout must be a non-negative number of seconds or None, not {limit}"
-            )
-        deadline = None if limit is None else time.monotonic() + limit
-        while True:
-            now = self._health()
-            if now == target.value:
+            if self._health() == name:
                 return True
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            try:
+                now = await asyncio.wait_for(reached, limit)
+            except asyncio.TimeoutError:
                 raise TimeoutError(
-                    f"health did not become {target.value} within {limit}s (it is {now})"
-                )
-            await asyncio.sleep(_ASYNC_POLL if left is None else min(_ASYNC_POLL, left))
+                    f"health did not become {name} within {limit}s (it is {self._health()})"
+                ) from None
+            if now is None:
+                raise ClosedError("the cluster handle has left the cluster")
+            return True
+        finally:
+            self._unwatch_health(token)
 
     def leave(self) -> None:
         """Leaves gracefully: the shard is handed over at once. Returns once
-        ``deallocated`` has run. Calling it again does nothing. Not allowed
-        from inside one of this cluster's callbacks; with
-        ``dispatch="asyncio"``, call it on the event loop's thread (the
-        leave's callbacks run there, inside this call)."""
+        ``deallocated`` has run (an async one: once it has finished).
+        Calling it again does nothing. Not allowed from inside one of this
+        cluster's callbacks; with ``dispatch="asyncio"`` and async
+        callbacks, not on the event loop's thread either: use
+        ``await leave_async()`` (or ``async with``) there."""
         self._leave(at_exit=False)
+
+    async def leave_async(self) -> None:
+        """``leave`` for coroutines: the event loop keeps running (and runs
+        the leave's callbacks) while the node leaves. Cancelling the task
+        does not stop the leave."""
+        import asyncio
+
+        self._check_not_in_callback("leave_async")
+        await asyncio.get_running_loop().run_in_executor(None, self._leave, False)
 
     def _leave(self, at_exit: bool) -> None:
         self._check_not_in_callback("leave")
-        if self._reader_fd is not None and not at_exit and self._loop_elsewhere():
-            raise InvalidArgumentError(
-                "with dispatch='asyncio', call leave() on the event loop's thread: "
-                "its callbacks run there"
+        if at_exit:
+            bridge = self._bridge if self._must_pump() else None
+        else:
+            bridge = self._pumping_bridge(
+                "leave", "await cluster.leave_async() or an async with block"
             )
-        self._stop_reader()
-        super().leave()
+        self._native_leave(bridge)
         with _joined_lock:
             _joined.discard(self)
 
-    def _testing_crash(self) -> None:
-        """TESTING ONLY: stops this node at once, as if its process died:
-        no ``deallocated``, no goodbye; peers wait out ``node_grace``."""
-        self._stop_reader()
-        super()._testing_crash()
-        with _joined_lock:
-            _joined.discard(self)
+    if hasattr(_minishard.NativeCluster, "_testing_crash_native"):
+        # Only in the testing build of the extension (its `testing` feature).
+
+        def _testing_crash(self) -> None:
+            """TESTING ONLY: stops this node at once, as if its process died:
+            no ``deallocated``, no goodbye; peers wait out ``node_grace``."""
+            self._testing_crash_native(self._bridge if self._must_pump() else None)
+            with _joined_lock:
+                _joined.discard(self)
+
+    def _check_not_in_callback(self, what: str) -> None:
+        super()._check_not_in_callback(what)
+        if self._bridge is not None and self._bridge.inside_callback():
+            raise InvalidArgumentError(
+                f"{what} cannot be called from inside a callback of the same cluster: "
+                "it waits for callbacks to finish"
+            )
+
+    # dispatch="asyncio": who runs the callbacks while this thread blocks
+
+    def _must_pump(self) -> bool:
+        """Whether this thread, about to wait for the engine, must run the
+        callbacks itself: it is the event loop's, or no loop runs them."""
+        bridge = self._bridge
+        if bridge is None:
+            return False
+        import asyncio
+
+        return asyncio._get_running_loop() is bridge.loop or not bridge.loop.is_running()
+
+    def _pumping_bridge(self, what: str, instead: str) -> Optional[LoopBridge]:
+        """The bridge this thread must pump while it waits in ``what``, or
+        None. Refuses to block the running loop's thread when callbacks
+        need to await on it."""
+        if not self._must_pump():
+            return None
+        bridge = self._bridge
+        import asyncio
+
+        if self._async_callbacks and asyncio._get_running_loop() is not None:
+            raise InvalidArgumentError(
+                f"{what}() cannot block the event loop's thread: the async callbacks "
+                f"({', '.join(self._async_callbacks)}) need the loop to run; use {instead}"
+            )
+        return bridge
 
     def __enter__(self) -> "Cluster":
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
         self.leave()
+
+    async def __aenter__(self) -> "Cluster":
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        await self.leave_async()
 
     def __repr__(self) -> str:
         state = "left" if self.closed else self._health()
         return f"<minishard.Cluster {self.name!r} node={self.node} {state}>"
 
-    # asyncio dispatch
-
-    def _dispatches_here(self) -> bool:
-        """Whether this thread runs the event loop this cluster's callbacks
-        are dispatched on."""
-        if self._loop is None:
-            return False
-        try:
-            return asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            return False
-
-    def _loop_elsewhere(self) -> bool:
-        loop = self._loop
-        return loop is not None and loop.is_running() and not self._dispatches_here()
-
-    def _on_readable(self) -> None:
-        try:
-            self.dispatch(64)
-        except ClosedError:
-            self._stop_reader()
-
-    def _start_reader(self, loop: asyncio.AbstractEventLoop) -> None:
-        fd = self.fileno()
-        assert fd is not None, "host dispatch has a descriptor"
-        self._loop = loop
-        self._reader_fd = fd
-        if self._dispatches_here() or not loop.is_running():
-            loop.add_reader(fd, self._on_readable)
-        else:
-            loop.call_soon_threadsafe(loop.add_reader, fd, self._on_readable)
-
-    def _stop_reader(self) -> None:
-        fd, loop = self._reader_fd, self._loop
-        self._reader_fd = None
-        if fd is None or loop is None or loop.is_closed():
-            return
-        if self._loop_elsewhere():
-            loop.call_soon_threadsafe(loop.remove_reader, fd)
-        else:
-            loop.remove_reader(fd)
-
 
 def _takes_epoch(callbacks: Any) -> bool:
     """Whether ``callbacks.allocated`` accepts ``(cluster, shard, epoch)``."""
+    import inspect
+
     try:
         inspect.signature(callbacks.allocated).bind(None, None, None)
     except (AttributeError, TypeError, ValueError):
         return False
     return True
+
+
+def _async_methods(callbacks: Any) -> Tuple[str, ...]:
+    import inspect
+
+    names = ("nodes", "shard_count") + _MAY_BE_ASYNC
+    return tuple(
+        name for name in names if inspect.iscoroutinefunction(getattr(callbacks, name, None))
+    )
 
 
 def _number(name: str, value: Any) -> Optional[float]:
@@ -268,13 +363,14 @@ def _count(name: str, value: Any) -> Optional[int]:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigError(f"{name} must be an int (a number of {_LIMITS[name]}), not {value!r}")
-    if value < 0:
-        raise ConfigError(f"{name} must be a positive number of {_LIMITS[name]}, not {value}")
-    if value > _COUNT_MAX:
+    count = int(value)
+    if count < 0:
+        raise ConfigError(f"{name} must be a positive number of {_LIMITS[name]}, not {count}")
+    if count > _COUNT_MAX:
         raise ConfigError(
-            f"{name} must be a number of {_LIMITS[name]} that fits in 64 bits, not {value}"
+            f"{name} must be a number of {_LIMITS[name]} that fits in 64 bits, not {count}"
         )
-    return int(value)
+    return count
 
 
 def join(
@@ -285,7 +381,7 @@ def join(
     cookie: Union[bytes, bytearray, memoryview, str],
     advertise: Optional[str] = None,
     observer: bool = False,
-    dispatch: str = "thread",
+    dispatch: DispatchMode = "thread",
     loop: Optional[asyncio.AbstractEventLoop] = None,
     heartbeat_interval: Optional[float] = None,
     heartbeat_timeout: Optional[float] = None,
@@ -307,7 +403,9 @@ def join(
     """Joins ``cluster`` as the node listening on ``listen`` (``"host:port"``;
     port 0 picks a free one, then the node is known by the bound address).
 
-    ``callbacks`` is any object with the methods of ``minishard.Callbacks``.
+    ``callbacks`` is any object with the methods of ``minishard.Callbacks``
+    (with ``dispatch="asyncio"``, all but ``nodes`` and ``shard_count`` may
+    be ``async def``).
     ``cookie`` is the cluster's shared secret (a ``str`` is UTF-8 encoded).
     Timings are in seconds; unset ones take the defaults of DESIGN.md
     section 10, as do the limits: ``frame_limit`` (bytes, 4096 to 64 MiB),
@@ -316,7 +414,8 @@ def join(
     1048576). ``dispatch`` says where callbacks run: ``"thread"`` (a callback
     thread of the cluster's own), ``"asyncio"`` (on ``loop``, by default the
     running loop: callbacks then never run concurrently with your
-    coroutines), or ``"host"`` (only inside ``cluster.dispatch()``; wait for
+    coroutines; async callbacks are awaited there before the engine moves
+    on), or ``"host"`` (only inside ``cluster.dispatch()``; wait for
     ``cluster.fileno()`` to be readable).
 
     Calls ``nodes`` and ``shard_count`` and checks everything before it
@@ -355,6 +454,8 @@ def join(
             f"dispatch must be one of {', '.join(map(repr, _DISPATCH_MODES))}, not {dispatch!r}"
         )
     if dispatch == "asyncio" and loop is None:
+        import asyncio
+
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -374,9 +475,32 @@ def join(
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise ConfigError(f"{name} must be a path (str or os.PathLike), not {value!r}")
         tls_paths[name] = None if value is None else os.fsdecode(value)
+    async_callbacks = _async_methods(callbacks)
+    if async_callbacks and dispatch != "asyncio":
+        raise ConfigError(
+            f"{', '.join(async_callbacks)}: async def callbacks need dispatch='asyncio'"
+        )
+    awaited_at_join = [name for name in async_callbacks if name not in _MAY_BE_ASYNC]
+    if awaited_at_join:
+        raise ConfigError(
+            f"{' and '.join(awaited_at_join)} must be plain def: join calls them before "
+            "it returns, and cannot await"
+        )
+    takes_epoch = _takes_epoch(callbacks)
+    if not takes_epoch and callable(getattr(callbacks, "allocated", None)):
+        import warnings
+
+        warnings.warn(
+            "allocated(self, cluster, shard) is deprecated: define "
+            "allocated(self, cluster, shard, epoch), which also gets the allocation's epoch",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    bridge = None if loop is None else LoopBridge(loop)
     given = locals()
-    timings: Dict[str, Optional[float]] = {name: _number(name, given[name]) for name in _TIMINGS}
-    limits: Dict[str, Optional[int]] = {name: _count(name, given[name]) for name in _LIMITS}
+    # Any: the native constructor's keywords have a type each.
+    timings: Dict[str, Any] = {name: _number(name, given[name]) for name in _TIMINGS}
+    limits: Dict[str, Any] = {name: _count(name, given[name]) for name in _LIMITS}
 
     node = Cluster.__new__(
         Cluster,
@@ -386,8 +510,9 @@ def join(
         secret,
         advertise=advertise,
         observer=observer,
-        host_dispatch=dispatch != "thread",
-        allocated_epoch=_takes_epoch(callbacks),
+        host_dispatch=dispatch == "host",
+        loop_bridge=None if bridge is None else bridge.run,
+        allocated_epoch=takes_epoch,
         tls_cert=tls_paths["tls_cert"],
         tls_key=tls_paths["tls_key"],
         tls_ca=tls_paths["tls_ca"],
@@ -395,8 +520,8 @@ def join(
         **limits,
     )
     node._dispatch = dispatch
-    if loop is not None:
-        node._start_reader(loop)
+    node._bridge = bridge
+    node._async_callbacks = async_callbacks
     with _joined_lock:
         _joined.add(node)
     return node
@@ -409,7 +534,11 @@ def _leave_all_at_exit() -> None:
         try:
             cluster._leave(at_exit=True)
         except BaseException:
-            _logger.exception("leaving cluster %r at exit failed", cluster.name)
+            import logging
+
+            logging.getLogger("minishard").exception(
+                "leaving cluster %r at exit failed", cluster.name
+            )
 
 
 # atexit runs hooks last-registered first: clusters leave (their last log

@@ -1,9 +1,10 @@
 # Type stubs for the native extension. Its public face is minishard.Cluster
 # (a subclass of NativeCluster) and minishard.join; these are internals.
 
-from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple, Type, TypeVar
 
 _C = TypeVar("_C", bound="NativeCluster")
+_HealthName = Literal["degraded", "transition", "available"]
 
 __version__: str
 
@@ -20,6 +21,7 @@ class NativeCluster:
         advertise: Optional[str] = ...,
         observer: bool = ...,
         host_dispatch: bool = ...,
+        loop_bridge: Optional[Callable[[Callable[..., Any], Tuple[Any, ...]], Any]] = ...,
         allocated_epoch: bool = ...,
         heartbeat_interval: Optional[float] = ...,
         heartbeat_timeout: Optional[float] = ...,
@@ -56,20 +58,22 @@ class NativeCluster:
     def dispatch(self, max: int = ...) -> int:
         """dispatch="host": runs up to `max` pending callbacks here."""
     def fileno(self) -> Optional[int]:
-        """dispatch="host"/"asyncio": readable while callbacks are pending."""
-    def leave(self) -> None: ...
-    def _health(self) -> str: ...
+        """dispatch="host": readable while callbacks are pending."""
+    def _native_leave(self, pump: Optional[Any] = ...) -> None: ...
+    def _health(self) -> _HealthName: ...
     def _status(self) -> Dict[str, Any]: ...
     def _stats(self) -> Dict[str, int]: ...
-    def _wait_until(
-        self, health: str, timeout: Optional[float] = ..., run_callbacks: bool = ...
-    ) -> None: ...
+    def _wait_until(self, health: _HealthName, timeout: Optional[float] = ...) -> None: ...
+    def _watch_health(self, watcher: Callable[[Optional[_HealthName]], None]) -> int: ...
+    def _unwatch_health(self, token: int) -> None: ...
     def _check_not_in_callback(self, what: str) -> None: ...
+    # Only in builds with the `testing` cargo feature (the package's tests),
+    # never in the wheel users install.
     def _testing_cut(self, peer: str) -> None:
         """TESTING ONLY: drop all traffic with `peer` until healed."""
     def _testing_heal(self, peer: str) -> None:
         """TESTING ONLY: restore traffic with `peer`."""
     def _testing_heal_all(self) -> None:
         """TESTING ONLY: restore traffic with every peer."""
-    def _testing_crash(self) -> None:
+    def _testing_crash_native(self, pump: Optional[Any] = ...) -> None:
         """TESTING ONLY: stop at once, as if the process died."""

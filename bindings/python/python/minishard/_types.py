@@ -1,18 +1,32 @@
 """Values minishard hands to Python: the health, the status and counters of a
-cluster, and the callbacks an application provides."""
+cluster, and the callbacks an application provides.
+
+The values are named tuples (immutable, compared by value, with
+``_asdict()``) rather than dataclasses: `dataclasses` imports `inspect`,
+which alone would double the time `import minishard` takes.
+"""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any, Dict, Generic, List, Optional, Sequence, TypeVar
-
-try:  # Python 3.8+ has Protocol in typing; keep the import explicit.
-    from typing import Protocol
-except ImportError:  # pragma: no cover
-    from typing_extensions import Protocol  # type: ignore[assignment]
+from typing import (
+    Any,
+    Awaitable,
+    Dict,
+    Generic,
+    List,
+    Literal,
+    NamedTuple,
+    Optional,
+    Protocol,
+    Sequence,
+    TypeVar,
+    Union,
+)
 
 __all__ = [
+    "HealthName",
+    "DispatchMode",
     "Health",
     "NodeState",
     "LocalState",
@@ -22,6 +36,17 @@ __all__ = [
     "Callbacks",
     "CallbacksLike",
 ]
+
+
+HealthName = Literal["degraded", "transition", "available"]
+"""The name of a health, where ``wait_until`` takes one: a misspelt name
+fails ``mypy --strict``."""
+
+DispatchMode = Literal["thread", "asyncio", "host"]
+"""Where callbacks run: ``join(..., dispatch=...)``."""
+
+NodeStateName = Literal["unavailable", "connected", "standby", "active", "transition"]
+LocalStateName = Literal["idle", "standby", "allocated"]
 
 
 class Health(str, enum.Enum):
@@ -43,36 +68,32 @@ class Health(str, enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True)
-class NodeState:
+class NodeState(NamedTuple):
     """How this node sees one node: ``state`` is ``"unavailable"``,
     ``"connected"`` (an observer), ``"standby"``, ``"active"`` (then
     ``shard`` is its shard) or ``"transition"``."""
 
-    state: str
+    state: NodeStateName
     shard: Optional[int] = None
 
 
-@dataclass(frozen=True)
-class LocalState:
+class LocalState(NamedTuple):
     """What this node is doing: ``state`` is ``"idle"``, ``"standby"`` or
     ``"allocated"`` (then ``shard`` and ``epoch`` are set)."""
 
-    state: str
+    state: LocalStateName
     shard: Optional[int] = None
     epoch: Optional[int] = None
 
 
-@dataclass(frozen=True)
-class Owner:
+class Owner(NamedTuple):
     """The owner of a shard and its allocation's epoch."""
 
     node: str
     epoch: int
 
 
-@dataclass(frozen=True)
-class Status:
+class Status(NamedTuple):
     """The cluster as this node sees it, at one instant."""
 
     cluster: str
@@ -81,12 +102,11 @@ class Status:
     shard_count: int
     allocated: int
     owners: List[Optional[Owner]]
-    nodes: Dict[str, NodeState] = field(default_factory=dict)
-    local: LocalState = field(default_factory=lambda: LocalState("idle"))
+    nodes: Dict[str, NodeState]
+    local: LocalState
 
 
-@dataclass(frozen=True)
-class Stats:
+class Stats(NamedTuple):
     """Counters since join."""
 
     allocations: int
@@ -105,14 +125,16 @@ S = TypeVar("S")
 
 class CallbacksLike(Protocol):
     """What ``join`` needs from the callbacks object (any object with these
-    methods will do; ``status_changed`` is optional)."""
+    methods will do; ``status_changed`` is optional). With
+    ``dispatch="asyncio"`` all but ``nodes`` and ``shard_count`` may be
+    ``async def``."""
 
     def nodes(self, cluster: str) -> Sequence[str]: ...
     def shard_count(self, cluster: str) -> int: ...
-    def allocated(self, cluster: str, shard: int) -> Any: ...
-    def score(self, state: Any) -> int: ...
+    def allocated(self, cluster: str, shard: int, epoch: int) -> Any: ...
+    def score(self, state: Any) -> Any: ...
     def prolonged(self, loser: str, state: Any) -> Any: ...
-    def deallocated(self, winner: Optional[str], state: Any) -> None: ...
+    def deallocated(self, winner: Optional[str], state: Any) -> Any: ...
 
 
 class Callbacks(Generic[S]):
@@ -121,10 +143,12 @@ class Callbacks(Generic[S]):
     Subclass it and override at least ``nodes``, ``shard_count`` and
     ``allocated``; ``S`` is the type of the state ``allocated`` returns.
     The callbacks of one cluster run one at a time, in order, on its callback
-    thread (or on the event loop with ``dispatch="asyncio"``). An exception
-    is logged to ``logging.getLogger("minishard")`` with its traceback and
-    handled as a failure: a failed ``allocated`` gives the shard back, a
-    failed ``score`` loses the conflict.
+    thread (or on the event loop with ``dispatch="asyncio"``, where every
+    callback but ``nodes`` and ``shard_count`` may be ``async def``: the
+    engine waits for its coroutine to finish before it moves on). An
+    exception is logged once to ``logging.getLogger("minishard.callbacks")``
+    with its traceback and handled as a failure: a failed ``allocated``
+    gives the shard back, a failed ``score`` loses the conflict.
     """
 
     def nodes(self, cluster: str) -> Sequence[str]:
@@ -137,29 +161,35 @@ class Callbacks(Generic[S]):
         Asked at join."""
         raise NotImplementedError("Callbacks.shard_count must be overridden")
 
-    def allocated(self, cluster: str, shard: int) -> S:
+    def allocated(self, cluster: str, shard: int, epoch: int) -> Union[S, Awaitable[S]]:
         """This node now owns ``shard``: build and return its state.
 
-        Define it as ``allocated(self, cluster, shard, epoch=0)`` to also get
-        the allocation's epoch (larger than any this node has seen for the
-        shard: fence writes by stale owners with it). ``Cluster.my_shard()``
-        gives it too, once this returns."""
+        ``epoch`` is larger than any this node has seen for the shard: fence
+        writes by stale owners with it. (An ``allocated(self, cluster,
+        shard)`` without it still works, with a ``DeprecationWarning`` at
+        join.)"""
         raise NotImplementedError("Callbacks.allocated must be overridden")
 
-    def score(self, state: S) -> int:
+    def score(self, state: S) -> Union[int, Awaitable[int]]:
         """Another node holds the same shard (a healed split): the higher
         score keeps it. Default: 0, leaving the decision to the tie-break
-        (older epoch, then smaller address)."""
+        (older epoch, then smaller address). Late (after ``score_deadline``)
+        counts as failed."""
         return 0
 
-    def prolonged(self, loser: str, state: S) -> S:
+    def prolonged(self, loser: str, state: S) -> Union[S, Awaitable[S]]:
         """This node kept its shard against ``loser``: return the state to
         keep (default: unchanged)."""
         return state
 
-    def deallocated(self, winner: Optional[str], state: S) -> None:
+    def deallocated(self, winner: Optional[str], state: S) -> Optional[Awaitable[None]]:
         """This node no longer owns its shard: ``winner`` took it, or nobody
-        did (``None``: degraded, leave, exit)."""
+        did (``None``: degraded, leave, exit). The hand-over completes once
+        this returns (an ``async def`` one: once its coroutine finishes)."""
+        return None
 
-    def status_changed(self, cluster: str, old: Health, new: Health) -> None:
+    def status_changed(
+        self, cluster: str, old: Health, new: Health
+    ) -> Optional[Awaitable[None]]:
         """This node's view of the cluster's health changed."""
+        return None

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use minishard::{Cluster, Config, Timings};
 
-use crate::app::{PrintingApp, ScoreMode};
+use crate::app::{MemberSource, PrintingApp, ScoreMode};
 use crate::local::{LocalCluster, COOKIE};
 
 #[derive(clap::Args)]
@@ -457,7 +457,7 @@ fn start_one_host(local: &mut LocalCluster, i: usize) -> Result<(), String> {
     config.max_handshakes_per_source = config.max_handshakes_per_source.max(2 * n);
     config.max_handshakes = config.max_handshakes.max(4 * n);
     let app = PrintingApp {
-        members: local.members.clone(),
+        members: MemberSource::Shared(local.members.clone()),
         shards: local.shards,
         score: ScoreMode::Uptime,
         printer: node.printer.clone(),

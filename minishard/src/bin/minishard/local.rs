@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use minishard::{Cluster, Config, Health, NodeId, Timings};
 
-use crate::app::{Logged, Printer, PrintingApp, ScoreMode};
+use crate::app::{Logged, MemberSource, Printer, PrintingApp, ScoreMode};
 
 pub const COOKIE: &[u8] = b"minishard-local-cookie";
 
@@ -90,7 +90,7 @@ impl LocalCluster {
         let mut config = Config::new(node.address.clone(), COOKIE.to_vec());
         config.timings = self.timings;
         let app = PrintingApp {
-            members: self.members.clone(),
+            members: MemberSource::Shared(self.members.clone()),
             shards: self.shards,
             score: self.score,
             printer: node.printer.clone(),

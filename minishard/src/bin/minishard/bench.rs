@@ -1,5 +1,6 @@
 //! `minishard bench`: start-up, failover, hand-over and lookup costs on
-//! loopback, as medians over repeated runs, printed as a table.
+//! loopback, as medians over repeated runs, printed as a table (with the
+//! rows of `bench_conditions`: what the tests check without a stopwatch).
 
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 use minishard::{Cluster, Config, Timings};
 
 use crate::app::{MemberSource, PrintingApp, ScoreMode};
+use crate::bench_conditions;
 use crate::local::{LocalCluster, COOKIE};
 
 #[derive(clap::Args)]
@@ -31,7 +33,7 @@ pub struct Args {
     idle_probe: Option<usize>,
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -40,15 +42,15 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-struct Row {
-    what: String,
-    median: f64,
-    unit: &'static str,
-    note: String,
+pub(crate) struct Row {
+    pub what: String,
+    pub median: f64,
+    pub unit: &'static str,
+    pub note: String,
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -140,6 +142,10 @@ pub fn run(args: Args) -> Result<(), String> {
         unit: "ms",
         note: String::new(),
     });
+    // The times the tests check only as conditions or orderings.
+    bench_conditions::restart_and_degrade(args.runs, t, &mut rows)?;
+    bench_conditions::lookups_while_a_callback_blocks(args.runs, t, &mut rows)?;
+    bench_conditions::flood(args.runs, t, &mut rows)?;
 
     if args.no_lookups {
         print_rows(&args, rows);

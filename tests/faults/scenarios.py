@@ -134,7 +134,7 @@ class Ctx:
         dropped = self.cluster.drops()
         for (a, b) in pairs:
             if dropped.get((a, b), 0) == 0:
-                self.violations.append(f"({label}): the rules cutting {self.cluster.nodes[a].addr} -> "
+                self.violations.append(f"({label}): the fault rules on {self.cluster.nodes[a].addr} -> "
                                        f"{self.cluster.nodes[b].addr} dropped no packet: the fault did nothing")
         if note:
             self.notes.append(f"{label}: {sum(dropped.values())} packets dropped by the fault rules")

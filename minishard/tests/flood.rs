@@ -338,9 +338,14 @@ fn a_flood_of_silent_connections_and_garbage_frames_moves_nothing() {
             "node {i} lost a peer: {downs:?} {summary}"
         );
     }
+    // The node kept its observer too: its heartbeats still come, on the
+    // same connection. (How long the flood took and the largest gap between
+    // heartbeats are figures of `minishard bench`, not limits here.)
+    let beats_after_flood = *probe.beats.lock().unwrap();
     assert!(
-        gap < local.timings.heartbeat_timeout / 2,
-        "a heartbeat gap of {gap:?} during the flood: {summary}"
+        eventually(Duration::from_secs(2), || *probe.beats.lock().unwrap()
+            > beats_after_flood),
+        "the observer's connection stopped carrying heartbeats: {summary}"
     );
     assert!(
         peak.saturating_sub(rss_before) < 128 << 10,
@@ -354,5 +359,4 @@ fn a_flood_of_silent_connections_and_garbage_frames_moves_nothing() {
         count(&notices[0], "from this address") >= 50 - 16,
         "the per-source cap did not hold: {summary}"
     );
-    assert!(flood_time < Duration::from_secs(45), "{summary}");
 }

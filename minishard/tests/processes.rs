@@ -1,12 +1,14 @@
 //! Five `minishard node --json` processes on loopback: a kill -9 of an owner
 //! fails over after the grace; a SIGTERM leaves cleanly and hands over at once.
-//! Three more with `--tls-*`, and `minishard status` through them.
+//! Three more with `--tls-*`, and `minishard status` through them. Every
+//! line a node prints must be one JSON event.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::certs::{self, Ca};
@@ -18,22 +20,64 @@ const GRACE_MS: u64 = 750;
 struct Node {
     address: String,
     child: Child,
+    /// Reads the node's stdout into the shared events until it closes.
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Kills the process and waits until every line it printed was read.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the stdout reader never panics");
+        }
+    }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
-type Events = Arc<Mutex<Vec<Value>>>;
-
-fn start(address: &str, members: &str, events: &Events) -> Node {
-    start_with(address, members, events, &[])
+/// Every event the nodes printed, and every line that was not one.
+#[derive(Clone, Default)]
+struct Events {
+    events: Arc<Mutex<Vec<Value>>>,
+    malformed: Arc<Mutex<Vec<String>>>,
 }
 
-fn start_with(address: &str, members: &str, events: &Events, extra: &[&str]) -> Node {
+impl Events {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Value>> {
+        self.events.lock().unwrap()
+    }
+
+    /// Stops the nodes (so their last lines are read) and checks that every
+    /// line any of them printed was one JSON event.
+    fn stop_and_check(&self, nodes: &mut [Node]) {
+        for node in nodes.iter_mut() {
+            node.stop();
+        }
+        let malformed = self.malformed.lock().unwrap();
+        assert!(
+            malformed.is_empty(),
+            "lines that are not one JSON event each: {malformed:#?}"
+        );
+    }
+}
+
+fn start(address: &str, members: &str, events: &Events) -> Node {
+    start_with(address, members, events, GRACE_MS, &[])
+}
+
+fn start_with(
+    address: &str,
+    members: &str,
+    events: &Events,
+    grace_ms: u64,
+    extra: &[&str],
+) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_minishard"))
         .args([
             "node",
@@ -57,7 +101,7 @@ fn start_with(address: &str, members: &str, events: &Events, extra: &[&str]) -> 
             "--transition-timeout-ms",
             "500",
             "--node-grace-ms",
-            &GRACE_MS.to_string(),
+            &grace_ms.to_string(),
         ])
         .args(extra)
         .env("MINISHARD_COOKIE", "process-test-cookie")
@@ -67,20 +111,46 @@ fn start_with(address: &str, members: &str, events: &Events, extra: &[&str]) -> 
         .spawn()
         .expect("the minishard binary runs");
     let stdout = child.stdout.take().unwrap();
-    let events = events.clone();
-    std::thread::spawn(move || {
+    let sink = events.clone();
+    // Problems go into the shared record, which the test checks: a panic
+    // here would end this thread and fail nothing.
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let value: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("not one JSON object per line: {line:?}: {e}"));
-            for field in ["t", "node", "event"] {
-                assert!(value.get(field).is_some(), "{line} lacks {field}");
+            match serde_json::from_str::<Value>(&line) {
+                Ok(value)
+                    if ["t", "node", "event"]
+                        .iter()
+                        .all(|f| value.get(f).is_some()) =>
+                {
+                    sink.lock().push(value)
+                }
+                Ok(_) => sink
+                    .malformed
+                    .lock()
+                    .unwrap()
+                    .push(format!("{line} (lacks t, node or event)")),
+                Err(e) => sink.malformed.lock().unwrap().push(format!("{line} ({e})")),
             }
-            events.lock().unwrap().push(value);
         }
     });
     Node {
         address: address.to_owned(),
         child,
+        reader: Some(reader),
+    }
+}
+
+/// Waits for the process to exit, for at most `timeout`.
+fn exit_within(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -92,13 +162,13 @@ fn unix_ms() -> u64 {
 }
 
 fn find(events: &Events, f: impl Fn(&Value) -> bool) -> Option<Value> {
-    events.lock().unwrap().iter().find(|e| f(e)).cloned()
+    events.lock().iter().find(|e| f(e)).cloned()
 }
 
 /// The latest owner of each shard according to allocated/deallocated events.
 fn owners(events: &Events) -> Vec<Option<String>> {
     let mut owners = vec![None; 3];
-    for e in events.lock().unwrap().iter() {
+    for e in events.lock().iter() {
         let shard = e["shard"].as_u64().unwrap_or(0) as usize;
         match e["event"].as_str() {
             Some("allocated") => owners[shard] = e["node"].as_str().map(str::to_owned),
@@ -112,10 +182,10 @@ fn owners(events: &Events) -> Vec<Option<String>> {
 }
 
 #[test]
-fn kill_nine_fails_over_and_sigterm_hands_over() {
+fn kill_nine_fails_over_after_the_grace_and_status_shows_the_map() {
     let addresses = free_addresses(5);
     let members = addresses.join(",");
-    let events: Events = Arc::default();
+    let events = Events::default();
     let mut nodes: Vec<Node> = addresses
         .iter()
         .map(|a| start(a, &members, &events))
@@ -123,7 +193,7 @@ fn kill_nine_fails_over_and_sigterm_hands_over() {
     let all_owned = eventually(Duration::from_secs(20), || {
         owners(&events).iter().all(Option::is_some)
     });
-    assert!(all_owned, "no convergence: {:#?}", events.lock().unwrap());
+    assert!(all_owned, "no convergence: {:#?}", events.lock());
 
     // `minishard status` through any member shows what the members agree on.
     let status = Command::new(env!("CARGO_BIN_EXE_minishard"))
@@ -189,7 +259,7 @@ fn kill_nine_fails_over_and_sigterm_hands_over() {
     assert!(
         failed_over,
         "shard 0 never failed over: {:#?}",
-        events.lock().unwrap()
+        events.lock()
     );
     let taken = find(&events, |e| {
         e["event"] == "allocated" && e["shard"] == 0 && e["node"] != victim.as_str()
@@ -201,20 +271,39 @@ fn kill_nine_fails_over_and_sigterm_hands_over() {
         "failover after {waited} ms, before the grace of {GRACE_MS} ms"
     );
 
+    events.stop_and_check(&mut nodes);
+}
+
+#[test]
+fn sigterm_leaves_and_hands_over_without_the_grace() {
+    // A grace far longer than the wait below: a shard that moves within the
+    // wait was handed over, not failed over after the grace (how long the
+    // hand-over takes is a figure of `minishard bench`).
+    const LONG_GRACE_MS: u64 = 60_000;
+    let addresses = free_addresses(5);
+    let members = addresses.join(",");
+    let events = Events::default();
+    let mut nodes: Vec<Node> = addresses
+        .iter()
+        .map(|a| start_with(a, &members, &events, LONG_GRACE_MS, &[]))
+        .collect();
+    let all_owned = eventually(Duration::from_secs(20), || {
+        owners(&events).iter().all(Option::is_some)
+    });
+    assert!(all_owned, "no convergence: {:#?}", events.lock());
+
     // SIGTERM the owner of shard 1: it leaves, and the shard moves at once.
     let leaver = owners(&events)[1].clone().unwrap();
     let index = nodes.iter().position(|n| n.address == leaver).unwrap();
     let pid = nodes[index].child.id().to_string();
-    let termed_at = Instant::now();
-    let sent_at = unix_ms();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
-    let status = nodes[index].child.wait().unwrap();
+    let status = exit_within(&mut nodes[index].child, Duration::from_secs(15))
+        .expect("a node leaves and exits on SIGTERM");
     assert!(status.success(), "SIGTERM should exit 0, got {status}");
-    assert!(termed_at.elapsed() < Duration::from_secs(5));
     let said_goodbye = find(&events, |e| {
         e["node"] == leaver.as_str() && e["event"] == "deallocated" && e["winner"].is_null()
     });
@@ -228,21 +317,11 @@ fn kill_nine_fails_over_and_sigterm_hands_over() {
     let handed_over = eventually(Duration::from_secs(10), || {
         owners(&events)[1].as_ref().is_some_and(|o| *o != leaver)
     });
-    assert!(handed_over);
-    let taken = find(&events, |e| {
-        e["event"] == "allocated" && e["shard"] == 1 && e["node"] != leaver.as_str()
-    })
-    .unwrap();
-    let took = taken["t"].as_u64().unwrap() - sent_at;
     assert!(
-        took < GRACE_MS,
-        "hand-over after SIGTERM took {took} ms: it should not wait for the grace"
+        handed_over,
+        "shard 1 was not handed over within 10 s (the grace is {LONG_GRACE_MS} ms)"
     );
-
-    for node in &mut nodes {
-        let _ = node.child.kill();
-        let _ = node.child.wait();
-    }
+    events.stop_and_check(&mut nodes);
 }
 
 #[test]
@@ -261,17 +340,17 @@ fn nodes_and_status_over_mutual_tls() {
     ];
     let addresses = free_addresses(3);
     let members = addresses.join(",");
-    let events: Events = Arc::default();
-    let _nodes: Vec<Node> = addresses
+    let events = Events::default();
+    let mut nodes: Vec<Node> = addresses
         .iter()
-        .map(|a| start_with(a, &members, &events, &tls))
+        .map(|a| start_with(a, &members, &events, GRACE_MS, &tls))
         .collect();
     assert!(
         eventually(Duration::from_secs(20), || owners(&events)
             .iter()
             .all(Option::is_some)),
         "no convergence over TLS: {:#?}",
-        events.lock().unwrap()
+        events.lock()
     );
     let status = |tls: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_minishard"))
@@ -310,5 +389,6 @@ fn nodes_and_status_over_mutual_tls() {
                 .is_some_and(|r| r.contains("TLS handshake failed"))
     })
     .is_some()));
+    events.stop_and_check(&mut nodes);
     let _ = std::fs::remove_dir_all(dir);
 }

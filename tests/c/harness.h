@@ -446,6 +446,8 @@ typedef struct {
     pthread_t main_thread;
     /* When set, node i joins with these TLS files (see test_tls.c). */
     const char *tls_cert[MAX_NODES], *tls_key[MAX_NODES], *tls_ca[MAX_NODES];
+    /* When set, every node's node_grace (ms, before TIME_SCALE). */
+    uint64_t node_grace_ms;
 } local;
 
 /* Joins node i. */
@@ -454,6 +456,12 @@ static inline int local_join(local *l, size_t i) {
     minishard_config *cfg = fast_config(l->addrs[i], l->dispatch);
     minishard_result rc;
     if (cfg == NULL) return 0;
+    if (l->node_grace_ms != 0 &&
+        minishard_config_set_node_grace_ms(cfg, l->node_grace_ms * time_scale()) != MINISHARD_OK) {
+        print_last_error();
+        minishard_config_free(cfg);
+        return 0;
+    }
     if (l->tls_cert[i] != NULL &&
         minishard_config_set_tls(cfg, l->tls_cert[i], l->tls_key[i], l->tls_ca[i]) != MINISHARD_OK) {
         print_last_error();

@@ -14,9 +14,14 @@ How the namespace is laid out:
   first packet met a stale conntrack entry of an earlier node's connection
   on the same 127.0.0.1 port took that node's address, and no cut matched
   it: a "split" left one link up.)
+* Every node reads its member list from its own file (`--members-file`,
+  re-read every `member_poll` ms), so a scenario can change one node's
+  list while it runs (`Cluster.set_members`).
 * Faults are filter rules in the INPUT chain (a packet dropped on the way
   in is lost "on the wire"; dropping in OUTPUT would hand the sender an
-  EPERM instead). "A's packets do not reach B" is two rules matching the
+  EPERM instead). Their packet counters are read before every heal
+  (`Cluster.drops`), so a scenario can show that a cut or a loss really
+  dropped something. "A's packets do not reach B" is two rules matching the
   conntrack tuple: connections A dialled (`--ctreplsrc B --ctrepldst A
   --ctdir ORIGINAL`) and connections B dialled (`--ctreplsrc A --ctrepldst B
   --ctdir REPLY`). Loss adds `-m statistic --mode random --probability P`.
@@ -37,8 +42,10 @@ import ctypes
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -258,13 +265,17 @@ class Timing:
     transition: int = 1000
     grace: int = 1500
     settle: int = 20
+    # Shorter than DESIGN.md's 5 s: a scenario that changes a member list
+    # waits for every node to have read it.
+    member_poll: int = 1000
 
     def args(self) -> list[str]:
         return ["--heartbeat-interval-ms", str(self.hb_interval),
                 "--heartbeat-timeout-ms", str(self.hb_timeout),
                 "--transition-timeout-ms", str(self.transition),
                 "--node-grace-ms", str(self.grace),
-                "--settle-ms", str(self.settle)]
+                "--settle-ms", str(self.settle),
+                "--member-poll-ms", str(self.member_poll)]
 
     @property
     def converge_ms(self) -> int:
@@ -302,6 +313,20 @@ class Node:
         return self.proc is not None and self.proc.poll() is None
 
 
+def parse_counters(listing: str) -> list[int]:
+    """The packet counter of each rule, in order, from `iptables -L CHAIN
+    -n -v -x` (a chain header line, a column header line, then one line per
+    rule starting with its packet count)."""
+    lines = listing.splitlines()
+    if len(lines) < 2 or not lines[0].startswith("Chain ") or not lines[1].split()[:1] == ["pkts"]:
+        raise RuntimeError(f"unexpected iptables listing:\n{listing}")
+    return [int(line.split()[0]) for line in lines[2:] if line.strip()]
+
+
+# A fault rule: what node a sends is dropped on its way to node b.
+Rule = tuple[int, int, tuple[str, ...]]
+
+
 class Cluster:
     """n nodes in the namespace, keeping `shards` shards."""
 
@@ -313,11 +338,21 @@ class Cluster:
         self.logdir = logdir
         self.nodes = [Node(i, f"127.0.0.{11 + i}", UID_BASE + 11 + i,
                            (scores[i] if scores else "uptime")) for i in range(n)]
-        self.rules: list[tuple[str, ...]] = []   # fault rules now in force
+        self.rules: list[Rule] = []   # fault rules now in force, in chain order
+        # Packets each direction's rules dropped, summed over every fault
+        # healed so far: (a, b) -> packets a sent that b never got.
+        self.dropped: dict[tuple[int, int], int] = {}
         self.proxy: Optional[DelayProxy] = None
         self._readers: list[threading.Thread] = []
         for node in self.nodes:
             ns.add_address(node.ip)
+        # Readable by the nodes' own uids; each file is replaced whole.
+        self.member_dir = Path(tempfile.mkdtemp(prefix="minishard-members-"))
+        self.member_dir.chmod(0o755)
+        self.member_lists: list[list[str]] = []
+        for node in self.nodes:
+            self.member_lists.append([])
+            self._write_members(node.index, [n.addr for n in self.nodes])
         ns.ipt("-t", "nat", "-F", "OUTPUT")
         ns.ipt("-F", "INPUT")
         ns.ipt("-N", "MSFAULT") if not self._chain_exists() else ns.ipt("-F", "MSFAULT")
@@ -335,9 +370,22 @@ class Cluster:
 
     # -- processes
 
-    @property
-    def members(self) -> str:
-        return ",".join(n.addr for n in self.nodes)
+    def members_file(self, i: int) -> Path:
+        return self.member_dir / f"members-{self.nodes[i].ip}"
+
+    def _write_members(self, i: int, addrs: list[str]) -> None:
+        path = self.members_file(i)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(addrs) + "\n")
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+        self.member_lists[i] = list(addrs)
+
+    def set_members(self, i: int, addrs: list[str]) -> float:
+        """Node i's `nodes` callback answers `addrs` from its next poll on
+        (it prints a `members` event when it does)."""
+        self._write_members(i, addrs)
+        return self.log.mark("set_members", node=self.nodes[i].addr, nodes=list(addrs))
 
     def start(self, i: int) -> None:
         node = self.nodes[i]
@@ -360,7 +408,7 @@ class Cluster:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MINISHARD_COOKIE": COOKIE,
                "RUST_LOG": os.environ.get("FAULTS_RUST_LOG", "minishard=info")}
         args = [str(self.binary), "node", "--cluster", self.name, "--listen", node.addr,
-                "--nodes", self.members, "--shards", str(self.shards), "--json",
+                "--members-file", str(self.members_file(i)), "--shards", str(self.shards), "--json",
                 "--score", node.score, *self.timing.args()]
         self.log.mark("start", node=node.addr, proc=node.proc_id)
         node.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, env=env,
@@ -443,20 +491,33 @@ class Cluster:
             t.join(timeout=2)
         if self.proxy:
             self.proxy.stop()
+        shutil.rmtree(self.member_dir, ignore_errors=True)
 
     # -- links
 
-    def _pair_rules(self, a: int, b: int, extra: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    def _pair_rules(self, a: int, b: int, extra: tuple[str, ...] = ()) -> list[Rule]:
         """Rules dropping what node a sends to node b."""
         A, B = self.nodes[a].ip, self.nodes[b].ip
-        return [("-m", "conntrack", "--ctreplsrc", B, "--ctrepldst", A, "--ctdir", "ORIGINAL", *extra),
-                ("-m", "conntrack", "--ctreplsrc", A, "--ctrepldst", B, "--ctdir", "REPLY", *extra)]
+        return [(a, b, ("-m", "conntrack", "--ctreplsrc", B, "--ctrepldst", A, "--ctdir", "ORIGINAL", *extra)),
+                (a, b, ("-m", "conntrack", "--ctreplsrc", A, "--ctrepldst", B, "--ctdir", "REPLY", *extra))]
 
-    def _apply(self, add: list[tuple[str, ...]], what: str, **data) -> float:
-        lines = ["*filter"] + [" ".join(("-A", "MSFAULT", *r, "-j", "DROP")) for r in add] + ["COMMIT"]
+    def _apply(self, add: list[Rule], what: str, **data) -> float:
+        lines = ["*filter"] + [" ".join(("-A", "MSFAULT", *r, "-j", "DROP")) for (_, _, r) in add] + ["COMMIT"]
         self.ns.ipt_restore(lines)
         self.rules.extend(add)
         return self.log.mark(what, **data)
+
+    def drops(self) -> dict[tuple[int, int], int]:
+        """Packets dropped so far by the rules in force, per direction
+        (a, b): what a sent that b never got."""
+        r = sh(self.ns.iptables, "-w", "-L", "MSFAULT", "-n", "-v", "-x")
+        counts = parse_counters(r.stdout)
+        if len(counts) != len(self.rules):
+            raise RuntimeError(f"MSFAULT holds {len(counts)} rules, the harness put {len(self.rules)}")
+        out: dict[tuple[int, int], int] = {}
+        for (a, b, _), n in zip(self.rules, counts):
+            out[(a, b)] = out.get((a, b), 0) + n
+        return out
 
     def cut_oneway(self, a: int, b: int) -> float:
         """What a sends no longer reaches b (b does not hear a)."""
@@ -471,6 +532,13 @@ class Cluster:
                 rules += self._pair_rules(a, b) + self._pair_rules(b, a)
         return self._apply(rules, "cut", a=[self.nodes[i].addr for i in group_a],
                            b=[self.nodes[i].addr for i in group_b])
+
+    def cut_links(self, pairs: list[tuple[int, int]]) -> float:
+        """These links (a, b), both ways; every other link stays as it is."""
+        rules = []
+        for (a, b) in pairs:
+            rules += self._pair_rules(a, b) + self._pair_rules(b, a)
+        return self._apply(rules, "cut_links", links=[[self.nodes[a].addr, self.nodes[b].addr] for (a, b) in pairs])
 
     def split(self, *groups: list[int]) -> float:
         """A full split into these groups."""
@@ -498,11 +566,17 @@ class Cluster:
         is from before the first rule goes: with fast timings a conflict can
         be resolved before the command that heals has returned."""
         started = now_ms()
+        # Flushing resets the counters: read them first.
+        dropped = self.drops() if self.rules else {}
         self.ns.ipt("-F", "MSFAULT")
         self.rules.clear()
+        for pair, n in dropped.items():
+            self.dropped[pair] = self.dropped.get(pair, 0) + n
         if self.proxy:
             self.proxy.set_delay(0, 0)
-        return self.log.mark("heal", at=started)
+        return self.log.mark("heal", at=started,
+                             dropped={f"{self.nodes[a].addr}>{self.nodes[b].addr}": n
+                                      for (a, b), n in dropped.items()})
 
     def delay(self, ms: float, jitter_ms: float) -> float:
         assert self.proxy is not None, "start the cluster with proxy=True to delay"
@@ -526,6 +600,7 @@ class DelayProxy:
         self.ready = threading.Event()
         self.error: Optional[BaseException] = None
         self.connections = 0
+        self.delayed_chunks = 0   # chunks held back by a non-zero delay
 
     def set_delay(self, ms: float, jitter_ms: float) -> None:
         self.delay_ms, self.jitter_ms = ms, jitter_ms
@@ -594,6 +669,8 @@ class DelayProxy:
                 if not data:
                     break
                 d = self.delay_ms + random.uniform(-self.jitter_ms, self.jitter_ms)
+                if d > 0:
+                    self.delayed_chunks += 1
                 last = max(last, loop.time() + max(d, 0.0) / 1000.0)
                 queue.put_nowait((last, data))
         except OSError:

@@ -11,9 +11,10 @@ from typing import Callable, Optional
 from checks import History
 from harness import DEFAULT, FAST, Cluster, EventLog, Namespace, Timing, now_ms
 
-# A SIGTERM hand-over is "immediate": the next owner is allocated within
-# this of the leaver's deallocated (node_grace would be the slow path).
-HANDOVER_MS = 250
+# FAST with a node_grace far longer than any wait of the scenarios using it:
+# a shard that moves within such a wait moved without waiting for a grace
+# (a hand-over, a restart's void claim) — a condition, not a stopwatch.
+LONG_GRACE = Timing(hb_interval=50, hb_timeout=250, transition=500, grace=30000, settle=20)
 
 
 class Ctx:
@@ -37,7 +38,7 @@ class Ctx:
                                logdir=self.logdir, binary=self.binary)
         self.cluster.start_all()
         t0 = self.log.mark("started")
-        self.converge(t0, "cold start", timeout_s=20, check_bound=False)
+        self.converge(t0, "cold start", timeout_s=20)
         return self.cluster
 
     # -- views
@@ -88,10 +89,10 @@ class Ctx:
             time.sleep(0.05)
 
     def converge(self, t0: float, label: str, idx: Optional[list[int]] = None,
-                 timeout_s: float = 15, check_bound: bool = True, from_connect: bool = True) -> float:
+                 timeout_s: float = 15, from_connect: bool = True) -> float:
         """Waits until the group (default: every running node) converges
-        after t0, and checks 7.1: within heartbeat_timeout + node_grace +
-        100 ms of being mutually connected (or of t0)."""
+        after t0 (7.1 as a condition; how long it took is a note here and a
+        figure of `minishard bench`, never a limit)."""
         procs = self.procs(idx)
         self.wait(f"{label}: {len(procs)} nodes available with one owner per shard", timeout_s,
                   lambda h: h.converged_at(procs, self.shards, t0) is not None
@@ -104,10 +105,6 @@ class Ctx:
         took = max(0.0, t_conv - t_conn)
         self.notes.append(f"{label}: converged {t_conv - t0:.0f} ms after t0"
                           + (f", {took:.0f} ms after the group was connected again" if from_connect else ""))
-        if check_bound and took > self.timing.converge_ms:
-            self.violations.append(
-                f"1 ({label}): converged {took:.0f} ms after the group was connected again; "
-                f"bound is heartbeat_timeout + node_grace + 100 = {self.timing.converge_ms} ms")
         return t_conv
 
     def hold(self, ms: float) -> tuple[float, float]:
@@ -128,6 +125,42 @@ class Ctx:
     def check_not_degraded(self, since: float, until: float, label: str) -> None:
         for proc, t in self.history().degraded_in(since, until):
             self.violations.append(f"({label}): {proc} became degraded at +{t - since:.0f} ms")
+
+    def expect_drops(self, label: str, pairs: list[tuple[int, int]], note: bool = True) -> dict[tuple[int, int], int]:
+        """The fault rules in force dropped packets in each direction (a, b)
+        of `pairs`: the fault really took something away. Read before the
+        heal (which resets the counters)."""
+        assert self.cluster
+        dropped = self.cluster.drops()
+        for (a, b) in pairs:
+            if dropped.get((a, b), 0) == 0:
+                self.violations.append(f"({label}): the fault rules on {self.cluster.nodes[a].addr} -> "
+                                       f"{self.cluster.nodes[b].addr} dropped no packet: the fault did nothing")
+        if note:
+            self.notes.append(f"{label}: {sum(dropped.values())} packets dropped by the fault rules")
+        return dropped
+
+    def expect_link_dropped(self, pairs: list[tuple[int, int]], since: float, until: float, label: str,
+                            stays_down: bool = True) -> None:
+        """Each link of `pairs` dropped in [since, until) as the nodes saw it
+        (peer_down), and with `stays_down` stayed down until `until`."""
+        assert self.cluster
+        h = self.history()
+        for (a, b) in pairs:
+            h.check_link_dropped(self.cluster.nodes[a].addr, self.cluster.nodes[b].addr, since, until, label,
+                                 stays_down=stays_down)
+        self.violations += h.violations
+
+    def expect_link_kept(self, pairs: list[tuple[int, int]], since: float, until: float, label: str) -> None:
+        """No link of `pairs` dropped in [since, until)."""
+        assert self.cluster
+        h = self.history()
+        for (a, b) in pairs:
+            A, B = self.cluster.nodes[a].addr, self.cluster.nodes[b].addr
+            downs = [(t, p) for (t, p, up) in h.link_events(A, B, since, until) if not up]
+            if downs:
+                self.violations.append(f"({label}): the link {A} - {B}, never cut, dropped at "
+                                       f"+{downs[0][0] - since:.0f} ms ({downs[0][1]})")
 
     def check_moves_at_most_once(self, since: float, until: float, label: str) -> None:
         per: dict[int, list] = {}
@@ -168,9 +201,18 @@ def split_3_2(ctx: Ctx) -> None:
                                                       for p in ctx.procs(minority)))
     ctx.converge(t_cut, "big side during the split", idx=majority, from_connect=False)
     ctx.hold(2000)
+    ctx.expect_drops("3/2 split", [(a, b) for a in majority for b in minority] +
+                     [(b, a) for a in majority for b in minority])
     t_heal = c.heal()
+    ctx.expect_link_dropped([(a, b) for a in majority for b in minority], t_cut, t_heal, "3/2 split")
     h = ctx.history()
-    h.check_degraded(ctx.procs(minority), t_cut, ctx.timing, "small side")
+    big = {c.nodes[i].addr for i in majority}
+    first_claim = min((a.start for a in h.moves(t_cut, t_heal, big)), default=None)
+    if first_claim is None:
+        ctx.violations.append("3/2 split: the big side never took the small side's shards")
+    # 6.5 as an ordering: the small side was degraded (holding nothing)
+    # before the big side took the first of its shards.
+    h.check_degraded(ctx.procs(minority), t_cut, "small side", before=first_claim)
     ctx.violations += h.violations
     ctx.check_moves_at_most_once(t_cut, t_heal, "3/2 split")
     ctx.converge(t_heal, "heal")
@@ -222,21 +264,25 @@ def split_3_3_scores(ctx: Ctx) -> None:
     ctx.notes.append(f"conflicts resolved: {h.conflicts()}")
 
 
-@scenario("asymmetric", "A hears B, B does not hear A: nothing moves, nobody degrades; heal converges")
+@scenario("asymmetric", "A hears B, B does not hear A: the link drops and stays down, nothing moves, nobody degrades; heal converges")
 def asymmetric(ctx: Ctx) -> None:
     c = ctx.start(5, 3, FAST)
     owners = ctx.owners()
     a, b = owners[0], owners[1]
     t_cut = c.cut_oneway(a, b)   # what a sends is lost: b does not hear a
-    _, t_end = ctx.hold(ctx.timing.hb_timeout + ctx.timing.grace + 1500)
+    ctx.hold(ctx.timing.hb_timeout + ctx.timing.grace + 1500)
+    ctx.expect_drops("one-way cut", [(a, b)])
     t_heal = c.heal()
+    # A one-way cut still ends the connection (b hears no heartbeat) and
+    # keeps it from coming back (a's SYN or b's SYN-ACK is lost).
+    ctx.expect_link_dropped([(a, b)], t_cut, t_heal, "one-way cut")
     ctx.check_no_moves(t_cut, t_heal, "one-way cut")
     ctx.check_not_degraded(t_cut, t_heal, "one-way cut")
     ctx.converge(t_heal, "heal")
     ctx.check_no_moves(t_cut, now_ms(), "one-way cut and heal")
 
 
-@scenario("partial_isolation", "a node cut from 2 of its 4 peers, which still see it: nothing moves, nobody degrades")
+@scenario("partial_isolation", "a node cut from 2 of its 4 peers, which still see it: those links drop, nothing moves, nobody degrades")
 def partial_isolation(ctx: Ctx) -> None:
     c = ctx.start(5, 3, FAST)
     owners = ctx.owners()
@@ -244,68 +290,112 @@ def partial_isolation(ctx: Ctx) -> None:
     others = [i for i in range(5) if i != x]
     t_cut = c.cut([x], others[:2])
     ctx.hold(ctx.timing.hb_timeout + ctx.timing.grace + 1500)
+    ctx.expect_drops("partial isolation", [(x, o) for o in others[:2]] + [(o, x) for o in others[:2]])
     t_heal = c.heal()
+    ctx.expect_link_dropped([(x, o) for o in others[:2]], t_cut, t_heal, "partial isolation")
+    ctx.expect_link_kept([(x, o) for o in others[2:]], t_cut, t_heal, "partial isolation")
     ctx.check_no_moves(t_cut, t_heal, "partial isolation")
     ctx.check_not_degraded(t_cut, t_heal, "partial isolation")
     ctx.converge(t_heal, "heal")
     ctx.check_no_moves(t_cut, now_ms(), "partial isolation and heal")
 
 
-def flap(ctx: Ctx, a: list[int], b: list[int], seconds: float = 10.0, period: float = 0.3) -> int:
-    """Cuts every link between a and b, heals, every `period`, for `seconds`
-    (the schedule is the scenario's definition, hence the sleeps)."""
+def flap(ctx: Ctx, a: list[int], b: list[int], seconds: float, cut_ms: float,
+         heal_ms: float) -> list[tuple[float, float]]:
+    """Cuts every link between a and b for `cut_ms`, heals for `heal_ms`,
+    for `seconds` (the schedule is the scenario's definition, hence the
+    sleeps). Returns each cut's (start, heal) times."""
     assert ctx.cluster
-    flaps = 0
+    windows = []
     deadline = time.monotonic() + seconds
     next_at = time.monotonic()
     while time.monotonic() < deadline:
-        ctx.cluster.cut(a, b)
-        next_at += period
+        t_cut = ctx.cluster.cut(a, b)
+        next_at += cut_ms / 1000.0
         time.sleep(max(0.0, next_at - time.monotonic()))
-        ctx.cluster.heal()
-        flaps += 1
-        next_at += period
+        ctx.expect_drops(f"flap {len(windows) + 1}", [(x, y) for x in a for y in b] + [(y, x) for x in a for y in b],
+                         note=False)
+        windows.append((t_cut, ctx.cluster.heal()))
+        next_at += heal_ms / 1000.0
         time.sleep(max(0.0, next_at - time.monotonic()))
-    return flaps
+    return windows
 
 
-@scenario("flapping", "the link between two owners cut/healed every 300 ms for 10 s (default timings, within node_grace): nothing moves")
+def check_flaps(ctx: Ctx, windows: list[tuple[float, float]], pairs: list[tuple[int, int]], label: str) -> None:
+    """Each cut of a link that was up when it began dropped it (a flap
+    longer than heartbeat_timeout is a real drop, not a pause), and the link
+    was up again at the start of most cuts (the heals were long enough to
+    reconnect, so the link really flapped)."""
+    assert ctx.cluster
+    h = ctx.history()
+    up_at_cut = 0
+    for n, (t_cut, t_heal) in enumerate(windows, 1):
+        for (x, y) in pairs:
+            X, Y = ctx.cluster.nodes[x], ctx.cluster.nodes[y]
+            if not (h.link_up(X.proc_id, Y.addr, t_cut) or h.link_up(Y.proc_id, X.addr, t_cut)):
+                continue
+            up_at_cut += 1
+            h.check_link_dropped(X.addr, Y.addr, t_cut, t_heal, f"{label}, flap {n}", stays_down=False)
+    ctx.violations += h.violations
+    if up_at_cut * 2 < len(windows) * len(pairs):
+        ctx.violations.append(f"({label}): links were up at only {up_at_cut} of {len(windows) * len(pairs)} cuts: "
+                              f"the heals were too short to reconnect, so the links did not flap")
+    ctx.notes.append(f"{label}: {len(windows)} flaps of {len(pairs)} link(s), {up_at_cut} drops checked")
+
+
+# A flap is a real drop: cut longer than heartbeat_timeout (DEFAULT: 500
+# ms), still far shorter than node_grace (1500 ms); the heal leaves time to
+# redial (a connect lost to a cut is retried after heartbeat_timeout).
+FLAP_CUT_MS = DEFAULT.hb_timeout + 2 * DEFAULT.hb_interval
+FLAP_HEAL_MS = 3 * DEFAULT.hb_timeout
+
+
+@scenario("flapping", f"the link between two owners cut for {FLAP_CUT_MS} ms (> heartbeat_timeout, < node_grace) "
+          f"and healed for {FLAP_HEAL_MS} ms, for 12 s: each cut drops the link, nothing moves")
 def flapping(ctx: Ctx) -> None:
     c = ctx.start(5, 3, DEFAULT)
     owners = ctx.owners()
     a, b = owners[0], owners[1]
     t0 = now_ms()
-    flaps = flap(ctx, [a], [b])
+    windows = flap(ctx, [a], [b], 12, FLAP_CUT_MS, FLAP_HEAL_MS)
     t_heal = c.heal()
+    check_flaps(ctx, windows, [(a, b)], "flapping")
     ctx.converge(t_heal, "after the flapping")
-    ctx.check_no_moves(t0, now_ms(), f"{flaps} flaps")
-    ctx.check_not_degraded(t0, now_ms(), f"{flaps} flaps")
-    ctx.notes.append(f"{flaps} flaps of the link {c.nodes[a].addr} - {c.nodes[b].addr}")
+    ctx.check_no_moves(t0, now_ms(), f"{len(windows)} flaps")
+    ctx.check_not_degraded(t0, now_ms(), f"{len(windows)} flaps")
 
 
-@scenario("flapping_isolated", "every link of an owner cut/healed every 300 ms for 10 s: it redials within the "
-          "transition timeout each time, so its shard stays and nobody degrades")
+@scenario("flapping_isolated", f"every link of an owner cut for {FLAP_CUT_MS} ms and healed for {FLAP_HEAL_MS} ms, "
+          "for 12 s: each cut drops its links, it redials within the transition timeout each time, so its shard "
+          "stays and nobody degrades")
 def flapping_isolated(ctx: Ctx) -> None:
     c = ctx.start(5, 3, DEFAULT)
     a = ctx.owners()[0]
     others = [i for i in range(5) if i != a]
     t0 = now_ms()
-    flaps = flap(ctx, [a], others)
+    windows = flap(ctx, [a], others, 12, FLAP_CUT_MS, FLAP_HEAL_MS)
     t_heal = c.heal()
+    check_flaps(ctx, windows, [(a, o) for o in others], "flapping isolated")
     ctx.converge(t_heal, "after the flapping")
-    ctx.check_no_moves(t0, now_ms(), f"{flaps} flaps")
-    ctx.check_not_degraded(t0, now_ms(), f"{flaps} flaps")
-    ctx.notes.append(f"{flaps} flaps of every link of {c.nodes[a].addr}")
+    ctx.check_no_moves(t0, now_ms(), f"{len(windows)} flaps")
+    ctx.check_not_degraded(t0, now_ms(), f"{len(windows)} flaps")
 
 
-@scenario("loss_and_delay", "20% loss on every link, then 50 +/- 20 ms delay through the proxy: no shard moves, nobody degrades")
+@scenario("loss_and_delay", "20% loss on every link (every direction loses packets), then 50 +/- 20 ms delay "
+          "through the proxy: no shard moves, nobody degrades")
 def loss_and_delay(ctx: Ctx) -> None:
     c = ctx.start(5, 3, DEFAULT, proxy=True)
     t0 = c.loss(0.2)
     ctx.hold(10000)
+    ctx.expect_drops("20% loss", [(a, b) for a in range(5) for b in range(5) if a != b])
     c.heal()
+    assert c.proxy
+    held_before = c.proxy.delayed_chunks
     c.delay(50, 20)
     ctx.hold(8000)
+    if c.proxy.delayed_chunks == held_before:
+        ctx.violations.append("(delay): the proxy held back no chunk: the delay did nothing")
+    ctx.notes.append(f"delay: the proxy held back {c.proxy.delayed_chunks - held_before} chunks")
     t_heal = c.heal()
     ctx.converge(t_heal, "after loss and delay")
     ctx.check_no_moves(t0, now_ms(), "loss then delay")
@@ -315,11 +405,12 @@ def loss_and_delay(ctx: Ctx) -> None:
     ctx.final.append(lambda h: h.check_epochs_global())
 
 
-@scenario("kill9_restart", "kill -9 of an owner (fails over after the grace) and of a standby (nothing moves); restarts with new incarnations")
+@scenario("kill9_restart", "kill -9 of an owner (fails over, not before the grace) and of a standby (nothing moves); "
+          "restarts with new incarnations")
 def kill9_restart(ctx: Ctx) -> None:
     c = ctx.start(5, 3, FAST)
     t = ctx.timing
-    # An owner dies: its shard moves after heartbeat_timeout + node_grace at most.
+    # An owner dies: its shard stays reserved for the grace, then moves.
     o = ctx.owners()[0]
     t_kill = c.kill9(o)
     ctx.wait("shard 0 failed over", 10, lambda h: any(a.shard == 0 and a.start > t_kill for a in h.allocs))
@@ -327,8 +418,8 @@ def kill9_restart(ctx: Ctx) -> None:
     new = next(a for a in h.allocs if a.shard == 0 and a.start > t_kill)
     took = new.start - t_kill
     ctx.notes.append(f"owner kill -9: shard 0 on {new.node} after {took:.0f} ms")
-    if took > t.converge_ms:
-        ctx.violations.append(f"1: failover took {took:.0f} ms; bound {t.converge_ms} ms")
+    # An ordering, not a stopwatch: the move comes after the grace (the
+    # peers saw the connection close at once; 50 ms for the mark's own lag).
     if took < t.grace - 50:
         ctx.violations.append(f"6.1: shard 0 moved {took:.0f} ms after its owner died, before node_grace ({t.grace} ms)")
     ctx.converge(t_kill, "failover", from_connect=False)
@@ -344,59 +435,160 @@ def kill9_restart(ctx: Ctx) -> None:
     c.start(s)
     ctx.converge(t_start, "restarted standby rejoins")
     ctx.check_no_moves(t_kill, now_ms(), "standby kill -9 and restart")
-    # An owner dies and comes back at once with a new incarnation: its old
-    # allocation is void at once, nobody waits for the grace.
-    o = ctx.owners()[1]
-    t_kill = c.kill9(o)
-    c.start(o)
-    ctx.wait("shard 1 reallocated", 10, lambda h: any(a.shard == 1 and a.start > t_kill for a in h.allocs))
-    new = next(a for a in ctx.history().allocs if a.shard == 1 and a.start > t_kill)
-    took = new.start - t_kill
-    ctx.notes.append(f"owner kill -9 + immediate restart: shard 1 on {new.node} after {took:.0f} ms")
-    if took >= t.grace:
-        ctx.violations.append(f"6.1: after a restart with a new incarnation shard 1 waited {took:.0f} ms "
-                              f"(>= node_grace {t.grace} ms); the old allocation must be void at once")
-    ctx.converge(t_kill, "restart within the grace", from_connect=False)
     ctx.final.append(lambda h: h.check_no_overlap(ctx.t_begin, ctx.t_stop, "kill -9"))
     ctx.final.append(lambda h: h.check_epochs_global())
 
 
-@scenario("rolling_restart", "SIGTERM every node in turn and restart it: each hand-over is immediate, no shard is ownerless longer")
+@scenario("restart_new_incarnation", "kill -9 of an owner and an immediate restart, with a 30 s node_grace: the "
+          "shard moves long before any grace could end, since a new incarnation voids the old claim at once")
+def restart_new_incarnation(ctx: Ctx) -> None:
+    c = ctx.start(5, 3, LONG_GRACE)
+    o = ctx.owners()[1]
+    t_kill = c.kill9(o)
+    c.start(o)
+    # Waiting for the grace would take 30 s: a third of it is the deadline.
+    ctx.wait("shard 1 reallocated without waiting for the grace", LONG_GRACE.grace / 3000,
+             lambda h: any(a.shard == 1 and a.start > t_kill for a in h.allocs))
+    new = next(a for a in ctx.history().allocs if a.shard == 1 and a.start > t_kill)
+    ctx.notes.append(f"owner kill -9 + immediate restart: shard 1 on {new.node} after {new.start - t_kill:.0f} ms")
+    ctx.converge(t_kill, "restart within the grace", from_connect=False)
+    ctx.final.append(lambda h: h.check_no_overlap(ctx.t_begin, ctx.t_stop, "kill -9 and restart"))
+    ctx.final.append(lambda h: h.check_epochs_global())
+
+
+@scenario("rolling_restart", "SIGTERM every node in turn and restart it, with a 30 s node_grace: each hand-over "
+          "happens long before any grace could end")
 def rolling_restart(ctx: Ctx) -> None:
-    c = ctx.start(5, 3, FAST)
-    t_roll = now_ms()
+    c = ctx.start(5, 3, LONG_GRACE)
     handovers = []
     for i in range(5):
         held = [s for s, o in ctx.owners().items() if o == i]
         t_term = c.term(i)
         if held:
             s = held[0]
-            ctx.wait(f"shard {s} handed over", 5, lambda h: any(a.shard == s and a.start > t_term for a in h.allocs))
+            # A leave hands over at once (6.4); the slow path would wait
+            # for the grace, three times this deadline.
+            ctx.wait(f"shard {s} handed over", LONG_GRACE.grace / 3000,
+                     lambda h: any(a.shard == s and a.start > t_term for a in h.allocs))
             h = ctx.history()
             gone = next(a for a in h.allocs if a.shard == s and a.node == c.nodes[i].addr and a.end and a.end >= t_term)
             new = next(a for a in h.allocs if a.shard == s and a.start > t_term)
             handovers.append(new.start - gone.end)
-            if new.start - gone.end > HANDOVER_MS:
-                ctx.violations.append(f"6.4: shard {s} handed over {new.start - gone.end:.0f} ms after "
-                                      f"{gone.node} let it go; a leave hands over at once (bound {HANDOVER_MS} ms)")
         t_start = now_ms()
         c.start(i)
         ctx.converge(t_start, f"node {i} back")
-    t_end = now_ms()
     ctx.notes.append("hand-overs (ms): " + ", ".join(f"{x:.0f}" for x in handovers))
-
-    def ownerless(h: History) -> None:
-        for s in range(ctx.shards):
-            allocs = sorted((a for a in h.allocs if a.shard == s), key=lambda a: a.start)
-            covered_to = None
-            for a in allocs:
-                if covered_to is not None and a.start > covered_to and t_roll <= covered_to < t_end:
-                    gap = a.start - covered_to
-                    if gap > HANDOVER_MS:
-                        h.v(f"rolling restart: shard {s} had no owner for {gap:.0f} ms from {covered_to:.0f}")
-                end = a.end if a.end is not None else float("inf")
-                covered_to = end if covered_to is None else max(covered_to, end)
-
-    ctx.final.append(ownerless)
     ctx.final.append(lambda h: h.check_no_overlap(ctx.t_begin, ctx.t_stop, "rolling restart"))
     ctx.final.append(lambda h: h.check_epochs_global())
+
+
+@scenario("chain", "4 members / 2 shards, links S0-Ox-S1-Oy only (Ox, Oy the owners): every other link drops, "
+          "and for 12 s each shard keeps exactly its one owner, nothing moves, health stays put")
+def chain(ctx: Ctx) -> None:
+    c = ctx.start(4, 2, FAST)
+    owners = ctx.owners()
+    ox, oy = owners[0], owners[1]
+    s0, s1 = ctx.standbys()
+    kept = [(s0, ox), (ox, s1), (s1, oy)]
+    cuts = [(s0, s1), (s0, oy), (ox, oy)]
+    names = {ox: "Ox", oy: "Oy", s0: "S0", s1: "S1"}
+    ctx.notes.append("chain " + " - ".join(f"{names[i]}={c.nodes[i].addr}" for i in (s0, ox, s1, oy)))
+    ctx.final.append(lambda h: h.check_no_overlap(ctx.t_begin, ctx.t_stop, "9 (chain)"))
+    t_cut = c.cut_links(cuts)
+    # DESIGN.md 7.9: S0 reaches Oy through two hops, so Oy's shard is
+    # reserved to it; no standby claims, no owner degrades.
+    _, t_end = ctx.hold(12000)
+    ctx.expect_drops("chain", cuts + [(b, a) for (a, b) in cuts])
+    ctx.expect_link_dropped(cuts, t_cut, t_end, "chain")
+    ctx.expect_link_kept(kept, t_cut, t_end, "chain")
+    h = ctx.history()
+    ctx.check_no_moves(t_cut, t_end, "chain")
+    ctx.check_not_degraded(t_cut, t_end, "chain")
+    # Spotting the cut may take each node to `transition` and back; more
+    # changes than that is health flapping while the topology stands still.
+    changes = h.health_changes(set(ctx.procs()), t_cut, t_end)
+    for p in ctx.procs():
+        mine = [(t, new) for (t, q, new) in changes if q == p]
+        if len(mine) > 2:
+            ctx.violations.append(f"7 (chain): {h.procs[p]} changed health {len(mine)} times in "
+                                  f"{(t_end - t_cut) / 1000:.0f} s: " +
+                                  ", ".join(f"{new}@+{t - t_cut:.0f}" for (t, new) in mine[:8]))
+    state = h.group_state(ctx.procs(), 2)
+    if h.converged_at(ctx.procs(), 2, t_cut) is None:
+        ctx.violations.append(f"9 (chain): not one owner per shard and available everywhere after "
+                              f"{(t_end - t_cut) / 1000:.0f} s: {state}")
+    ctx.notes.append(f"chain at the end: {state}")
+    t_heal = c.heal()
+    ctx.converge(t_heal, "heal")
+    ctx.check_no_moves(t_heal, now_ms(), "after the chain healed")
+
+
+def member_removed_scenario(ctx: Ctx, own_list_updated: bool) -> None:
+    """5 members / 2 shards; the owner x of shard 0 is dropped from the
+    others' lists, then (if `own_list_updated`) from its own a while later.
+    DESIGN.md 6.6: they disconnect it at once and keep its shard reserved
+    for node_grace; x releases (removed, or degraded for lack of peers);
+    only then is the shard re-allocated; never two owners at once."""
+    timing = Timing(hb_interval=50, hb_timeout=250, transition=500, grace=750, settle=20, member_poll=200)
+    c = ctx.start(5, 2, timing)
+    x = ctx.owners()[0]
+    rest = [i for i in range(5) if i != x]
+    X = c.nodes[x]
+    new_list = [c.nodes[i].addr for i in rest]
+    label = "6.6 (member removed, " + ("its own list updated)" if own_list_updated else "its own list stale)")
+    # Checked over the whole run, also when a wait below times out.
+    ctx.final.append(lambda h: h.check_no_overlap(ctx.t_begin, ctx.t_stop, label))
+    t_removed = now_ms()
+    for i in rest:
+        c.set_members(i, new_list)
+    ctx.wait("every other member read the list without x", 10,
+             lambda h: all(any(e.proc == c.nodes[i].proc_id and e.event == "members" and e.t >= t_removed
+                               and e.data.get("nodes") == new_list for e in h.events) for i in rest))
+    if own_list_updated:
+        # x's own list changes last, and a while after the others' (half a
+        # grace: the others must keep its shard reserved meanwhile).
+        ctx.hold(timing.grace / 2)
+        c.set_members(x, new_list)
+    ctx.wait(f"{X.addr} released shard 0", 10,
+             lambda h: any(a.proc == X.proc_id and a.shard == 0 and a.end is not None for a in h.allocs),
+             lambda h: h.group_state(ctx.procs(), 2))
+    ctx.wait("shard 0 re-allocated on a remaining member", 15,
+             lambda h: any(a.shard == 0 and a.proc != X.proc_id and a.start >= t_removed for a in h.allocs),
+             lambda h: h.group_state(ctx.procs(rest), 2))
+    t_conv = ctx.converge(t_removed, "the members left", idx=rest, from_connect=False)
+    ctx.hold(1000)
+    t_end = now_ms()
+    h = ctx.history()
+    released = next(a for a in h.allocs if a.proc == X.proc_id and a.shard == 0)
+    taken = next(a for a in h.allocs if a.shard == 0 and a.proc != X.proc_id and a.start >= t_removed)
+    ctx.notes.append(f"{label}: {X.addr} released shard 0 +{released.end - t_removed:.0f} ms after the others' lists "
+                     f"changed; {taken.node} took it +{taken.start - t_removed:.0f} ms")
+    if released.how != "deallocated" or released.winner is not None:
+        ctx.violations.append(f"{label}: {released} should end with deallocated(no winner)")
+    for a in h.allocs:
+        if a.proc == X.proc_id and a.start > released.start:
+            ctx.violations.append(f"{label}: removed {X.addr} allocated shard {a.shard} again at "
+                                  f"+{a.start - t_removed:.0f} ms")
+    # (t_conv is the re-allocation's own time, or a later health change.)
+    ctx.check_no_moves(t_conv + 1, t_end, f"{label}, after the re-allocation")
+    # Disconnected at once, existing connections too; with a stale list x
+    # still claims to be a member, so it is refused from then on.
+    ctx.expect_link_dropped([(x, i) for i in rest], t_removed, t_end, label, stays_down=not own_list_updated)
+    if not own_list_updated:
+        refused = {e.node for e in h.events if e.event == "refused" and e.t >= t_removed
+                   and X.addr in str(e.data.get("peer", ""))}
+        if not refused:
+            ctx.violations.append(f"{label}: no member printed a refusal of {X.addr}, which still claims "
+                                  f"to be a member")
+
+
+@scenario("member_removed", "5 members / 2 shards: the owner of shard 0 is removed from every member list, its own "
+          "last: it is disconnected, its shard is never held twice and moves once it has released it")
+def member_removed(ctx: Ctx) -> None:
+    member_removed_scenario(ctx, own_list_updated=True)
+
+
+@scenario("member_removed_stale", "5 members / 2 shards: the owner of shard 0 is removed from every member list "
+          "but its own: it is disconnected and refused, degrades and releases; its shard is never held twice")
+def member_removed_stale(ctx: Ctx) -> None:
+    member_removed_scenario(ctx, own_list_updated=False)

@@ -14,7 +14,7 @@ from typing import Optional
 
 from checks import History
 from harness import DEFAULT, Namespace, now_ms
-from scenarios import Ctx
+from scenarios import FLAP_CUT_MS, FLAP_HEAL_MS, Ctx
 
 
 def soak(ns: Namespace, root: Path, binary: Optional[Path], minutes: float, seed: Optional[int],
@@ -92,10 +92,11 @@ def soak(ns: Namespace, root: Path, binary: Optional[Path], minutes: float, seed
                 others = [i for i in everyone if i != x]
                 flap_end = time.monotonic() + hold_ms / 1000
                 while time.monotonic() < flap_end:
+                    # Each cut outlasts heartbeat_timeout: a real drop.
                     c.cut([x], others)
-                    time.sleep(0.3)
+                    time.sleep(FLAP_CUT_MS / 1000)
                     c.heal()
-                    time.sleep(0.3)
+                    time.sleep(FLAP_HEAL_MS / 1000)
                 hold_ms = 0
             elif kind == "delay":
                 d = rng.uniform(10, 100)

@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from checks import History  # noqa: E402
-from harness import FAST, Ev  # noqa: E402
+from harness import Ev, parse_counters  # noqa: E402
 
 A, B, C = "127.0.0.11:7000", "127.0.0.12:7000", "127.0.0.13:7000"
 
@@ -72,6 +72,27 @@ class Epochs(unittest.TestCase):
         h.check_epochs()
         self.assertTrue(any(v.startswith("5:") for v in h.violations))
 
+    def test_two_sides_of_a_split_issuing_one_epoch(self):
+        # Each process on its own is fine; together they issued epoch 2 twice.
+        h = hist(alloc(1, A, 0, 2), alloc(3, B, 0, 2))
+        h.check_epochs()
+        self.assertEqual(h.violations, [])
+        h.check_epochs_unique()
+        self.assertTrue(any("issued twice" in v for v in h.violations), h.violations)
+
+    def test_an_epoch_below_one_that_ended_before(self):
+        h = hist(alloc(1, A, 0, 5), dealloc(4, A, 0, 5), alloc(6, B, 0, 3))
+        h.check_epochs_successive()
+        self.assertTrue(any("successive epochs must grow" in v for v in h.violations), h.violations)
+
+    def test_overlapping_sides_only_need_distinct_epochs(self):
+        # B's claim (epoch 3) starts while A's (epoch 5) still runs: a split.
+        h = hist(alloc(1, A, 0, 5), alloc(2, B, 0, 3), dealloc(6, A, 0, 5), dealloc(8, B, 0, 3),
+                 alloc(9, C, 0, 6))
+        h.check_epochs_unique()
+        h.check_epochs_successive()
+        self.assertEqual(h.violations, [])
+
 
 class Overlap(unittest.TestCase):
     def test_overlap_found(self):
@@ -109,18 +130,87 @@ class Conflicts(unittest.TestCase):
     def test_prolonged_twice(self):
         self.assertTrue(any("expected exactly one" in v for v in self.base(A, B, 50, 10, 2)))
 
+    def without(self, who):
+        rows = [alloc(1, A, 0, 1), alloc(2, B, 0, 1)]
+        rows += [score(10, n, 0, 1, 7) for n in (A, B) if n != who]
+        rows += [prolonged(11, A, 0, 1, B), dealloc(11, B, 0, 1, A)]
+        h = hist(*rows)
+        h.check_conflicts()
+        return h.violations
+
+    def test_a_missing_score_is_a_failure(self):
+        self.assertEqual(self.without(None), [])
+        self.assertTrue(any("loser" in v and "no score" in v for v in self.without(B)), self.without(B))
+        self.assertTrue(any("winner" in v and "no score" in v for v in self.without(A)), self.without(A))
+
+
+def status(t, node, new):
+    return (t, node, "status", {"old": "?", "new": new})
+
 
 class Convergence(unittest.TestCase):
     def test_converged_and_degraded(self):
-        h = hist(alloc(1, A, 0, 1), (1, A, "status", {"old": "transition", "new": "available"}),
-                 (1, B, "status", {"old": "transition", "new": "available"}),
-                 (1, C, "status", {"old": "transition", "new": "available"}),
-                 (100, C, "status", {"old": "available", "new": "transition"}),
-                 (100 + FAST.degrade_ms + 50, C, "status", {"old": "transition", "new": "degraded"}))
+        h = hist(alloc(1, A, 0, 1), status(1, A, "available"), status(1, B, "available"),
+                 status(1, C, "available"), status(100, C, "transition"), status(900, C, "degraded"))
         self.assertIsNotNone(h.converged_at([f"{A}#1", f"{B}#1"], 1, 0))
         self.assertIsNone(h.converged_at([f"{A}#1", f"{C}#1"], 1, 0))
-        h.check_degraded([f"{C}#1"], 100, FAST, "test")
-        self.assertTrue(any("bound is" in v for v in h.violations), h.violations)
+        h.check_degraded([f"{C}#1"], 100, "test", before=1000)
+        self.assertEqual(h.violations, [])
+        # The other side claimed first: 6.5's order is broken.
+        h.check_degraded([f"{C}#1"], 100, "test", before=800)
+        self.assertTrue(any("after the other side's first claim" in v for v in h.violations), h.violations)
+
+    def test_never_degraded(self):
+        h = hist(status(1, C, "available"), status(100, C, "transition"))
+        h.check_degraded([f"{C}#1"], 50, "test")
+        self.assertTrue(any("never became degraded" in v for v in h.violations), h.violations)
+
+    def test_a_shard_taken_while_degraded(self):
+        # Degraded at 900 holding nothing, but it claims at 950 while still degraded.
+        h = hist(status(1, C, "available"), status(900, C, "degraded"), alloc(950, C, 0, 2),
+                 status(2000, C, "available"))
+        h.check_degraded([f"{C}#1"], 100, "test")
+        self.assertTrue(any("while degraded" in v for v in h.violations), h.violations)
+
+
+def link(t, node, peer, up):
+    return (t, node, "peer_up" if up else "peer_down", {"peer": peer})
+
+
+class Links(unittest.TestCase):
+    def test_a_cut_link_dropped_and_stayed_down(self):
+        h = hist(link(1, A, B, True), link(1, B, A, True), link(300, B, A, False), link(301, A, B, False))
+        h.check_link_dropped(A, B, 100, 1000, "cut")
+        self.assertEqual(h.violations, [])
+
+    def test_a_link_that_never_dropped(self):
+        h = hist(link(1, A, B, True), link(1, B, A, True), link(300, A, C, False))
+        h.check_link_dropped(A, B, 100, 1000, "cut")
+        self.assertTrue(any("never dropped" in v for v in h.violations), h.violations)
+
+    def test_a_link_back_up_while_cut(self):
+        h = hist(link(300, B, A, False), link(500, A, B, True))
+        h.check_link_dropped(A, B, 100, 1000, "cut")
+        self.assertTrue(any("came back" in v for v in h.violations), h.violations)
+        h = hist(link(300, B, A, False), link(500, A, B, True))
+        h.check_link_dropped(A, B, 100, 1000, "flap", stays_down=False)
+        self.assertEqual(h.violations, [])
+
+
+class Counters(unittest.TestCase):
+    LISTING = """Chain MSFAULT (1 references)
+    pkts      bytes target     prot opt in     out     source               destination
+      12      840 DROP       all  --  *      *       0.0.0.0/0            0.0.0.0/0            ctorigdst 127.0.0.12
+       0        0 DROP       all  --  *      *       0.0.0.0/0            0.0.0.0/0            ctorigdst 127.0.0.11
+"""
+
+    def test_counters_in_rule_order(self):
+        self.assertEqual(parse_counters(self.LISTING), [12, 0])
+        self.assertEqual(parse_counters("Chain MSFAULT (1 references)\n pkts bytes target\n"), [])
+
+    def test_an_unexpected_listing_is_refused(self):
+        with self.assertRaises(RuntimeError):
+            parse_counters("iptables: No chain/target/match by that name.\n")
 
 
 def run_quietly() -> tuple[int, str]:

@@ -112,27 +112,30 @@ def test_a_score_that_raises_loses_the_conflict(local, caplog):
 
 class SlowToAllocate(Recorder):
     started = threading.Event()
+    finished = threading.Event()
 
     def allocated(self, cluster, shard, epoch):
         self.started.set()
         time.sleep(1.0)  # longer than heartbeat_timeout: heartbeats must not wait
+        self.finished.set()
         return super().allocated(cluster, shard, epoch)
 
 
 def test_a_slow_callback_delays_neither_lookups_nor_heartbeats(local):
     SlowToAllocate.started = threading.Event()
+    SlowToAllocate.finished = threading.Event()
     cluster = local("slow", 3, 1, app=SlowToAllocate)
     assert SlowToAllocate.started.wait(BOUND)
-    # While an allocated sleeps on a callback thread, lookups answer at once.
-    worst = 0.0
-    deadline = time.monotonic() + 0.5
-    while time.monotonic() < deadline:
-        for node in cluster.running():
-            t = time.perf_counter()
+    # While an allocated sleeps on a callback thread, lookups answer: on
+    # every node, lookups return before that callback does (an ordering;
+    # their latency is a figure of `minishard bench`).
+    answered = [0] * len(cluster.running())
+    while not SlowToAllocate.finished.is_set():
+        for i, node in enumerate(cluster.running()):
             node.get_node(0)
             node.status()
-            worst = max(worst, time.perf_counter() - t)
-    assert worst < 0.05, f"a lookup took {worst * 1000:.1f} ms"
+            answered[i] += not SlowToAllocate.finished.is_set()
+    assert all(answered), f"lookups per node answered while allocated ran: {answered}"
     cluster.converged()
     # No peer was taken for dead while the callback slept: one allocation, no churn.
     allocations = [e for app in cluster.apps for e in app.journal.of("allocated")]

@@ -82,17 +82,17 @@ def test_an_owner_that_stops_without_leaving_fails_over_after_the_grace(local):
 
 
 def test_a_graceful_leave_hands_over_without_waiting_for_the_grace(local):
-    cluster = local("leave", 4, 2)
+    # A grace far longer than BOUND: a shard that moves within BOUND was
+    # handed over, not failed over after the grace.
+    cluster = local("leave", 4, 2, node_grace=30.0)
     cluster.converged()
     leaver = cluster.owner(0, 0)
     viewer = (leaver + 1) % 4
-    left_at = time.monotonic()
     with cluster[leaver]:
         pass  # leaving the with block leaves the cluster
     cluster.clusters[leaver] = None
     assert cluster.apps[leaver].journal.of("deallocated") == [("deallocated", None, 0)]
     assert eventually(BOUND, lambda: cluster.owner(viewer, 0) not in (None, leaver))
-    assert time.monotonic() - left_at < FAST["node_grace"]
     cluster.converged()
 
 

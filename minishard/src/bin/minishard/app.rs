@@ -2,6 +2,7 @@
 //! callback it receives, as text or as one JSON object per line.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -159,9 +160,62 @@ pub struct Held {
     pub since: Instant,
 }
 
+/// Where the member list comes from each time the engine asks for it.
+pub enum MemberSource {
+    /// A list in memory, which whoever holds the other handle may change.
+    Shared(Arc<Mutex<Vec<String>>>),
+    /// A file read again at every poll (`--members-file`), so the list of a
+    /// running node can be changed from outside: addresses separated by
+    /// commas, spaces or new lines; `#` starts a comment.
+    File {
+        path: PathBuf,
+        /// The list the file gave last time, to print `members` on a change.
+        last: Option<Vec<String>>,
+    },
+}
+
+impl MemberSource {
+    pub fn file(path: PathBuf) -> MemberSource {
+        MemberSource::File { path, last: None }
+    }
+
+    /// The current list, and whether it differs from the one read before
+    /// (never on the first read).
+    fn read(&mut self) -> Result<(Vec<String>, bool), CallbackError> {
+        match self {
+            MemberSource::Shared(list) => Ok((
+                list.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                false,
+            )),
+            MemberSource::File { path, last } => {
+                let text = std::fs::read_to_string(&*path).map_err(|e| {
+                    CallbackError(format!(
+                        "cannot read the member list file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let list = parse_members(&text);
+                let changed = last.as_ref().is_some_and(|old| *old != list);
+                *last = Some(list.clone());
+                Ok((list, changed))
+            }
+        }
+    }
+}
+
+/// The addresses in a member list file.
+pub fn parse_members(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|line| line.split_once('#').map_or(line, |(before, _)| before))
+        .flat_map(|line| line.split(|c: char| c == ',' || c.is_whitespace()))
+        .filter(|address| !address.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// An application that prints what it is told.
 pub struct PrintingApp {
-    pub members: Arc<Mutex<Vec<String>>>,
+    pub members: MemberSource,
     pub shards: u32,
     pub score: ScoreMode,
     pub printer: Printer,
@@ -171,11 +225,13 @@ impl Callbacks for PrintingApp {
     type State = Held;
 
     fn nodes(&mut self, _cluster: &str) -> Result<Vec<String>, CallbackError> {
-        Ok(self
-            .members
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone())
+        let (list, changed) = self.members.read()?;
+        if changed {
+            // What a test changing the file waits for: this node now
+            // answers the new list.
+            self.printer.event("members", json!({ "nodes": list }));
+        }
+        Ok(list)
     }
 
     fn shard_count(&mut self, _cluster: &str) -> Result<u32, CallbackError> {
@@ -224,5 +280,20 @@ impl Callbacks for PrintingApp {
             "status",
             json!({ "old": old.as_str(), "new": new.as_str() }),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_members;
+
+    #[test]
+    fn a_member_list_file_takes_commas_spaces_lines_and_comments() {
+        let text = "# the cluster\n10.0.0.1:7000, 10.0.0.2:7000\n\n  10.0.0.3:7000 # the new one\n";
+        assert_eq!(
+            parse_members(text),
+            ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]
+        );
+        assert!(parse_members("# nobody\n").is_empty());
     }
 }

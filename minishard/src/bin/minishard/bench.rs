@@ -1,6 +1,7 @@
 //! `minishard bench`: start-up, failover, hand-over, idle, frame sealing
 //! and lookup costs on loopback, as medians over repeated runs, printed as
-//! a table.
+//! a table (with the rows of `bench_conditions`: what the tests check
+//! without a stopwatch).
 
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -11,7 +12,8 @@ use minishard::wire::seal::{self, SessionKeys, Side};
 use minishard::{Cluster, Config, Timings};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::app::{PrintingApp, ScoreMode};
+use crate::app::{MemberSource, PrintingApp, ScoreMode};
+use crate::bench_conditions;
 use crate::local::{LocalCluster, Wiring, COOKIE};
 
 #[derive(clap::Args)]
@@ -40,7 +42,7 @@ pub struct Args {
     unsealed: bool,
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -49,15 +51,15 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-struct Row {
-    what: String,
-    median: f64,
-    unit: &'static str,
-    note: String,
+pub(crate) struct Row {
+    pub what: String,
+    pub median: f64,
+    pub unit: &'static str,
+    pub note: String,
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -153,6 +155,10 @@ pub fn run(args: Args) -> Result<(), String> {
         unit: "ms",
         note: String::new(),
     });
+    // The times the tests check only as conditions or orderings.
+    bench_conditions::restart_and_degrade(args.runs, t, &mut rows)?;
+    bench_conditions::lookups_while_a_callback_blocks(args.runs, t, &mut rows)?;
+    bench_conditions::flood(args.runs, t, &mut rows)?;
 
     frame_costs(&args, &mut rows);
 
@@ -581,7 +587,7 @@ fn start_one_host(local: &mut LocalCluster, i: usize) -> Result<(), String> {
     config.max_handshakes_per_source = config.max_handshakes_per_source.max(2 * n);
     config.max_handshakes = config.max_handshakes.max(4 * n);
     let app = PrintingApp {
-        members: local.members.clone(),
+        members: MemberSource::Shared(local.members.clone()),
         shards: local.shards,
         score: ScoreMode::Uptime,
         printer: node.printer.clone(),

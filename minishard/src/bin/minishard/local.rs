@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use minishard::{Cluster, Config, Health, NodeId, Timings};
 
-use crate::app::{Logged, Printer, PrintingApp, ScoreMode};
+use crate::app::{Logged, MemberSource, Printer, PrintingApp, ScoreMode};
 use crate::switch::{node_ip, Switch};
 
 /// How the nodes are wired, and so how faults are made.
@@ -147,7 +147,7 @@ impl LocalCluster {
         }
         config.timings = self.timings;
         let app = PrintingApp {
-            members: self.members.clone(),
+            members: MemberSource::Shared(self.members.clone()),
             shards: self.shards,
             score: self.score,
             printer: node.printer.clone(),

@@ -1,6 +1,7 @@
 //! `minishard node`: one member of a real cluster, printing its events.
 //! SIGTERM and SIGINT leave gracefully (the shard is handed over at once).
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use minishard::{Cluster, Config};
@@ -8,7 +9,7 @@ use serde_json::json;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::app::{Printer, PrintingApp, ScoreMode};
+use crate::app::{MemberSource, Printer, PrintingApp, ScoreMode};
 use crate::options::{CookieArgs, TimingArgs, TlsArgs};
 
 #[derive(clap::Args)]
@@ -23,8 +24,18 @@ pub struct Args {
     #[arg(long)]
     advertise: Option<String>,
     /// The member list: every member's host:port, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "members_file",
+        conflicts_with = "members_file"
+    )]
     nodes: Vec<String>,
+    /// Read the member list from this file instead, again at every poll
+    /// (see --member-poll-ms), so it can change while the node runs:
+    /// addresses separated by commas, spaces or lines; `#` starts a comment.
+    #[arg(long, value_name = "PATH")]
+    members_file: Option<PathBuf>,
     /// How many shards the cluster keeps.
     #[arg(long)]
     shards: u32,
@@ -59,8 +70,12 @@ pub fn run(args: Args) -> Result<(), String> {
     config.tls = args.tls.files();
     let hook_printer = printer.clone();
     config.notice_hook = Some(Arc::new(move |n| hook_printer.notice(n)));
+    let members = match &args.members_file {
+        Some(path) => MemberSource::file(path.clone()),
+        None => MemberSource::Shared(Arc::new(Mutex::new(args.nodes.clone()))),
+    };
     let app = PrintingApp {
-        members: Arc::new(Mutex::new(args.nodes.clone())),
+        members,
         shards: args.shards,
         score: args.score,
         printer: printer.clone(),
@@ -68,7 +83,11 @@ pub fn run(args: Args) -> Result<(), String> {
     let cluster = Cluster::join(&args.cluster, app, config).map_err(|e| e.to_string())?;
     printer.event(
         "joined",
-        json!({ "cluster": args.cluster, "shards": args.shards, "nodes": args.nodes }),
+        json!({
+            "cluster": args.cluster,
+            "shards": args.shards,
+            "nodes": cluster.snapshot().members.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+        }),
     );
     let signal = signals.forever().next().unwrap_or(SIGTERM);
     let name = if signal == SIGINT {

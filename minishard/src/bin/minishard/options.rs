@@ -63,6 +63,9 @@ pub struct TimingArgs {
     /// How long a standby's pairing with a free shard must hold before it claims it.
     #[arg(long, value_name = "MS")]
     pub settle_ms: Option<u64>,
+    /// How often the member list is asked for again.
+    #[arg(long, value_name = "MS")]
+    pub member_poll_ms: Option<u64>,
 }
 
 impl TimingArgs {
@@ -78,6 +81,7 @@ impl TimingArgs {
         set(&mut t.transition_timeout, self.transition_timeout_ms);
         set(&mut t.node_grace, self.node_grace_ms);
         set(&mut t.settle, self.settle_ms);
+        set(&mut t.member_poll, self.member_poll_ms);
         t
     }
 }

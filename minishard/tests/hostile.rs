@@ -87,7 +87,7 @@ fn read_all(mut stream: TcpStream) -> Vec<u8> {
 fn refusal_in(answer: &[u8]) -> Option<String> {
     let body = answer.get(4..)?;
     match wire::decode(body, wire::DEFAULT_FRAME_LIMIT) {
-        Ok(Frame::Refused { reason }) => Some(reason),
+        Ok(Frame::Refused { reason, .. }) => Some(reason),
         _ => None,
     }
 }
@@ -258,7 +258,7 @@ impl Raw {
     fn refusal(mut self) -> String {
         loop {
             match self.receive() {
-                Some(Frame::Refused { reason }) => return reason,
+                Some(Frame::Refused { reason, .. }) => return reason,
                 Some(_) => continue,
                 None => panic!("closed without a refusal"),
             }
@@ -404,7 +404,7 @@ fn a_second_incarnation_of_a_connected_node_is_refused_until_the_first_is_gone()
         raw.receive().expect("an answer to the proof")
     };
     match handshake(twin.clone()) {
-        Frame::Refused { reason } => assert!(
+        Frame::Refused { reason, .. } => assert!(
             reason.contains("already connected with incarnation")
                 && reason.contains("refused until that connection is gone"),
             "{reason}"

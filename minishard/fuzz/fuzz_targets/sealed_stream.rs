@@ -103,6 +103,7 @@ fn frame_of(u: &mut Unstructured<'_>, n: u64) -> Frame {
         0 => Frame::Heartbeat { sent_micros: n },
         1 => Frame::HeartbeatAck { sent_micros: n },
         _ => Frame::Refused {
+            kind: minishard::wire::handshake::RefusalKind::Busy,
             reason: String::arbitrary(u).unwrap_or_default(),
         },
     }

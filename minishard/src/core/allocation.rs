@@ -335,15 +335,13 @@ impl Allocation {
     /// for the winner's acknowledgement ([`Allocation::finish_yield`]).
     pub fn yield_to(&mut self, lost: Yield) {
         match &mut self.local {
-            Local::Claiming { release, .. } => {
-                // Published once `allocated` has returned: a claim that fails
-                // yields nothing, and its winner must not hear `prolonged`.
-                if release.is_none() {
-                    *release = Some(PendingRelease {
-                        lost: Some(lost),
-                        after: After::Standby,
-                    });
-                }
+            // Published once `allocated` has returned: a claim that fails
+            // yields nothing, and its winner must not hear `prolonged`.
+            Local::Claiming { release, .. } if release.is_none() => {
+                *release = Some(PendingRelease {
+                    lost: Some(lost),
+                    after: After::Standby,
+                });
             }
             Local::Active {
                 shard,

@@ -29,6 +29,7 @@ use crate::core::{NodeId, PeerMessage, Role};
 use crate::wire::codec::{FrameDecoder, FrameEncoder, StreamError};
 use crate::wire::handshake::{
     fresh_nonce, peer_text, Answering, Dialing, Established, Identity, PeerFacts, Refusal,
+    RefusalKind,
 };
 use crate::wire::seal::{self, SessionKeys};
 use crate::wire::{self, Frame};
@@ -86,6 +87,12 @@ pub(crate) enum ConnEvent {
     },
     /// A connection was refused or closed for misbehaving.
     Refused { peer: String, reason: String },
+    /// A member this node dialled refused it.
+    RefusedBy {
+        peer: NodeId,
+        kind: RefusalKind,
+        reason: String,
+    },
 }
 
 /// The two directions of a connection, over plain TCP or TLS alike: the
@@ -197,10 +204,8 @@ pub(crate) async fn dial(
     settings: &Settings,
     target: &NodeId,
 ) -> Result<(Streams, PeerFacts), Refusal> {
-    let fail = |reason: String| Refusal {
-        reason,
-        tell_peer: false,
-    };
+    let fail = |reason: String| Refusal::failed(RefusalKind::Connection, reason);
+    let tls_failed = |reason: String| Refusal::ours(RefusalKind::Tls, reason);
     // A connect stalled by a lost SYN (retried by the kernel only after a
     // second) is abandoned after a heartbeat timeout and tried afresh; the
     // handshake itself gets the whole deadline, since a busy listener
@@ -232,7 +237,7 @@ pub(crate) async fn dial(
         let _ = stream.set_nodelay(true);
         let mut s = match &settings.tls {
             None => plain(stream),
-            Some(tls) => encrypted(tls.connect(stream, target).await.map_err(fail)?),
+            Some(tls) => encrypted(tls.connect(stream, target).await.map_err(tls_failed)?),
         };
         let (dialing, hello) =
             Dialing::start(settings.identity.clone(), target.clone(), fresh_nonce());
@@ -293,19 +298,17 @@ pub(crate) async fn answer<A, P>(
     admission: Admission<A, P>,
 ) -> Result<(Streams, PeerFacts), Refusal>
 where
-    A: FnOnce(&PeerFacts) -> Result<(), String>,
-    P: FnOnce(&PeerFacts) -> Result<(), String>,
+    A: FnOnce(&PeerFacts) -> Result<(), (RefusalKind, String)>,
+    P: FnOnce(&PeerFacts) -> Result<(), (RefusalKind, String)>,
 {
-    let fail = |reason: String| Refusal {
-        reason,
-        tell_peer: false,
-    };
+    let fail = |reason: String| Refusal::failed(RefusalKind::Connection, reason);
+    let tls_failed = |reason: String| Refusal::ours(RefusalKind::Tls, reason);
     let _ = stream.set_nodelay(true);
     let work = async {
         let (mut s, certificate) = match &settings.tls {
             None => (plain(stream), None),
             Some(tls) => {
-                let (stream, certificate) = tls.accept(stream).await.map_err(fail)?;
+                let (stream, certificate) = tls.accept(stream).await.map_err(tls_failed)?;
                 (encrypted(stream), Some(certificate))
             }
         };
@@ -313,7 +316,7 @@ where
             let hello = s.read().await.map_err(fail)?;
             let admit = |peer: &PeerFacts| {
                 if let (Some(certificate), Role::Member) = (&certificate, peer.role) {
-                    tls::names(certificate, &peer.node)?;
+                    tls::names(certificate, &peer.node).map_err(|e| (RefusalKind::Tls, e))?;
                 }
                 (admission.hello)(peer)
             };
@@ -322,7 +325,8 @@ where
             s.write(&challenge).await.map_err(fail)?;
             let proof = s.read().await.map_err(fail)?;
             let established = answering.on_proof(proof)?;
-            (admission.proven)(&established.peer).map_err(Refusal::ours)?;
+            (admission.proven)(&established.peer)
+                .map_err(|(kind, reason)| Refusal::ours(kind, reason))?;
             s.write(&Frame::Welcome).await.map_err(fail)?;
             Ok(established)
         }
@@ -491,7 +495,7 @@ async fn read_loop(
                     return "engine stopped".into();
                 }
             }
-            Frame::Refused { reason } => {
+            Frame::Refused { reason, .. } => {
                 return format!("refused by the peer: {}", peer_text(&reason))
             }
             other => {

@@ -35,8 +35,8 @@ use faults::Faults;
 pub(crate) use tls::Tls;
 
 use crate::config::MeshNotice;
-use crate::core::{Event, Incarnation, NodeId, Role};
-use crate::wire::handshake::{PeerFacts, Refusal};
+use crate::core::{Event, Incarnation, NodeId, RefusalReason, Role};
+use crate::wire::handshake::{PeerFacts, Refusal, RefusalKind, Refuser};
 use crate::wire::Frame;
 
 const BACKOFF_START: Duration = Duration::from_millis(50);
@@ -47,6 +47,7 @@ const DIAL_FALLBACK: Duration = Duration::from_secs(1);
 struct Live {
     conn: ConnId,
     incarnation: u64,
+    role: Role,
     dialed: bool,
     sender: mpsc::Sender<Frame>,
     kill: Arc<Notify>,
@@ -82,12 +83,15 @@ impl Shared {
     /// with another incarnation: two processes must not both be that node.
     /// Once the old connection is gone (closed, or silent past the heartbeat
     /// timeout) the new incarnation is let in.
-    fn second_incarnation(&self, peer: &PeerFacts) -> Result<(), String> {
+    fn second_incarnation(&self, peer: &PeerFacts) -> Result<(), (RefusalKind, String)> {
         let connected = self.connected.lock().unwrap_or_else(|p| p.into_inner());
         match connected.get(&peer.node) {
-            Some(&live) if live != peer.incarnation => Err(format!(
-                "{} is already connected with incarnation {live}; incarnation {} is refused until that connection is gone",
-                peer.node, peer.incarnation
+            Some(&live) if live != peer.incarnation => Err((
+                RefusalKind::SecondIncarnation,
+                format!(
+                    "{} is already connected with incarnation {live}; incarnation {} is refused until that connection is gone",
+                    peer.node, peer.incarnation
+                ),
             )),
             _ => Ok(()),
         }
@@ -163,9 +167,19 @@ impl Mesh {
         }
     }
 
-    /// Dials the members it should and accepts handshakes from them.
+    /// Dials the members it should and accepts handshakes from them. A
+    /// member-role peer no longer in the list is disconnected at once (the
+    /// core hears it is lost when its connection ends, and the peer is
+    /// refused when it dials again, and so learns it was removed: DESIGN.md
+    /// 6.6).
     pub(crate) fn set_members(&mut self, members: &[NodeId]) {
         self.shared.members.store(Arc::new(members.to_vec()));
+        for (peer, live) in &self.live {
+            if live.role == Role::Member && !members.contains(peer) {
+                tracing::info!(%peer, "no longer in the member list: disconnecting");
+                live.kill.notify_one();
+            }
+        }
         let wanted: HashSet<&NodeId> = members.iter().filter(|m| **m != self.me).collect();
         self.dialers.retain(|peer, task| {
             let keep = wanted.contains(peer);
@@ -238,6 +252,20 @@ impl Mesh {
             ConnEvent::Refused { peer, reason } => {
                 (None, Some(MeshNotice::Refused { peer, reason }))
             }
+            ConnEvent::RefusedBy { peer, kind, reason } => {
+                let event = Event::RefusedBy {
+                    peer: peer.clone(),
+                    reason: match kind {
+                        RefusalKind::NotAMember => RefusalReason::NotAMember,
+                        _ => RefusalReason::Other,
+                    },
+                };
+                let notice = MeshNotice::Refused {
+                    peer: peer.to_string(),
+                    reason,
+                };
+                (Some(event), Some(notice))
+            }
         }
     }
 
@@ -252,6 +280,7 @@ impl Mesh {
         let new = Live {
             conn,
             incarnation: peer.incarnation,
+            role: peer.role,
             dialed,
             sender,
             kill,
@@ -406,7 +435,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     let link = task_shared.link(peer, false);
                     conn::run(link, streams).await;
                 }
-                Err(refusal) => task_shared.refused(from.to_string(), refusal.reason),
+                Err(refusal) => {
+                    // The node the dialer says it is, where it said so: its
+                    // source port is an ephemeral one.
+                    let peer = refusal
+                        .claimed
+                        .map_or_else(|| from.to_string(), |node| node.to_string());
+                    task_shared.refused(peer, refusal.reason)
+                }
             }
         });
     }
@@ -423,19 +459,25 @@ async fn admit_and_answer(
         hello: move |peer: &PeerFacts| {
             #[cfg(feature = "testing")]
             if faults.is_cut(&peer.node) {
-                return Err("cut off by fault injection".into());
+                return Err((RefusalKind::Cut, "cut off by fault injection".into()));
             }
             match peer.role {
-                Role::Member if !members.contains(&peer.node) => Err(format!(
-                    "{} claims to be a member but is not in the member list",
-                    peer.node
+                Role::Member if !members.contains(&peer.node) => Err((
+                    RefusalKind::NotAMember,
+                    format!(
+                        "{} claims to be a member but is not in the member list",
+                        peer.node
+                    ),
                 )),
                 // An observer under a member's address would take that
                 // member's place in the registry (and, over TLS, needs no
                 // certificate naming it).
-                Role::Observer if members.contains(&peer.node) => Err(format!(
-                    "{} is in the member list but joins as an observer",
-                    peer.node
+                Role::Observer if members.contains(&peer.node) => Err((
+                    RefusalKind::ObserverAtMemberAddress,
+                    format!(
+                        "{} is in the member list but joins as an observer",
+                        peer.node
+                    ),
                 )),
                 _ => Ok(()),
             }
@@ -485,14 +527,24 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
                 waiting_since = tokio::time::Instant::now();
             }
             Err(refusal) => {
-                if refusal.reason.starts_with("refused by the peer")
-                    || refusal.reason.starts_with("TLS")
-                    || refusal.reason.contains("cookie")
-                    || refusal.reason.contains("says it is")
-                {
-                    shared.refused(peer.to_string(), refusal.reason);
-                } else {
-                    tracing::debug!(%peer, reason = %refusal.reason, "dial failed");
+                match refusal.refuser {
+                    // The core hears of it: a member that refuses this node
+                    // as a non-member may mean it was removed (DESIGN.md 6.6).
+                    Refuser::Peer => {
+                        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        let event = ConnEvent::RefusedBy {
+                            peer: peer.clone(),
+                            kind: refusal.kind,
+                            reason: refusal.reason,
+                        };
+                        if shared.events.try_send(event).is_err() {
+                            tracing::debug!(%peer, "refusal not reported: the engine is busy");
+                        }
+                    }
+                    Refuser::ThisNode => shared.refused(peer.to_string(), refusal.reason),
+                    Refuser::Neither => {
+                        tracing::debug!(%peer, reason = %refusal.reason, "dial failed")
+                    }
                 }
                 let jitter = rand::rng().random_range(0.5..1.5);
                 tokio::time::sleep(backoff.mul_f64(jitter)).await;

@@ -697,9 +697,9 @@ impl Sim {
             while at < members.len() {
                 let i = members[at];
                 at += 1;
-                for j in 0..n {
-                    if group[j].is_none() && member(j) && self.linked(i, j) {
-                        group[j] = Some(g);
+                for (j, in_group) in group.iter_mut().enumerate() {
+                    if in_group.is_none() && member(j) && self.linked(i, j) {
+                        *in_group = Some(g);
                         members.push(j);
                     }
                 }

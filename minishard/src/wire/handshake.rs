@@ -130,40 +130,112 @@ pub struct Established {
     pub keys: SessionKeys,
 }
 
+/// Why a handshake was refused. A node acts on this, never on the text: a
+/// member refused as not in the list stops counting itself (DESIGN.md 6.6),
+/// and refusals are counted per kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RefusalKind {
+    /// The dialer joins as a member and the listener's member list does not
+    /// have it.
+    NotAMember,
+    /// The dialer joins as an observer under a member's address.
+    ObserverAtMemberAddress,
+    /// A proof did not match: the two nodes' cookies differ.
+    WrongCookie,
+    /// The dialer wants another cluster.
+    WrongCluster,
+    /// The dialer speaks another protocol version.
+    WrongVersion,
+    /// The node answering at an address is another node, or the dialer
+    /// claims the listener's own address.
+    WrongNode,
+    /// Another incarnation of the dialer is still connected.
+    SecondIncarnation,
+    /// Too many handshakes under way.
+    Busy,
+    /// TLS failed, or the certificate does not name the node.
+    Tls,
+    /// The handshake broke the protocol (an unexpected or malformed frame).
+    Protocol,
+    /// The connection failed or timed out during the handshake.
+    Connection,
+    /// Cut off on purpose by the test hooks.
+    Cut,
+}
+
+/// Who ended a handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refuser {
+    /// This node refused the peer (and tells it why).
+    ThisNode,
+    /// The peer refused this node.
+    Peer,
+    /// Nobody: the connection failed or timed out.
+    Neither,
+}
+
 /// A handshake that failed, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
+    /// What failed.
+    pub kind: RefusalKind,
     /// A reason fit for a log line on both sides.
     pub reason: String,
-    /// Whether to send the reason to the peer (not when the peer refused us).
-    pub tell_peer: bool,
+    /// Who ended it.
+    pub refuser: Refuser,
+    /// The node the dialer said it was, once its hello was read (not yet
+    /// proven: for logs).
+    pub claimed: Option<NodeId>,
 }
 
 impl Refusal {
     /// This node refuses the peer, and tells it why.
-    pub fn ours(reason: impl Into<String>) -> Refusal {
+    pub fn ours(kind: RefusalKind, reason: impl Into<String>) -> Refusal {
         Refusal {
+            kind,
             reason: reason.into(),
-            tell_peer: true,
+            refuser: Refuser::ThisNode,
+            claimed: None,
+        }
+    }
+
+    /// The handshake failed with nobody to tell (the connection broke).
+    pub fn failed(kind: RefusalKind, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            kind,
+            reason: reason.into(),
+            refuser: Refuser::Neither,
+            claimed: None,
         }
     }
 
     fn unexpected(expected: &str, got: Frame) -> Refusal {
         match got {
-            Frame::Refused { reason } => Refusal {
+            Frame::Refused { kind, reason } => Refusal {
+                kind,
                 reason: format!("refused by the peer: {}", peer_text(&reason)),
-                tell_peer: false,
+                refuser: Refuser::Peer,
+                claimed: None,
             },
-            other => Refusal::ours(format!(
-                "expected {expected} during the handshake, got {}",
-                other.kind()
-            )),
+            other => Refusal::ours(
+                RefusalKind::Protocol,
+                format!(
+                    "expected {expected} during the handshake, got {}",
+                    other.kind()
+                ),
+            ),
         }
+    }
+
+    fn claimed_by(mut self, node: &NodeId) -> Refusal {
+        self.claimed = Some(node.clone());
+        self
     }
 
     /// The frame that tells the peer, if it should be told.
     pub fn frame(&self) -> Option<Frame> {
-        self.tell_peer.then(|| Frame::Refused {
+        (self.refuser == Refuser::ThisNode).then(|| Frame::Refused {
+            kind: self.kind,
             reason: self.reason.clone(),
         })
     }
@@ -267,10 +339,13 @@ impl Dialing {
             role: challenge.role,
         };
         if listener.node != self.target {
-            return Err(Refusal::ours(format!(
-                "dialled {} but the node there says it is {}",
-                self.target, listener.node
-            )));
+            return Err(Refusal::ours(
+                RefusalKind::WrongNode,
+                format!(
+                    "dialled {} but the node there says it is {}",
+                    self.target, listener.node
+                ),
+            ));
         }
         mac(
             &self.me.cookie,
@@ -281,7 +356,12 @@ impl Dialing {
         )
         // Constant time (see the module's doc).
         .verify_slice(&challenge.mac)
-        .map_err(|_| Refusal::ours("the listener does not know the cluster's cookie"))?;
+        .map_err(|_| {
+            Refusal::ours(
+                RefusalKind::WrongCookie,
+                "the listener does not know the cluster's cookie",
+            )
+        })?;
         let proof = mac(
             &self.me.cookie,
             DIALER,
@@ -345,36 +425,44 @@ impl Answering {
         me: &Identity,
         frame: Frame,
         nonce: Nonce,
-        admit: impl FnOnce(&PeerFacts) -> Result<(), String>,
+        admit: impl FnOnce(&PeerFacts) -> Result<(), (RefusalKind, String)>,
     ) -> Result<(Answering, Frame), Refusal> {
         let Frame::Hello(hello) = frame else {
             return Err(Refusal::unexpected("hello", frame));
         };
         if hello.version != PROTOCOL_VERSION {
-            return Err(Refusal::ours(format!(
-                "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
-                hello.version
-            )));
+            return Err(Refusal::ours(
+                RefusalKind::WrongVersion,
+                format!(
+                    "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
+                    hello.version
+                ),
+            ));
         }
         if hello.cluster != me.cluster {
-            return Err(Refusal::ours(format!(
-                "wrong cluster \"{}\" (this node is in \"{}\")",
-                peer_text(&hello.cluster),
-                peer_text(&me.cluster)
-            )));
+            return Err(Refusal::ours(
+                RefusalKind::WrongCluster,
+                format!(
+                    "wrong cluster \"{}\" (this node is in \"{}\")",
+                    peer_text(&hello.cluster),
+                    peer_text(&me.cluster)
+                ),
+            ));
         }
         if hello.node == me.node {
-            return Err(Refusal::ours(format!(
-                "{} is this node's own address",
-                hello.node
-            )));
+            return Err(Refusal::ours(
+                RefusalKind::WrongNode,
+                format!("{} is this node's own address", hello.node),
+            )
+            .claimed_by(&hello.node));
         }
         let dialer = PeerFacts {
             node: hello.node.clone(),
             incarnation: hello.incarnation,
             role: hello.role,
         };
-        admit(&dialer).map_err(Refusal::ours)?;
+        admit(&dialer)
+            .map_err(|(kind, reason)| Refusal::ours(kind, reason).claimed_by(&dialer.node))?;
         let mine = PeerFacts {
             node: me.node.clone(),
             incarnation: me.incarnation,
@@ -408,7 +496,13 @@ impl Answering {
         // Constant time (see the module's doc).
         mac(&self.cookie, DIALER, &self.hello, &self.me, &self.nonce)
             .verify_slice(&proof.mac)
-            .map_err(|_| Refusal::ours("wrong cookie: the proof does not match"))?;
+            .map_err(|_| {
+                Refusal::ours(
+                    RefusalKind::WrongCookie,
+                    "wrong cookie: the proof does not match",
+                )
+                .claimed_by(&self.hello.node)
+            })?;
         let keys =
             SessionKeys::derive(&self.cookie, &self.hello.nonce, &self.nonce, Side::Listener);
         Ok(Established {

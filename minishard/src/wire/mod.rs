@@ -58,6 +58,8 @@ pub enum Frame {
     Welcome,
     /// The sender refuses the connection, and says why.
     Refused {
+        /// What failed, for the peer to act on.
+        kind: handshake::RefusalKind,
         /// A reason fit for a log line.
         reason: String,
     },

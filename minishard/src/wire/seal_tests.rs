@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::codec::{FrameDecoder, FrameEncoder, StreamError, LENGTH_PREFIX_LEN};
-use super::handshake::{Answering, Dialing, Established, Identity};
+use super::handshake::{Answering, Dialing, Established, Identity, RefusalKind};
 use super::seal::{SessionKeys, Side, TAG_LEN};
 use super::*;
 use crate::core::{NodeId, Role};
@@ -115,6 +115,7 @@ fn a_sealed_frame_is_the_frame_plus_a_tag_and_hides_it() {
     let (mut there, _) = pipes([1, 2]);
     let secret = "shard 7 lives on 10.0.0.1:7000";
     let frame = Frame::Refused {
+        kind: RefusalKind::Busy,
         reason: secret.into(),
     };
     let plain = encode(&frame);

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::handshake::{Answering, Dialing, Identity, PeerFacts};
+use super::handshake::{Answering, Dialing, Identity, PeerFacts, RefusalKind, Refuser};
 use super::*;
 use crate::core::{
     Ack, Claim, Health, Holding, NodeId, PeerMessage, Record, Role, ScoreOffer, Sighting, Yield,
@@ -139,7 +139,10 @@ fn frame() -> impl Strategy<Value = Frame> {
         ),
         any::<[u8; 32]>().prop_map(|mac| Frame::Proof(Proof { mac })),
         Just(Frame::Welcome),
-        ".{0,40}".prop_map(|reason| Frame::Refused { reason }),
+        ".{0,40}".prop_map(|reason| Frame::Refused {
+            kind: RefusalKind::NotAMember,
+            reason
+        }),
         any::<u64>().prop_map(|sent_micros| Frame::Heartbeat { sent_micros }),
         any::<u64>().prop_map(|sent_micros| Frame::HeartbeatAck { sent_micros }),
         record().prop_map(|r| Frame::Peer(PeerMessage::Record(Arc::new(r)))),
@@ -294,23 +297,37 @@ fn wrong_version_cluster_self_and_unknown_nodes_are_refused_with_a_reason() {
             nonce: [0; 32],
         })
     };
-    let refuse = |frame| {
-        Answering::on_hello(&b, frame, [2; 32], |_| Ok(()))
-            .unwrap_err()
-            .reason
-    };
-    assert!(refuse(hello(99, "sessions", "10.0.0.1:7000")).contains("protocol version 99"));
-    assert!(refuse(hello(PROTOCOL_VERSION, "other", "10.0.0.1:7000")).contains("wrong cluster"));
-    assert!(refuse(hello(PROTOCOL_VERSION, "sessions", "10.0.0.2:7000")).contains("own address"));
+    let refuse = |frame| Answering::on_hello(&b, frame, [2; 32], |_| Ok(())).unwrap_err();
+    let version = refuse(hello(99, "sessions", "10.0.0.1:7000"));
+    assert_eq!(version.kind, RefusalKind::WrongVersion);
+    assert!(version.reason.contains("protocol version 99"));
+    let cluster = refuse(hello(PROTOCOL_VERSION, "other", "10.0.0.1:7000"));
+    assert_eq!(cluster.kind, RefusalKind::WrongCluster);
+    assert!(cluster.reason.contains("wrong cluster"));
+    let own = refuse(hello(PROTOCOL_VERSION, "sessions", "10.0.0.2:7000"));
+    assert_eq!(own.kind, RefusalKind::WrongNode);
+    assert!(own.reason.contains("own address"));
     let unknown = Answering::on_hello(
         &b,
         hello(PROTOCOL_VERSION, "sessions", "10.0.0.9:7000"),
         [2; 32],
-        |p| Err(format!("{} is not in the member list", p.node)),
+        |p| {
+            Err((
+                RefusalKind::NotAMember,
+                format!("{} is not in the member list", p.node),
+            ))
+        },
     )
     .unwrap_err();
     assert!(unknown.reason.contains("not in the member list"));
-    assert!(matches!(unknown.frame(), Some(Frame::Refused { .. })));
+    // The peer is told, and told why in a form it can act on.
+    assert!(matches!(
+        unknown.frame(),
+        Some(Frame::Refused {
+            kind: RefusalKind::NotAMember,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -390,12 +407,17 @@ fn a_peers_refusal_is_made_fit_for_a_log_line() {
     let (dialing, _) = Dialing::start(a, NodeId::parse("10.0.0.2:7000").unwrap(), [1; 32]);
     let forged = format!("nope\n2026-01-01 INFO all is well{}", "x".repeat(10_000));
     let refusal = dialing
-        .on_challenge(Frame::Refused { reason: forged })
+        .on_challenge(Frame::Refused {
+            kind: RefusalKind::WrongCookie,
+            reason: forged,
+        })
         .unwrap_err();
     assert!(!refusal.reason.contains('\n'), "{}", refusal.reason);
     assert!(refusal.reason.contains("nope\\n2026"));
     assert!(refusal.reason.len() < 300, "{}", refusal.reason.len());
     assert!(refusal.frame().is_none(), "a refusal is not answered");
+    assert_eq!(refusal.kind, RefusalKind::WrongCookie);
+    assert_eq!(refusal.refuser, Refuser::Peer);
 }
 
 #[test]

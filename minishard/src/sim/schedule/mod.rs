@@ -395,13 +395,12 @@ impl Run {
     fn heal_all(&mut self, hold: Duration) {
         let phase = self.begin(false);
         let sc = self.shard_count();
+        let holders = self.holders();
         let holding_all = self
             .sim
             .components()
             .iter()
-            .filter(|g| {
-                (0..sc).all(|s| g.iter().any(|&i| self.holders()[s].iter().any(|&h| h == i)))
-            })
+            .filter(|g| (0..sc).all(|s| g.iter().any(|i| holders[s].contains(i))))
             .count();
         if holding_all >= 3 {
             self.report.three_way_merges += 1;

@@ -27,12 +27,16 @@ mod allocation;
 pub mod config;
 pub mod conflict;
 pub mod events;
+#[cfg(test)]
+mod harness;
 pub mod ids;
 mod membership;
 mod own_record;
 pub mod reach;
 pub mod record;
 mod relays;
+#[cfg(test)]
+mod rules_tests;
 pub mod snapshot;
 pub mod time;
 pub mod view;

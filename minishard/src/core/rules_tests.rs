@@ -1,0 +1,172 @@
+//! The manager's rules, one core at a time (see [`super::harness`]).
+
+use std::time::Duration;
+
+use super::harness::{n, rec, Harness};
+use super::{Ack, Call, Health, Holding, ScoreOffer};
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn allocated(calls: &[Call]) -> Vec<u32> {
+    calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Allocated { shard, .. } => Some(*shard),
+            _ => None,
+        })
+        .collect()
+}
+
+/// This node, 1, on standby in a chain 1 - 2 - 3 - 4 where 4 owns shard 1:
+/// 4 is two hops away, reached through the sightings 2 and 3 publish.
+fn chain() -> Harness {
+    let mut h = Harness::new(1, &[1, 2, 3, 4], 2);
+    h.connect(2).record(rec(2).sees(&[1, 3]).active(0, 1));
+    h.relay(2, rec(3).sees(&[2, 4]), true)
+        .relay(2, rec(4).sees(&[3]).active(1, 1), true);
+    h
+}
+
+#[test]
+fn an_owner_two_hops_away_keeps_its_shard_for_as_long_as_the_path_stands() {
+    let mut h = chain();
+    h.wait(ms(5000));
+    assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
+    assert_eq!(h.owner(1), Some(n(4)));
+    assert_eq!(h.health(), Health::Available);
+}
+
+#[test]
+fn once_the_path_breaks_the_far_owners_shard_is_claimed_when_its_grace_ends() {
+    let mut h = chain();
+    h.wait(ms(1000));
+    // 3 no longer sees 4: 4 is suspect from now.
+    h.relay(2, rec(3).v(2).sees(&[2]), true);
+    let grace = h.timings().node_grace;
+    h.wait(grace - ms(1));
+    assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
+    // Paired with it throughout the grace: nothing left to settle.
+    h.wait(ms(1));
+    assert_eq!(allocated(&h.answer_all()), vec![1]);
+}
+
+#[test]
+fn a_member_removed_from_the_list_keeps_its_shard_reserved_through_its_grace() {
+    let mut h = Harness::new(1, &[1, 2, 3], 1);
+    h.connect(2).record(rec(2).sees(&[1, 3]).active(0, 1));
+    h.connect(3).record(rec(3).sees(&[1, 2]));
+    h.wait(ms(1000));
+    h.members(&[1, 3]).lose(2).record(rec(3).v(2).sees(&[1]));
+    let grace = h.timings().node_grace;
+    h.wait(grace - ms(1));
+    assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
+    h.wait(ms(50));
+    // Pairing: this node (1) before 3.
+    assert_eq!(allocated(&h.answer_all()), vec![0]);
+}
+
+#[test]
+fn a_member_refused_by_every_member_it_reaches_degrades_and_gives_its_shard_up() {
+    // A cluster of one shard: alone, this node counts as enough members.
+    let mut h = Harness::new(1, &[1, 2], 1);
+    h.wait(ms(1000));
+    assert_eq!(allocated(&h.answer_all()), vec![0]);
+    assert_eq!(h.health(), Health::Available);
+    // Node 2's list no longer has this one: every time this node dials it
+    // again, it is refused.
+    for _ in 0..4 {
+        h.refused_by(2).wait(ms(260));
+    }
+    assert_eq!(h.health(), Health::Degraded);
+    assert!(matches!(
+        h.answer_all().as_slice(),
+        [Call::Deallocated { winner: None, .. }]
+    ));
+}
+
+#[test]
+fn no_shard_is_claimed_while_too_few_members_are_visible() {
+    let mut h = Harness::new(1, &[1, 2, 3], 2);
+    h.connect(2).record(rec(2).sees(&[1]));
+    h.wait(ms(300)).lose(2).wait(ms(600));
+    // Too few for 600 ms, not yet degraded: it holds what it has, takes
+    // nothing (its pairing has held long enough to claim otherwise).
+    assert_eq!(h.health(), Health::Transition);
+    assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
+}
+
+/// This node, 1, owns shard 0 at epoch 1; node 2, connected, claims it at
+/// epoch 2 and offers a better score, acknowledging this node's episode:
+/// this node loses and yields to 2.
+fn yielded_to_2() -> Harness {
+    let mut h = Harness::new(1, &[1, 2, 3], 1);
+    h.wait(ms(1000));
+    assert_eq!(allocated(&h.answer_all()), vec![0]);
+    h.connect(2).record(rec(2).sees(&[1]).active(0, 2));
+    h.answer_all(); // score 0
+    let mut offer = rec(2).v(2).sees(&[1]).active(0, 2);
+    offer.set_offer(ScoreOffer {
+        shard: 0,
+        epoch: 2,
+        episode: 1,
+        score: Some(9),
+        acks: vec![Ack {
+            node: n(1),
+            epoch: 1,
+            episode: 1,
+        }],
+    });
+    h.record(offer);
+    assert_eq!(h.holding(), Holding::Yielding { shard: 0, epoch: 1 });
+    assert_eq!(h.yielded().map(|y| y.winner.node.clone()), Some(n(2)));
+    h
+}
+
+#[test]
+fn a_loser_gives_its_shard_up_only_once_the_winner_acknowledged() {
+    let mut h = yielded_to_2();
+    h.wait(ms(500));
+    assert_eq!(h.answer_all(), Vec::<Call>::new());
+    h.record(rec(2).v(3).sees(&[1]).active(0, 2).acknowledged(&[(1, 1)]));
+    assert!(matches!(
+        h.answer_all().as_slice(),
+        [Call::Deallocated { winner: Some(w), .. }] if *w == n(2)
+    ));
+}
+
+#[test]
+fn a_winner_that_leaves_before_acknowledging_voids_the_conflict_and_the_loser_keeps_its_shard() {
+    let mut h = yielded_to_2();
+    h.record(rec(2).v(3).holding(Holding::Left));
+    assert_eq!(h.holding(), Holding::Active { shard: 0, epoch: 1 });
+    assert!(h.yielded().is_none());
+    h.wait(ms(3000));
+    assert_eq!(h.answer_all(), Vec::<Call>::new());
+}
+
+#[test]
+fn a_winner_lost_past_its_grace_before_acknowledging_leaves_the_loser_its_shard() {
+    let mut h = yielded_to_2();
+    let grace = h.timings().node_grace;
+    h.lose(2).wait(grace + ms(1));
+    assert_eq!(h.holding(), Holding::Active { shard: 0, epoch: 1 });
+    assert_eq!(h.answer_all(), Vec::<Call>::new());
+}
+
+#[test]
+fn a_winner_is_told_prolonged_by_a_loser_whose_last_record_says_it_left_after_yielding() {
+    let mut h = Harness::new(1, &[1, 2, 3], 1);
+    h.wait(ms(1000));
+    h.answer_all();
+    let left = rec(2).v(5).holding(Holding::Left).yielded(0, 2, 1, 1);
+    h.connect(2).record(left);
+    assert!(matches!(
+        h.answer_all().as_slice(),
+        [Call::Prolonged { loser, .. }] if *loser == n(2)
+    ));
+    // Answered once per loss.
+    h.wait(ms(100));
+    assert_eq!(h.answer_all(), Vec::<Call>::new());
+}

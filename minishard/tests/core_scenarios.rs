@@ -202,6 +202,16 @@ fn state_of(sim: &Sim, viewer: usize, node: usize) -> NodeState {
         .expect("every member is listed")
 }
 
+/// Every rule the simulator checks as it happens held: callback discipline,
+/// epochs, scores asked only in real conflicts.
+fn assert_clean(sim: &Sim) {
+    assert!(
+        sim.ledger().violations.is_empty(),
+        "{:#?}",
+        sim.ledger().violations
+    );
+}
+
 fn nobody_degraded(sim: &Sim) -> bool {
     (0..sim.len()).all(|i| sim.health(i) != Some(Health::Degraded))
 }
@@ -278,6 +288,7 @@ fn a_lone_member_of_a_three_shard_cluster_stays_degraded_and_allocates_nothing()
     // The third member makes the cluster whole.
     sim.start(2);
     converge(&mut sim);
+    assert_clean(&sim);
 }
 
 // ---------------------------------------------------------------------------
@@ -318,6 +329,7 @@ fn a_crashed_owner_fails_over_to_a_standby_after_the_grace() {
     assert_eq!(old.end, Some(Ending::Crashed(crashed_at)));
     // The other shards never moved.
     assert_eq!(moves_since(&sim, crashed_at), 2, "only shard 0 moved");
+    assert_clean(&sim);
 }
 
 #[test]
@@ -342,6 +354,7 @@ fn an_owner_restarted_within_the_grace_loses_its_shard_at_once() {
     assert!(new.start < crashed_at + t.node_grace);
     converge(&mut sim);
     assert!(overlapping_allocations(&sim).is_empty());
+    assert_clean(&sim);
 }
 
 #[test]
@@ -367,6 +380,7 @@ fn a_leaving_owner_hands_its_shard_over_without_any_grace() {
     assert!(!sim.is_running(leaver));
     assert!(sim.wait_until(convergence_bound(), Sim::converged));
     assert!(overlapping_allocations(&sim).is_empty());
+    assert_clean(&sim);
 }
 
 // ---------------------------------------------------------------------------
@@ -422,6 +436,7 @@ fn split_three_two_the_small_side_degrades_and_the_large_side_keeps_every_shard(
     sim.heal_all();
     converge(&mut sim);
     assert!(overlapping_allocations(&sim).is_empty());
+    assert_clean(&sim);
 }
 
 #[test]
@@ -468,6 +483,7 @@ fn a_split_that_frees_several_shards_claims_them_together_within_the_bound() {
         "{:?}",
         sim.convergence_problem_among(&spares)
     );
+    assert_clean(&sim);
 }
 
 #[test]
@@ -565,6 +581,7 @@ fn equal_scores_with_equal_epochs_go_to_the_smaller_node_id() {
     assert_eq!(sim.id(holder(&sim, 0)), &winner.node);
     let lost = allocation_of(&sim, index_of(&sim, &loser.node), 0);
     assert_eq!(told_deallocated(&lost), Some(Some(&winner.node)));
+    assert_clean(&sim);
 }
 
 #[test]
@@ -604,6 +621,7 @@ fn equal_scores_go_to_the_older_epoch_before_the_node_id() {
     assert_eq!(sim.id(holder(&sim, 0)), &older.node, "the older epoch wins");
     let winner = allocation_of(&sim, second, 0);
     assert_eq!(winner.prolonged, vec![newer.node.clone()]);
+    assert_clean(&sim);
 }
 
 /// Three groups of two started apart, each with its own owner of shard 0,
@@ -680,6 +698,7 @@ fn three_way_split_every_loser_is_matched_by_one_prolonged_on_the_winner_it_was_
             seed,
             ..SimConfig::new(6, 1)
         });
+        assert_clean(&sim);
         for (loser, winner, told) in losses(&sim, &owners) {
             assert_eq!(
                 told, 1,
@@ -757,6 +776,7 @@ fn an_owner_whose_score_fails_loses_even_to_the_lowest_score() {
         allocation_of(&sim, a, 0).scores.is_empty(),
         "A's score failed"
     );
+    assert_clean(&sim);
 }
 
 #[test]
@@ -789,6 +809,7 @@ fn an_owner_whose_score_comes_too_late_loses() {
         failed_callbacks(&sim, a) > 0,
         "A counts its late score as failed"
     );
+    assert_clean(&sim);
 }
 
 #[test]
@@ -817,6 +838,7 @@ fn owners_that_cannot_see_each_other_resolve_their_conflict_through_a_relay() {
     sim.heal_all();
     converge(&mut sim);
     assert_b_won(&sim, a, b, 2);
+    assert_clean(&sim);
 }
 
 // ---------------------------------------------------------------------------
@@ -851,6 +873,7 @@ fn partial_partition_a_c_cut_b_sees_both_nothing_moves() {
     sim.heal_all();
     converge(&mut sim);
     assert_eq!(moves_since(&sim, cut_at), 0);
+    assert_clean(&sim);
 }
 
 #[test]
@@ -887,6 +910,7 @@ fn one_way_cut_kills_the_connection_both_ways_and_nothing_moves() {
     sim.heal_all();
     converge(&mut sim);
     assert_eq!(moves_since(&sim, cut_at), 0);
+    assert_clean(&sim);
 }
 
 #[test]
@@ -905,6 +929,7 @@ fn partial_partition_a_c_cut_b_sees_both_everyone_stays_available() {
     holds(&mut sim, t.node_grace * 4, "every node is available", |s| {
         (0..5).all(|i| s.health(i) == Some(Health::Available))
     });
+    assert_clean(&sim);
 }
 
 #[test]
@@ -946,6 +971,7 @@ fn a_member_restarting_during_an_isolated_owners_grace_does_not_take_its_shard_e
         old.epoch,
         old.end
     );
+    assert_clean(&sim);
 }
 
 // ---------------------------------------------------------------------------
@@ -976,6 +1002,7 @@ fn an_observer_sees_the_shard_map_and_never_hosts_a_shard() {
             .all(|a| &a.node != observer_id),
         "the observer's application was allocated a shard"
     );
+    assert_clean(&sim);
 }
 
 // ---------------------------------------------------------------------------
@@ -1108,6 +1135,7 @@ fn a_restarted_owner_that_takes_its_shard_back_gets_a_higher_epoch() {
         after.epoch,
         after.node
     );
+    assert_clean(&sim);
 }
 
 // ---------------------------------------------------------------------------
@@ -1226,4 +1254,205 @@ fn a_slow_allocated_does_not_hold_up_the_other_nodes() {
         .filter(|a| a.shard == 0 && a.start > crashed_at)
         .collect();
     assert_eq!(shard0_since.len(), 1, "{shard0_since:?}");
+    assert_clean(&sim);
+}
+
+// ---------------------------------------------------------------------------
+// Any topology (DESIGN.md 6.1, 7.9), member-list changes (6.6), leaves and
+// crashes in the middle of a conflict (6.3). Each of these once broke the
+// one-owner promise; each test watches every instant, not the end.
+
+/// No shard held by two nodes at any instant from now for `period`.
+fn one_holder_throughout(sim: &mut Sim, period: Duration, what: &str) {
+    holds(sim, period, what, |s| {
+        let mut held = BTreeSet::new();
+        s.ledger().open_allocations().all(|a| held.insert(a.shard))
+    });
+}
+
+/// The directions that pass for links between these pairs only.
+fn links(pairs: &[(usize, usize)]) -> BTreeSet<(usize, usize)> {
+    pairs.iter().flat_map(|&(a, b)| [(a, b), (b, a)]).collect()
+}
+
+#[test]
+fn a_chain_of_four_keeps_one_owner_per_shard_and_nothing_moves() {
+    // 4 members, 2 shards: owners Ox and Oy, standbys S0 and S1, linked
+    // S0 - Ox - S1 - Oy and nothing else. S0 reaches Oy only through two
+    // others: Oy is unreachable to it, not suspect, and keeps its shard.
+    let mut sim = started(4, 2);
+    let (ox, oy) = (holder(&sim, 0), holder(&sim, 1));
+    let s = standbys(&sim);
+    let (s0, s1) = (s[0], s[1]);
+    sim.set_passing(&links(&[(s0, ox), (ox, s1), (s1, oy)]));
+    let since = sim.now();
+    let t = timings();
+    one_holder_throughout(
+        &mut sim,
+        (t.heartbeat_timeout + t.node_grace) * 4,
+        "one owner per shard",
+    );
+    assert_eq!(moves_since(&sim, since), 0, "a shard moved in a chain");
+    assert_eq!((holder(&sim, 0), holder(&sim, 1)), (ox, oy));
+    for i in 0..4 {
+        assert_eq!(sim.health(i), Some(Health::Available), "node {i}");
+        assert_eq!(shard_map(&sim, i), shard_map(&sim, ox), "node {i}'s map");
+    }
+    assert_clean(&sim);
+}
+
+/// A member that owns shard 0 is dropped from every node's list — its own
+/// too, or not (stale) — and nothing else happens.
+fn owner_removed(own_list_stale: bool) -> (Sim, usize, Instant) {
+    let mut sim = started(4, 2);
+    let x = holder(&sim, 0);
+    let rest: Vec<NodeId> = (0..4)
+        .filter(|&i| i != x)
+        .map(|i| sim.id(i).clone())
+        .collect();
+    let stale = if own_list_stale { vec![x] } else { Vec::new() };
+    let removed_at = sim.now();
+    sim.set_member_list(rest, &stale);
+    // Each node picks the list up at its next poll; then the grace runs.
+    let t = timings();
+    one_holder_throughout(
+        &mut sim,
+        t.member_poll + convergence_bound() + Duration::from_millis(500),
+        "never two holders of shard 0",
+    );
+    (sim, x, removed_at)
+}
+
+#[test]
+fn a_member_removed_from_every_list_gives_its_shard_up_before_another_takes_it() {
+    for stale in [false, true] {
+        let (sim, x, removed_at) = owner_removed(stale);
+        let gone = allocation_of(&sim, x, 0);
+        assert_eq!(
+            told_deallocated(&gone),
+            Some(None),
+            "stale={stale}: the removed owner was told deallocated, to no one"
+        );
+        let next = allocated_after(&sim, 0, removed_at).expect("shard 0 allocated again");
+        assert!(
+            next.start >= end_of(&gone),
+            "stale={stale}: {next:?} overlapped {gone:?}"
+        );
+        assert_ne!(&next.node, sim.id(x));
+        // The removed node holds nothing: degraded when its own list still
+        // names it (every member refuses it), idle when it does not.
+        assert!(sim
+            .ledger()
+            .open_of(sim.id(x), sim.incarnation(x))
+            .is_none());
+        if stale {
+            assert_eq!(sim.health(x), Some(Health::Degraded), "stale={stale}");
+        }
+        assert!(
+            overlapping_allocations(&sim).is_empty(),
+            "{:?}",
+            overlapping_allocations(&sim)
+        );
+        assert_clean(&sim);
+    }
+}
+
+/// Two owners of shard 0 after a 2/2 split, the busy kind of engine that
+/// takes queued messages in batches; their groups heal and the conflict
+/// starts. Returns the sim at the instant the loser publishes its yield,
+/// with the loser and the winner.
+fn healed_until_a_yield(seed: u64) -> (Sim, usize, usize) {
+    let groups = [vec![0, 1], vec![2, 3]];
+    let mut sim = started_split_with(
+        SimConfig {
+            seed,
+            ..config(4, 1)
+        },
+        &groups,
+    );
+    sim.behaviour.batch_window = Some((Duration::from_micros(100), Duration::from_millis(5)));
+    let before = sim.yields().len();
+    sim.heal_all();
+    assert!(
+        sim.wait_until(convergence_bound(), |s| s.yields()[before..]
+            .iter()
+            .any(|(_, _, y)| y.is_some())),
+        "no owner yielded"
+    );
+    let (loser, winner) = sim.yields()[before..]
+        .iter()
+        .find_map(|(_, loser, y)| y.as_ref().map(|y| (loser.clone(), y.winner.node.clone())))
+        .expect("a yield");
+    let (l, w) = (index_of(&sim, &loser), index_of(&sim, &winner));
+    (sim, l, w)
+}
+
+#[test]
+fn a_winner_that_leaves_before_acknowledging_voids_the_conflict_and_the_loser_keeps_its_shard() {
+    for seed in 1..=10 {
+        let (mut sim, l, w) = healed_until_a_yield(seed);
+        let kept = allocation_of(&sim, l, 0);
+        sim.leave(w);
+        sim.run_for(convergence_bound());
+        let kept = sim
+            .ledger()
+            .allocations
+            .iter()
+            .find(|a| a.node == kept.node && a.epoch == kept.epoch && a.shard == 0)
+            .unwrap();
+        assert_eq!(
+            told_deallocated(kept),
+            None,
+            "seed {seed}: the loser lost its shard: {kept:?}"
+        );
+        assert_eq!(
+            told_deallocated(&allocation_of(&sim, w, 0)),
+            Some(None),
+            "seed {seed}: the leaver was told deallocated, to no one"
+        );
+        assert!(allocation_of(&sim, w, 0).prolonged.is_empty());
+        assert_clean(&sim);
+    }
+}
+
+#[test]
+fn a_loser_that_leaves_as_it_yields_is_matched_by_one_prolonged_on_its_winner() {
+    for seed in 1..=10 {
+        let (mut sim, l, w) = healed_until_a_yield(seed);
+        sim.leave(l);
+        sim.run_for(convergence_bound());
+        let lost = allocation_of(&sim, l, 0);
+        let won = allocation_of(&sim, w, 0);
+        assert_eq!(
+            told_deallocated(&lost),
+            Some(Some(sim.id(w))),
+            "seed {seed}"
+        );
+        assert_eq!(won.prolonged, vec![sim.id(l).clone()], "seed {seed}");
+        assert!(won.end.is_none(), "seed {seed}: the winner keeps its shard");
+        assert_clean(&sim);
+    }
+}
+
+#[test]
+fn a_winner_that_crashes_before_acknowledging_leaves_its_loser_the_shard_without_a_move() {
+    for seed in 1..=10 {
+        let (mut sim, l, w) = healed_until_a_yield(seed);
+        let crashed_at = sim.now();
+        let kept = allocation_of(&sim, l, 0);
+        sim.crash(w);
+        sim.run_for(convergence_bound());
+        let kept = sim
+            .ledger()
+            .allocations
+            .iter()
+            .find(|a| a.node == kept.node && a.epoch == kept.epoch && a.shard == 0)
+            .unwrap();
+        assert_eq!(told_deallocated(kept), None, "seed {seed}: {kept:?}");
+        assert!(
+            allocated_after(&sim, 0, crashed_at).is_none(),
+            "seed {seed}: shard 0 moved"
+        );
+        assert_clean(&sim);
+    }
 }

@@ -47,12 +47,18 @@ fn describe_failure(r: &Report) -> String {
     text
 }
 
-/// Seeds beyond the first 300 that once broke an invariant, each replayed
-/// here after its fix: 211578 left a loser waiting for the acknowledgement
-/// of a winner that had restarted; 115181 expected `prolonged` from a winner
-/// cut off (and degraded) before it could learn it had won; 3043 and 114308
-/// queued the claims of a split that freed three shards one `settle` apart.
-const REGRESSION_SEEDS: [u64; 4] = [211578, 115181, 3043, 114308];
+/// Seeds that broke an invariant on the core before the fixes they are
+/// named after, each replayed here after its fix (the generator as it is
+/// now, run against the old core, found them):
+/// - 113831: a chain of four where a standby two hops from an owner took
+///   its shard — two owners for as long as the chain stood;
+/// - 5551 and 201798: a member removed from the list, its own list stale,
+///   kept its shard while the others took it (201798 in a one-shard
+///   cluster, where it never degraded at all);
+/// - 114099: the same with the removed member's own list updated;
+/// - 201885 and 102375: a loser left as it yielded, and its winner was
+///   never told `prolonged`.
+const REGRESSION_SEEDS: [u64; 6] = [113831, 5551, 201798, 114099, 201885, 102375];
 
 #[test]
 fn schedules_that_once_failed_keep_every_invariant() {
@@ -83,6 +89,20 @@ fn three_hundred_random_schedules_keep_every_invariant() {
     );
 
     let total = |f: fn(&Report) -> u64| reports.iter().map(f).sum::<u64>();
+    // The faults the older generator could not make are made.
+    let reached = |f: fn(&Report) -> u64| reports.iter().filter(|r| f(r) > 0).count();
+    assert!(
+        reached(|r| r.multi_hop) > 0,
+        "no schedule had a multi-hop group"
+    );
+    assert!(
+        reached(|r| r.member_changes) > 0,
+        "no schedule changed the member list"
+    );
+    assert!(
+        reached(|r| r.conflict_races) > 0,
+        "no schedule raced a leave or crash into a conflict"
+    );
     let (conflicts, failovers, degradations, leaves) = (
         total(|r| r.conflicts),
         total(|r| r.failovers),

@@ -43,24 +43,10 @@ static THRESHOLD: AtomicU8 = AtomicU8::new(20);
 /// The logger engine lines go to.
 const ENGINE_LOGGER: &str = "minishard.engine";
 
-/// The engine's lines that repeat a callback failure already logged, with
-/// its traceback, by `callbacks::log_failure`: (module, message).
-const REPEATS_A_CALLBACK_FAILURE: [(&str, &str); 5] = [
-    ("minishard::runtime::calls", "callback failed"),
-    (
-        "minishard::core::manager",
-        "allocated failed: releasing the shard and backing off",
-    ),
-    (
-        "minishard::core::manager",
-        "score failed: this node ranks last",
-    ),
-    ("minishard::core::manager", "a callback failed"),
-    (
-        "minishard::core::manager",
-        "nodes callback failed: keeping the member list",
-    ),
-];
+/// The field the engine puts on every line about a failed callback: the
+/// binding logs each such failure once itself, with its traceback
+/// (`callbacks::log_failure`), so these lines would only repeat it.
+const CALLBACK_FAILURE_FIELD: &str = "callback_failure";
 
 /// A field's value, kept typed for the record's attributes.
 enum Value {
@@ -228,7 +214,7 @@ where
             message: Some(&mut message),
             rest: &mut fields,
         });
-        if REPEATS_A_CALLBACK_FAILURE.contains(&(metadata.target(), message.as_str())) {
+        if metadata.fields().field(CALLBACK_FAILURE_FIELD).is_some() {
             return;
         }
         if let Some(scope) = ctx.event_scope(event) {

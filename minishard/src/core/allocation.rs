@@ -591,7 +591,12 @@ impl Allocation {
                 let (shard, epoch, release) = (*shard, *epoch, release.take());
                 if let Outcome::Failed(reason) = outcome {
                     out.counters.failed_callbacks += 1;
-                    tracing::warn!(shard, %reason, "allocated failed: releasing the shard and backing off");
+                    tracing::warn!(
+                        shard,
+                        %reason,
+                        callback_failure = true,
+                        "allocated failed: releasing the shard and backing off"
+                    );
                     let retry_at = ctx.now + ctx.timings.allocation_retry;
                     self.local = Local::Idle {
                         retry_at: Some(retry_at),

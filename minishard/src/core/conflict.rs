@@ -255,6 +255,7 @@ impl Conflicts {
                     tracing::warn!(
                         shard = episode.shard,
                         ?other,
+                        callback_failure = true,
                         "score failed: this node ranks last"
                     );
                     None

@@ -308,7 +308,11 @@ impl Core {
                 Outcome::Members(list) => self.on_members(list),
                 other => {
                     self.out.counters.failed_callbacks += 1;
-                    tracing::warn!(?other, "nodes callback failed: keeping the member list");
+                    tracing::warn!(
+                        ?other,
+                        callback_failure = true,
+                        "nodes callback failed: keeping the member list"
+                    );
                 }
             }
             return;
@@ -332,7 +336,7 @@ impl Core {
         if let Outcome::Failed(reason) = outcome {
             // `prolonged` and `status_changed` failures change nothing.
             self.out.counters.failed_callbacks += 1;
-            tracing::warn!(%reason, "a callback failed");
+            tracing::warn!(%reason, callback_failure = true, "a callback failed");
         }
     }
 

@@ -84,6 +84,7 @@ impl<C: Callbacks> Runner for AppRunner<C> {
                 cluster = %self.cluster,
                 shard = ?shard,
                 %reason,
+                callback_failure = true,
                 "callback failed"
             );
         }

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Command::Node(_) => "minishard=info",
         // The bench floods a node on purpose: a warning per refused
         // connection would bury the table.
+        #[cfg(feature = "testing")]
         Command::Bench(_) => "minishard=error",
         _ => "minishard=warn",
     };

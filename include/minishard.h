@@ -183,7 +183,7 @@ typedef uint32_t minishard_result;
 #endif // __cplusplus
 
 /**
- * The health of the cluster as this node sees it (DESIGN.md section 5).
+ * The health of the cluster as this node sees it (docs/design.md section 5).
  *
  * In C the type is a `uint32_t`; functions that take one refuse values
  * outside this list.
@@ -329,7 +329,7 @@ typedef void (*minishard_log_callback)(void *user_data,
 
 /**
  * The callbacks of one join: what minishard tells the application and asks
- * of it (DESIGN.md section 3).
+ * of it (docs/design.md section 3).
  *
  * Every callback gets `user_data` back as its first argument. Callbacks of
  * one handle run one at a time, in order: on the handle's callback thread,
@@ -473,7 +473,7 @@ typedef struct minishard_callbacks {
 } minishard_callbacks;
 
 /**
- * Counters since join (DESIGN.md section 4).
+ * Counters since join (docs/design.md section 4).
  *
  * It grows by the header's rule for growing structs: set `struct_size`
  * before `minishard_get_stats` (`minishard_stats s = { .struct_size =
@@ -566,7 +566,7 @@ size_t minishard_last_error(char *buf,
                             size_t len);
 
 /**
- * A new configuration with the defaults of DESIGN.md section 10, except
+ * A new configuration with the defaults of docs/design.md section 10, except
  * that the listen address and the cookie are empty: set both before
  * joining.
  *
@@ -942,7 +942,7 @@ minishard_result minishard_join(const char *cluster,
 
 /**
  * Leaves the cluster gracefully: the shard is handed over at once
- * (DESIGN.md 6.4). Returns once `deallocated` has run and every connection
+ * (docs/design.md 6.4). Returns once `deallocated` has run and every connection
  * is closed. Calling it again returns `MINISHARD_OK` and does nothing.
  * After it, lookups, waits and dispatch return `MINISHARD_CLOSED`; the
  * handle must still be freed with `minishard_cluster_free`.

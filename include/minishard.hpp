@@ -9,7 +9,7 @@
  *     current shard itself, between allocated() and deallocated().
  *   - Errors are minishard::Error exceptions carrying the minishard_result
  *     and the library's message. An exception thrown by a callback never
- *     crosses into the library: it makes that callback fail (DESIGN.md
+ *     crosses into the library: it makes that callback fail (docs/design.md
  *     section 3), and one thrown by nodes() or shard_count() during
  *     Cluster::join is rethrown from join.
  *
@@ -104,7 +104,7 @@ enum class Dispatch : std::uint32_t {
 /// Settings for one node in one cluster (owns a minishard_config).
 class Config {
 public:
-    /// Defaults of DESIGN.md section 10; set listen() and cookie().
+    /// Defaults of docs/design.md section 10; set listen() and cookie().
     Config() : cfg_(minishard_config_new()) {
         if (!cfg_) throw Error(MINISHARD_PANIC, detail::last_error());
     }

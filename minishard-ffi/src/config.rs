@@ -42,7 +42,7 @@ pub enum minishard_dispatch_mode {
 #[allow(non_camel_case_types)]
 pub type minishard_dispatch_mode_code = u32;
 
-/// A new configuration with the defaults of DESIGN.md section 10, except
+/// A new configuration with the defaults of docs/design.md section 10, except
 /// that the listen address and the cookie are empty: set both before
 /// joining.
 ///

@@ -1,5 +1,5 @@
 //! The engine's configuration: where to listen, the cookie, timings and
-//! limits, with the defaults of DESIGN.md section 10.
+//! limits, with the defaults of docs/design.md section 10.
 
 use std::fmt;
 use std::path::PathBuf;

@@ -554,7 +554,7 @@ impl NativeCluster {
         self.not_from_own_callback(py, what)
     }
 
-    /// Leaves gracefully (DESIGN.md 6.4); returns once `deallocated` has run
+    /// Leaves gracefully (docs/design.md 6.4); returns once `deallocated` has run
     /// and the connections are closed. Again: does nothing. `pump`: the loop
     /// bridge whose callbacks this thread must run meanwhile.
     #[pyo3(signature = (pump=None))]

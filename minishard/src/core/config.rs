@@ -1,4 +1,4 @@
-//! Settings the core runs with, their defaults (DESIGN.md section 10) and the
+//! Settings the core runs with, their defaults (docs/design.md section 10) and the
 //! checks that refuse inconsistent ones before anything starts.
 
 use std::collections::BTreeSet;
@@ -41,7 +41,7 @@ pub struct Timings {
     /// How long a lost peer's shard stays reserved to it.
     pub node_grace: Duration,
     /// How long a standby's pairing with a free shard must hold before it
-    /// claims the shard (DESIGN.md 6.2).
+    /// claims the shard (docs/design.md 6.2).
     pub settle: Duration,
     /// How long a `score` callback may take before its owner loses.
     pub score_deadline: Duration,
@@ -92,7 +92,7 @@ impl Timings {
                 self.heartbeat_interval, self.heartbeat_timeout
             )));
         }
-        // DESIGN.md 6.5: the small side of a split must give its shards up
+        // docs/design.md 6.5: the small side of a split must give its shards up
         // before the large side's grace ends. Both sides notice the split
         // within one heartbeat of each other, so that is the least margin.
         if self.transition_timeout + self.heartbeat_interval > self.node_grace {

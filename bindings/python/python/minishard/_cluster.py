@@ -407,7 +407,7 @@ def join(
     (with ``dispatch="asyncio"``, all but ``nodes`` and ``shard_count`` may
     be ``async def``).
     ``cookie`` is the cluster's shared secret (a ``str`` is UTF-8 encoded).
-    Timings are in seconds; unset ones take the defaults of DESIGN.md
+    Timings are in seconds; unset ones take the defaults of docs/design.md
     section 10, as do the limits: ``frame_limit`` (bytes, 4096 to 64 MiB),
     ``max_handshakes`` and ``max_handshakes_per_source`` (connections in
     their handshake, 1 to 65536), ``send_queue`` (frames per peer, 64 to

@@ -45,7 +45,7 @@ impl CookieArgs {
     }
 }
 
-/// Protocol timings, each defaulting to DESIGN.md section 10.
+/// Protocol timings, each defaulting to docs/design.md section 10.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct TimingArgs {
     /// How often each connection carries a heartbeat.

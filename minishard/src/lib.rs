@@ -43,6 +43,7 @@ pub mod core;
 mod error;
 mod mesh;
 mod runtime;
+pub mod settings;
 pub mod sim;
 pub mod wire;
 

@@ -566,7 +566,7 @@ size_t minishard_last_error(char *buf,
                             size_t len);
 
 /**
- * A new configuration with the defaults of docs/design.md section 10, except
+ * A new configuration with the defaults (README's configuration table), except
  * that the listen address and the cookie are empty: set both before
  * joining.
  *
@@ -661,7 +661,7 @@ minishard_result minishard_config_set_dispatch(struct minishard_config *cfg,
  * How often each connection carries a heartbeat, in milliseconds
  * (default 100).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -675,7 +675,7 @@ minishard_result minishard_config_set_heartbeat_interval_ms(struct minishard_con
 /**
  * Silence after which a peer is suspect, in milliseconds (default 500).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -690,7 +690,7 @@ minishard_result minishard_config_set_heartbeat_timeout_ms(struct minishard_conf
  * How long too few visible members may last before this node is
  * degraded and gives its shard up, in milliseconds (default 1000).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -705,7 +705,7 @@ minishard_result minishard_config_set_transition_timeout_ms(struct minishard_con
  * How long a lost peer's shard stays reserved to it, in milliseconds
  * (default 1500).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -720,7 +720,7 @@ minishard_result minishard_config_set_node_grace_ms(struct minishard_config *cfg
  * How long a standby's pairing with a free shard must hold before it
  * claims the shard, in milliseconds (default 20).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -735,7 +735,7 @@ minishard_result minishard_config_set_settle_ms(struct minishard_config *cfg,
  * How long a `score` callback may take before its owner loses the
  * conflict, in milliseconds (default 1000).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -750,7 +750,7 @@ minishard_result minishard_config_set_score_deadline_ms(struct minishard_config 
  * How often the `nodes` callback is asked for the member list again, in
  * milliseconds (default 5000).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -765,7 +765,7 @@ minishard_result minishard_config_set_member_poll_ms(struct minishard_config *cf
  * Back-off after a failed `allocated` before this node takes a shard
  * again, in milliseconds (default 1000).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -797,7 +797,7 @@ minishard_result minishard_config_set_frame_limit(struct minishard_config *cfg,
  * milliseconds (default 2000); a client that has not by then is dropped.
  *
  * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
- * for 0.
+ * for 0 or over a day (86400000).
  *
  * # Safety
  *

@@ -203,6 +203,17 @@ impl Config {
         Ok(())
     }
 
+    /// Sets the timing `name` to `value` exactly (below a millisecond too),
+    /// refusing what [`Config::set`] refuses.
+    pub fn set_duration(&mut self, name: &str, value: Duration) -> Result<(), Error> {
+        self.set(name, settings::whole_millis(value))?;
+        match self.slot(name) {
+            Some(Slot::Duration(field)) => *field = value,
+            _ => return Err(Error::Config(format!("{name} is not a timing"))),
+        }
+        Ok(())
+    }
+
     /// The value of the numeric setting `name`, in its unit (whole
     /// milliseconds for a timing).
     pub fn get(&self, name: &str) -> Option<u64> {

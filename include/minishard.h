@@ -183,7 +183,7 @@ typedef uint32_t minishard_result;
 #endif // __cplusplus
 
 /**
- * The health of the cluster as this node sees it (DESIGN.md section 5).
+ * The health of the cluster as this node sees it (docs/design.md section 5).
  *
  * In C the type is a `uint32_t`; functions that take one refuse values
  * outside this list.
@@ -329,7 +329,7 @@ typedef void (*minishard_log_callback)(void *user_data,
 
 /**
  * The callbacks of one join: what minishard tells the application and asks
- * of it (DESIGN.md section 3).
+ * of it (docs/design.md section 3).
  *
  * Every callback gets `user_data` back as its first argument. Callbacks of
  * one handle run one at a time, in order: on the handle's callback thread,
@@ -473,7 +473,7 @@ typedef struct minishard_callbacks {
 } minishard_callbacks;
 
 /**
- * Counters since join (DESIGN.md section 4).
+ * Counters since join (docs/design.md section 4).
  *
  * It grows by the header's rule for growing structs: set `struct_size`
  * before `minishard_get_stats` (`minishard_stats s = { .struct_size =
@@ -566,7 +566,7 @@ size_t minishard_last_error(char *buf,
                             size_t len);
 
 /**
- * A new configuration with the defaults of DESIGN.md section 10, except
+ * A new configuration with the defaults (README's configuration table), except
  * that the listen address and the cookie are empty: set both before
  * joining.
  *
@@ -661,7 +661,7 @@ minishard_result minishard_config_set_dispatch(struct minishard_config *cfg,
  * How often each connection carries a heartbeat, in milliseconds
  * (default 100).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -675,7 +675,7 @@ minishard_result minishard_config_set_heartbeat_interval_ms(struct minishard_con
 /**
  * Silence after which a peer is suspect, in milliseconds (default 500).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -690,7 +690,7 @@ minishard_result minishard_config_set_heartbeat_timeout_ms(struct minishard_conf
  * How long too few visible members may last before this node is
  * degraded and gives its shard up, in milliseconds (default 1000).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -705,7 +705,7 @@ minishard_result minishard_config_set_transition_timeout_ms(struct minishard_con
  * How long a lost peer's shard stays reserved to it, in milliseconds
  * (default 1500).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -720,7 +720,7 @@ minishard_result minishard_config_set_node_grace_ms(struct minishard_config *cfg
  * How long a standby's pairing with a free shard must hold before it
  * claims the shard, in milliseconds (default 20).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -735,7 +735,7 @@ minishard_result minishard_config_set_settle_ms(struct minishard_config *cfg,
  * How long a `score` callback may take before its owner loses the
  * conflict, in milliseconds (default 1000).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -750,7 +750,7 @@ minishard_result minishard_config_set_score_deadline_ms(struct minishard_config 
  * How often the `nodes` callback is asked for the member list again, in
  * milliseconds (default 5000).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -765,7 +765,7 @@ minishard_result minishard_config_set_member_poll_ms(struct minishard_config *cf
  * Back-off after a failed `allocated` before this node takes a shard
  * again, in milliseconds (default 1000).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -797,7 +797,7 @@ minishard_result minishard_config_set_frame_limit(struct minishard_config *cfg,
  * milliseconds (default 2000); a client that has not by then is dropped.
  *
  * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
- * for 0.
+ * for 0 or over a day (86400000).
  *
  * # Safety
  *
@@ -942,7 +942,7 @@ minishard_result minishard_join(const char *cluster,
 
 /**
  * Leaves the cluster gracefully: the shard is handed over at once
- * (DESIGN.md 6.4). Returns once `deallocated` has run and every connection
+ * (docs/design.md 6.4). Returns once `deallocated` has run and every connection
  * is closed. Calling it again returns `MINISHARD_OK` and does nothing.
  * After it, lookups, waits and dispatch return `MINISHARD_CLOSED`; the
  * handle must still be freed with `minishard_cluster_free`.

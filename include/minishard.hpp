@@ -9,14 +9,15 @@
  *     current shard itself, between allocated() and deallocated().
  *   - Errors are minishard::Error exceptions carrying the minishard_result
  *     and the library's message. An exception thrown by a callback never
- *     crosses into the library: it makes that callback fail (DESIGN.md
+ *     crosses into the library: it makes that callback fail (docs/design.md
  *     section 3), and one thrown by nodes() or shard_count() during
  *     Cluster::join is rethrown from join.
  *
  * Threads: as in minishard.h. Cluster's const methods may be called from any
  * thread concurrently; handler methods run one at a time on the cluster's
  * callback thread (Dispatch::Thread) or inside Cluster::dispatch
- * (Dispatch::Host).
+ * (Dispatch::Host). A cluster's own log sink (Cluster::join's `log`) is the
+ * exception: it runs on whichever thread logs, possibly on several at once.
  */
 #ifndef MINISHARD_HPP
 #define MINISHARD_HPP
@@ -25,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -95,6 +97,34 @@ enum class Health : std::uint32_t {
     Available = MINISHARD_HEALTH_AVAILABLE,
 };
 
+/// How much a log line matters (a sink gets its level and every more
+/// important one).
+enum class LogLevel : std::uint32_t {
+    Error = MINISHARD_LOG_ERROR,
+    Warn = MINISHARD_LOG_WARN,
+    Info = MINISHARD_LOG_INFO,
+    Debug = MINISHARD_LOG_DEBUG,
+    Trace = MINISHARD_LOG_TRACE,
+};
+
+/// One cluster's own log: its lines go here instead of to the process-wide
+/// callback of minishard_set_log_callback. `target` is the engine module,
+/// `message` the text and its key=value fields; both are valid only during
+/// the call. It runs on whichever thread logs, possibly on several at once
+/// and while a handler method runs: return quickly, do not block, and call
+/// nothing of minishard that waits. An exception it throws is dropped.
+struct LogSink {
+    std::function<void(LogLevel level, std::string_view target, std::string_view message)> write;
+    LogLevel max_level = LogLevel::Warn;
+};
+
+/// The owner of a shard and its allocation's epoch (compare the epoch a
+/// write carries with it to fence out a stale owner).
+struct Owner {
+    std::string node;
+    std::uint64_t epoch;
+};
+
 /// Where callbacks run.
 enum class Dispatch : std::uint32_t {
     Thread = MINISHARD_DISPATCH_THREAD,  ///< on the cluster's callback thread
@@ -104,7 +134,7 @@ enum class Dispatch : std::uint32_t {
 /// Settings for one node in one cluster (owns a minishard_config).
 class Config {
 public:
-    /// Defaults of DESIGN.md section 10; set listen() and cookie().
+    /// Defaults of docs/design.md section 10; set listen() and cookie().
     Config() : cfg_(minishard_config_new()) {
         if (!cfg_) throw Error(MINISHARD_PANIC, detail::last_error());
     }
@@ -234,6 +264,7 @@ namespace detail {
 struct Holder {
     std::shared_ptr<Handler> handler;
     std::exception_ptr join_error;
+    LogSink log;
 };
 
 using HolderRef = std::shared_ptr<Holder>;
@@ -310,6 +341,15 @@ inline void on_status_changed(void *user_data, const char *cluster, minishard_he
     }
 }
 
+inline void on_log(void *user_data, minishard_log_level level, const char *target,
+                   const char *message) {
+    try {
+        holder(user_data).log.write(static_cast<LogLevel>(level), target, message);
+    } catch (...) {
+        // A log line is not worth failing anything for.
+    }
+}
+
 inline void on_free(void *user_data) { delete static_cast<HolderRef *>(user_data); }
 
 }  // namespace detail
@@ -319,12 +359,15 @@ inline void on_free(void *user_data) { delete static_cast<HolderRef *>(user_data
 class Cluster {
 public:
     /// Joins `name` with `config`; `handler` is kept alive until the Cluster
-    /// is gone. Throws Error (or what nodes()/shard_count() threw).
+    /// is gone. With a `log` sink, this cluster's log lines go to it (until
+    /// the Cluster is gone) instead of the process-wide log callback.
+    /// Throws Error (or what nodes()/shard_count() threw).
     static Cluster join(const std::string &name, const Config &config,
-                        std::shared_ptr<Handler> handler) {
+                        std::shared_ptr<Handler> handler, LogSink log = {}) {
         if (!handler) throw Error(MINISHARD_INVALID_ARGUMENT, "handler is null");
         auto holder = std::make_shared<detail::Holder>();
         holder->handler = std::move(handler);
+        holder->log = std::move(log);
         minishard_callbacks cb{};
         cb.struct_size = sizeof cb;
         cb.user_data = new detail::HolderRef(holder);  // freed by on_free, always
@@ -336,6 +379,10 @@ public:
         cb.deallocated = detail::on_deallocated;
         cb.status_changed = detail::on_status_changed;
         cb.free_user_data = detail::on_free;
+        if (holder->log.write) {
+            cb.log = detail::on_log;
+            cb.log_max_level = static_cast<minishard_log_level>(holder->log.max_level);
+        }
         minishard_cluster *raw = nullptr;
         minishard_result rc = minishard_join(name.c_str(), config.get(), &cb, &raw);
         if (rc != MINISHARD_OK) {
@@ -365,6 +412,26 @@ public:
         return detail::read_string([&](char *buf, std::size_t len, std::size_t *written) {
             return minishard_get_node(raw_, shard, buf, len, written);
         });
+    }
+
+    /// The owner of `shard` with its epoch, or nullopt when it has none
+    /// right now.
+    std::optional<Owner> get_owner(std::uint32_t shard) const {
+        std::uint64_t epoch = 0;
+        auto node = detail::read_string([&](char *buf, std::size_t len, std::size_t *written) {
+            return minishard_get_owner(raw_, shard, buf, len, written, &epoch);
+        });
+        if (!node) return std::nullopt;
+        return Owner{std::move(*node), epoch};
+    }
+
+    /// How many shards the cluster keeps (numbered 0 .. shard_count() - 1):
+    /// what shard_count() answered at join; an observer learns it from the
+    /// members (0 until then).
+    std::uint32_t shard_count() const {
+        std::uint32_t count = 0;
+        detail::check(minishard_shard_count(raw_, &count));
+        return count;
     }
 
     /// This node's shard and its epoch, or nullopt.

@@ -3,7 +3,7 @@
 //!
 //! The adapter owns `user_data` (freed exactly once, when the engine drops
 //! the adapter) and keeps the C `void *state` of the current allocation as
-//! the Rust state, so the engine's ordering guarantees (DESIGN.md 3) carry
+//! the Rust state, so the engine's ordering guarantees (docs/design.md 3) carry
 //! over to C unchanged. A C callback that returns anything but
 //! `MINISHARD_OK` is a failed callback, handled by the engine as section 3
 //! says.
@@ -76,7 +76,7 @@ pub unsafe extern "C" fn minishard_node_list_push(
 }
 
 /// The callbacks of one join: what minishard tells the application and asks
-/// of it (DESIGN.md section 3).
+/// of it (docs/design.md section 3).
 ///
 /// Every callback gets `user_data` back as its first argument. Callbacks of
 /// one handle run one at a time, in order: on the handle's callback thread,

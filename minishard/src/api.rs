@@ -11,7 +11,7 @@ use crate::core::{Epoch, Health, LocalState, NodeId, NodeState, Owner, Shard, Sn
 use crate::error::{CallbackError, Error};
 use crate::runtime::Engine;
 
-/// The application's side of a cluster (DESIGN.md 3).
+/// The application's side of a cluster (docs/design.md 3).
 ///
 /// Callbacks of one handle run one at a time, in order: on the handle's
 /// callback thread, never on the thread that called [`Cluster::join`]; or,
@@ -124,7 +124,7 @@ impl Cluster {
         })
     }
 
-    /// Leaves gracefully: the shard is handed over at once (DESIGN.md 6.4).
+    /// Leaves gracefully: the shard is handed over at once (docs/design.md 6.4).
     /// Returns once `deallocated` has run and every connection is closed.
     /// Calling it again does nothing. Not allowed from inside a callback.
     pub fn leave(&self) -> Result<(), Error> {

@@ -33,7 +33,7 @@
 //! Inside, the protocol is [`core`], a pure state machine (events in,
 //! actions out, time as an input), driven by a small tokio shell (`mesh`,
 //! `runtime`) — and by [`sim`], a deterministic simulator that runs
-//! thousands of random fault schedules and checks DESIGN.md section 7.
+//! thousands of random fault schedules and checks docs/design.md section 7.
 
 #![forbid(unsafe_code)]
 
@@ -43,6 +43,7 @@ pub mod core;
 mod error;
 mod mesh;
 mod runtime;
+pub mod settings;
 pub mod sim;
 pub mod wire;
 

@@ -1,10 +1,10 @@
 //! Scenarios a user of minishard would recognise, played by the real core in
 //! the deterministic simulator (`minishard::sim`), each checked against what
-//! DESIGN.md promises: convergence, failover after the grace, hand-over on
+//! docs/design.md promises: convergence, failover after the grace, hand-over on
 //! leave, degradation of a side too small to hold the shards, conflicts
 //! resolved by score after a split heals, callback discipline and epochs.
 //!
-//! Every wait has a deadline taken from DESIGN.md section 7; every "nothing
+//! Every wait has a deadline taken from docs/design.md section 7; every "nothing
 //! happens" is checked after each simulated event, not sampled at the end.
 
 use std::cell::RefCell;
@@ -15,7 +15,7 @@ use minishard::core::{Epoch, Health, Incarnation, Instant, LocalState, NodeId, N
 use minishard::sim::{Allocation, Ending, Sim, SimConfig};
 
 // ---------------------------------------------------------------------------
-// Bounds from DESIGN.md section 7, for the default timings.
+// Bounds from docs/design.md section 7, for the default timings.
 
 fn timings() -> minishard::Timings {
     minishard::Timings::default()
@@ -34,7 +34,7 @@ fn degradation_bound() -> Duration {
 }
 
 /// How long a mesh may take to (re)connect once the network allows it
-/// (DESIGN.md 8: dial back-off caps at ~1 s).
+/// (docs/design.md 8.1: the dial back-off is capped at 1 s).
 const MESH_BOUND: Duration = Duration::from_secs(3);
 
 // ---------------------------------------------------------------------------
@@ -429,7 +429,7 @@ fn split_three_two_the_small_side_degrades_and_the_large_side_keeps_every_shard(
         }),
         "the 3-side does not hold all three shards"
     );
-    // DESIGN.md 6.5: no instant with two holders of one shard.
+    // docs/design.md 6.5: no instant with two holders of one shard.
     let overlaps = overlapping_allocations(&sim);
     assert!(overlaps.is_empty(), "{overlaps:?}");
 
@@ -818,7 +818,7 @@ fn owners_that_cannot_see_each_other_resolve_their_conflict_through_a_relay() {
     sim.set_score(a, Some(1));
     sim.set_score(b, Some(2));
     // Everything heals except the link between the two owners: the other
-    // two nodes see both and relay their scores (DESIGN.md 6.3).
+    // two nodes see both and relay their scores (docs/design.md 6.3).
     sim.heal_all();
     sim.cut_both(a, b);
     let resolved = |s: &Sim| {
@@ -857,7 +857,7 @@ fn partial_partition_a_c_cut_b_sees_both_nothing_moves() {
     let cut_at = sim.now();
     sim.cut_both(a, c);
 
-    // DESIGN.md 6.1: C is unreachable to A, not suspect: A never claims its shard.
+    // docs/design.md 6.1: C is unreachable to A, not suspect: A never claims its shard.
     let period = timings().node_grace * 4;
     holds(
         &mut sim,
@@ -922,9 +922,9 @@ fn partial_partition_a_c_cut_b_sees_both_everyone_stays_available() {
     // Let the cut be noticed (the connection dies after a heartbeat timeout).
     sim.run_for(t.heartbeat_timeout + t.heartbeat_interval);
 
-    // DESIGN.md 5: A sees 4 members (>= 3) and, in its view, every shard has
+    // docs/design.md 5: A sees 4 members (>= 3) and, in its view, every shard has
     // exactly one owner (C's stays reserved to it) and no conflict runs:
-    // that is `available`. DESIGN.md 6.1: health counts only the members a
+    // that is `available`. docs/design.md 6.1: health counts only the members a
     // node sees itself, but C's ownership is still in A's view.
     holds(&mut sim, t.node_grace * 4, "every node is available", |s| {
         (0..5).all(|i| s.health(i) == Some(Health::Available))
@@ -943,7 +943,7 @@ fn a_member_restarting_during_an_isolated_owners_grace_does_not_take_its_shard_e
     sim.split(&[vec![x], rest]);
 
     // X is alone (1 < 3 members): it must give shard up before the others'
-    // grace ends, and nobody may take it before then (DESIGN.md 6.5). While
+    // grace ends, and nobody may take it before then (docs/design.md 6.5). While
     // X is suspect to the others, Z, first in line for a free shard, restarts.
     sim.run_for(t.heartbeat_timeout + Duration::from_millis(100));
     sim.crash(z);
@@ -1258,7 +1258,7 @@ fn a_slow_allocated_does_not_hold_up_the_other_nodes() {
 }
 
 // ---------------------------------------------------------------------------
-// Any topology (DESIGN.md 6.1, 7.9), member-list changes (6.6), leaves and
+// Any topology (docs/design.md 6.1, 7.9), member-list changes (6.6), leaves and
 // crashes in the middle of a conflict (6.3). Each of these once broke the
 // one-owner promise; each test watches every instant, not the end.
 

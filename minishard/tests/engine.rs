@@ -11,7 +11,7 @@ use common::*;
 use minishard::{Config, Health, NodeId};
 
 fn bound(local: &Local) -> Duration {
-    // DESIGN.md 7.1, with room for a loaded CI machine.
+    // docs/design.md 7.1, with room for a loaded CI machine.
     let t = local.timings;
     (t.heartbeat_timeout + t.node_grace + Duration::from_millis(100)) * 4
 }

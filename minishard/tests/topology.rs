@@ -1,5 +1,5 @@
 //! One owner per shard on topologies other than a full mesh or a clean
-//! split, over real sockets on loopback (DESIGN.md 6.1, 6.3, 6.6, 7.9): a
+//! split, over real sockets on loopback (docs/design.md 6.1, 6.3, 6.6, 7.9): a
 //! chain and a ring (links cut with the testing hooks), a member removed
 //! from the member lists with its own list fresh or stale, and a winner that
 //! leaves while its loser waits for its acknowledgement.
@@ -484,8 +484,8 @@ fn polling() -> Timings {
 }
 
 /// The owner of shard 0 is dropped from every other member's list (and,
-/// with `own_list_updated`, from its own half a grace later). DESIGN.md
-/// 6.6: it is disconnected at once, its shard stays reserved while it may
+/// with `own_list_updated`, from its own half a grace later).
+/// docs/design.md 6.6: it is disconnected at once, its shard stays reserved while it may
 /// still hold it, it releases, and only then is the shard re-allocated.
 fn remove_the_owner(own_list_updated: bool) {
     let name = if own_list_updated {
@@ -568,7 +568,7 @@ fn a_member_removed_whose_own_list_is_stale_is_cut_off_and_releases() {
 }
 
 /// The winner W of a conflict leaves after the loser L published that it
-/// yields, before W acknowledged it. DESIGN.md 6.3: the conflict is void,
+/// yields, before W acknowledged it. docs/design.md 6.3: the conflict is void,
 /// L keeps its allocation (no `deallocated`, no new allocation), and W
 /// never hears `prolonged`.
 ///
@@ -598,8 +598,8 @@ fn a_winner_that_leaves_before_acknowledging_voids_the_conflict() {
     };
     let net = Net::start("leave-race", 4, 1, timings);
     // L and X hold the shard while split from W, by design. (Both claim it
-    // at the epoch after W's, which DESIGN.md 2 forbids — "never issued
-    // twice, even by two sides of a split" — but is not this test's rule.)
+    // at the epoch after W's: two groups that each lost the shard's holder
+    // may issue the same epoch, docs/design.md 2.)
     net.ledger.allow_splits();
     let owners = net
         .converged(&[0, 1, 2, 3], Duration::from_secs(10))

@@ -10,7 +10,7 @@
 #define MINISHARD_TESTING
 #include "harness.h"
 
-/* DESIGN.md 7.1's bound, with room for a loaded machine. */
+/* docs/design.md 7.1's bound, with room for a loaded machine. */
 #define BOUND_MS ((250.0 + 750.0 + 100.0) * 4)
 #define GRACE_MS 750.0
 

@@ -7,7 +7,7 @@
 //! for an `async def` callback, until its coroutine has finished.
 //!
 //! An exception, or an answer of the wrong type, becomes a
-//! [`CallbackError`], which the engine handles as DESIGN.md section 3 says;
+//! [`CallbackError`], which the engine handles as docs/design.md section 3 says;
 //! it is logged here, once, to `logging.getLogger("minishard.callbacks")`
 //! with its traceback and the `cluster`, `shard` and `callback` as record
 //! attributes. During `join` the first such exception is kept instead, to
@@ -175,7 +175,7 @@ fn health<'py>(py: Python<'py>, value: Health) -> PyResult<Bound<'py, PyAny>> {
         .call1((value.as_str(),))
 }
 
-/// What the engine does about a failed callback (DESIGN.md section 3), for
+/// What the engine does about a failed callback (docs/design.md section 3), for
 /// the one log line that reports it.
 fn consequence(callback: &str) -> &'static str {
     match callback {

@@ -26,7 +26,7 @@ FAST: Dict[str, float] = dict(
     allocation_retry=0.3,
 )
 COOKIE = b"test-cookie"
-# DESIGN.md 7.1 (heartbeat_timeout + node_grace + 100 ms), with room for a
+# docs/design.md 7.1 (heartbeat_timeout + node_grace + 100 ms), with room for a
 # loaded 2-core CI machine, as the engine's tests allow.
 BOUND = (0.25 + 0.75 + 0.1) * 4
 

@@ -1,5 +1,5 @@
 """The engine through Python, over loopback: convergence, failover, leave,
-and a 3/3 split healed by score (DESIGN.md section 7)."""
+and a 3/3 split healed by score (docs/design.md section 7)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-//! The allocation lifecycle: this node's one allocation at most (DESIGN.md
-//! 6.2 - 6.4, 6.6).
+//! The allocation lifecycle: this node's one allocation at most
+//! (docs/design.md 6.2 - 6.4, 6.6).
 //!
 //! Standby → claiming (announced, `allocated` running) → active →
 //! releasing (`deallocated` running) → standby; a conflict lost makes an
@@ -106,7 +106,7 @@ enum Local {
 pub(super) struct Allocation {
     local: Local,
     /// The free shard this standby node's pairing gives it, and since when
-    /// (DESIGN.md 6.2): it claims once that has held for `settle`. A peer
+    /// (docs/design.md 6.2): it claims once that has held for `settle`. A peer
     /// claiming the shard paired with it leaves this pairing as it is, so a
     /// split that frees several shards does not make their claims queue.
     paired: Option<Shard>,
@@ -243,7 +243,7 @@ impl Allocation {
         }
     }
 
-    /// Holds, gives up or takes shards as `can_hold` says (DESIGN.md 5: a
+    /// Holds, gives up or takes shards as `can_hold` says (docs/design.md 5: a
     /// degraded node, or one that is not a member, holds no shard).
     pub fn adjust(&mut self, ctx: &Ctx<'_>, can_hold: bool, out: &mut Outbox) {
         match &self.local {
@@ -361,7 +361,7 @@ impl Allocation {
         }
     }
 
-    /// Ends a yield (DESIGN.md 6.3): `deallocated(winner)` once the winner
+    /// Ends a yield (docs/design.md 6.3): `deallocated(winner)` once the winner
     /// acknowledged it; back to active, keeping the shard with no new
     /// allocation, if the winner left or was removed from the member list
     /// without acknowledging (the conflict is void), if it is gone past its
@@ -426,7 +426,7 @@ impl Allocation {
     }
 
     /// Claims the free shard paired with this node once that pairing has
-    /// held for `settle` (DESIGN.md 6.2), and only while this node sees
+    /// held for `settle` (docs/design.md 6.2), and only while this node sees
     /// members enough to keep it (`may_claim`). Returns the `allocated`
     /// callback to ask for once the claim has been published: the claim
     /// goes out to every peer before `allocated` runs.
@@ -499,7 +499,7 @@ impl Allocation {
         // node to node by how each heard of the loss. Paired early, each
         // standby claims its own shard when its grace ends, with nothing
         // left to settle and no race. A member removed from the list keeps
-        // its shard reserved like any holder (DESIGN.md 6.6).
+        // its shard reserved like any holder (docs/design.md 6.6).
         let mut held: HashSet<Shard> = HashSet::new();
         let mut pending: HashSet<Shard> = HashSet::new();
         for (record, liveness) in view.present_records() {

@@ -1,6 +1,6 @@
 //! Conflicts: two or more nodes that hold the same shard and can reach each
 //! other, directly or through the nodes on a path between them, which relay
-//! their records (DESIGN.md 6.3).
+//! their records (docs/design.md 6.3).
 //!
 //! Every owner computes its score once per conflict episode (from the moment
 //! it sees a rival until it has seen none for a heartbeat timeout, so a
@@ -112,7 +112,7 @@ impl Conflicts {
             .collect()
     }
 
-    /// Runs this node's side of a conflict over its claim (DESIGN.md 6.3),
+    /// Runs this node's side of a conflict over its claim (docs/design.md 6.3),
     /// if it has a contending one. Returns the conflict it lost, if it did.
     pub fn resolve(
         &mut self,

@@ -140,7 +140,7 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RefusalReason {
     /// This node joined as a member and the peer's member list does not
-    /// have it: the peer no longer counts it as one (DESIGN.md 6.6).
+    /// have it: the peer no longer counts it as one (docs/design.md 6.6).
     NotAMember,
     /// Anything else (a wrong cookie, cluster or version): logged only.
     Other,

@@ -421,7 +421,7 @@ impl Core {
     }
 
     fn finish_leave(&mut self, now: Instant) {
-        // Peers take the shard at once on seeing this (DESIGN.md 6.4).
+        // Peers take the shard at once on seeing this (docs/design.md 6.4).
         self.publish(now);
         self.publish_snapshot();
         self.closed = true;
@@ -441,7 +441,7 @@ impl Core {
         let settled_ownership = self.shard_holders().iter().all(|holders| {
             match holders.sole {
                 // An owner out of this node's reach that a path of sightings
-                // still leads to is an owner all the same (DESIGN.md 5, 6.1);
+                // still leads to is an owner all the same (docs/design.md 5, 6.1);
                 // a member removed from the list that still holds its shard
                 // is not one (6.6).
                 Some((node, Holding::Active { .. })) => {
@@ -478,7 +478,7 @@ impl Core {
 
     /// Who holds each shard in this view, this node included, gathered in
     /// one pass over the peers. A member removed from the list still counts
-    /// while its record does: it may still hold the shard (DESIGN.md 6.6).
+    /// while its record does: it may still hold the shard (docs/design.md 6.6).
     fn shard_holders(&self) -> Vec<ShardHolders<'_>> {
         let mut shards = vec![ShardHolders::default(); self.config.shard_count as usize];
         let own = self.allocation.holding();

@@ -1,5 +1,5 @@
 //! This node's own record: what it publishes about itself, and when
-//! (DESIGN.md 8: sent in full on connect and as changes after; a node is the
+//! (docs/design.md 8.6: sent in full on connect and as changes after; a node is the
 //! only author of its own record).
 
 use std::sync::Arc;

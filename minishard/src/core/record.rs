@@ -2,7 +2,7 @@
 //!
 //! A node is the only author of its own record. It sends it in full on
 //! connect and again on every change; peers relay it to nodes that cannot see
-//! its author (DESIGN.md 6.1, 6.3), unchanged, so the highest `version` of an
+//! its author (docs/design.md 6.1, 6.3), unchanged, so the highest `version` of an
 //! incarnation is always the truth.
 
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! application — on a callback thread of the handle's own, or inside
 //! `dispatch` on the host's thread — and sends the outcome back to the core.
 //! Panics are caught and become failures, so an application bug never stops
-//! the engine (DESIGN.md 3).
+//! the engine (docs/design.md 3).
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};

@@ -3,7 +3,7 @@
 //! Every callback a node's application receives goes through here; the ledger
 //! keeps each allocation's life (`allocated` → `score`/`prolonged`* →
 //! `deallocated`) and records a violation the moment the discipline of
-//! DESIGN.md section 3 breaks.
+//! docs/design.md section 3 breaks.
 
 use std::collections::BTreeMap;
 

@@ -7,7 +7,7 @@
 //! failing), and injects faults: cuts in one or both directions, splits,
 //! crashes, restarts with new incarnations and graceful leaves. The
 //! [`Ledger`] checks callback discipline as it happens; [`schedule`] runs
-//! random fault schedules and checks DESIGN.md section 7 after each.
+//! random fault schedules and checks docs/design.md section 7 after each.
 //!
 //! Scenario tests script it directly:
 //! ```
@@ -131,7 +131,7 @@ struct Node {
     list: Vec<NodeId>,
     /// The member list its mesh enforces, as its core last set it: it
     /// accepts these as members (and observers not among them) and drops
-    /// any other member-role peer at once (DESIGN.md 6.6).
+    /// any other member-role peer at once (docs/design.md 6.6).
     admits: Vec<NodeId>,
 }
 
@@ -210,7 +210,7 @@ pub struct Sim {
     health_log: Vec<(Instant, NodeId, Health, Health)>,
     /// Losers told `deallocated(winner)` while no path led to the winner:
     /// (loser, shard, epoch). A winner cut off before it acknowledged may
-    /// never learn of the loss (DESIGN.md 6.3).
+    /// never learn of the loss (docs/design.md 6.3).
     cut_off_losses: Vec<(NodeId, u32, Epoch)>,
     /// Yields withdrawn while no path led to the winner (it crashed, or
     /// was cut off): (loser, shard, epoch). The winner may have
@@ -413,7 +413,7 @@ impl Sim {
         self.members.contains(&self.nodes[i].id)
     }
 
-    /// Whether node `i`'s mesh accepts node `j` (DESIGN.md 2): a member-role
+    /// Whether node `i`'s mesh accepts node `j` (docs/design.md 2): a member-role
     /// peer only if it is in `i`'s list, an observer only if it is not.
     pub fn admits(&self, i: usize, j: usize) -> bool {
         let listed = self.nodes[i].admits.contains(&self.nodes[j].id);
@@ -543,7 +543,7 @@ impl Sim {
 
     /// Node `i`'s core set the member list its mesh enforces: the mesh drops
     /// every member-role peer no longer in it at once, telling it why, and
-    /// dials the members it may now reach (DESIGN.md 6.6).
+    /// dials the members it may now reach (docs/design.md 6.6).
     fn set_admitted(&mut self, i: usize, list: Vec<NodeId>) {
         self.nodes[i].admits = list;
         for j in 0..self.nodes.len() {
@@ -680,7 +680,7 @@ impl Sim {
 
     /// The groups of running members connected by paths of links between
     /// members, each sorted. Observers watch; they connect no groups
-    /// (DESIGN.md 6.1: paths of sightings run through members).
+    /// (docs/design.md 6.1: paths of sightings run through members).
     pub fn components(&self) -> Vec<Vec<usize>> {
         let n = self.nodes.len();
         let mut group: Vec<Option<usize>> = vec![None; n];

@@ -1,5 +1,5 @@
 //! What goes over a connection: frames, their encoding and their limits
-//! (DESIGN.md 8).
+//! (docs/design.md 8.2).
 //!
 //! A frame is a 4-byte big-endian length and then the bincode encoding of a
 //! [`Frame`] ([`codec`]); after the handshake that encoding is sealed
@@ -26,7 +26,7 @@ pub use handshake::{Challenge, Hello, Proof};
 /// 2: frames after the handshake are sealed ([`seal`]) unless over TLS.
 pub const PROTOCOL_VERSION: u16 = 2;
 
-/// The default largest frame, in bytes (DESIGN.md 10).
+/// The default largest frame, in bytes (docs/design.md 10).
 pub const DEFAULT_FRAME_LIMIT: usize = 1 << 20;
 
 /// The largest frame limit a configuration may set.

@@ -50,7 +50,7 @@ LocalStateName = Literal["idle", "standby", "allocated"]
 
 
 class Health(str, enum.Enum):
-    """The health of a cluster as one node sees it (DESIGN.md section 5).
+    """The health of a cluster as one node sees it (docs/design.md section 5).
 
     Members are strings: ``Health.AVAILABLE == "available"`` is true.
     """
@@ -138,7 +138,7 @@ class CallbacksLike(Protocol):
 
 
 class Callbacks(Generic[S]):
-    """Base class for an application's callbacks (DESIGN.md section 3).
+    """Base class for an application's callbacks (docs/design.md section 3).
 
     Subclass it and override at least ``nodes``, ``shard_count`` and
     ``allocated``; ``S`` is the type of the state ``allocated`` returns.

@@ -1,6 +1,6 @@
 //! `minishard bench` rows for the times the tests check only as conditions
 //! or orderings, never as limits: a restarted owner's old claim voided, a
-//! small side degrading after a split (DESIGN.md 7.2), lookups while a
+//! small side degrading after a split (docs/design.md 7.2), lookups while a
 //! callback blocks (7.6), and a node flooded with garbage frames (7.8).
 
 use std::io::{Read, Write};

@@ -10,7 +10,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::app::{MemberSource, Printer, PrintingApp, ScoreMode};
-use crate::options::{CookieArgs, TimingArgs, TlsArgs};
+use crate::options::{CookieArgs, SettingArgs, TlsArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,7 +42,7 @@ pub struct Args {
     #[command(flatten)]
     cookie: CookieArgs,
     #[command(flatten)]
-    timings: TimingArgs,
+    settings: SettingArgs,
     #[command(flatten)]
     tls: TlsArgs,
     /// What `score` answers in a conflict: uptime (of the allocation, in ms)
@@ -66,7 +66,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let printer = Printer::new(name, args.json, Box::new(std::io::stdout()));
     let mut config = Config::new(args.listen.clone(), cookie);
     config.advertise = args.advertise.clone();
-    config.timings = args.timings.timings();
+    args.settings.apply(&mut config)?;
     config.tls = args.tls.files();
     let hook_printer = printer.clone();
     config.notice_hook = Some(Arc::new(move |n| hook_printer.notice(n)));

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use minishard::{CallbackError, Callbacks, Cluster, Config, NodeId, NodeState, Snapshot};
 use serde_json::{json, Value};
 
-use crate::options::{CookieArgs, TimingArgs, TlsArgs};
+use crate::options::{CookieArgs, SettingArgs, TlsArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,7 +22,7 @@ pub struct Args {
     #[command(flatten)]
     cookie: CookieArgs,
     #[command(flatten)]
-    timings: TimingArgs,
+    settings: SettingArgs,
     #[command(flatten)]
     tls: TlsArgs,
     /// How long to wait for the member to answer.
@@ -72,7 +72,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let connect = NodeId::parse(&args.connect).map_err(|e| e.to_string())?;
     let mut config = Config::new(args.listen.clone(), args.cookie.load()?);
     config.observer = true;
-    config.timings = args.timings.timings();
+    args.settings.apply(&mut config)?;
     config.tls = args.tls.files();
     let watch = Watch {
         connect: args.connect.clone(),

@@ -1,4 +1,4 @@
-//! DESIGN.md section 7 as checks on the simulated world: what must hold of
+//! docs/design.md section 7 as checks on the simulated world: what must hold of
 //! every group of connected nodes once the network has stood still for the
 //! bound, what must never happen at any instant, and how every conflict must
 //! have ended. Each returns the problems it found, one line each.
@@ -39,7 +39,7 @@ pub(super) fn degradation_bound(t: &Timings) -> Duration {
 /// Whether node `i` takes part as a member: it is in the operator's list,
 /// or it was removed but its own list still names it and no member it can
 /// reach refuses it — cut off by the network, it cannot know it was
-/// removed, and acts as any member cut off would (DESIGN.md 6.6).
+/// removed, and acts as any member cut off would (docs/design.md 6.6).
 pub(super) fn acts_as_member(sim: &Sim, i: usize) -> bool {
     if !sim.is_running(i) || sim.is_observer(i) {
         return false;
@@ -54,7 +54,7 @@ pub(super) fn acts_as_member(sim: &Sim, i: usize) -> bool {
 }
 
 /// The members node `i` sees directly, itself included if it takes part as
-/// one: what its health counts (DESIGN.md 5, 6.1).
+/// one: what its health counts (docs/design.md 5, 6.1).
 pub(super) fn visible_members(sim: &Sim, i: usize) -> usize {
     let peers = (0..sim.len())
         .filter(|&j| sim.is_member(j) && sim.linked(i, j))
@@ -69,7 +69,7 @@ pub(super) fn capable(sim: &Sim, i: usize) -> bool {
 }
 
 /// Whether node `i` sees too few members to hold shards, so it must be
-/// degraded and hold nothing (DESIGN.md 5, 7.2).
+/// degraded and hold nothing (docs/design.md 5, 7.2).
 pub(super) fn must_degrade(sim: &Sim, i: usize) -> bool {
     sim.is_running(i)
         && !sim.is_observer(i)
@@ -188,7 +188,7 @@ pub(super) fn moves_since(sim: &Sim, since: Instant) -> usize {
 }
 
 /// The same, on the operator's members only: a node removed from the list
-/// that cannot hear the members refuse it acts on its own (DESIGN.md 6.6).
+/// that cannot hear the members refuse it acts on its own (docs/design.md 6.6).
 pub(super) fn members_moves_since(sim: &Sim, since: Instant) -> usize {
     let listed = |a: &&Allocation| sim.member_list().contains(&a.node);
     let allocations = &sim.ledger().allocations;
@@ -204,7 +204,7 @@ pub(super) fn members_moves_since(sim: &Sim, since: Instant) -> usize {
             .count()
 }
 
-/// DESIGN.md 7.7: while the network stands still, each shard moves at most
+/// docs/design.md 7.7: while the network stands still, each shard moves at most
 /// once — in each group at most one new allocation of it, and no
 /// allocation that both starts and ends meanwhile.
 pub(super) fn churn_problems(sim: &Sim, since: Instant, groups: &[Vec<usize>]) -> Vec<String> {
@@ -235,7 +235,7 @@ pub(super) fn churn_problems(sim: &Sim, since: Instant, groups: &[Vec<usize>]) -
     problems
 }
 
-/// DESIGN.md 6.5, 6.6: no two allocations of a shard open at one instant
+/// docs/design.md 6.5, 6.6: no two allocations of a shard open at one instant
 /// after `since`.
 pub(super) fn overlaps(sim: &Sim, since: Instant) -> Vec<String> {
     let allocations = &sim.ledger().allocations;
@@ -267,7 +267,7 @@ fn standing_yield<'a>(
         .and_then(|(_, _, y)| y.as_ref())
 }
 
-/// DESIGN.md 7.3 and 6.3: each loser lost to a better-ranked claim, by
+/// docs/design.md 7.3 and 6.3: each loser lost to a better-ranked claim, by
 /// scores the applications returned; a loser is told `deallocated(winner)`
 /// exactly when its winner was told `prolonged(loser)`, except where the
 /// winner crashed or was cut off before it could be; a winner that left or
@@ -434,7 +434,7 @@ pub(super) fn conflict_problems(
     (conflicts, problems)
 }
 
-/// DESIGN.md 6.3's rule, written again independently of the core's: the
+/// docs/design.md 6.3's rule, written again independently of the core's: the
 /// highest score wins, a failed score loses, a tie goes to the older epoch,
 /// then to the smaller node id.
 fn outranks(a: (Option<i64>, &Claim), b: (Option<i64>, &Claim)) -> bool {

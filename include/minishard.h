@@ -257,6 +257,47 @@ typedef uint32_t minishard_log_level;
 #endif // __cplusplus
 
 /**
+ * Why this node's allocation ended. What to do with its state differs:
+ * hand it to the winner, persist it, or drop it.
+ */
+enum minishard_release_reason
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * It lost a conflict after a split healed; the winner (named) keeps
+   * the shard.
+   */
+  MINISHARD_RELEASE_LOST_CONFLICT = 0,
+  /**
+   * The application asked to leave (`minishard_leave`).
+   */
+  MINISHARD_RELEASE_LEFT = 1,
+  /**
+   * The handle was freed (`minishard_cluster_free`) without leaving
+   * first.
+   */
+  MINISHARD_RELEASE_SHUTDOWN = 2,
+  /**
+   * Too few members were visible for `transition_timeout`.
+   */
+  MINISHARD_RELEASE_DEGRADED = 3,
+  /**
+   * This node is no longer in the member list (its own, or every member
+   * it reaches refuses it as not theirs).
+   */
+  MINISHARD_RELEASE_REMOVED = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum minishard_release_reason minishard_release_reason;
+#else
+typedef uint32_t minishard_release_reason;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * Where callbacks run (see `minishard_config_set_dispatch`).
  */
 enum minishard_dispatch_mode
@@ -308,6 +349,11 @@ typedef struct minishard_config minishard_config;
  * valid only during that callback. Fill it with `minishard_node_list_push`.
  */
 typedef struct minishard_node_list minishard_node_list;
+
+/**
+ * A `minishard_release_reason` as C passes it: any `uint32_t`.
+ */
+typedef uint32_t minishard_release_reason_code;
 
 /**
  * Receives one log line: `level`, `target` (the engine module, e.g.
@@ -408,8 +454,8 @@ typedef struct minishard_callbacks {
   int64_t (*score)(void *user_data,
                    void *state);
   /**
-   * Required. This node won a conflict against `loser` (its address) and
-   * keeps its shard. `*new_state` is preset to `state`; whatever it holds
+   * Required (unless `prolonged_with_epoch` is set). This node won a
+   * conflict against `loser` (its address) and keeps its shard. `*new_state` is preset to `state`; whatever it holds
    * when the callback returns is the state from then on, whatever the
    * result (so replace `state` only together with `*new_state`).
    */
@@ -418,10 +464,11 @@ typedef struct minishard_callbacks {
                                 void *state,
                                 void **new_state);
   /**
-   * Required. This node no longer owns its shard: `winner_or_null` (an
-   * address) took it in a conflict, or no one did (NULL: degraded,
-   * `minishard_leave`, free). Free `state` here: minishard never touches
-   * it again.
+   * Required (unless `deallocated_with_reason` is set). This node no
+   * longer owns its shard: `winner_or_null` (an address) took it in a
+   * conflict, or no one did (NULL: degraded, `minishard_leave`, free,
+   * removed from the member list). Free `state` here: minishard never
+   * touches it again.
    */
   void (*deallocated)(void *user_data,
                       const char *winner_or_null,
@@ -470,6 +517,31 @@ typedef struct minishard_callbacks {
    * `minishard_log_callback` for what a line holds.
    */
   minishard_log_callback log;
+  /**
+   * Optional (may be NULL). `prolonged` with the allocation's epoch from
+   * now on: above the loser's, so a store that takes a write only at an
+   * epoch at least the highest it has seen refuses the loser and takes
+   * this node. Also called, naming the rival, when this allocation
+   * outlived a rival's on the other side of a healed split and its epoch
+   * rose above it. When set, it is called instead of `prolonged`, which
+   * may then be NULL.
+   */
+  minishard_result (*prolonged_with_epoch)(void *user_data,
+                                           const char *loser,
+                                           uint64_t epoch,
+                                           void *state,
+                                           void **new_state);
+  /**
+   * Optional (may be NULL). `deallocated` with why the allocation ended
+   * (`minishard_release_reason`; `winner_or_null` is set exactly for
+   * `MINISHARD_RELEASE_LOST_CONFLICT`). A failed `allocated` is followed
+   * by no `deallocated` at all. When set, it is called instead of
+   * `deallocated`, which may then be NULL.
+   */
+  void (*deallocated_with_reason)(void *user_data,
+                                  const char *winner_or_null,
+                                  minishard_release_reason reason,
+                                  void *state);
 } minishard_callbacks;
 
 /**
@@ -564,6 +636,15 @@ const char *minishard_result_name(minishard_result result);
  */
 size_t minishard_last_error(char *buf,
                             size_t len);
+
+/**
+ * The lower-case name of a `minishard_release_reason` (`"lost_conflict"`,
+ * `"left"`, `"shutdown"`, `"degraded"`, `"removed"`), as logs and the
+ * other bindings spell it, or `"unknown"` for a value that is not one.
+ *
+ * The string is static: never free it. Any thread.
+ */
+const char *minishard_release_reason_name(minishard_release_reason_code reason);
 
 /**
  * A new configuration with the defaults (README's configuration table), except

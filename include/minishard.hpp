@@ -228,6 +228,25 @@ private:
     std::unique_ptr<minishard_config, Free> cfg_;
 };
 
+/// Why this node's allocation ended (minishard_release_reason).
+enum class ReleaseReason : std::uint32_t {
+    /// It lost a conflict after a split healed; the winner keeps the shard.
+    LostConflict = MINISHARD_RELEASE_LOST_CONFLICT,
+    /// Cluster::leave.
+    Left = MINISHARD_RELEASE_LEFT,
+    /// The Cluster was destroyed without leaving first.
+    Shutdown = MINISHARD_RELEASE_SHUTDOWN,
+    /// Too few members were visible for transition_timeout.
+    Degraded = MINISHARD_RELEASE_DEGRADED,
+    /// This node is no longer in the member list.
+    Removed = MINISHARD_RELEASE_REMOVED,
+};
+
+/// "lost_conflict", "left", "shutdown", "degraded" or "removed".
+inline const char *to_string(ReleaseReason reason) {
+    return minishard_release_reason_name(static_cast<std::uint32_t>(reason));
+}
+
 /// The application's side of a cluster: override these. They run one at a
 /// time (see the top of this file); an exception thrown from one makes that
 /// callback fail.
@@ -245,10 +264,16 @@ public:
                            std::uint64_t epoch) = 0;
     /// A conflict over this node's shard: higher wins. Throwing loses.
     virtual std::int64_t score() = 0;
-    /// This node won a conflict against `loser` and keeps its shard.
-    virtual void prolonged(const std::string &loser) { (void)loser; }
-    /// This node lost its shard to `winner`, or to no one (nullopt).
-    virtual void deallocated(const std::optional<std::string> &winner) = 0;
+    /// This node won a conflict against `loser` and keeps its shard;
+    /// `epoch` is the allocation's epoch from now on, above the loser's (so
+    /// a store fenced by epochs refuses the loser's writes).
+    virtual void prolonged(const std::string &loser, std::uint64_t epoch) {
+        (void)loser;
+        (void)epoch;
+    }
+    /// This node no longer owns its shard, for `reason`: `winner` took it
+    /// (ReleaseReason::LostConflict), or no one did (nullopt).
+    virtual void deallocated(const std::optional<std::string> &winner, ReleaseReason reason) = 0;
     /// This node's view of the health changed.
     virtual void status_changed(const std::string &cluster, Health old_health, Health new_health) {
         (void)cluster;
@@ -314,19 +339,22 @@ inline std::int64_t on_score(void *user_data, void *) {
     }
 }
 
-inline minishard_result on_prolonged(void *user_data, const char *loser, void *, void **) {
+inline minishard_result on_prolonged(void *user_data, const char *loser, std::uint64_t epoch,
+                                     void *, void **) {
     try {
-        holder(user_data).handler->prolonged(loser);
+        holder(user_data).handler->prolonged(loser, epoch);
         return MINISHARD_OK;
     } catch (...) {
         return MINISHARD_CALLBACK_FAILED;
     }
 }
 
-inline void on_deallocated(void *user_data, const char *winner, void *) {
+inline void on_deallocated(void *user_data, const char *winner, minishard_release_reason reason,
+                           void *) {
     try {
-        holder(user_data).handler->deallocated(winner ? std::optional<std::string>(winner)
-                                                      : std::nullopt);
+        holder(user_data).handler->deallocated(
+            winner ? std::optional<std::string>(winner) : std::nullopt,
+            static_cast<ReleaseReason>(reason));
     } catch (...) {
         // Nothing to fail: the shard is gone either way.
     }
@@ -375,8 +403,8 @@ public:
         cb.shard_count = detail::on_shard_count;
         cb.allocated_with_epoch = detail::on_allocated;
         cb.score = detail::on_score;
-        cb.prolonged = detail::on_prolonged;
-        cb.deallocated = detail::on_deallocated;
+        cb.prolonged_with_epoch = detail::on_prolonged;
+        cb.deallocated_with_reason = detail::on_deallocated;
         cb.status_changed = detail::on_status_changed;
         cb.free_user_data = detail::on_free;
         if (holder->log.write) {

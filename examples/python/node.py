@@ -29,10 +29,11 @@ class Sessions(minishard.Callbacks[Data]):            # or any object with these
         return {}                                      # the state for this shard
     def score(self, state: Data) -> int:
         return len(state)                              # keep the copy with the most data
-    def prolonged(self, loser: str, state: Data) -> Data:
+    def prolonged(self, loser: str, state: Data, epoch: int) -> Data:
+        print(f"kept it against {loser}, now at epoch {epoch}")  # above the loser's
         return state                                   # the state to keep
-    def deallocated(self, winner: str | None, state: Data) -> None:
-        print(f"gave it up to {winner or 'no one'}")
+    def deallocated(self, winner: str | None, state: Data, reason: minishard.Reason) -> None:
+        print(f"gave it up to {winner or 'no one'} ({reason})")  # lost_conflict, left, degraded, ...
     # optional: status_changed(self, cluster, old, new), on every change of health
 
 parser = argparse.ArgumentParser()

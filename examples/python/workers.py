@@ -24,10 +24,12 @@ class Workers(minishard.Callbacks[asyncio.Task[None]]):
     async def allocated(self, cluster: str, shard: int, epoch: int) -> asyncio.Task[None]:
         print(f"owning shard {shard} at epoch {epoch}")
         return asyncio.create_task(serve(shard, epoch))
-    async def deallocated(self, winner: str | None, worker: asyncio.Task[None]) -> None:
+    async def deallocated(
+        self, winner: str | None, worker: asyncio.Task[None], reason: minishard.Reason
+    ) -> None:
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)   # the hand-over waits for this
-        print(f"worker stopped; gave it up to {winner or 'no one'}")
+        print(f"worker stopped; gave it up to {winner or 'no one'} ({reason})")
 
 async def main(members: list[str], seconds: float | None) -> None:
     stop = asyncio.Event()

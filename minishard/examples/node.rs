@@ -3,7 +3,7 @@
 //!   target/debug/examples/node 127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003
 //! It keeps one shard fewer than it has members (one node on standby), and
 //! runs until Ctrl-C (or for --seconds N once available), then leaves.
-use minishard::{CallbackError, Callbacks, Cluster, Config, Health, NodeId};
+use minishard::{CallbackError, Callbacks, Cluster, Config, Health, NodeId, ReleaseReason};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,15 +27,18 @@ impl Callbacks for Sessions {
     fn score(&mut self, state: &mut Vec<u8>) -> Result<i64, CallbackError> {
         Ok(state.len() as i64) // keep the copy with the most data
     }
-    fn prolonged(&mut self, loser: &NodeId, _state: &mut Vec<u8>) -> Result<(), CallbackError> {
-        println!("kept my shard; {loser} gave its copy up");
+    fn prolonged(
+        &mut self,
+        loser: &NodeId,
+        _: &mut Vec<u8>,
+        epoch: u64,
+    ) -> Result<(), CallbackError> {
+        println!("kept my shard at epoch {epoch}; {loser} gave its copy up"); // above the loser's
         Ok(())
     }
-    fn deallocated(&mut self, winner: Option<&NodeId>, _state: Vec<u8>) {
-        println!(
-            "gave it up to {}",
-            winner.map_or("no one".into(), NodeId::to_string)
-        );
+    fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, _state: Vec<u8>) {
+        let winner = winner.map_or("no one".into(), NodeId::to_string);
+        println!("gave it up to {winner} ({reason})"); // lost_conflict, left, degraded, ...
     }
 }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::core::{Epoch, Health, LocalState, NodeId, NodeState, Owner, Shard, Snapshot};
+use crate::core::{
+    Epoch, Health, LocalState, NodeId, NodeState, Owner, ReleaseReason, Shard, Snapshot,
+};
 use crate::error::{CallbackError, Error};
 use crate::runtime::Engine;
 
@@ -35,8 +37,12 @@ pub trait Callbacks: Send + 'static {
     /// members). Asked at join.
     fn shard_count(&mut self, cluster: &str) -> Result<u32, CallbackError>;
 
-    /// This node now owns `shard`; `epoch` is larger than any epoch this node
-    /// has seen for it, for fencing writes by stale owners.
+    /// This node now owns `shard`. `epoch` is the allocation's fencing token:
+    /// larger than any epoch this node has seen for the shard, never issued
+    /// twice for it anywhere in the cluster, and raised when the allocation
+    /// wins a conflict (see `prolonged`). A store that accepts a write only
+    /// at an epoch at least the highest it has seen refuses every deposed
+    /// owner.
     fn allocated(
         &mut self,
         cluster: &str,
@@ -47,12 +53,22 @@ pub trait Callbacks: Send + 'static {
     /// A conflict over this node's shard is being resolved: higher wins.
     fn score(&mut self, state: &mut Self::State) -> Result<i64, CallbackError>;
 
-    /// This node won a conflict against `loser` and keeps its shard.
-    fn prolonged(&mut self, loser: &NodeId, state: &mut Self::State) -> Result<(), CallbackError>;
+    /// This node won a conflict against `loser` and keeps its shard (or kept
+    /// it because the rival it had yielded to left, was removed, restarted
+    /// or was lost before taking it). `epoch` is the allocation's epoch from
+    /// now on: above every loser's, so a store fenced by epochs refuses the
+    /// loser's writes and takes this node's.
+    fn prolonged(
+        &mut self,
+        loser: &NodeId,
+        state: &mut Self::State,
+        epoch: Epoch,
+    ) -> Result<(), CallbackError>;
 
-    /// This node no longer owns its shard: `winner` took it, or no one did
-    /// (degraded, leave, shutdown).
-    fn deallocated(&mut self, winner: Option<&NodeId>, state: Self::State);
+    /// This node no longer owns its shard, for `reason`: `winner` took it
+    /// ([`ReleaseReason::LostConflict`]), or no one did (the node left, shut
+    /// down, degraded, or was removed from the member list).
+    fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, state: Self::State);
 
     /// This node's view of the cluster's health changed.
     fn status_changed(&mut self, _cluster: &str, _old: Health, _new: Health) {}
@@ -279,7 +295,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Err(error) = self.engine.leave() {
+        if let Err(error) = self.engine.shut_down() {
             tracing::warn!(%error, cluster = self.name(), "leaving on drop failed");
         }
     }

@@ -6,7 +6,7 @@
 //! [`Callbacks`].
 //!
 //! ```no_run
-//! use minishard::{Callbacks, CallbackError, Cluster, Config, Health, NodeId};
+//! use minishard::{Callbacks, CallbackError, Cluster, Config, Health, NodeId, ReleaseReason};
 //! use std::time::Duration;
 //!
 //! struct Sessions;
@@ -20,8 +20,8 @@
 //!         Ok(Vec::new())
 //!     }
 //!     fn score(&mut self, state: &mut Vec<u8>) -> Result<i64, CallbackError> { Ok(state.len() as i64) }
-//!     fn prolonged(&mut self, _: &NodeId, _: &mut Vec<u8>) -> Result<(), CallbackError> { Ok(()) }
-//!     fn deallocated(&mut self, _: Option<&NodeId>, _: Vec<u8>) {}
+//!     fn prolonged(&mut self, _: &NodeId, _: &mut Vec<u8>, _: u64) -> Result<(), CallbackError> { Ok(()) }
+//!     fn deallocated(&mut self, _: Option<&NodeId>, _: ReleaseReason, _: Vec<u8>) {}
 //! }
 //!
 //! let cluster = Cluster::join("sessions", Sessions, Config::new("127.0.0.1:7001", b"cookie".to_vec()))?;
@@ -52,5 +52,7 @@ pub use config::{
     Config, Dispatch, MeshNotice, NoticeHook, TlsFiles, MAX_HANDSHAKES, MAX_SEND_QUEUE,
     MIN_SEND_QUEUE,
 };
-pub use core::{Epoch, Health, LocalState, NodeId, NodeState, Owner, Shard, Snapshot, Timings};
+pub use core::{
+    Epoch, Health, LocalState, NodeId, NodeState, Owner, ReleaseReason, Shard, Snapshot, Timings,
+};
 pub use error::{CallbackError, Error};

@@ -11,7 +11,9 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use minishard::core::{Epoch, Health, Incarnation, Instant, LocalState, NodeId, NodeState, Shard};
+use minishard::core::{
+    Epoch, Health, Incarnation, Instant, LocalState, NodeId, NodeState, Shard, EPOCH_TAG_BITS,
+};
 use minishard::sim::{Allocation, Ending, Sim, SimConfig};
 
 // ---------------------------------------------------------------------------
@@ -565,19 +567,26 @@ fn started_split_with(config: SimConfig, groups: &[Vec<usize>]) -> Sim {
 }
 
 #[test]
-fn equal_scores_with_equal_epochs_go_to_the_smaller_node_id() {
+fn equal_scores_of_two_first_claims_go_to_the_smaller_epoch() {
     let groups = [vec![0, 1], vec![2, 3]];
     let mut sim = started_split(4, &groups);
     let a = open_on(&sim, 0, &groups[0]).unwrap();
     let b = open_on(&sim, 0, &groups[1]).unwrap();
-    assert_eq!(a.epoch, b.epoch, "precondition: two first claims");
+    // Two first claims: the same count, told apart by the claimants' tags
+    // (an epoch is never issued twice for a shard, even across a split).
+    assert_eq!(
+        a.epoch >> EPOCH_TAG_BITS,
+        b.epoch >> EPOCH_TAG_BITS,
+        "precondition: two first claims"
+    );
+    assert_ne!(a.epoch, b.epoch);
     for i in 0..4 {
         sim.set_score(i, Some(7));
     }
     sim.heal_all();
     converge(&mut sim);
 
-    let (winner, loser) = if a.node < b.node { (a, b) } else { (b, a) };
+    let (winner, loser) = if a.epoch < b.epoch { (a, b) } else { (b, a) };
     assert_eq!(sim.id(holder(&sim, 0)), &winner.node);
     let lost = allocation_of(&sim, index_of(&sim, &loser.node), 0);
     assert_eq!(told_deallocated(&lost), Some(Some(&winner.node)));
@@ -709,18 +718,20 @@ fn three_way_split_every_loser_is_matched_by_one_prolonged_on_the_winner_it_was_
 }
 
 /// Two owners of shard 0, A and B, each in a group of two started apart; A
-/// would win a tie (same epoch, smaller address). Returns `(sim, a, b, b_peer)`.
+/// would win a tie (the older epoch). Returns `(sim, a, b, b_peer)`.
 fn two_owners_a_favoured_by_a_tie() -> (Sim, usize, usize, usize) {
     let groups = [vec![0, 1], vec![2, 3]];
     let sim = started_split(4, &groups);
-    let a = open_on(&sim, 0, &groups[0]).unwrap();
-    let b = open_on(&sim, 0, &groups[1]).unwrap();
-    assert!(
-        a.epoch == b.epoch && a.node < b.node,
-        "precondition: A would win a tie: {a:?} {b:?}"
-    );
+    let x = open_on(&sim, 0, &groups[0]).unwrap();
+    let y = open_on(&sim, 0, &groups[1]).unwrap();
+    let ((a, _), (b, b_group)) = if x.epoch < y.epoch {
+        ((x, &groups[0]), (y, &groups[1]))
+    } else {
+        ((y, &groups[1]), (x, &groups[0]))
+    };
+    assert!(a.epoch < b.epoch, "precondition: A would win a tie: {a:?} {b:?}");
     let (ia, ib) = (index_of(&sim, &a.node), index_of(&sim, &b.node));
-    let b_peer = groups[1].iter().copied().find(|&i| i != ib).unwrap();
+    let b_peer = b_group.iter().copied().find(|&i| i != ib).unwrap();
     (sim, ia, ib, b_peer)
 }
 
@@ -1398,7 +1409,7 @@ fn a_winner_that_leaves_before_acknowledging_voids_the_conflict_and_the_loser_ke
             .ledger()
             .allocations
             .iter()
-            .find(|a| a.node == kept.node && a.epoch == kept.epoch && a.shard == 0)
+            .find(|a| a.node == kept.node && a.start == kept.start && a.shard == 0)
             .unwrap();
         assert_eq!(
             told_deallocated(kept),
@@ -1446,7 +1457,7 @@ fn a_winner_that_crashes_before_acknowledging_leaves_its_loser_the_shard_without
             .ledger()
             .allocations
             .iter()
-            .find(|a| a.node == kept.node && a.epoch == kept.epoch && a.shard == 0)
+            .find(|a| a.node == kept.node && a.start == kept.start && a.shard == 0)
             .unwrap();
         assert_eq!(told_deallocated(kept), None, "seed {seed}: {kept:?}");
         assert!(

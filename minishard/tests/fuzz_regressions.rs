@@ -26,6 +26,7 @@ fn member_record(node: &str, shard_count: u32) -> PeerMessage {
         offer: None,
         yielded: None,
         acknowledged: Vec::new(),
+        released: None,
     }))
 }
 
@@ -131,7 +132,11 @@ fn a_node_never_claims_at_an_epoch_it_cannot_raise() {
     idle.holding = Holding::Idle;
     for message in [
         PeerMessage::Record(Arc::new(idle)),
-        PeerMessage::Epochs(vec![u64::MAX]),
+        PeerMessage::Epochs(vec![Some(minishard::core::Claim {
+            node: id(peer),
+            incarnation: 1,
+            epoch: u64::MAX,
+        })]),
     ] {
         core.handle(
             now,

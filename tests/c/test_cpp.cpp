@@ -92,17 +92,23 @@ public:
         allocations++;
     }
     std::int64_t score() override { return 0; }
-    void deallocated(const std::optional<std::string> &) override {
+    void deallocated(const std::optional<std::string> &winner,
+                     minishard::ReleaseReason reason) override {
         std::lock_guard<std::mutex> lock(mutex);
         owned = -1;
         deallocations++;
+        last_reason = reason;
+        if (winner.has_value() != (reason == minishard::ReleaseReason::LostConflict)) {
+            mismatched_winners++;
+        }
     }
 
     bool throw_in_nodes = false;
     std::atomic<bool> refuse_allocations{false};
     std::atomic<int> refused{0};
     std::mutex mutex;
-    int owned = -1, allocations = 0, deallocations = 0;
+    int owned = -1, allocations = 0, deallocations = 0, mismatched_winners = 0;
+    minishard::ReleaseReason last_reason = minishard::ReleaseReason::LostConflict;
 
 private:
     std::vector<std::string> members_;
@@ -206,6 +212,9 @@ static void a_cluster_releases_its_handler_when_it_goes() {
     }
     CHECK(handler.use_count() == 1);
     CHECK(handler->deallocations == 1);  // leaving on destruction
+    CHECK(handler->last_reason == minishard::ReleaseReason::Shutdown);
+    CHECK(std::string(minishard::to_string(handler->last_reason)) == "shutdown");
+    CHECK(handler->mismatched_winners == 0);
 }
 
 static void a_throwing_allocated_fails_that_callback_only() {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
-use minishard::{CallbackError, Callbacks, Epoch, Health, NodeId, Shard};
+use minishard::{CallbackError, Callbacks, Epoch, Health, NodeId, ReleaseReason, Shard};
 use pyo3::exceptions::{PyException, PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyTraceback, PyTuple};
@@ -260,9 +260,8 @@ pub(crate) struct PyCallbacks {
     prolonged: Py<PyAny>,
     deallocated: Py<PyAny>,
     status_changed: Option<Py<PyAny>>,
-    /// `allocated` takes a third argument, the allocation's epoch (false
-    /// only for the deprecated two-argument form).
-    allocated_epoch: bool,
+    /// Which of the trailing arguments the application's methods take.
+    shapes: Shapes,
     /// `dispatch="asyncio"`: the loop bridge's `run(method, args)`, which
     /// runs a callback on the event loop and returns its (awaited) result.
     bridge: Option<Py<PyAny>>,
@@ -271,12 +270,26 @@ pub(crate) struct PyCallbacks {
     shard: Option<Shard>,
 }
 
+/// The trailing arguments the application's methods accept (`minishard.join`
+/// looks at their signatures): methods written before an argument was added
+/// keep working without it.
+#[derive(Clone, Copy)]
+pub(crate) struct Shapes {
+    /// `allocated(cluster, shard, epoch)` (false only for the deprecated
+    /// two-argument form).
+    pub allocated_epoch: bool,
+    /// `prolonged(loser, state, epoch)`.
+    pub prolonged_epoch: bool,
+    /// `deallocated(winner, state, reason)`.
+    pub deallocated_reason: bool,
+}
+
 impl PyCallbacks {
     /// Checks that `app` has every callback, callable.
     pub(crate) fn new(
         py: Python<'_>,
         app: &Bound<'_, PyAny>,
-        allocated_epoch: bool,
+        shapes: Shapes,
         bridge: Option<Py<PyAny>>,
         shared: Arc<Shared>,
     ) -> PyResult<PyCallbacks> {
@@ -313,7 +326,7 @@ impl PyCallbacks {
             prolonged: required("prolonged")?,
             deallocated: required("deallocated")?,
             status_changed: method("status_changed", false)?,
-            allocated_epoch,
+            shapes,
             bridge,
             shared,
             shard: None,
@@ -463,7 +476,7 @@ impl Callbacks for PyCallbacks {
     ) -> Result<Py<PyAny>, CallbackError> {
         self.shard = Some(shard);
         let state = self.call("allocated", |py| {
-            let args = if self.allocated_epoch {
+            let args = if self.shapes.allocated_epoch {
                 (cluster, shard, epoch).into_pyobject(py)?
             } else {
                 (cluster, shard).into_pyobject(py)?
@@ -485,9 +498,18 @@ impl Callbacks for PyCallbacks {
         })
     }
 
-    fn prolonged(&mut self, loser: &NodeId, state: &mut Py<PyAny>) -> Result<(), CallbackError> {
+    fn prolonged(
+        &mut self,
+        loser: &NodeId,
+        state: &mut Py<PyAny>,
+        epoch: Epoch,
+    ) -> Result<(), CallbackError> {
         self.call("prolonged", |py| {
-            let args = (loser.as_str(), state.bind(py)).into_pyobject(py)?;
+            let args = if self.shapes.prolonged_epoch {
+                (loser.as_str(), state.bind(py), epoch).into_pyobject(py)?
+            } else {
+                (loser.as_str(), state.bind(py)).into_pyobject(py)?
+            };
             let new_state = self.invoke(py, "prolonged", &self.prolonged, args)?;
             // Replaced while attached, so the old state is released now.
             *state = new_state.unbind();
@@ -495,12 +517,21 @@ impl Callbacks for PyCallbacks {
         })
     }
 
-    fn deallocated(&mut self, winner: Option<&NodeId>, state: Py<PyAny>) {
+    fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, state: Py<PyAny>) {
         // The engine has nothing to do about a failure here: it is logged.
         // The state moves in, so the application's last reference to it
         // goes away while attached.
         let _ = self.call("deallocated", |py| {
-            let args = (winner.map(NodeId::as_str), state.into_bound(py)).into_pyobject(py)?;
+            let winner = winner.map(NodeId::as_str);
+            let args = if self.shapes.deallocated_reason {
+                let reason = py
+                    .import("minishard._types")?
+                    .getattr("Reason")?
+                    .call1((reason.as_str(),))?;
+                (winner, state.into_bound(py), reason).into_pyobject(py)?
+            } else {
+                (winner, state.into_bound(py)).into_pyobject(py)?
+            };
             self.invoke(py, "deallocated", &self.deallocated, args)?;
             Ok(())
         });

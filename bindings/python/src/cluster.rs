@@ -23,7 +23,7 @@ use minishard::{
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::callbacks::{in_callback_of, PyCallbacks, Shared};
+use crate::callbacks::{in_callback_of, PyCallbacks, Shapes, Shared};
 use crate::watch::HealthWatch;
 use crate::{errors, logbridge};
 
@@ -232,7 +232,7 @@ impl NativeCluster {
     #[new]
     #[pyo3(signature = (
         name, callbacks, listen, cookie, *, advertise=None, observer=false, host_dispatch=false,
-        loop_bridge=None, allocated_epoch=true,
+        loop_bridge=None, allocated_epoch=true, prolonged_epoch=true, deallocated_reason=true,
         seconds=None, counts=None, tls_cert=None, tls_key=None, tls_ca=None
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -247,6 +247,8 @@ impl NativeCluster {
         host_dispatch: bool,
         loop_bridge: Option<Py<PyAny>>,
         allocated_epoch: bool,
+        prolonged_epoch: bool,
+        deallocated_reason: bool,
         seconds: Option<HashMap<String, f64>>,
         counts: Option<HashMap<String, u64>>,
         tls_cert: Option<PathBuf>,
@@ -284,7 +286,12 @@ impl NativeCluster {
             name.clone(),
             host_dispatch,
         );
-        let app = PyCallbacks::new(py, callbacks, allocated_epoch, loop_bridge, shared.clone())?;
+        let shapes = Shapes {
+            allocated_epoch,
+            prolonged_epoch,
+            deallocated_reason,
+        };
+        let app = PyCallbacks::new(py, callbacks, shapes, loop_bridge, shared.clone())?;
         logbridge::start(py)?;
         // Join calls `nodes` and `shard_count` on a thread of its own and
         // waits for it: that thread needs the GIL.

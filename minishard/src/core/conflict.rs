@@ -54,6 +54,8 @@ pub(super) struct Conflicts {
     /// The latest score offer, kept after the conflict so a peer that
     /// learns of it late still ranks the claim the same way.
     offer: Option<ScoreOffer>,
+    /// The last resolution saw a rival contend.
+    rivals: bool,
 }
 
 /// This node's claim in a conflict.
@@ -68,6 +70,11 @@ impl Conflicts {
     /// The offer this node publishes.
     pub fn offer(&self) -> Option<&ScoreOffer> {
         self.offer.as_ref()
+    }
+
+    /// Whether a rival still contended at the last resolution.
+    pub fn has_rivals(&self) -> bool {
+        self.rivals
     }
 
     /// When the score deadline, or the wait for the rivals' scores, ends.
@@ -125,10 +132,12 @@ impl Conflicts {
     ) -> Option<Yield> {
         let Some(me) = me else {
             self.episode = None;
+            self.rivals = false;
             return None;
         };
         let (shard, epoch) = (me.shard, me.claim.epoch);
         let rivals = Self::rivals(view, members, shard);
+        self.rivals = !rivals.is_empty();
         let current = self
             .episode
             .as_mut()

@@ -3,7 +3,8 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
+// `core::net`: address values only, no sockets (the core does no I/O).
+use core::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -20,7 +21,7 @@ pub const MAX_ADDRESS_LEN: usize = 261;
 /// their numeric value (`10.0.0.2` before `10.0.0.10`; IPv4 before IPv6),
 /// then host names, alphabetically; then by port, numerically. Every node
 /// orders ids alike, which the pairing of standbys with shards and the
-/// tie-break of conflicts rely on (DESIGN.md 6.2, 6.3).
+/// tie-break of conflicts rely on (docs/design.md 6.2, 6.3).
 #[derive(Clone)]
 pub struct NodeId(Arc<Address>);
 

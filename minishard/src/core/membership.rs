@@ -69,6 +69,14 @@ impl Membership {
         self.role == Role::Member && self.set.contains(&self.me)
     }
 
+    /// Whether some member refused this node as not theirs lately, and no
+    /// member is connected to it: it is out of the cluster (docs/design.md 6.6).
+    pub fn turned_away(&self, now: Instant) -> bool {
+        self.refused_by
+            .values()
+            .any(|at| now < *at + self.refusal_memory)
+    }
+
     /// Whether `node` is in the member list.
     pub fn listed(&self, node: &NodeId) -> bool {
         self.set.contains(node)
@@ -103,10 +111,7 @@ impl Membership {
         if !self.am_member() {
             return false;
         }
-        let turned_away = self
-            .refused_by
-            .values()
-            .any(|at| now < *at + self.refusal_memory);
+        let turned_away = self.turned_away(now);
         let accepted = view
             .links()
             .any(|(peer, role, _)| role == Role::Member && self.set.contains(peer));

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use super::config::Timings;
 use super::events::Outbox;
 use super::ids::{Incarnation, NodeId, Role};
-use super::record::{Claim, Holding, PeerMessage, Record, ScoreOffer, Sighting, Yield};
+use super::record::{
+    Claim, Epoch, Holding, PeerMessage, Record, ScoreOffer, Shard, Sighting, Yield,
+};
 use super::time::Instant;
 use super::view::PeerView;
 use super::watcher::Health;
@@ -22,6 +24,7 @@ pub(super) struct Draft {
     pub offer: Option<ScoreOffer>,
     pub yielded: Option<Yield>,
     pub acknowledged: Vec<Claim>,
+    pub released: Option<(Shard, Epoch)>,
 }
 
 /// The record this node last published.
@@ -47,6 +50,7 @@ impl OwnRecord {
                 offer: None,
                 yielded: None,
                 acknowledged: Vec::new(),
+                released: None,
             }),
             sees_due: None,
         }
@@ -77,6 +81,7 @@ impl OwnRecord {
         let old = &self.published;
         let urgent = old.holding != draft.holding
             || old.acknowledged != draft.acknowledged
+            || old.released != draft.released
             || old.health != draft.health
             || old.shard_count != draft.shard_count
             || old.offer != draft.offer
@@ -120,6 +125,7 @@ impl OwnRecord {
             offer: draft.offer,
             yielded: draft.yielded,
             acknowledged: draft.acknowledged,
+            released: draft.released,
         });
         tracing::trace!(
             version = record.version,

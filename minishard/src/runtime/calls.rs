@@ -137,18 +137,18 @@ impl<C: Callbacks> AppRunner<C> {
                     .map_or_else(|e| Outcome::Failed(e.0), Outcome::Score),
                 None => Outcome::Failed("score asked with no allocation".into()),
             },
-            Call::Prolonged { loser, .. } => match self.state.as_mut() {
+            Call::Prolonged { loser, epoch, .. } => match self.state.as_mut() {
                 Some(state) => self
                     .app
-                    .prolonged(loser, state)
+                    .prolonged(loser, state, *epoch)
                     .map_or_else(|e| Outcome::Failed(e.0), |()| Outcome::Done),
                 None => Outcome::Failed("prolonged asked with no allocation".into()),
             },
-            Call::Deallocated { winner, .. } => {
+            Call::Deallocated { winner, reason, .. } => {
                 self.shard = None;
                 match self.state.take() {
                     Some(state) => {
-                        self.app.deallocated(winner.as_ref(), state);
+                        self.app.deallocated(winner.as_ref(), *reason, state);
                         Outcome::Done
                     }
                     None => Outcome::Failed("deallocated asked with no allocation".into()),

@@ -29,6 +29,7 @@ use calls::{AppRunner, CallQueue};
 
 enum Command {
     Leave,
+    Shutdown,
     #[cfg(feature = "testing")]
     Crash,
 }
@@ -305,6 +306,15 @@ impl Engine {
     }
 
     pub(crate) fn leave(&self) -> Result<(), Error> {
+        self.end(Command::Leave)
+    }
+
+    /// Leaves because the handle is dropped (`deallocated` hears "shutdown").
+    pub(crate) fn shut_down(&self) -> Result<(), Error> {
+        self.end(Command::Shutdown)
+    }
+
+    fn end(&self, how: Command) -> Result<(), Error> {
         if self.calls.is_callback_thread() {
             return Err(Error::InvalidArgument(
                 "leave cannot be called from inside a callback: it waits for callbacks to finish"
@@ -315,7 +325,7 @@ impl Engine {
         if self.left.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let _ = self.commands.send(Command::Leave);
+        let _ = self.commands.send(how);
         self.finish(false);
         tracing::info!(cluster = %self.name, node = %self.me, "left");
         Ok(())
@@ -470,6 +480,7 @@ impl Driver {
                 () = wake => Some(Event::Timeout),
                 command = commands.recv() => match command {
                     Some(Command::Leave) => Some(Event::Leave),
+                    Some(Command::Shutdown) => Some(Event::Shutdown),
                     #[cfg(feature = "testing")]
                     Some(Command::Crash) => return,
                     None => return,

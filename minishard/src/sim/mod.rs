@@ -29,8 +29,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::core::{
-    Action, Call, CallId, Core, CoreConfig, Epoch, Event, Health, Incarnation, Instant, NodeId,
-    Outcome, PeerMessage, RefusalReason, Role, Snapshot, Timings, Yield,
+    Action, Call, CallId, Claim, Core, CoreConfig, Epoch, Event, Health, Holding, Incarnation,
+    Instant, NodeId, Outcome, PeerMessage, RefusalReason, Role, Shard, Snapshot, Timings, Yield,
 };
 pub use ledger::{Allocation, Ending, Ledger};
 use network::{Delivery, Net};
@@ -212,10 +212,11 @@ pub struct Sim {
     /// (loser, shard, epoch). A winner cut off before it acknowledged may
     /// never learn of the loss (docs/design.md 6.3).
     cut_off_losses: Vec<(NodeId, u32, Epoch)>,
-    /// Yields withdrawn while no path led to the winner (it crashed, or
-    /// was cut off): (loser, shard, epoch). The winner may have
-    /// acknowledged unseen.
-    cut_off_withdrawals: Vec<(NodeId, u32, Epoch)>,
+    /// Yields withdrawn before the winner's acknowledgement was seen: no
+    /// path led to the winner (it crashed, or was cut off), or the loser
+    /// gave its shard up for another reason (it degraded, or was removed):
+    /// (loser, shard, epoch). The winner may have acknowledged unseen.
+    unseen_withdrawals: Vec<(NodeId, u32, Epoch)>,
     trace: bool,
     delivered: Delivered,
 }
@@ -286,7 +287,7 @@ impl Sim {
             failed_claims: Vec::new(),
             health_log: Vec::new(),
             cut_off_losses: Vec::new(),
-            cut_off_withdrawals: Vec::new(),
+            unseen_withdrawals: Vec::new(),
             trace: false,
             delivered: Delivered::default(),
         }
@@ -342,6 +343,11 @@ impl Sim {
         self.nodes[i].snapshot.as_ref()
     }
 
+    /// The highest allocation of `shard` node `i` has seen, if it runs.
+    pub fn highest_seen(&self, i: usize, shard: Shard) -> Option<&Claim> {
+        self.nodes[i].core.as_ref()?.highest_seen(shard)
+    }
+
     /// Node `i`'s health, if it is running.
     pub fn health(&self, i: usize) -> Option<Health> {
         self.nodes[i].core.as_ref().map(Core::health)
@@ -358,10 +364,11 @@ impl Sim {
         &self.cut_off_losses
     }
 
-    /// Yields withdrawn while no path led to the winner: (loser, shard,
-    /// epoch).
-    pub fn cut_off_withdrawals(&self) -> &[(NodeId, u32, Epoch)] {
-        &self.cut_off_withdrawals
+    /// Yields withdrawn before the winner's acknowledgement was seen: no
+    /// path led to the winner, or the loser gave its shard up for another
+    /// reason. (loser, shard, epoch).
+    pub fn unseen_withdrawals(&self) -> &[(NodeId, u32, Epoch)] {
+        &self.unseen_withdrawals
     }
 
     /// Every change of health so far, as the cores decided it.
@@ -1001,9 +1008,11 @@ impl Sim {
                     note(offer.shard, offer.epoch);
                 }
             }
-            PeerMessage::Epochs(epochs) => {
-                for (shard, epoch) in epochs.iter().enumerate() {
-                    note(shard as u32, *epoch);
+            PeerMessage::Epochs(highest) => {
+                for (shard, claim) in highest.iter().enumerate() {
+                    if let Some(claim) = claim {
+                        note(shard as u32, claim.epoch);
+                    }
                 }
             }
         }
@@ -1114,6 +1123,7 @@ impl Sim {
                     shard,
                     epoch,
                     winner: Some(winner),
+                    ..
                 } = &call
                 {
                     let reached = self.index_of(winner).is_some_and(|w| {
@@ -1174,9 +1184,13 @@ impl Sim {
                         .iter()
                         .any(|g| g.contains(&i) && g.contains(&w))
                 });
-                if !reached {
+                let released = !matches!(
+                    core.record().holding,
+                    Holding::Active { .. } | Holding::Yielding { .. }
+                );
+                if !reached || released {
                     let entry = (id.clone(), withdrawn.shard, withdrawn.epoch);
-                    self.cut_off_withdrawals.push(entry);
+                    self.unseen_withdrawals.push(entry);
                 }
             }
             let id = id.clone();

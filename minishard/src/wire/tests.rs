@@ -105,6 +105,7 @@ fn record() -> impl Strategy<Value = Record> {
                 offer,
                 yielded,
                 acknowledged: Vec::new(),
+                released: None,
             },
         )
 }
@@ -158,7 +159,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                     current,
                 })
             }),
-        prop::collection::vec(any::<u64>(), 0..16)
+        prop::collection::vec(prop::option::of(claim()), 0..16)
             .prop_map(|e| Frame::Peer(PeerMessage::Epochs(e))),
     ]
 }

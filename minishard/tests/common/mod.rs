@@ -9,16 +9,30 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use minishard::{CallbackError, Callbacks, Cluster, Config, Health, NodeId, Timings};
+use minishard::{
+    CallbackError, Callbacks, Cluster, Config, Health, NodeId, ReleaseReason, Timings,
+};
 
 /// What one application was told, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Told {
-    Allocated { shard: u32, epoch: u64 },
+    Allocated {
+        shard: u32,
+        epoch: u64,
+    },
     Score(i64),
-    Prolonged { loser: String },
-    Deallocated { winner: Option<String> },
-    Status { old: Health, new: Health },
+    Prolonged {
+        loser: String,
+        epoch: u64,
+    },
+    Deallocated {
+        winner: Option<String>,
+        reason: ReleaseReason,
+    },
+    Status {
+        old: Health,
+        new: Health,
+    },
 }
 
 #[derive(Clone, Default)]
@@ -74,16 +88,23 @@ impl Callbacks for App {
         Ok(score)
     }
 
-    fn prolonged(&mut self, loser: &NodeId, _state: &mut u32) -> Result<(), CallbackError> {
+    fn prolonged(
+        &mut self,
+        loser: &NodeId,
+        _state: &mut u32,
+        epoch: u64,
+    ) -> Result<(), CallbackError> {
         self.journal.push(Told::Prolonged {
             loser: loser.to_string(),
+            epoch,
         });
         Ok(())
     }
 
-    fn deallocated(&mut self, winner: Option<&NodeId>, _state: u32) {
+    fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, _state: u32) {
         self.journal.push(Told::Deallocated {
             winner: winner.map(|w| w.to_string()),
+            reason,
         });
     }
 

@@ -38,6 +38,7 @@ from ._types import (
     LocalState,
     NodeState,
     Owner,
+    Reason,
     Stats,
     Status,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "Callbacks",
     "CallbacksLike",
     "Health",
+    "Reason",
     "HealthName",
     "DispatchMode",
     "Status",

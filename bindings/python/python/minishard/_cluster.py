@@ -320,10 +320,15 @@ class Cluster(_minishard.NativeCluster):
 
 def _takes_epoch(callbacks: Any) -> bool:
     """Whether ``callbacks.allocated`` accepts ``(cluster, shard, epoch)``."""
+    return _takes(callbacks, "allocated", 3)
+
+
+def _takes(callbacks: Any, name: str, count: int) -> bool:
+    """Whether ``callbacks.<name>`` accepts ``count`` positional arguments."""
     import inspect
 
     try:
-        inspect.signature(callbacks.allocated).bind(None, None, None)
+        inspect.signature(getattr(callbacks, name)).bind(*([None] * count))
     except (AttributeError, TypeError, ValueError):
         return False
     return True
@@ -506,6 +511,8 @@ def join(
         host_dispatch=dispatch == "host",
         loop_bridge=None if bridge is None else bridge.run,
         allocated_epoch=takes_epoch,
+        prolonged_epoch=_takes(callbacks, "prolonged", 3),
+        deallocated_reason=_takes(callbacks, "deallocated", 3),
         tls_cert=tls_paths["tls_cert"],
         tls_key=tls_paths["tls_key"],
         tls_ca=tls_paths["tls_ca"],

@@ -26,6 +26,8 @@ class NativeCluster:
         host_dispatch: bool = ...,
         loop_bridge: Optional[Callable[[Callable[..., Any], Tuple[Any, ...]], Any]] = ...,
         allocated_epoch: bool = ...,
+        prolonged_epoch: bool = ...,
+        deallocated_reason: bool = ...,
         seconds: Optional[Dict[str, float]] = ...,
         counts: Optional[Dict[str, int]] = ...,
         tls_cert: Optional[str] = ...,

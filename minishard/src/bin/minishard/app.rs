@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use minishard::{CallbackError, Callbacks, Health, MeshNotice, NodeId};
+use minishard::{CallbackError, Callbacks, Health, MeshNotice, NodeId, ReleaseReason};
 use serde_json::{json, Map, Value};
 
 /// How `score` answers.
@@ -260,7 +260,13 @@ impl Callbacks for PrintingApp {
         Ok(score)
     }
 
-    fn prolonged(&mut self, loser: &NodeId, state: &mut Held) -> Result<(), CallbackError> {
+    fn prolonged(
+        &mut self,
+        loser: &NodeId,
+        state: &mut Held,
+        epoch: u64,
+    ) -> Result<(), CallbackError> {
+        state.epoch = epoch;
         self.printer.event(
             "prolonged",
             json!({ "shard": state.shard, "epoch": state.epoch, "loser": loser.as_str() }),
@@ -268,10 +274,15 @@ impl Callbacks for PrintingApp {
         Ok(())
     }
 
-    fn deallocated(&mut self, winner: Option<&NodeId>, state: Held) {
+    fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, state: Held) {
         self.printer.event(
             "deallocated",
-            json!({ "shard": state.shard, "epoch": state.epoch, "winner": winner.map(NodeId::as_str) }),
+            json!({
+                "shard": state.shard,
+                "epoch": state.epoch,
+                "winner": winner.map(NodeId::as_str),
+                "reason": reason.as_str(),
+            }),
         );
     }
 

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use minishard::{CallbackError, Callbacks, Cluster, Config, NodeId, NodeState, Snapshot};
+use minishard::{
+    CallbackError, Callbacks, Cluster, Config, NodeId, NodeState, ReleaseReason, Snapshot,
+};
 use serde_json::{json, Value};
 
 use crate::options::{CookieArgs, SettingArgs, TlsArgs};
@@ -52,10 +54,10 @@ impl Callbacks for Watch {
     fn score(&mut self, _: &mut ()) -> Result<i64, CallbackError> {
         Err("an observer holds no shard".into())
     }
-    fn prolonged(&mut self, _: &NodeId, _: &mut ()) -> Result<(), CallbackError> {
+    fn prolonged(&mut self, _: &NodeId, _: &mut (), _: u64) -> Result<(), CallbackError> {
         Ok(())
     }
-    fn deallocated(&mut self, _: Option<&NodeId>, _: ()) {}
+    fn deallocated(&mut self, _: Option<&NodeId>, _: ReleaseReason, _: ()) {}
 }
 
 fn state_name(state: &NodeState) -> String {

@@ -167,6 +167,44 @@ pub(super) fn group_problem(sim: &Sim, group: &[usize]) -> Option<String> {
             }
         }
     }
+    fencing_problem(sim, group, &holders)
+}
+
+/// docs/design.md 7.5, as a store fenced by epochs sees it (it takes a
+/// write only at an epoch at least the highest it has seen): once a group
+/// has settled, each shard's owner holds it at an epoch no node of the
+/// group knows to be exceeded — every allocation of it the group heard of
+/// (a loser's, the other side of a healed split's, a paused owner's) is
+/// below, so its writes are taken and theirs refused. An allocation no
+/// running node ever heard of (alone on its side of a split, and crashed
+/// since) is out of anyone's reach.
+fn fencing_problem(sim: &Sim, group: &[usize], holders: &[Vec<usize>]) -> Option<String> {
+    for (shard, list) in holders.iter().enumerate() {
+        let holder = sim.id(list[0]);
+        let held = sim.ledger().open_of(holder, sim.incarnation(list[0]))?;
+        let reported = sim.snapshot(list[0]).and_then(|s| s.owners[shard].as_ref());
+        if reported.map(|o| o.epoch) != Some(held.epoch) {
+            return Some(format!(
+                "{holder} reports shard {shard} at epoch {:?}; its application holds it at {}",
+                reported.map(|o| o.epoch),
+                held.epoch
+            ));
+        }
+        for &i in group {
+            if let Some(seen) = sim
+                .highest_seen(i, shard as Shard)
+                .filter(|seen| seen.epoch > held.epoch)
+            {
+                return Some(format!(
+                    "fencing: {holder} holds shard {shard} at epoch {}, below epoch {} of {}'s allocation, which {} knows of: a fenced store would refuse the owner",
+                    held.epoch,
+                    seen.epoch,
+                    seen.node,
+                    sim.id(i)
+                ));
+            }
+        }
+    }
     None
 }
 
@@ -335,7 +373,7 @@ pub(super) fn conflict_problems(
             a.node == *winner
                 && a.incarnation == lost.winner.incarnation
                 && a.shard == loser.shard
-                && a.epoch == lost.winner.epoch
+                && a.epochs.contains(&lost.winner.epoch)
         });
         let Some((wi, w)) = won else {
             continue;
@@ -412,11 +450,12 @@ pub(super) fn conflict_problems(
                 .filter(|a| a.node == *loser && a.shard == w.shard)
                 .filter(|a| matches!(a.end, Some(Ending::Crashed(_))))
                 .count();
-            // ...and a loser that lost its winner before it saw the
-            // acknowledgement: it kept its shard, though the winner may have
-            // acknowledged unseen...
+            // ...and a loser that withdrew its yield before it saw the
+            // acknowledgement (it lost its winner and kept its shard, or it
+            // degraded and gave the shard up to no one), though the winner
+            // may have acknowledged unseen...
             let withdrawn = sim
-                .cut_off_withdrawals()
+                .unseen_withdrawals()
                 .iter()
                 .filter(|(n, s, _)| n == loser && *s == w.shard)
                 .count();

@@ -427,21 +427,9 @@ fn idle_in_fresh_process(
     if unsealed {
         command.arg("--unsealed");
     }
-    // The probe's nodes listen on ports found free a moment before; in a
-    // large cluster a node started earlier sometimes dials out from one of
-    // them first. That is the probe's set-up failing, not a result: try
-    // again with other ports.
-    let mut attempts = 0;
-    let out = loop {
-        attempts += 1;
-        let out = command
-            .output()
-            .map_err(|e| format!("cannot run the idle probe: {e}"))?;
-        let taken = String::from_utf8_lossy(&out.stderr).contains("Address already in use");
-        if !taken || attempts == 5 {
-            break out;
-        }
-    };
+    let out = command
+        .output()
+        .map_err(|e| format!("cannot run the idle probe: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).map_err(|e| {
         format!(

@@ -31,6 +31,10 @@ pub struct Args {
     /// Skip the lookup measurements (get_node, with_node).
     #[arg(long)]
     no_lookups: bool,
+    /// Only the scale scenarios of `--sizes` (cold start, failover, heal,
+    /// idle cost).
+    #[arg(long)]
+    scale_only: bool,
     /// Internal: measure one idle cluster of this size in this process and
     /// print one JSON line (the parent runs it in a fresh process so that
     /// the memory it measures is that cluster's only).
@@ -85,6 +89,10 @@ pub fn run(args: Args) -> Result<(), String> {
                 note: error,
             });
         }
+    }
+    if args.scale_only {
+        print_rows(&args, rows);
+        return Ok(());
     }
     let (mut failover, mut excess, mut handover) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..args.runs {

@@ -78,7 +78,8 @@ static RESERVED: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
 pub fn reserve_port(ip: std::net::IpAddr) -> Result<SocketAddr, String> {
     use socket2::{Domain, Socket, Type};
     let fail = |e: std::io::Error| format!("no free port on {ip}: {e}");
-    let probe = Socket::new(Domain::for_address((ip, 0).into()), Type::STREAM, None).map_err(fail)?;
+    let probe =
+        Socket::new(Domain::for_address((ip, 0).into()), Type::STREAM, None).map_err(fail)?;
     probe.set_reuse_address(true).map_err(fail)?;
     probe.bind(&SocketAddr::new(ip, 0).into()).map_err(fail)?;
     let address = probe

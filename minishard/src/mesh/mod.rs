@@ -67,6 +67,10 @@ struct Shared {
     members: ArcSwap<Vec<NodeId>>,
     /// The peers with a live connection, and their incarnations.
     connected: Mutex<HashMap<NodeId, Incarnation>>,
+    /// Wakes a peer's dialer when its connection goes: a connected dialer
+    /// sleeps until then instead of looking every heartbeat interval (an
+    /// idle node's wake-ups are most of its CPU).
+    lost: Mutex<HashMap<NodeId, Arc<Notify>>>,
     stopping: AtomicBool,
     next_conn: AtomicU64,
     #[cfg(feature = "testing")]
@@ -79,6 +83,15 @@ struct Shared {
 }
 
 impl Shared {
+    fn lost_signal(&self, peer: &NodeId) -> Arc<Notify> {
+        self.lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(peer.clone())
+            .or_default()
+            .clone()
+    }
+
     fn is_connected(&self, peer: &NodeId) -> bool {
         self.connected
             .lock()
@@ -152,6 +165,7 @@ impl Mesh {
             events,
             members: ArcSwap::from_pointee(Vec::new()),
             connected: Mutex::new(HashMap::new()),
+            lost: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
             #[cfg(feature = "testing")]
@@ -339,6 +353,7 @@ impl Mesh {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(peer);
+        self.shared.lost_signal(peer).notify_one();
     }
 
     /// Queues a frame for a peer. A peer whose queue is full has fallen too
@@ -507,6 +522,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
     // back (a heal of many nodes, say) one connection per pair comes up,
     // not two of which one is thrown away.
     let mut fallback = if eager { Duration::ZERO } else { DIAL_FALLBACK };
+    let lost = shared.lost_signal(&peer);
     loop {
         if shared.stopping.load(Ordering::Relaxed) {
             return;
@@ -520,8 +536,15 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
             if connected {
                 fallback = fallback.min(idle);
             }
+            if connected {
+                // Until the connection goes (a loss before this wait left
+                // a permit: no loss is missed).
+                lost.notified().await;
+            } else {
+                // Cut off in a test: looked at again every interval.
+                tokio::time::sleep(idle).await;
+            }
             waiting_since = tokio::time::Instant::now();
-            tokio::time::sleep(idle).await;
             continue;
         }
         if waiting_since.elapsed() < fallback {

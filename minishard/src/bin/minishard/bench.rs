@@ -14,6 +14,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::app::{MemberSource, PrintingApp, ScoreMode};
 use crate::bench_conditions;
+use crate::bench_processes;
 use crate::local::{LocalCluster, Wiring, COOKIE};
 
 #[derive(clap::Args)]
@@ -79,6 +80,21 @@ pub fn run(args: Args) -> Result<(), String> {
     }
     check_fd_limit(args.sizes.iter().copied().max().unwrap_or(5))?;
 
+    // Real processes, as an application runs them: the cold start and what
+    // each costs at idle.
+    if let Err(error) = bench_processes::node_processes(
+        args.runs,
+        5,
+        Duration::from_secs(args.idle_secs),
+        &mut rows,
+    ) {
+        rows.push(Row {
+            what: "5 node processes: FAILED".into(),
+            median: f64::NAN,
+            unit: "",
+            note: error,
+        });
+    }
     for &size in &args.sizes {
         // A size that does not converge is a result, not the end of the run.
         if let Err(error) = scale(size, &args, t, &mut rows) {

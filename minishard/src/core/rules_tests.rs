@@ -149,7 +149,13 @@ fn a_loser_gives_its_shard_up_only_once_the_winner_acknowledged() {
     let mut h = yielded_to_2();
     h.wait(ms(500));
     assert_eq!(h.answer_all(), Vec::<Call>::new());
-    h.record(rec(2).v(3).sees(&[1]).active(0, e(2, 2)).acknowledged(&[(1, e(1, 1))]));
+    h.record(
+        rec(2)
+            .v(3)
+            .sees(&[1])
+            .active(0, e(2, 2))
+            .acknowledged(&[(1, e(1, 1))]),
+    );
     assert!(matches!(
         h.answer_all().as_slice(),
         [Call::Deallocated { winner: Some(w), reason: ReleaseReason::LostConflict, .. }] if *w == n(2)
@@ -329,7 +335,13 @@ fn a_leaving_owner_keeps_its_shard_reserved_until_its_deallocated_has_returned()
         ),
         "{calls:?}"
     );
-    assert_eq!(h.holding(), Holding::Releasing { shard: 0, epoch: e(1, 1) });
+    assert_eq!(
+        h.holding(),
+        Holding::Releasing {
+            shard: 0,
+            epoch: e(1, 1)
+        }
+    );
     h.answer(calls[0].0, super::Outcome::Done);
     assert_eq!(h.holding(), Holding::Left);
 }

@@ -54,5 +54,6 @@ pub use config::{
 };
 pub use core::{
     Epoch, Health, LocalState, NodeId, NodeState, Owner, ReleaseReason, Shard, Snapshot, Timings,
+    EPOCH_TAG_BITS,
 };
 pub use error::{CallbackError, Error};

@@ -123,6 +123,9 @@ impl Printer {
             if let Value::Object(extra) = fields {
                 for (k, v) in extra {
                     let v = match v {
+                        Value::Number(n) if k == "epoch" => {
+                            n.as_u64().map_or(n.to_string(), show_epoch)
+                        }
                         Value::String(s) => s,
                         Value::Null => "-".into(),
                         other => other.to_string(),
@@ -307,4 +310,14 @@ mod tests {
         );
         assert!(parse_members("# nobody\n").is_empty());
     }
+}
+
+/// An epoch as people read it: its count, then its claimant's tag in hex
+/// (`3.9f2c41d7`), the two parts `--json` keeps together as one number.
+pub(crate) fn show_epoch(epoch: u64) -> String {
+    format!(
+        "{}.{:08x}",
+        epoch >> minishard::EPOCH_TAG_BITS,
+        epoch & ((1 << minishard::EPOCH_TAG_BITS) - 1)
+    )
 }

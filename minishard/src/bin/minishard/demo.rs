@@ -53,7 +53,9 @@ impl Narrator {
                 continue;
             };
             let holds = match c.status().local {
-                LocalState::Allocated { shard, epoch } => format!("shard {shard} (e{epoch})"),
+                LocalState::Allocated { shard, epoch } => {
+                    format!("shard {shard} (e{})", crate::app::show_epoch(epoch))
+                }
                 LocalState::Standby => "standby".into(),
                 LocalState::Idle => "idle".into(),
             };

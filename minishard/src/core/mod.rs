@@ -39,6 +39,7 @@ mod relays;
 mod rules_tests;
 pub mod snapshot;
 pub mod time;
+mod unlisted;
 pub mod view;
 pub mod watcher;
 
@@ -76,6 +77,8 @@ pub struct Core {
     allocation: Allocation,
     conflicts: Conflicts,
     own: OwnRecord,
+    /// Relays refused because their authors were not listed yet.
+    unlisted: unlisted::Unlisted,
     /// Leaving, and why (left or shut down).
     leaving: Option<ReleaseReason>,
     closed: bool,
@@ -112,6 +115,7 @@ impl Core {
                 config.role,
                 config.shard_count,
             ),
+            unlisted: unlisted::Unlisted::default(),
             config,
             incarnation,
             leaving: None,
@@ -199,6 +203,7 @@ impl Core {
             } => self.on_connected(now, peer, incarnation, role),
             Event::Lost { peer } => {
                 self.relays.forget(&peer);
+                self.unlisted.forget_relayer(&peer);
                 if self.view.lost(&peer) {
                     self.relays.mark_dirty();
                 }
@@ -298,6 +303,13 @@ impl Core {
                     "a member keeps another number of shards: its record is ignored; fix the shard_count callbacks"
                 );
             }
+            Err(view::Refusal::NotAMember) if *from != record.node => {
+                // Listed by the relayer, not yet by this node: kept for
+                // when it is (unlisted.rs).
+                self.out.counters.ignored_messages += 1;
+                tracing::debug!(%from, author = %record.node, "kept a relay of a member not listed here yet");
+                self.unlisted.hold(from, record, current);
+            }
             Err(refusal) => {
                 self.out.counters.ignored_messages += 1;
                 tracing::debug!(%from, author = %record.node, ?refusal, "ignored a record");
@@ -327,6 +339,10 @@ impl Core {
             self.out
                 .push(Action::SetMembers(self.membership.list().clone()));
             self.relays.mark_dirty();
+            let membership = &self.membership;
+            for (from, record, current) in self.unlisted.take_listed(|n| membership.listed(n)) {
+                self.on_message(&from, PeerMessage::Relay { record, current });
+            }
         }
     }
 

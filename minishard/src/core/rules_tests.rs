@@ -357,3 +357,18 @@ fn a_standby_that_is_not_the_successor_never_claims_the_shard_of_an_owner_that_l
     h.wait(ms(5000));
     assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
 }
+
+#[test]
+fn a_member_added_back_is_known_by_the_relay_refused_before_this_node_listed_it() {
+    // A chain 1 - 2 - 3 - 4; 4 owns the only shard. 3 was added back to
+    // the list: 2 lists it already and relays its record once, before this
+    // node's poll lists it. The path to 4 runs through 3.
+    let mut h = Harness::new(1, &[1, 2, 4], 1);
+    h.connect(2).record(rec(2).sees(&[1, 3]));
+    h.relay(2, rec(3).sees(&[2, 4]), true);
+    h.relay(2, rec(4).sees(&[3]).active(0, e(4, 1)), true);
+    h.members(&[1, 2, 3, 4]);
+    h.wait(ms(5000));
+    assert_eq!(h.owner(0), Some(n(4)), "4 is reached through 3, not lost");
+    assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
+}

@@ -297,6 +297,16 @@ impl Callbacks for PrintingApp {
     }
 }
 
+/// An epoch as people read it: its count, then its claimant's tag in hex
+/// (`3.9f2c41d7`), the two parts `--json` keeps together as one number.
+pub(crate) fn show_epoch(epoch: u64) -> String {
+    format!(
+        "{}.{:08x}",
+        epoch >> minishard::EPOCH_TAG_BITS,
+        epoch & ((1 << minishard::EPOCH_TAG_BITS) - 1)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_members;
@@ -310,14 +320,4 @@ mod tests {
         );
         assert!(parse_members("# nobody\n").is_empty());
     }
-}
-
-/// An epoch as people read it: its count, then its claimant's tag in hex
-/// (`3.9f2c41d7`), the two parts `--json` keeps together as one number.
-pub(crate) fn show_epoch(epoch: u64) -> String {
-    format!(
-        "{}.{:08x}",
-        epoch >> minishard::EPOCH_TAG_BITS,
-        epoch & ((1 << minishard::EPOCH_TAG_BITS) - 1)
-    )
 }

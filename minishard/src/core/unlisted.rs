@@ -57,9 +57,4 @@ impl Unlisted {
     pub fn forget_relayer(&mut self, relayer: &NodeId) {
         self.held.retain(|_, (from, _, _)| from != relayer);
     }
-
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.held.len()
-    }
 }

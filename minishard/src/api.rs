@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::core::{
-    Epoch, Health, LocalState, NodeId, NodeState, Owner, ReleaseReason, Shard, Snapshot,
+    Epoch, Health, LocalState, NodeId, NodeState, Owner, PeerRefusals, ReleaseReason, Shard,
+    Snapshot,
 };
 use crate::error::{CallbackError, Error};
 use crate::runtime::Engine;
@@ -98,6 +99,13 @@ pub struct Status {
     pub nodes: Vec<(NodeId, NodeState)>,
     /// What this node is doing.
     pub local: LocalState,
+    /// Every member that refused this node for a misconfiguration (a wrong
+    /// cookie, cluster or version, or not in its member list), with how
+    /// many times and what it said last (docs/design.md 6.7).
+    pub refusals: Vec<PeerRefusals>,
+    /// No member accepts this node and some refuse it: it is part of no
+    /// cluster and cannot become available.
+    pub misconfigured: bool,
 }
 
 /// Counters since join.
@@ -216,13 +224,29 @@ impl Cluster {
             owners: s.owners.clone(),
             nodes: s.nodes.clone(),
             local: s.local,
+            refusals: s.refusals.clone(),
+            misconfigured: s.misconfigured,
         }
     }
 
-    /// Blocks until the health is `health`, for at most `timeout`.
+    /// Blocks until the health is `health`, for at most `timeout`. Fails
+    /// with [`Error::Misconfigured`] as soon as no member accepts this node
+    /// and some refuse it (docs/design.md 6.7): it cannot become available
+    /// then, and waiting longer would only hide why.
     pub fn wait_until(&self, health: Health, timeout: Duration) -> Result<(), Error> {
         self.engine
-            .wait_until(|s| s.health == health, timeout)
+            .wait_until(
+                |s| {
+                    if s.health == health {
+                        return Ok(true);
+                    }
+                    match s.misconfiguration() {
+                        Some(why) => Err(Error::Misconfigured(why)),
+                        None => Ok(false),
+                    }
+                },
+                timeout,
+            )
             .map_err(|e| match e {
                 Error::Timeout(_) => Error::Timeout(format!(
                     "health did not become {health} within {timeout:?} (it is {})",
@@ -238,7 +262,7 @@ impl Cluster {
         condition: impl Fn(&Snapshot) -> bool,
         timeout: Duration,
     ) -> Result<(), Error> {
-        self.engine.wait_until(condition, timeout)
+        self.engine.wait_until(|s| Ok(condition(s)), timeout)
     }
 
     /// Counters since join.

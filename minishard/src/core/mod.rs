@@ -51,7 +51,7 @@ pub use record::{
     next_epoch, Ack, Claim, Epoch, Holding, PeerMessage, Record, ScoreOffer, Shard, Sighting,
     Yield, EPOCH_TAG_BITS,
 };
-pub use snapshot::{CoreCounters, LocalState, NodeState, Owner, Snapshot};
+pub use snapshot::{CoreCounters, LocalState, NodeState, Owner, PeerRefusals, Snapshot};
 pub use time::Instant;
 pub use watcher::Health;
 
@@ -206,8 +206,12 @@ impl Core {
             Event::Message { from, message } => self.on_message(&from, message),
             Event::CallDone { id, outcome } => self.on_call_done(now, id, outcome),
             Event::MembersChanged(list) => self.on_members(list),
-            Event::RefusedBy { peer, reason } => {
-                self.membership.refused(now, &peer, reason);
+            Event::RefusedBy {
+                peer,
+                reason,
+                detail,
+            } => {
+                self.membership.refused(now, &peer, reason, detail);
             }
             Event::Leave => {
                 self.leaving.get_or_insert(ReleaseReason::Left);
@@ -381,13 +385,19 @@ impl Core {
             return;
         }
         self.update_health(now);
+        let health = self.watcher.health();
+        self.membership.note_standing(
+            &self.view,
+            health == Health::Available,
+            health == Health::Degraded,
+        );
         self.publish(now);
         if self.config.role == Role::Member {
             let membership = &self.membership;
             self.relays
                 .send(now, &self.view, |n| membership.listed(n), &mut self.out);
         }
-        self.publish_snapshot();
+        self.publish_snapshot(now);
         self.arm_timer(now);
     }
 
@@ -465,7 +475,7 @@ impl Core {
     fn finish_leave(&mut self, now: Instant) {
         // Peers take the shard at once on seeing this (docs/design.md 6.4).
         self.publish(now);
-        self.publish_snapshot();
+        self.publish_snapshot(now);
         self.closed = true;
         if self.timer.take().is_some() {
             self.out.push(Action::CancelTimer);
@@ -566,8 +576,8 @@ impl Core {
         }
     }
 
-    fn publish_snapshot(&mut self) {
-        let snapshot = self.build_snapshot();
+    fn publish_snapshot(&mut self, now: Instant) {
+        let snapshot = self.build_snapshot(now);
         if self.snapshot.as_deref() != Some(&snapshot) {
             let snapshot = Arc::new(snapshot);
             self.snapshot = Some(snapshot.clone());
@@ -575,7 +585,7 @@ impl Core {
         }
     }
 
-    fn build_snapshot(&self) -> Snapshot {
+    fn build_snapshot(&self, now: Instant) -> Snapshot {
         let owners = self
             .shard_holders()
             .into_iter()
@@ -631,6 +641,8 @@ impl Core {
             nodes,
             members: membership.list().clone(),
             counters: self.out.counters,
+            refusals: membership.refusals(now),
+            misconfigured: membership.misconfigured(now, &self.view),
         }
     }
 

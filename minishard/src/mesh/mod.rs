@@ -257,8 +257,15 @@ impl Mesh {
                     peer: peer.clone(),
                     reason: match kind {
                         RefusalKind::NotAMember => RefusalReason::NotAMember,
+                        RefusalKind::WrongCookie => RefusalReason::WrongCookie,
+                        RefusalKind::WrongCluster => RefusalReason::WrongCluster,
+                        RefusalKind::WrongVersion => RefusalReason::WrongVersion,
+                        RefusalKind::ObserverAtMemberAddress => {
+                            RefusalReason::ObserverAtMemberAddress
+                        }
                         _ => RefusalReason::Other,
                     },
+                    detail: reason.clone(),
                 };
                 let notice = MeshNotice::Refused {
                     peer: peer.to_string(),
@@ -435,14 +442,42 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     let link = task_shared.link(peer, false);
                     conn::run(link, streams).await;
                 }
-                Err(refusal) => {
+                Err(refusal) => match (refusal.refuser, refusal.claimed) {
+                    // A mismatch is mutual: a dialer that refuses this node
+                    // (its cookie differs: it checks this node's proof
+                    // first), or that this node refuses for its cookie,
+                    // cluster or version, will not take this node either.
+                    // The core hears of it as of a refusal by that member
+                    // (docs/design.md 6.7); otherwise a node started next to
+                    // a misconfigured member would hear of it only once it
+                    // dials, which the larger address does late (8.1).
+                    (Refuser::Peer, Some(node)) | (Refuser::ThisNode, Some(node))
+                        if refusal.refuser == Refuser::Peer
+                            || matches!(
+                                refusal.kind,
+                                RefusalKind::WrongCookie
+                                    | RefusalKind::WrongCluster
+                                    | RefusalKind::WrongVersion
+                            ) =>
+                    {
+                        task_shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        let event = ConnEvent::RefusedBy {
+                            peer: node,
+                            kind: refusal.kind,
+                            reason: refusal.reason,
+                        };
+                        if task_shared.events.try_send(event).is_err() {
+                            tracing::debug!("refusal not reported: the engine is busy");
+                        }
+                    }
                     // The node the dialer says it is, where it said so: its
                     // source port is an ephemeral one.
-                    let peer = refusal
-                        .claimed
-                        .map_or_else(|| from.to_string(), |node| node.to_string());
-                    task_shared.refused(peer, refusal.reason)
-                }
+                    (_, claimed) => {
+                        let peer =
+                            claimed.map_or_else(|| from.to_string(), |node| node.to_string());
+                        task_shared.refused(peer, refusal.reason)
+                    }
+                },
             }
         });
     }
@@ -529,8 +564,15 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
             Err(refusal) => {
                 match refusal.refuser {
                     // The core hears of it: a member that refuses this node
-                    // as a non-member may mean it was removed (docs/design.md 6.6).
-                    Refuser::Peer => {
+                    // as a non-member may mean it was removed (docs/design.md
+                    // 6.6), and one that refuses it for a mismatch, that it is
+                    // misconfigured (6.7). A cookie mismatch is found by the
+                    // dialler first (the listener's proof comes first), so it
+                    // counts as the member refusing this node too.
+                    Refuser::Peer | Refuser::ThisNode
+                        if refusal.refuser == Refuser::Peer
+                            || refusal.kind == RefusalKind::WrongCookie =>
+                    {
                         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                         let event = ConnEvent::RefusedBy {
                             peer: peer.clone(),
@@ -541,7 +583,9 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
                             tracing::debug!(%peer, "refusal not reported: the engine is busy");
                         }
                     }
-                    Refuser::ThisNode => shared.refused(peer.to_string(), refusal.reason),
+                    Refuser::Peer | Refuser::ThisNode => {
+                        shared.refused(peer.to_string(), refusal.reason)
+                    }
                     Refuser::Neither => {
                         tracing::debug!(%peer, reason = %refusal.reason, "dial failed")
                     }

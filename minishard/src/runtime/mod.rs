@@ -252,9 +252,10 @@ impl Engine {
         }
     }
 
+    /// Waits until `condition` says yes, or says why it never will.
     pub(crate) fn wait_until(
         &self,
-        condition: impl Fn(&Snapshot) -> bool,
+        condition: impl Fn(&Snapshot) -> Result<bool, Error>,
         timeout: Duration,
     ) -> Result<(), Error> {
         let deadline = std::time::Instant::now() + timeout;
@@ -264,7 +265,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         loop {
-            if condition(&self.snapshot.load()) {
+            if condition(&self.snapshot.load())? {
                 return Ok(());
             }
             if self.stopped.load(Ordering::Acquire) {

@@ -392,3 +392,67 @@ fn nodes_and_status_over_mutual_tls() {
     events.stop_and_check(&mut nodes);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A `minishard node` for a cluster of `members` keeping one shard, with
+/// `cookie`, its stdout and stderr captured.
+fn one_shard_node(address: &str, members: &str, cookie: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_minishard"))
+        .args(["node", "--cluster", "procs", "--listen", address])
+        .args(["--nodes", members, "--shards", "1", "--json"])
+        .args(["--heartbeat-interval-ms", "50", "--heartbeat-timeout-ms", "250"])
+        .args(["--transition-timeout-ms", "500", "--node-grace-ms", "750"])
+        .args(extra)
+        .env("MINISHARD_COOKIE", cookie)
+        .env("RUST_LOG", "minishard=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the minishard binary runs")
+}
+
+#[test]
+fn a_node_with_another_cookie_exits_with_the_reason_after_being_refused() {
+    let addresses = free_addresses(2);
+    let members = addresses.join(",");
+    let mut good = one_shard_node(&addresses[0], &members, "process-test-cookie", &[]);
+    let mut good_out = BufReader::new(good.stdout.take().unwrap()).lines();
+    let available = good_out
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("\"allocated\""));
+    assert!(available, "the first node takes the shard");
+    // Its output is read to the end, so it never writes into a closed pipe.
+    let drain = std::thread::spawn(move || good_out.count());
+    let bad = one_shard_node(
+        &addresses[1],
+        &members,
+        "another-cookie",
+        &["--refused-exit-after-ms", "1000"],
+    );
+    let started = Instant::now();
+    let mut bad = bad;
+    let status = exit_within(&mut bad, Duration::from_secs(20)).expect("it gives up");
+    let output = bad.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "not before --refused-exit-after-ms"
+    );
+    assert!(stderr.contains("misconfigured"), "{stderr}");
+    assert!(stderr.contains(&addresses[0]), "{stderr}");
+    assert!(stderr.contains("wrong_cookie"), "{stderr}");
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
+        .collect();
+    let said = |name: &str| events.iter().any(|e| e["event"] == name);
+    assert!(said("misconfigured") && said("left"), "{stdout}");
+    assert!(!said("allocated"), "it never took the shard: {stdout}");
+    // The node that was serving carries on.
+    assert!(good.try_wait().unwrap().is_none(), "the first node still runs");
+    let _ = good.kill();
+    let _ = good.wait();
+    drain.join().unwrap();
+}

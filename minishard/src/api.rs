@@ -108,6 +108,24 @@ pub struct Status {
     pub misconfigured: bool,
 }
 
+impl Status {
+    /// The status a snapshot shows, for node `node` of `cluster`.
+    pub(crate) fn of(cluster: &str, node: &NodeId, s: &Snapshot) -> Status {
+        Status {
+            cluster: cluster.to_owned(),
+            node: node.clone(),
+            health: s.health,
+            shard_count: s.shard_count,
+            allocated: s.allocated_count(),
+            owners: s.owners.clone(),
+            nodes: s.nodes.clone(),
+            local: s.local,
+            refusals: s.refusals.clone(),
+            misconfigured: s.misconfigured,
+        }
+    }
+}
+
 /// Counters since join.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
@@ -214,19 +232,16 @@ impl Cluster {
 
     /// Health, owners, every node's state and this node's own.
     pub fn status(&self) -> Status {
-        let s = self.snapshot();
-        Status {
-            cluster: self.name().to_owned(),
-            node: self.node_id().clone(),
-            health: s.health,
-            shard_count: s.shard_count,
-            allocated: s.allocated_count(),
-            owners: s.owners.clone(),
-            nodes: s.nodes.clone(),
-            local: s.local,
-            refusals: s.refusals.clone(),
-            misconfigured: s.misconfigured,
-        }
+        Status::of(self.name(), self.node_id(), &self.snapshot())
+    }
+
+    /// Asks `peer`, a node this one is connected to, for its own status
+    /// over the mesh (sealed like every frame), and waits for at most
+    /// `timeout`: the JSON object of its [`Status`] with its [`Stats`]
+    /// under `"stats"`, as `minishard status` prints it. Errors:
+    /// [`Error::Io`] if `peer` is not connected, [`Error::Timeout`].
+    pub fn peer_status(&self, peer: &NodeId, timeout: Duration) -> Result<String, Error> {
+        self.engine.ask_status(peer, timeout)
     }
 
     /// Blocks until the health is `health`, for at most `timeout`. Fails

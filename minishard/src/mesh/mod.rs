@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use conn::{Admission, Link};
-pub(crate) use conn::{ConnEvent, ConnId, MeshStats, Settings};
+pub(crate) use conn::{ConnEvent, ConnId, MeshStats, Settings, StatusSource};
 #[cfg(feature = "testing")]
 use faults::Faults;
 pub(crate) use tls::Tls;
@@ -252,6 +252,8 @@ impl Mesh {
             ConnEvent::Refused { peer, reason } => {
                 (None, Some(MeshNotice::Refused { peer, reason }))
             }
+            // The driver takes these before they get here.
+            ConnEvent::StatusReport { .. } => (None, None),
             ConnEvent::RefusedBy { peer, kind, reason } => {
                 let event = Event::RefusedBy {
                     peer: peer.clone(),
@@ -339,6 +341,11 @@ impl Mesh {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(peer);
+    }
+
+    /// Whether a connection to `peer` is up.
+    pub(crate) fn is_up(&self, peer: &NodeId) -> bool {
+        self.live.contains_key(peer)
     }
 
     /// Queues a frame for a peer. A peer whose queue is full has fallen too
@@ -618,6 +625,7 @@ mod tests {
             handshake_timeout: Duration::from_secs(1),
             send_queue: 2,
             tls: None,
+            status_report: StatusSource(Arc::new(|| "{}".into())),
             source: None,
         }
     }

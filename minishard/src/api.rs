@@ -244,16 +244,19 @@ impl Cluster {
         self.engine.ask_status(peer, timeout)
     }
 
-    /// Blocks until the health is `health`, for at most `timeout`. Fails
-    /// with [`Error::Misconfigured`] as soon as no member accepts this node
-    /// and some refuse it (docs/design.md 6.7): it cannot become available
-    /// then, and waiting longer would only hide why.
+    /// Blocks until the health is `health`, for at most `timeout`. A wait
+    /// for `available` fails with [`Error::Misconfigured`] as soon as no
+    /// member accepts this node and some refuse it (docs/design.md 6.7): it
+    /// cannot become available then, and waiting longer would only hide why.
     pub fn wait_until(&self, health: Health, timeout: Duration) -> Result<(), Error> {
         self.engine
             .wait_until(
                 |s| {
                     if s.health == health {
                         return Ok(true);
+                    }
+                    if health != Health::Available {
+                        return Ok(false);
                     }
                     match s.misconfiguration() {
                         Some(why) => Err(Error::Misconfigured(why)),

@@ -56,6 +56,9 @@ pub(super) struct Membership {
     /// symmetric refusals (a cookie, cluster or version mismatch) no longer
     /// keep it out (6.7).
     established: bool,
+    /// Since when the node has been out of the cluster (see
+    /// [`Membership::misconfigured`]).
+    out_since: Option<Instant>,
     next_poll: Instant,
     poll: Option<CallId>,
     poll_every: Duration,
@@ -79,6 +82,7 @@ impl Membership {
             refusal_memory,
             refusals: BTreeMap::new(),
             established: false,
+            out_since: None,
             next_poll: now + poll_every,
             poll: None,
             poll_every,
@@ -164,12 +168,42 @@ impl Membership {
 
     /// Notes this node's standing after an evaluation: accepted by a member
     /// or available makes it established; degraded ends that.
-    pub fn note_standing(&mut self, view: &PeerView, available: bool, degraded: bool) {
+    pub fn note_standing(
+        &mut self,
+        now: Instant,
+        view: &PeerView,
+        available: bool,
+        degraded: bool,
+    ) {
         if self.accepted(view) || available {
             self.established = true;
         } else if degraded {
             self.established = false;
         }
+        if self.misconfigured(now, view) {
+            self.out_since.get_or_insert(now);
+        } else {
+            self.out_since = None;
+        }
+    }
+
+    /// Whether being out of the cluster is the node's configuration, not a
+    /// moment's disagreement, so that waiting for it to become available is
+    /// pointless: a cookie, cluster or version mismatch at once; refusals as
+    /// a non-member only once they have lasted a member-list poll and a
+    /// redial, since members read a new list only at their next poll (a
+    /// node added to the list is refused until then).
+    pub fn misconfiguration_settled(&self, now: Instant, view: &PeerView) -> bool {
+        let Some(since) = self.out_since else {
+            return false;
+        };
+        let mismatch = !self.established
+            && self.refusals.values().any(|r| {
+                r.reason != RefusalReason::NotAMember
+                    && r.last.is_some_and(|at| now < at + self.refusal_memory)
+            });
+        self.misconfigured(now, view)
+            && (mismatch || now >= since + self.poll_every + self.refusal_memory)
     }
 
     /// Every member's refusals, for the snapshot.
@@ -228,10 +262,12 @@ impl Membership {
 
     /// When the next remembered refusal runs out.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let settles = self.out_since.map(|at| at + self.poll_every);
         self.refused_by
             .values()
             .copied()
             .chain(self.refusals.values().filter_map(|r| r.last))
+            .chain(settles)
             .map(|at| at + self.refusal_memory)
             .filter(|at| *at > now)
             .min()

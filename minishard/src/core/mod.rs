@@ -387,6 +387,7 @@ impl Core {
         self.update_health(now);
         let health = self.watcher.health();
         self.membership.note_standing(
+            now,
             &self.view,
             health == Health::Available,
             health == Health::Degraded,
@@ -642,7 +643,7 @@ impl Core {
             members: membership.list().clone(),
             counters: self.out.counters,
             refusals: membership.refusals(now),
-            misconfigured: membership.misconfigured(now, &self.view),
+            misconfigured: membership.misconfiguration_settled(now, &self.view),
         }
     }
 

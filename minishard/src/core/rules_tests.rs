@@ -349,3 +349,22 @@ fn other_refusals_are_not_a_misconfiguration() {
     assert!(h.snapshot().refusals.is_empty());
     assert_eq!(allocated(&h.answer_all()), vec![0]);
 }
+
+#[test]
+fn a_node_refused_as_a_non_member_is_misconfigured_only_after_a_member_poll() {
+    // Added to this node's list before the others read theirs again: they
+    // refuse it until their next poll, which is no misconfiguration yet.
+    let mut h = Harness::new(1, &[1, 2], 1);
+    let patience = h.timings().member_poll + h.timings().heartbeat_timeout * 2;
+    keep_refused(&mut h, 2, RefusalReason::NotAMember, 1000);
+    assert!(!h.snapshot().misconfigured, "not yet: a poll may fix it");
+    assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
+    let ms_left = patience.as_millis() as u64 - 1000;
+    keep_refused(&mut h, 2, RefusalReason::NotAMember, ms_left + 200);
+    assert!(h.snapshot().misconfigured);
+    assert!(h
+        .snapshot()
+        .misconfiguration()
+        .unwrap()
+        .contains("not_a_member"));
+}

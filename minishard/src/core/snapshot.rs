@@ -107,8 +107,10 @@ pub struct Snapshot {
     pub counters: CoreCounters,
     /// Every member that refused this node for a misconfiguration, sorted.
     pub refusals: Vec<PeerRefusals>,
-    /// Whether no member accepts this node and some refuse it: it is part
-    /// of no cluster, and cannot become available (docs/design.md 6.7).
+    /// Whether no member accepts this node and some refuse it — for a
+    /// cookie, cluster or version mismatch, or as not in their member list
+    /// for longer than a member-list poll and a redial: it is part of no
+    /// cluster, and cannot become available (docs/design.md 6.7).
     pub misconfigured: bool,
 }
 

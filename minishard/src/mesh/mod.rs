@@ -114,6 +114,36 @@ impl Shared {
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
         conn::report_refusal(&self.events, peer, reason);
     }
+
+    /// A handshake with `peer` failed in a way the core hears of as `peer`
+    /// refusing this node (see [`refuses_this_node`]).
+    fn refused_by(&self, peer: NodeId, refusal: Refusal) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        let event = ConnEvent::RefusedBy {
+            peer,
+            kind: refusal.kind,
+            reason: refusal.reason,
+        };
+        if let Err(error) = self.events.try_send(event) {
+            tracing::debug!(?error, "refusal not reported: the engine is busy");
+        }
+    }
+}
+
+/// Whether a failed handshake means the peer will not take this node: it
+/// refused this node, or this node found their configurations differ (a
+/// mismatch is mutual, and the side that checks first refuses). A dialler
+/// finds a cookie mismatch first (it checks the listener's proof first); a
+/// listener whose dialler's proof fails after that dialler accepted its own
+/// was sent a recorded or forged handshake, which says nothing about the
+/// node named in it.
+fn refuses_this_node(refusal: &Refusal, dialled: bool) -> bool {
+    match (refusal.refuser, refusal.kind) {
+        (Refuser::Peer, _) => true,
+        (Refuser::ThisNode, RefusalKind::WrongCookie) => dialled,
+        (Refuser::ThisNode, RefusalKind::WrongCluster | RefusalKind::WrongVersion) => true,
+        _ => false,
+    }
 }
 
 /// The registry of live connections, owned by the engine's task.
@@ -449,37 +479,19 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     let link = task_shared.link(peer, false);
                     conn::run(link, streams).await;
                 }
-                Err(refusal) => match (refusal.refuser, refusal.claimed) {
-                    // A mismatch is mutual: a dialer that refuses this node
-                    // (its cookie differs: it checks this node's proof
-                    // first), or that this node refuses for its cookie,
-                    // cluster or version, will not take this node either.
-                    // The core hears of it as of a refusal by that member
-                    // (docs/design.md 6.7); otherwise a node started next to
-                    // a misconfigured member would hear of it only once it
-                    // dials, which the larger address does late (8.1).
-                    (Refuser::Peer, Some(node)) | (Refuser::ThisNode, Some(node))
-                        if refusal.refuser == Refuser::Peer
-                            || matches!(
-                                refusal.kind,
-                                RefusalKind::WrongCookie
-                                    | RefusalKind::WrongCluster
-                                    | RefusalKind::WrongVersion
-                            ) =>
-                    {
-                        task_shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        let event = ConnEvent::RefusedBy {
-                            peer: node,
-                            kind: refusal.kind,
-                            reason: refusal.reason,
-                        };
-                        if task_shared.events.try_send(event).is_err() {
-                            tracing::debug!("refusal not reported: the engine is busy");
-                        }
+                // A dialer that refuses this node, or that this node
+                // refuses for a mismatch, will not take it either: the core
+                // hears of it as of a refusal by that member (docs/design.md
+                // 6.7), or a node started next to a misconfigured member would
+                // hear of it only once it dials, which the larger address
+                // does late (8.1).
+                Err(refusal) => match refusal.claimed.clone() {
+                    Some(node) if refuses_this_node(&refusal, false) => {
+                        task_shared.refused_by(node, refusal)
                     }
                     // The node the dialer says it is, where it said so: its
                     // source port is an ephemeral one.
-                    (_, claimed) => {
+                    claimed => {
                         let peer =
                             claimed.map_or_else(|| from.to_string(), |node| node.to_string());
                         task_shared.refused(peer, refusal.reason)
@@ -573,22 +585,9 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
                     // The core hears of it: a member that refuses this node
                     // as a non-member may mean it was removed (docs/design.md
                     // 6.6), and one that refuses it for a mismatch, that it is
-                    // misconfigured (6.7). A cookie mismatch is found by the
-                    // dialler first (the listener's proof comes first), so it
-                    // counts as the member refusing this node too.
-                    Refuser::Peer | Refuser::ThisNode
-                        if refusal.refuser == Refuser::Peer
-                            || refusal.kind == RefusalKind::WrongCookie =>
-                    {
-                        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        let event = ConnEvent::RefusedBy {
-                            peer: peer.clone(),
-                            kind: refusal.kind,
-                            reason: refusal.reason,
-                        };
-                        if shared.events.try_send(event).is_err() {
-                            tracing::debug!(%peer, "refusal not reported: the engine is busy");
-                        }
+                    // misconfigured (6.7).
+                    _ if refuses_this_node(&refusal, true) => {
+                        shared.refused_by(peer.clone(), refusal)
                     }
                     Refuser::Peer | Refuser::ThisNode => {
                         shared.refused(peer.to_string(), refusal.reason)

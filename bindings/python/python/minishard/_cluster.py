@@ -210,11 +210,18 @@ class Cluster(_minishard.NativeCluster):
 
         def on_change(now: Optional[str]) -> None:
             # On the handle's watch thread: None once the handle stopped; also
-            # told when the node turns misconfigured (its health stays).
-            try:
-                loop.call_soon_threadsafe(settle, now)
-            except RuntimeError:
-                pass  # The loop has closed: nobody waits any more.
+            # told when the node turns misconfigured (its health stays). Only
+            # what ends the wait wakes the loop.
+            ends = (
+                now is None
+                or now == name
+                or (name == "available" and self._misconfiguration() is not None)
+            )
+            if ends:
+                try:
+                    loop.call_soon_threadsafe(settle, now)
+                except RuntimeError:
+                    pass  # The loop has closed: nobody waits any more.
 
         token = self._watch_health(on_change)
         try:

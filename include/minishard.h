@@ -173,6 +173,13 @@ enum minishard_result
    * it with the message.
    */
   MINISHARD_PANIC = 9,
+  /**
+   * No member accepts this node and some refuse it (a wrong cookie,
+   * cluster name or version, or not in their member list): it is part of
+   * no cluster and cannot become available. The message names the
+   * members that refuse it and what they said (docs/design.md 6.8).
+   */
+  MINISHARD_MISCONFIGURED = 10,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -208,6 +215,11 @@ enum minishard_health
    * conflict.
    */
   MINISHARD_HEALTH_AVAILABLE = 2,
+  /**
+   * Not a health: `minishard_get_health` failed (a NULL handle), and
+   * `minishard_last_error` says why. Never reported for a live handle.
+   */
+  MINISHARD_HEALTH_ERROR = 255,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -1142,7 +1154,9 @@ minishard_result minishard_my_shard(const struct minishard_cluster *cluster,
 
 /**
  * This node's view of the cluster's health. For NULL it returns
- * `MINISHARD_HEALTH_DEGRADED` and records an error. Any thread; no lock.
+ * `MINISHARD_HEALTH_ERROR` and records an error (a NULL handle has no
+ * health; `MINISHARD_HEALTH_DEGRADED` would pass for one). Still answers
+ * after leave (the last view). Any thread; no lock.
  *
  * # Safety
  *
@@ -1160,6 +1174,9 @@ minishard_health minishard_get_health(const struct minishard_cluster *cluster);
  * dispatches, or poll `minishard_get_health` from the dispatch loop.
  *
  * Errors: `MINISHARD_TIMEOUT` (the message says the health at the end),
+ * `MINISHARD_MISCONFIGURED` (waiting for `MINISHARD_HEALTH_AVAILABLE`, as
+ * soon as no member accepts this node and some refuse it: it cannot become
+ * available; the message names them),
  * `MINISHARD_INVALID_ARGUMENT` (NULL, a value that is not a
  * `minishard_health`, or called from inside a callback of this handle,
  * where it would hold up the very callbacks a change of health may need),

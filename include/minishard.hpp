@@ -473,9 +473,16 @@ public:
     }
 
     /// This node's view of the health.
-    Health health() const { return static_cast<Health>(minishard_get_health(raw_)); }
+    Health health() const {
+        minishard_health health = minishard_get_health(raw_);
+        if (health == MINISHARD_HEALTH_ERROR) {
+            throw Error(MINISHARD_INVALID_ARGUMENT, detail::last_error());
+        }
+        return static_cast<Health>(health);
+    }
 
-    /// Blocks until `health`; throws Error(MINISHARD_TIMEOUT) after `timeout`.
+    /// Blocks until `health`; throws Error(MINISHARD_TIMEOUT) after `timeout`,
+    /// Error(MINISHARD_MISCONFIGURED) at once while no member accepts this node.
     void wait_until(Health health, std::chrono::milliseconds timeout) const {
         detail::check(minishard_wait_until(raw_, static_cast<minishard_health>(health),
                                            static_cast<std::uint64_t>(timeout.count())));

@@ -490,7 +490,9 @@ pub unsafe extern "C" fn minishard_my_shard(
 }
 
 /// This node's view of the cluster's health. For NULL it returns
-/// `MINISHARD_HEALTH_DEGRADED` and records an error. Any thread; no lock.
+/// `MINISHARD_HEALTH_ERROR` and records an error (a NULL handle has no
+/// health; `MINISHARD_HEALTH_DEGRADED` would pass for one). Still answers
+/// after leave (the last view). Any thread; no lock.
 ///
 /// # Safety
 ///
@@ -505,7 +507,7 @@ pub unsafe extern "C" fn minishard_get_health(
             Ok(handle) => handle.cluster.health().into(),
             Err(failure) => {
                 failure.report();
-                minishard_health::MINISHARD_HEALTH_DEGRADED
+                minishard_health::MINISHARD_HEALTH_ERROR
             }
         }
     })
@@ -520,6 +522,9 @@ pub unsafe extern "C" fn minishard_get_health(
 /// dispatches, or poll `minishard_get_health` from the dispatch loop.
 ///
 /// Errors: `MINISHARD_TIMEOUT` (the message says the health at the end),
+/// `MINISHARD_MISCONFIGURED` (waiting for `MINISHARD_HEALTH_AVAILABLE`, as
+/// soon as no member accepts this node and some refuse it: it cannot become
+/// available; the message names them),
 /// `MINISHARD_INVALID_ARGUMENT` (NULL, a value that is not a
 /// `minishard_health`, or called from inside a callback of this handle,
 /// where it would hold up the very callbacks a change of health may need),

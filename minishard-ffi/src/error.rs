@@ -46,6 +46,11 @@ pub enum minishard_result {
     /// minishard itself panicked; the call did nothing useful. Please report
     /// it with the message.
     MINISHARD_PANIC = 9,
+    /// No member accepts this node and some refuse it (a wrong cookie,
+    /// cluster name or version, or not in their member list): it is part of
+    /// no cluster and cannot become available. The message names the
+    /// members that refuse it and what they said (docs/design.md 6.8).
+    MINISHARD_MISCONFIGURED = 10,
 }
 
 use minishard_result::*;
@@ -63,11 +68,12 @@ impl minishard_result {
             MINISHARD_CLOSED => c"MINISHARD_CLOSED",
             MINISHARD_CALLBACK_FAILED => c"MINISHARD_CALLBACK_FAILED",
             MINISHARD_PANIC => c"MINISHARD_PANIC",
+            MINISHARD_MISCONFIGURED => c"MINISHARD_MISCONFIGURED",
         }
     }
 
     pub(crate) fn from_raw(raw: u32) -> Option<minishard_result> {
-        const ALL: [minishard_result; 10] = [
+        const ALL: [minishard_result; 11] = [
             MINISHARD_OK,
             MINISHARD_INVALID_ARGUMENT,
             MINISHARD_CONFIG,
@@ -78,6 +84,7 @@ impl minishard_result {
             MINISHARD_CLOSED,
             MINISHARD_CALLBACK_FAILED,
             MINISHARD_PANIC,
+            MINISHARD_MISCONFIGURED,
         ];
         ALL.into_iter().find(|r| *r as u32 == raw)
     }
@@ -118,6 +125,7 @@ impl From<Error> for Failure {
             Error::Closed => MINISHARD_CLOSED,
             Error::Callback { .. } => MINISHARD_CALLBACK_FAILED,
             Error::InvalidArgument(_) => MINISHARD_INVALID_ARGUMENT,
+            Error::Misconfigured(_) => MINISHARD_MISCONFIGURED,
         };
         Failure::new(code, error)
     }

@@ -19,6 +19,9 @@ pub enum minishard_health {
     /// Enough members visible, every shard has exactly one owner, no
     /// conflict.
     MINISHARD_HEALTH_AVAILABLE = 2,
+    /// Not a health: `minishard_get_health` failed (a NULL handle), and
+    /// `minishard_last_error` says why. Never reported for a live handle.
+    MINISHARD_HEALTH_ERROR = 255,
 }
 
 /// A `minishard_health` as C passes it in: any `uint32_t`.

@@ -24,7 +24,7 @@ impl Fallback for minishard_result {
 
 impl Fallback for crate::health::minishard_health {
     fn after_panic() -> Self {
-        crate::health::minishard_health::MINISHARD_HEALTH_DEGRADED
+        crate::health::minishard_health::MINISHARD_HEALTH_ERROR
     }
 }
 

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::core::{
-    Epoch, Health, LocalState, NodeId, NodeState, Owner, ReleaseReason, Shard, Snapshot,
+    Epoch, Health, LocalState, NodeId, NodeState, Owner, PeerRefusals, ReleaseReason, Shard,
+    Snapshot,
 };
 use crate::error::{CallbackError, Error};
 use crate::runtime::Engine;
@@ -98,6 +99,31 @@ pub struct Status {
     pub nodes: Vec<(NodeId, NodeState)>,
     /// What this node is doing.
     pub local: LocalState,
+    /// Every member that refused this node for a misconfiguration (a wrong
+    /// cookie, cluster or version, or not in its member list), with how
+    /// many times and what it said last (docs/design.md 6.8).
+    pub refusals: Vec<PeerRefusals>,
+    /// No member accepts this node and some refuse it: it is part of no
+    /// cluster and cannot become available.
+    pub misconfigured: bool,
+}
+
+impl Status {
+    /// The status a snapshot shows, for node `node` of `cluster`.
+    pub(crate) fn of(cluster: &str, node: &NodeId, s: &Snapshot) -> Status {
+        Status {
+            cluster: cluster.to_owned(),
+            node: node.clone(),
+            health: s.health,
+            shard_count: s.shard_count,
+            allocated: s.allocated_count(),
+            owners: s.owners.clone(),
+            nodes: s.nodes.clone(),
+            local: s.local,
+            refusals: s.refusals.clone(),
+            misconfigured: s.misconfigured,
+        }
+    }
 }
 
 /// Counters since join.
@@ -211,23 +237,39 @@ impl Cluster {
 
     /// Health, owners, every node's state and this node's own.
     pub fn status(&self) -> Status {
-        let s = self.snapshot();
-        Status {
-            cluster: self.name().to_owned(),
-            node: self.node_id().clone(),
-            health: s.health,
-            shard_count: s.shard_count,
-            allocated: s.allocated_count(),
-            owners: s.owners.clone(),
-            nodes: s.nodes.clone(),
-            local: s.local,
-        }
+        Status::of(self.name(), self.node_id(), &self.snapshot())
     }
 
-    /// Blocks until the health is `health`, for at most `timeout`.
+    /// Asks `peer`, a node this one is connected to, for its own status
+    /// over the mesh (sealed like every frame), and waits for at most
+    /// `timeout`: the JSON object of its [`Status`] with its [`Stats`]
+    /// under `"stats"`, as `minishard status` prints it. Errors:
+    /// [`Error::Io`] if `peer` is not connected, [`Error::Timeout`].
+    pub fn peer_status(&self, peer: &NodeId, timeout: Duration) -> Result<String, Error> {
+        self.engine.ask_status(peer, timeout)
+    }
+
+    /// Blocks until the health is `health`, for at most `timeout`. A wait
+    /// for `available` fails with [`Error::Misconfigured`] as soon as no
+    /// member accepts this node and some refuse it (docs/design.md 6.8): it
+    /// cannot become available then, and waiting longer would only hide why.
     pub fn wait_until(&self, health: Health, timeout: Duration) -> Result<(), Error> {
         self.engine
-            .wait_until(|s| s.health == health, timeout)
+            .wait_until(
+                |s| {
+                    if s.health == health {
+                        return Ok(true);
+                    }
+                    if health != Health::Available {
+                        return Ok(false);
+                    }
+                    match s.misconfiguration() {
+                        Some(why) => Err(Error::Misconfigured(why)),
+                        None => Ok(false),
+                    }
+                },
+                timeout,
+            )
             .map_err(|e| match e {
                 Error::Timeout(_) => Error::Timeout(format!(
                     "health did not become {health} within {timeout:?} (it is {})",
@@ -243,7 +285,7 @@ impl Cluster {
         condition: impl Fn(&Snapshot) -> bool,
         timeout: Duration,
     ) -> Result<(), Error> {
-        self.engine.wait_until(condition, timeout)
+        self.engine.wait_until(|s| Ok(condition(s)), timeout)
     }
 
     /// Counters since join.

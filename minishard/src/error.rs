@@ -22,6 +22,10 @@ pub enum Error {
     },
     /// An argument is out of range or the call is not allowed here.
     InvalidArgument(String),
+    /// No member accepts this node and some refuse it (a wrong cookie,
+    /// cluster name or version, or not in their member list): it is part of
+    /// no cluster. The message names the members and what they said.
+    Misconfigured(String),
 }
 
 impl fmt::Display for Error {
@@ -35,6 +39,7 @@ impl fmt::Display for Error {
                 write!(f, "the {callback} callback failed: {message}")
             }
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            Error::Misconfigured(m) => write!(f, "misconfigured: {m}"),
         }
     }
 }

@@ -53,7 +53,7 @@ pub use config::{
     MIN_SEND_QUEUE,
 };
 pub use core::{
-    Epoch, Health, LocalState, NodeId, NodeState, Owner, ReleaseReason, Shard, Snapshot, Timings,
-    EPOCH_TAG_BITS,
+    Epoch, Health, LocalState, NodeId, NodeState, Owner, PeerRefusals, RefusalReason,
+    ReleaseReason, Shard, Snapshot, Timings, EPOCH_TAG_BITS,
 };
 pub use error::{CallbackError, Error};

@@ -392,3 +392,152 @@ fn nodes_and_status_over_mutual_tls() {
     events.stop_and_check(&mut nodes);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A `minishard node` for a cluster of `members` keeping one shard, with
+/// `cookie`, its stdout and stderr captured.
+fn one_shard_node(address: &str, members: &str, cookie: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_minishard"))
+        .args(["node", "--cluster", "procs", "--listen", address])
+        .args(["--nodes", members, "--shards", "1", "--json"])
+        .args([
+            "--heartbeat-interval-ms",
+            "50",
+            "--heartbeat-timeout-ms",
+            "250",
+        ])
+        .args(["--transition-timeout-ms", "500", "--node-grace-ms", "750"])
+        .args(extra)
+        .env("MINISHARD_COOKIE", cookie)
+        .env("RUST_LOG", "minishard=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the minishard binary runs")
+}
+
+#[test]
+fn a_node_with_another_cookie_exits_with_the_reason_after_being_refused() {
+    let addresses = free_addresses(2);
+    let members = addresses.join(",");
+    let mut good = one_shard_node(&addresses[0], &members, "process-test-cookie", &[]);
+    let mut good_out = BufReader::new(good.stdout.take().unwrap()).lines();
+    let available = good_out
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("\"allocated\""));
+    assert!(available, "the first node takes the shard");
+    // Its output is read to the end, so it never writes into a closed pipe.
+    let drain = std::thread::spawn(move || good_out.count());
+    let bad = one_shard_node(
+        &addresses[1],
+        &members,
+        "another-cookie",
+        &["--refused-exit-after-ms", "1000"],
+    );
+    let started = Instant::now();
+    let mut bad = bad;
+    let status = exit_within(&mut bad, Duration::from_secs(20)).expect("it gives up");
+    let output = bad.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "not before --refused-exit-after-ms"
+    );
+    assert!(stderr.contains("misconfigured"), "{stderr}");
+    assert!(stderr.contains(&addresses[0]), "{stderr}");
+    assert!(stderr.contains("wrong_cookie"), "{stderr}");
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
+        .collect();
+    let said = |name: &str| events.iter().any(|e| e["event"] == name);
+    assert!(said("misconfigured") && said("left"), "{stdout}");
+    assert!(!said("allocated"), "it never took the shard: {stdout}");
+    // The node that was serving carries on.
+    assert!(
+        good.try_wait().unwrap().is_none(),
+        "the first node still runs"
+    );
+    let _ = good.kill();
+    let _ = good.wait();
+    drain.join().unwrap();
+}
+
+/// `minishard status --json` through `through`.
+fn status_json(through: &str) -> Result<Value, String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_minishard"))
+        .args([
+            "status",
+            "--cluster",
+            "procs",
+            "--connect",
+            through,
+            "--json",
+        ])
+        .env("MINISHARD_COOKIE", "process-test-cookie")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())
+}
+
+#[test]
+fn status_shows_the_connected_nodes_own_view_with_every_member_dead_ones_included() {
+    let addresses = free_addresses(3);
+    let members = addresses.join(",");
+    let events = Events::default();
+    let mut nodes: Vec<Node> = addresses
+        .iter()
+        .map(|a| start(a, &members, &events))
+        .collect();
+    assert!(eventually(Duration::from_secs(20), || owners(&events)
+        .iter()
+        .all(Option::is_some)));
+    // Each node's own view: available, all three members active.
+    let all_active = |status: &Value| {
+        addresses
+            .iter()
+            .all(|a| status["nodes"][a]["state"] == "active")
+            && status["nodes"].as_object().map(|n| n.len()) == Some(3)
+    };
+    for through in &addresses {
+        let mut last = None;
+        let shown = eventually(Duration::from_secs(10), || {
+            let status = status_json(through);
+            let ok = status
+                .as_ref()
+                .is_ok_and(|s| s["health"] == "available" && all_active(s));
+            last = Some(status);
+            ok
+        });
+        assert!(shown, "through {through}: {last:?}");
+        let status = last.unwrap().unwrap();
+        assert_eq!(status["connected"], through.as_str());
+        assert_eq!(status["local"]["state"], "allocated", "{status}");
+        assert!(
+            status["stats"]["allocations"].as_u64() == Some(1),
+            "{status}"
+        );
+    }
+
+    // kill -9 one: the others list it as unavailable once its grace is over.
+    let victim = addresses[2].clone();
+    nodes[2].child.kill().unwrap();
+    nodes[2].child.wait().unwrap();
+    let mut last = None;
+    let listed_down = eventually(Duration::from_secs(10), || {
+        let status = status_json(&addresses[0]);
+        let ok = status
+            .as_ref()
+            .is_ok_and(|s| s["nodes"][victim.as_str()]["state"] == "unavailable");
+        last = Some(status);
+        ok
+    });
+    assert!(listed_down, "{last:?}");
+    events.stop_and_check(&mut nodes);
+}

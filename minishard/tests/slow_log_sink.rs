@@ -1,6 +1,6 @@
 //! A log sink that takes a second per line, and a notice hook that takes a
 //! second per notice, delay no heartbeat: log lines and notices leave the
-//! engine's thread through a bounded queue (DESIGN.md 7.6, "no stall", for
+//! engine's thread through a bounded queue (docs/design.md 7.6, "no stall", for
 //! logs). Before that queue, the engine's thread ran the sink itself, and
 //! every line stopped its heartbeats for a second.
 

@@ -30,6 +30,7 @@ static void result_names_and_version(void) {
     CHECK(strcmp(minishard_result_name(MINISHARD_BUFFER_TOO_SMALL), "MINISHARD_BUFFER_TOO_SMALL") == 0);
     CHECK(strcmp(minishard_result_name(MINISHARD_CLOSED), "MINISHARD_CLOSED") == 0);
     CHECK(strcmp(minishard_result_name(MINISHARD_CALLBACK_FAILED), "MINISHARD_CALLBACK_FAILED") == 0);
+    CHECK(strcmp(minishard_result_name(MINISHARD_MISCONFIGURED), "MINISHARD_MISCONFIGURED") == 0);
     CHECK(strcmp(minishard_result_name(MINISHARD_PANIC), "MINISHARD_PANIC") == 0);
     CHECK(strcmp(minishard_result_name((minishard_result)77), "MINISHARD_UNKNOWN") == 0);
     CHECK(MINISHARD_OK == 0);
@@ -324,6 +325,14 @@ static void join_refuses_bad_arguments_and_answers_and_frees_user_data_once(void
 
 /* ---- a live handle -------------------------------------------------------- */
 
+/* Makes the thread's last error one that a check can tell from the next. */
+static void set_last_error_to_something_else(void) {
+    char message[256];
+    CHECK(minishard_config_set_listen(NULL, "x") == MINISHARD_INVALID_ARGUMENT);
+    CHECK(minishard_last_error(message, sizeof message) > 0);
+    CHECK(strstr(message, "cluster is NULL") == NULL);
+}
+
 static void null_handles_are_refused(void) {
     char buf[64];
     size_t written;
@@ -333,7 +342,9 @@ static void null_handles_are_refused(void) {
     CHECK_RC(minishard_get_node(NULL, 0, buf, sizeof buf, &written), MINISHARD_INVALID_ARGUMENT);
     CHECK(last_error_mentions("cluster is NULL"));
     CHECK_RC(minishard_my_shard(NULL, &shard, &epoch), MINISHARD_INVALID_ARGUMENT);
-    CHECK(minishard_get_health(NULL) == MINISHARD_HEALTH_DEGRADED);
+    /* An error, not a health a NULL handle does not have. */
+    set_last_error_to_something_else();
+    CHECK(minishard_get_health(NULL) == MINISHARD_HEALTH_ERROR);
     CHECK(last_error_mentions("cluster is NULL"));
     CHECK_RC(minishard_wait_until(NULL, MINISHARD_HEALTH_AVAILABLE, 1), MINISHARD_INVALID_ARGUMENT);
     CHECK_RC(minishard_status_json(NULL, buf, sizeof buf, &written), MINISHARD_INVALID_ARGUMENT);
@@ -424,6 +435,57 @@ static void a_live_handle_checks_buffers_shards_and_modes_then_closes(void) {
     CHECK(l.apps[0].freed == 0);
     local_stop(&l);
     CHECK(app_count(&l.apps[0], EV_DEALLOCATED) == 1); /* free after leave: no second one */
+}
+
+/* Two members, one shard: the second joins with another cookie. No member
+ * accepts it, so it is part of no cluster: waiting for it to be available
+ * fails at once with MINISHARD_MISCONFIGURED naming the member that refuses
+ * it, its status says so, and the first keeps the shard alone. */
+static void a_node_with_another_cookie_is_misconfigured_and_never_available(void) {
+    static const uint8_t other_cookie[] = "another-cookie";
+    local l;
+    minishard_callbacks cb;
+    minishard_config *cfg;
+    char json[4096];
+    char owner[64];
+    char expected[128];
+    size_t written;
+    uint32_t shard;
+    uint64_t epoch;
+    double started;
+    uint64_t k = time_scale();
+    REQUIRE(local_prepare(&l, "misconfigured", 2, 1, MINISHARD_DISPATCH_THREAD));
+    REQUIRE(local_join(&l, 0));
+    REQUIRE_OK(minishard_wait_until(l.nodes[0], MINISHARD_HEALTH_AVAILABLE, 10000 * k));
+    cb = app_callbacks(&l.apps[1]);
+    cfg = fast_config(l.addrs[1], MINISHARD_DISPATCH_THREAD);
+    REQUIRE(cfg != NULL);
+    REQUIRE_OK(minishard_config_set_cookie(cfg, other_cookie, sizeof other_cookie - 1));
+    REQUIRE_OK(minishard_join(l.name, cfg, &cb, &l.nodes[1]));
+    minishard_config_free(cfg);
+    started = now_ms();
+    CHECK_RC(minishard_wait_until(l.nodes[1], MINISHARD_HEALTH_AVAILABLE, 30000 * k),
+             MINISHARD_MISCONFIGURED);
+    CHECK(now_ms() - started < 30000.0 * (double)k); /* failed, did not time out */
+    CHECK(last_error_mentions(l.addrs[0]));
+    CHECK(last_error_mentions("wrong_cookie"));
+    CHECK(minishard_get_health(l.nodes[1]) != MINISHARD_HEALTH_AVAILABLE);
+    /* Too few members (itself not counted) for transition_timeout. */
+    CHECK_RC(minishard_wait_until(l.nodes[1], MINISHARD_HEALTH_DEGRADED, 10000 * k), MINISHARD_OK);
+    CHECK_RC(minishard_my_shard(l.nodes[1], &shard, &epoch), MINISHARD_NOT_FOUND);
+    REQUIRE_OK(minishard_status_json(l.nodes[1], json, sizeof json, &written));
+    CHECK(strstr(json, "\"misconfigured\":true") != NULL);
+    snprintf(expected, sizeof expected, "{\"peer\":\"%s\",\"count\":", l.addrs[0]);
+    CHECK(strstr(json, expected) != NULL);
+    CHECK(strstr(json, "\"reason\":\"wrong_cookie\"") != NULL);
+    /* The member that was serving is not the one out of the cluster. */
+    CHECK(minishard_get_health(l.nodes[0]) == MINISHARD_HEALTH_AVAILABLE);
+    REQUIRE_OK(minishard_get_node(l.nodes[0], 0, owner, sizeof owner, &written));
+    CHECK(strcmp(owner, l.addrs[0]) == 0);
+    REQUIRE_OK(minishard_status_json(l.nodes[0], json, sizeof json, &written));
+    CHECK(strstr(json, "\"misconfigured\":false") != NULL);
+    CHECK(app_count(&l.apps[1], EV_ALLOCATED) == 0);
+    local_stop(&l);
 }
 
 static void without_enough_members_there_is_no_owner(void) {
@@ -748,6 +810,7 @@ int main(void) {
     RUN(null_handles_are_refused);
     RUN(a_live_handle_checks_buffers_shards_and_modes_then_closes);
     RUN(without_enough_members_there_is_no_owner);
+    RUN(a_node_with_another_cookie_is_misconfigured_and_never_available);
     RUN(a_callback_cannot_leave_dispatch_wait_on_or_free_its_own_handle);
     RUN(the_engine_threads_block_sigpipe_and_the_hosts_do_not);
     RUN(a_log_callback_hears_joins_and_failed_callbacks);

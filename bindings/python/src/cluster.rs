@@ -407,7 +407,21 @@ impl NativeCluster {
         }
         d.set_item("nodes", nodes)?;
         d.set_item("local", local_state(py, status.local)?)?;
+        let refusals = PyDict::new(py);
+        for r in &status.refusals {
+            let entry = (r.count, r.reason.as_str(), r.detail.as_str(), r.refusing);
+            refusals.set_item(r.peer.as_str(), entry)?;
+        }
+        d.set_item("refusals", refusals)?;
+        d.set_item("misconfigured", status.misconfigured)?;
         Ok(d)
+    }
+
+    /// Why no member accepts this node, while that is so (docs/design.md 6.8).
+    fn _misconfiguration(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let guard = self.cluster.load();
+        let cluster = guard.as_ref().ok_or_else(|| errors::closed(py))?;
+        Ok(cluster.snapshot().misconfiguration())
     }
 
     /// The counters, as a dict.

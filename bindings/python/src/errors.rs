@@ -63,5 +63,6 @@ pub(crate) fn from_engine(py: Python<'_>, error: Error) -> PyErr {
             format!("the {callback} callback failed at join: {message}"),
         ),
         Error::InvalidArgument(m) => invalid(py, m),
+        Error::Misconfigured(m) => raise(py, "MisconfiguredError", m),
     }
 }

@@ -5,6 +5,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use serde::Serialize;
+
 use super::ids::{Incarnation, NodeId, Role};
 use super::record::{Epoch, PeerMessage, Shard};
 use super::snapshot::{CoreCounters, Snapshot};
@@ -177,6 +179,8 @@ pub enum Event {
         peer: NodeId,
         /// Why.
         reason: RefusalReason,
+        /// What the refusal said, for status and error messages.
+        detail: String,
     },
     /// The application asked to leave.
     Leave,
@@ -187,14 +191,56 @@ pub enum Event {
     Timeout,
 }
 
-/// Why a peer refused this node, as far as the rules care.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Why a peer refused this node, as far as the rules care. Every kind but
+/// [`RefusalReason::Other`] is a **misconfiguration**: the two nodes do not
+/// agree on what the cluster is, and retrying will not change that
+/// (docs/design.md 6.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RefusalReason {
     /// This node joined as a member and the peer's member list does not
     /// have it: the peer no longer counts it as one (docs/design.md 6.6).
     NotAMember,
-    /// Anything else (a wrong cookie, cluster or version): logged only.
+    /// The two nodes' cookies differ (found by whichever side checks a
+    /// proof first: either way the peer will not take this node).
+    WrongCookie,
+    /// The peer is in another cluster.
+    WrongCluster,
+    /// The peer speaks another protocol version.
+    WrongVersion,
+    /// This node joined as an observer under an address the peer lists as
+    /// a member's.
+    ObserverAtMemberAddress,
+    /// Anything else (busy, a second incarnation, TLS, a broken handshake):
+    /// logged only.
     Other,
+}
+
+impl RefusalReason {
+    /// The lower-case name used in status, JSON and the bindings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::NotAMember => "not_a_member",
+            RefusalReason::WrongCookie => "wrong_cookie",
+            RefusalReason::WrongCluster => "wrong_cluster",
+            RefusalReason::WrongVersion => "wrong_version",
+            RefusalReason::ObserverAtMemberAddress => "observer_at_member_address",
+            RefusalReason::Other => "other",
+        }
+    }
+
+    /// Whether the refusal says the two nodes are configured for different
+    /// clusters (or this node is not in the peer's), rather than something
+    /// passing.
+    pub fn is_misconfiguration(self) -> bool {
+        self != RefusalReason::Other
+    }
+}
+
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Something the driver must do.

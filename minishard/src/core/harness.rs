@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use super::{
     Action, Call, CallId, Claim, Core, CoreConfig, Epoch, Event, Health, Holding, Instant, NodeId,
-    Outcome, PeerMessage, Record, RefusalReason, Role, ScoreOffer, Shard, Sighting, Timings, Yield,
+    Outcome, PeerMessage, Record, RefusalReason, Role, ScoreOffer, Shard, Sighting, Snapshot,
+    Timings, Yield,
 };
 
 /// The address of node `i`.
@@ -211,11 +212,22 @@ impl Harness {
 
     /// Node `i` refused this node as not in its member list.
     pub fn refused_by(&mut self, i: u8) -> &mut Harness {
+        self.refused_for(i, RefusalReason::NotAMember)
+    }
+
+    /// Node `i` refused this node for `reason`.
+    pub fn refused_for(&mut self, i: u8, reason: RefusalReason) -> &mut Harness {
         self.feed(Event::RefusedBy {
             peer: n(i),
-            reason: RefusalReason::NotAMember,
+            reason,
+            detail: format!("refused as {reason}"),
         });
         self
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> &Snapshot {
+        self.core.snapshot().expect("a core publishes a snapshot")
     }
 
     /// The member list is now `members`.

@@ -52,7 +52,7 @@ pub use record::{
     next_epoch, Ack, Claim, Epoch, Holding, PeerMessage, Record, ScoreOffer, Shard, Sighting,
     Yield, EPOCH_TAG_BITS,
 };
-pub use snapshot::{CoreCounters, LocalState, NodeState, Owner, Snapshot};
+pub use snapshot::{CoreCounters, LocalState, NodeState, Owner, PeerRefusals, Snapshot};
 pub use time::Instant;
 pub use watcher::Health;
 
@@ -211,8 +211,12 @@ impl Core {
             Event::Message { from, message } => self.on_message(&from, message),
             Event::CallDone { id, outcome } => self.on_call_done(now, id, outcome),
             Event::MembersChanged(list) => self.on_members(list),
-            Event::RefusedBy { peer, reason } => {
-                self.membership.refused(now, &peer, reason);
+            Event::RefusedBy {
+                peer,
+                reason,
+                detail,
+            } => {
+                self.membership.refused(now, &peer, reason, detail);
             }
             Event::Leave => {
                 self.leaving.get_or_insert(ReleaseReason::Left);
@@ -397,13 +401,20 @@ impl Core {
             return;
         }
         self.update_health(now);
+        let health = self.watcher.health();
+        self.membership.note_standing(
+            now,
+            &self.view,
+            health == Health::Available,
+            health == Health::Degraded,
+        );
         self.publish(now);
         if self.config.role == Role::Member {
             let membership = &self.membership;
             self.relays
                 .send(now, &self.view, |n| membership.listed(n), &mut self.out);
         }
-        self.publish_snapshot();
+        self.publish_snapshot(now);
         self.arm_timer(now);
     }
 
@@ -481,7 +492,7 @@ impl Core {
     fn finish_leave(&mut self, now: Instant) {
         // Peers take the shard at once on seeing this (docs/design.md 6.4).
         self.publish(now);
-        self.publish_snapshot();
+        self.publish_snapshot(now);
         self.closed = true;
         if self.timer.take().is_some() {
             self.out.push(Action::CancelTimer);
@@ -582,8 +593,8 @@ impl Core {
         }
     }
 
-    fn publish_snapshot(&mut self) {
-        let snapshot = self.build_snapshot();
+    fn publish_snapshot(&mut self, now: Instant) {
+        let snapshot = self.build_snapshot(now);
         if self.snapshot.as_deref() != Some(&snapshot) {
             let snapshot = Arc::new(snapshot);
             self.snapshot = Some(snapshot.clone());
@@ -591,7 +602,7 @@ impl Core {
         }
     }
 
-    fn build_snapshot(&self) -> Snapshot {
+    fn build_snapshot(&self, now: Instant) -> Snapshot {
         let owners = self
             .shard_holders()
             .into_iter()
@@ -647,6 +658,8 @@ impl Core {
             nodes,
             members: membership.list().clone(),
             counters: self.out.counters,
+            refusals: membership.refusals(now),
+            misconfigured: membership.misconfiguration_settled(now, &self.view),
         }
     }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::harness::{e, n, rec, Harness};
-use super::{Ack, Call, Epoch, Health, Holding, ReleaseReason, ScoreOffer};
+use super::{Ack, Call, Epoch, Health, Holding, RefusalReason, ReleaseReason, ScoreOffer};
 
 fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
@@ -371,4 +371,100 @@ fn a_member_added_back_is_known_by_the_relay_refused_before_this_node_listed_it(
     h.wait(ms(5000));
     assert_eq!(h.owner(0), Some(n(4)), "4 is reached through 3, not lost");
     assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
+}
+
+/// Node `peer` refuses this node for `reason` every 200 ms for `for_ms`, as
+/// a dialler retrying would see.
+fn keep_refused(h: &mut Harness, peer: u8, reason: RefusalReason, for_ms: u64) {
+    for _ in 0..for_ms / 200 {
+        h.refused_for(peer, reason).wait(ms(200));
+    }
+}
+
+#[test]
+fn a_node_every_member_refuses_for_a_wrong_cookie_takes_no_shard_even_alone_enough() {
+    // Two members, one shard: alone, this node would count as enough.
+    let mut h = Harness::new(1, &[1, 2], 1);
+    keep_refused(&mut h, 2, RefusalReason::WrongCookie, 5000);
+    assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
+    assert_eq!(h.health(), Health::Degraded);
+    let snapshot = h.snapshot();
+    assert!(snapshot.misconfigured);
+    assert_eq!(snapshot.refusals.len(), 1);
+    assert_eq!(snapshot.refusals[0].peer, n(2));
+    assert_eq!(snapshot.refusals[0].reason, RefusalReason::WrongCookie);
+    assert_eq!(snapshot.refusals[0].count, 25);
+    assert!(snapshot.refusals[0].refusing);
+    let why = snapshot.misconfiguration().expect("explained");
+    assert!(
+        why.contains("10.0.0.2:1") && why.contains("wrong_cookie"),
+        "{why}"
+    );
+}
+
+#[test]
+fn refusals_that_stop_stop_counting_and_the_node_takes_its_shard() {
+    let mut h = Harness::new(1, &[1, 2], 1);
+    keep_refused(&mut h, 2, RefusalReason::WrongCluster, 1000);
+    assert!(h.snapshot().misconfigured);
+    // Node 2 is gone (fixed, restarting): nobody refuses any more.
+    h.wait(ms(5000));
+    assert!(!h.snapshot().misconfigured);
+    assert_eq!(allocated(&h.answer_all()), vec![0]);
+    let refusals = &h.snapshot().refusals;
+    assert_eq!((refusals[0].count, refusals[0].refusing), (5, false));
+}
+
+#[test]
+fn a_node_serving_before_a_misconfigured_member_came_keeps_its_shard() {
+    let mut h = Harness::new(1, &[1, 2], 1);
+    h.wait(ms(1000));
+    assert_eq!(allocated(&h.answer_all()), vec![0]);
+    assert_eq!(h.health(), Health::Available);
+    // Node 2 comes up with another cookie: the mismatch is symmetric, and
+    // the node that was serving is not the one out of the cluster.
+    keep_refused(&mut h, 2, RefusalReason::WrongCookie, 5000);
+    assert_eq!(h.health(), Health::Available);
+    assert!(h.answer_all().is_empty());
+    let snapshot = h.snapshot();
+    assert!(!snapshot.misconfigured);
+    assert!(snapshot.refusals[0].refusing, "still shown in status");
+}
+
+#[test]
+fn a_node_refused_by_some_members_and_accepted_by_another_is_in_the_cluster() {
+    let mut h = Harness::new(1, &[1, 2, 3], 1);
+    h.connect(3).record(rec(3).sees(&[1]));
+    keep_refused(&mut h, 2, RefusalReason::WrongVersion, 3000);
+    assert!(!h.snapshot().misconfigured);
+    assert_eq!(allocated(&h.answer_all()), vec![0]);
+    assert_eq!(h.snapshot().refusals[0].count, 15);
+}
+
+#[test]
+fn other_refusals_are_not_a_misconfiguration() {
+    let mut h = Harness::new(1, &[1, 2], 1);
+    keep_refused(&mut h, 2, RefusalReason::Other, 2000);
+    assert!(!h.snapshot().misconfigured);
+    assert!(h.snapshot().refusals.is_empty());
+    assert_eq!(allocated(&h.answer_all()), vec![0]);
+}
+
+#[test]
+fn a_node_refused_as_a_non_member_is_misconfigured_only_after_a_member_poll() {
+    // Added to this node's list before the others read theirs again: they
+    // refuse it until their next poll, which is no misconfiguration yet.
+    let mut h = Harness::new(1, &[1, 2], 1);
+    let patience = h.timings().member_poll + h.timings().heartbeat_timeout * 2;
+    keep_refused(&mut h, 2, RefusalReason::NotAMember, 1000);
+    assert!(!h.snapshot().misconfigured, "not yet: a poll may fix it");
+    assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
+    let ms_left = patience.as_millis() as u64 - 1000;
+    keep_refused(&mut h, 2, RefusalReason::NotAMember, ms_left + 200);
+    assert!(h.snapshot().misconfigured);
+    assert!(h
+        .snapshot()
+        .misconfiguration()
+        .unwrap()
+        .contains("not_a_member"));
 }

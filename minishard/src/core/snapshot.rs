@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::events::RefusalReason;
 use super::ids::NodeId;
 use super::record::{Epoch, Shard};
 use super::watcher::Health;
@@ -69,6 +70,21 @@ pub struct CoreCounters {
     pub ignored_messages: u64,
 }
 
+/// The refusals of this node by one member, since join (docs/design.md 6.8).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerRefusals {
+    /// The member that refused this node.
+    pub peer: NodeId,
+    /// How many of this node's handshakes it refused for a misconfiguration.
+    pub count: u64,
+    /// The latest refusal's kind.
+    pub reason: RefusalReason,
+    /// What the latest refusal said.
+    pub detail: String,
+    /// Whether it refused lately and has not accepted this node since.
+    pub refusing: bool,
+}
+
 /// Everything a lookup may ask, at one instant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
@@ -89,6 +105,13 @@ pub struct Snapshot {
     pub health_views: Vec<(NodeId, Health)>,
     /// Counters.
     pub counters: CoreCounters,
+    /// Every member that refused this node for a misconfiguration, sorted.
+    pub refusals: Vec<PeerRefusals>,
+    /// Whether no member accepts this node and some refuse it — for a
+    /// cookie, cluster or version mismatch, or as not in their member list
+    /// for longer than a member-list poll and a redial: it is part of no
+    /// cluster, and cannot become available (docs/design.md 6.8).
+    pub misconfigured: bool,
 }
 
 impl Snapshot {
@@ -100,6 +123,24 @@ impl Snapshot {
     /// How many shards have an owner.
     pub fn allocated_count(&self) -> usize {
         self.owners.iter().flatten().count()
+    }
+
+    /// Why this node is part of no cluster, when it is misconfigured: the
+    /// members that refuse it and what they said.
+    pub fn misconfiguration(&self) -> Option<String> {
+        if !self.misconfigured {
+            return None;
+        }
+        let refusing: Vec<String> = self
+            .refusals
+            .iter()
+            .filter(|r| r.refusing)
+            .map(|r| format!("{} refuses it ({}: {})", r.peer, r.reason, r.detail))
+            .collect();
+        Some(format!(
+            "no member accepts this node: {}; check the cluster name, the cookie, the member list and the version on both sides",
+            refusing.join("; ")
+        ))
     }
 
     /// This node's shard and epoch, if it owns one.

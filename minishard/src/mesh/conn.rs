@@ -47,10 +47,23 @@ pub(crate) struct Settings {
     pub handshake_timeout: Duration,
     pub send_queue: usize,
     pub tls: Option<Tls>,
+    /// This node's own view as `minishard status` shows it (a JSON object),
+    /// to answer a peer's [`Frame::StatusRequest`] with.
+    pub status_report: StatusSource,
     /// The address this node listens on, when it is a specific one: dials
     /// leave from it too, so peers (and firewalls) see every connection of
     /// a node, dialled or accepted, come from one address.
     pub source: Option<IpAddr>,
+}
+
+/// Writes this node's status report (see [`Settings::status_report`]).
+#[derive(Clone)]
+pub(crate) struct StatusSource(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for StatusSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatusSource")
+    }
 }
 
 /// Counters the mesh keeps.
@@ -87,6 +100,8 @@ pub(crate) enum ConnEvent {
     },
     /// A connection was refused or closed for misbehaving.
     Refused { peer: String, reason: String },
+    /// A peer answered this node's status request.
+    StatusReport { peer: NodeId, json: String },
     /// A member this node dialled refused it.
     RefusedBy {
         peer: NodeId,
@@ -393,6 +408,8 @@ pub(crate) async fn run(link: Link, streams: Streams) {
     // flushes what is queued and closes. Heartbeat answers go on a side
     // channel so they do not keep the outbox open.
     drop(sender);
+    // Heartbeat answers and status reports: answers to the peer, which the
+    // mesh's outbox does not carry.
     let (acks, acks_out) = mpsc::channel(16);
     let Streams { reader, writer } = streams;
     let peer = link.peer.node.clone();
@@ -423,7 +440,7 @@ pub(crate) async fn run(link: Link, streams: Streams) {
 async fn write_loop(
     mut writer: FramedWrite<Writer, FrameEncoder>,
     mut outbox: mpsc::Receiver<Frame>,
-    mut acks: mpsc::Receiver<u64>,
+    mut acks: mpsc::Receiver<Frame>,
     settings: Arc<Settings>,
     #[cfg(feature = "testing")] (faults, peer): (Arc<Faults>, NodeId),
 ) {
@@ -438,7 +455,7 @@ async fn write_loop(
                 // The mesh let go of this connection: flush and close.
                 None => break,
             },
-            Some(sent_micros) = acks.recv() => Frame::HeartbeatAck { sent_micros },
+            Some(answer) = acks.recv() => answer,
             _ = beat.tick() => Frame::Heartbeat { sent_micros: clock_micros() },
         };
         #[cfg(feature = "testing")]
@@ -459,12 +476,13 @@ async fn write_loop(
 async fn read_loop(
     link: &Link,
     mut reader: FramedRead<Reader, FrameDecoder>,
-    acks: mpsc::Sender<u64>,
+    acks: mpsc::Sender<Frame>,
 ) -> String {
     let settings = &link.settings;
     let peer = &link.peer.node;
     let mut last_heard = TokioInstant::now();
     let mut last_answer: Option<TokioInstant> = None;
+    let mut last_report: Option<TokioInstant> = None;
     loop {
         let next = match timeout_at(last_heard + settings.heartbeat_timeout, reader.next()).await {
             Err(_) => return format!("no heartbeat for {:?}", settings.heartbeat_timeout),
@@ -493,7 +511,7 @@ async fn read_loop(
                 // Answered about once a second, so a peer that floods
                 // heartbeats gets no more answers than one that does not.
                 let due = last_answer.is_none_or(|at| at.elapsed() >= RTT_SAMPLE_EVERY);
-                if due && acks.try_send(sent_micros).is_ok() {
+                if due && acks.try_send(Frame::HeartbeatAck { sent_micros }).is_ok() {
                     last_answer = Some(last_heard);
                 }
             }
@@ -509,6 +527,26 @@ async fn read_loop(
                 };
                 // A full channel holds this peer back (TCP pushes back on it)
                 // rather than letting its messages pile up in memory.
+                if link.events.send(event).await.is_err() {
+                    return "engine stopped".into();
+                }
+            }
+            Frame::StatusRequest => {
+                // Built at most once per heartbeat interval per connection,
+                // so a peer asking in a loop costs little.
+                let due = last_report.is_none_or(|at| at.elapsed() >= settings.heartbeat_interval);
+                if due {
+                    last_report = Some(last_heard);
+                    let _ = acks.try_send(Frame::StatusReport {
+                        json: (settings.status_report.0)(),
+                    });
+                }
+            }
+            Frame::StatusReport { json } => {
+                let event = ConnEvent::StatusReport {
+                    peer: peer.clone(),
+                    json,
+                };
                 if link.events.send(event).await.is_err() {
                     return "engine stopped".into();
                 }

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use conn::{Admission, Link};
-pub(crate) use conn::{ConnEvent, ConnId, MeshStats, Settings};
+pub(crate) use conn::{ConnEvent, ConnId, MeshStats, Settings, StatusSource};
 #[cfg(feature = "testing")]
 use faults::Faults;
 pub(crate) use tls::Tls;
@@ -133,6 +133,36 @@ impl Shared {
     fn refused(&self, peer: String, reason: String) {
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
         conn::report_refusal(&self.events, peer, reason);
+    }
+
+    /// A handshake with `peer` failed in a way the core hears of as `peer`
+    /// refusing this node (see [`refuses_this_node`]).
+    fn refused_by(&self, peer: NodeId, refusal: Refusal) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        let event = ConnEvent::RefusedBy {
+            peer,
+            kind: refusal.kind,
+            reason: refusal.reason,
+        };
+        if let Err(error) = self.events.try_send(event) {
+            tracing::debug!(?error, "refusal not reported: the engine is busy");
+        }
+    }
+}
+
+/// Whether a failed handshake means the peer will not take this node: it
+/// refused this node, or this node found their configurations differ (a
+/// mismatch is mutual, and the side that checks first refuses). A dialler
+/// finds a cookie mismatch first (it checks the listener's proof first); a
+/// listener whose dialler's proof fails after that dialler accepted its own
+/// was sent a recorded or forged handshake, which says nothing about the
+/// node named in it.
+fn refuses_this_node(refusal: &Refusal, dialled: bool) -> bool {
+    match (refusal.refuser, refusal.kind) {
+        (Refuser::Peer, _) => true,
+        (Refuser::ThisNode, RefusalKind::WrongCookie) => dialled,
+        (Refuser::ThisNode, RefusalKind::WrongCluster | RefusalKind::WrongVersion) => true,
+        _ => false,
     }
 }
 
@@ -273,13 +303,22 @@ impl Mesh {
             ConnEvent::Refused { peer, reason } => {
                 (None, Some(MeshNotice::Refused { peer, reason }))
             }
+            // The driver takes these before they get here.
+            ConnEvent::StatusReport { .. } => (None, None),
             ConnEvent::RefusedBy { peer, kind, reason } => {
                 let event = Event::RefusedBy {
                     peer: peer.clone(),
                     reason: match kind {
                         RefusalKind::NotAMember => RefusalReason::NotAMember,
+                        RefusalKind::WrongCookie => RefusalReason::WrongCookie,
+                        RefusalKind::WrongCluster => RefusalReason::WrongCluster,
+                        RefusalKind::WrongVersion => RefusalReason::WrongVersion,
+                        RefusalKind::ObserverAtMemberAddress => {
+                            RefusalReason::ObserverAtMemberAddress
+                        }
                         _ => RefusalReason::Other,
                     },
+                    detail: reason.clone(),
                 };
                 let notice = MeshNotice::Refused {
                     peer: peer.to_string(),
@@ -354,6 +393,11 @@ impl Mesh {
             .unwrap_or_else(|p| p.into_inner())
             .remove(peer);
         self.shared.lost_signal(peer).notify_one();
+    }
+
+    /// Whether a connection to `peer` is up.
+    pub(crate) fn is_up(&self, peer: &NodeId) -> bool {
+        self.live.contains_key(peer)
     }
 
     /// Queues a frame for a peer. A peer whose queue is full has fallen too
@@ -457,14 +501,24 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     let link = task_shared.link(peer, false);
                     conn::run(link, streams).await;
                 }
-                Err(refusal) => {
+                // A dialer that refuses this node, or that this node
+                // refuses for a mismatch, will not take it either: the core
+                // hears of it as of a refusal by that member (docs/design.md
+                // 6.8), or a node started next to a misconfigured member would
+                // hear of it only once it dials, which the larger address
+                // does late (8.1).
+                Err(refusal) => match refusal.claimed.clone() {
+                    Some(node) if refuses_this_node(&refusal, false) => {
+                        task_shared.refused_by(node, refusal)
+                    }
                     // The node the dialer says it is, where it said so: its
                     // source port is an ephemeral one.
-                    let peer = refusal
-                        .claimed
-                        .map_or_else(|| from.to_string(), |node| node.to_string());
-                    task_shared.refused(peer, refusal.reason)
-                }
+                    claimed => {
+                        let peer =
+                            claimed.map_or_else(|| from.to_string(), |node| node.to_string());
+                        task_shared.refused(peer, refusal.reason)
+                    }
+                },
             }
         });
     }
@@ -567,19 +621,15 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
                 }
                 match refusal.refuser {
                     // The core hears of it: a member that refuses this node
-                    // as a non-member may mean it was removed (docs/design.md 6.6).
-                    Refuser::Peer => {
-                        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        let event = ConnEvent::RefusedBy {
-                            peer: peer.clone(),
-                            kind: refusal.kind,
-                            reason: refusal.reason,
-                        };
-                        if shared.events.try_send(event).is_err() {
-                            tracing::debug!(%peer, "refusal not reported: the engine is busy");
-                        }
+                    // as a non-member may mean it was removed (docs/design.md
+                    // 6.6), and one that refuses it for a mismatch, that it is
+                    // misconfigured (6.8).
+                    _ if refuses_this_node(&refusal, true) => {
+                        shared.refused_by(peer.clone(), refusal)
                     }
-                    Refuser::ThisNode => shared.refused(peer.to_string(), refusal.reason),
+                    Refuser::Peer | Refuser::ThisNode => {
+                        shared.refused(peer.to_string(), refusal.reason)
+                    }
                     Refuser::Neither => {
                         tracing::debug!(%peer, reason = %refusal.reason, "dial failed")
                     }
@@ -612,6 +662,7 @@ mod tests {
             handshake_timeout: Duration::from_secs(1),
             send_queue: 2,
             tls: None,
+            status_report: StatusSource(Arc::new(|| "{}".into())),
             source: None,
         }
     }

@@ -9,6 +9,7 @@
 mod calls;
 mod logs;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -17,13 +18,15 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
-use crate::api::{Callbacks, Stats};
+use crate::api::{Callbacks, Stats, Status};
 use crate::config::{listen_port, Config, Dispatch};
-use crate::core::{self, Action, CallId, Core, CoreConfig, Event, NodeId, Outcome, Role, Snapshot};
+use crate::core::{
+    self, Action, CallId, Core, CoreConfig, CoreCounters, Event, NodeId, Outcome, Role, Snapshot,
+};
 use crate::error::Error;
 #[cfg(feature = "testing")]
 use crate::mesh::faults::Faults;
-use crate::mesh::{ConnEvent, Mesh, MeshStats, Settings, Tls};
+use crate::mesh::{ConnEvent, Mesh, MeshStats, Settings, StatusSource, Tls};
 use crate::wire::handshake::Identity;
 use crate::wire::{Frame, MAX_CLUSTER_NAME_LEN};
 use calls::{AppRunner, CallQueue};
@@ -32,6 +35,12 @@ use logs::LogQueue;
 enum Command {
     Leave,
     Shutdown,
+    /// Ask a connected peer for its own status; its JSON goes to `answer`
+    /// (dropped unanswered if the peer is not connected).
+    AskStatus {
+        peer: NodeId,
+        answer: std::sync::mpsc::SyncSender<String>,
+    },
     #[cfg(feature = "testing")]
     Crash,
 }
@@ -137,6 +146,23 @@ impl Engine {
         let mesh_stats = Arc::new(MeshStats::default());
         let stopped = Arc::new(AtomicBool::new(false));
         let (commands, commands_rx) = mpsc::unbounded_channel();
+        let span = tracing::info_span!("minishard", cluster = %name, node = %me);
+        let logs = Arc::new(
+            LogQueue::start(name, span.clone(), config.notice_hook.clone())
+                .map_err(|e| Error::Io(format!("cannot start the log thread: {e}")))?,
+        );
+        let status_report = {
+            let (name, me) = (name.to_owned(), me.clone());
+            let (snapshot, mesh_stats) = (snapshot.clone(), mesh_stats.clone());
+            let logs = logs.clone();
+            StatusSource(Arc::new(move || {
+                let s = snapshot.load();
+                status_json(
+                    Status::of(&name, &me, &s),
+                    stats_of(s.counters, &mesh_stats, logs.dropped()),
+                )
+            }))
+        };
         let settings = Settings {
             identity: Identity {
                 cluster: name.to_owned(),
@@ -151,17 +177,13 @@ impl Engine {
             handshake_timeout: config.handshake_timeout,
             send_queue: config.send_queue,
             tls,
+            status_report,
             source: listener
                 .local_addr()
                 .ok()
                 .map(|address| address.ip())
                 .filter(|ip| !ip.is_unspecified()),
         };
-        let span = tracing::info_span!("minishard", cluster = %name, node = %me);
-        let logs = Arc::new(
-            LogQueue::start(name, span.clone(), config.notice_hook.clone())
-                .map_err(|e| Error::Io(format!("cannot start the log thread: {e}")))?,
-        );
         let driver = Driver {
             core,
             base,
@@ -171,6 +193,7 @@ impl Engine {
             logs: logs.clone(),
             grace: config.timings.heartbeat_timeout,
             refusal_log: RefusalLog::default(),
+            asking: HashMap::new(),
         };
         let mesh_parts = MeshParts {
             listener,
@@ -249,25 +272,38 @@ impl Engine {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        let c = self.snapshot.load().counters;
-        let m = &self.mesh_stats;
-        Stats {
-            allocations: c.allocations,
-            deallocations: c.deallocations,
-            conflicts_resolved: c.conflicts_resolved,
-            failed_callbacks: c.failed_callbacks,
-            ignored_messages: c.ignored_messages,
-            reconnects: m.reconnects.load(Ordering::Relaxed),
-            refused_handshakes: m.refused.load(Ordering::Relaxed),
-            protocol_errors: m.protocol_errors.load(Ordering::Relaxed),
-            heartbeat_rtt_micros: m.rtt_micros.load(Ordering::Relaxed),
-            log_lines_dropped: self.logs.dropped(),
-        }
+        stats_of(
+            self.snapshot.load().counters,
+            &self.mesh_stats,
+            self.logs.dropped(),
+        )
     }
 
+    /// Asks the connected node `peer` for its own status (the JSON object of
+    /// [`status_json`]), over the mesh, and waits for at most `timeout`.
+    pub(crate) fn ask_status(&self, peer: &NodeId, timeout: Duration) -> Result<String, Error> {
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let ask = Command::AskStatus {
+            peer: peer.clone(),
+            answer,
+        };
+        if self.stopped.load(Ordering::Acquire) || self.commands.send(ask).is_err() {
+            return Err(Error::Closed);
+        }
+        answered.recv_timeout(timeout).map_err(|e| match e {
+            std::sync::mpsc::RecvTimeoutError::Timeout => {
+                Error::Timeout(format!("{peer} did not answer within {timeout:?}"))
+            }
+            std::sync::mpsc::RecvTimeoutError::Disconnected => {
+                Error::Io(format!("{peer} is not connected to this node"))
+            }
+        })
+    }
+
+    /// Waits until `condition` says yes, or says why it never will.
     pub(crate) fn wait_until(
         &self,
-        condition: impl Fn(&Snapshot) -> bool,
+        condition: impl Fn(&Snapshot) -> Result<bool, Error>,
         timeout: Duration,
     ) -> Result<(), Error> {
         let deadline = std::time::Instant::now() + timeout;
@@ -277,7 +313,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         loop {
-            if condition(&self.snapshot.load()) {
+            if condition(&self.snapshot.load())? {
                 return Ok(());
             }
             if self.stopped.load(Ordering::Acquire) {
@@ -378,6 +414,37 @@ impl Engine {
     }
 }
 
+/// The counters of `stats()`: the core's and the mesh's.
+fn stats_of(c: CoreCounters, m: &MeshStats, log_lines_dropped: u64) -> Stats {
+    Stats {
+        allocations: c.allocations,
+        deallocations: c.deallocations,
+        conflicts_resolved: c.conflicts_resolved,
+        failed_callbacks: c.failed_callbacks,
+        ignored_messages: c.ignored_messages,
+        reconnects: m.reconnects.load(Ordering::Relaxed),
+        refused_handshakes: m.refused.load(Ordering::Relaxed),
+        protocol_errors: m.protocol_errors.load(Ordering::Relaxed),
+        heartbeat_rtt_micros: m.rtt_micros.load(Ordering::Relaxed),
+        log_lines_dropped,
+    }
+}
+
+/// A node's status and counters as one JSON object: what it answers a
+/// status request with, and what `minishard_status_json` writes.
+pub(crate) fn status_json(status: Status, stats: Stats) -> String {
+    #[derive(serde::Serialize)]
+    struct Report {
+        #[serde(flatten)]
+        status: Status,
+        stats: Stats,
+    }
+    serde_json::to_string(&Report { status, stats }).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot write the status as JSON");
+        "{}".into()
+    })
+}
+
 /// Connection events waiting for the engine, at most.
 const EVENT_QUEUE: usize = 4096;
 
@@ -405,6 +472,8 @@ struct Driver {
     logs: Arc<LogQueue>,
     grace: Duration,
     refusal_log: RefusalLog,
+    /// Status requests sent, by peer, waiting for its report.
+    asking: HashMap<NodeId, Vec<std::sync::mpsc::SyncSender<String>>>,
 }
 
 /// Refusals are logged at most [`RefusalLog::PER_SECOND`] a second, so a
@@ -495,6 +564,15 @@ impl Driver {
                 command = commands.recv() => match command {
                     Some(Command::Leave) => Some(Event::Leave),
                     Some(Command::Shutdown) => Some(Event::Shutdown),
+                    Some(Command::AskStatus { peer, answer }) => {
+                        if mesh.send(&peer, Frame::StatusRequest) {
+                            let now = self.now();
+                            self.core.handle(now, Event::Lost { peer: peer.clone() });
+                        } else if mesh.is_up(&peer) {
+                            self.asking.entry(peer).or_default().push(answer);
+                        }
+                        None
+                    }
                     #[cfg(feature = "testing")]
                     Some(Command::Crash) => return,
                     None => return,
@@ -522,6 +600,12 @@ impl Driver {
     }
 
     fn on_mesh_event(&mut self, mesh: &mut Mesh, event: ConnEvent) -> Option<Event> {
+        if let ConnEvent::StatusReport { peer, json } = event {
+            for answer in self.asking.remove(&peer).unwrap_or_default() {
+                let _ = answer.try_send(json.clone());
+            }
+            return None;
+        }
         let (event, notice) = mesh.on_event(event);
         if let Some(notice) = notice {
             match &notice {

@@ -912,6 +912,7 @@ impl Sim {
                         Event::RefusedBy {
                             peer,
                             reason: RefusalReason::NotAMember,
+                            detail: "not in the member list".into(),
                         },
                     );
                 }
@@ -944,6 +945,7 @@ impl Sim {
                     Event::RefusedBy {
                         peer,
                         reason: RefusalReason::NotAMember,
+                        detail: "not in the member list".into(),
                     },
                 );
             }

@@ -437,7 +437,8 @@ impl Answering {
                     "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
                     hello.version
                 ),
-            ));
+            )
+            .claimed_by(&hello.node));
         }
         if hello.cluster != me.cluster {
             return Err(Refusal::ours(
@@ -447,7 +448,8 @@ impl Answering {
                     peer_text(&hello.cluster),
                     peer_text(&me.cluster)
                 ),
-            ));
+            )
+            .claimed_by(&hello.node));
         }
         if hello.node == me.node {
             return Err(Refusal::ours(
@@ -491,7 +493,9 @@ impl Answering {
     /// Checks the dialer's [`Proof`]; on success send [`Frame::Welcome`].
     pub fn on_proof(self, frame: Frame) -> Result<Established, Refusal> {
         let Frame::Proof(proof) = frame else {
-            return Err(Refusal::unexpected("a proof", frame));
+            // The dialer may refuse this node instead (its cookie differs):
+            // say who it said it was, so the refusal reaches the core.
+            return Err(Refusal::unexpected("a proof", frame).claimed_by(&self.hello.node));
         };
         // Constant time (see the module's doc).
         mac(&self.cookie, DIALER, &self.hello, &self.me, &self.nonce)

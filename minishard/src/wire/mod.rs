@@ -76,6 +76,16 @@ pub enum Frame {
     },
     /// A message for the peer's core.
     Peer(PeerMessage),
+    /// Asks the peer for its own view of the cluster (`minishard status`);
+    /// answered with [`Frame::StatusReport`].
+    StatusRequest,
+    /// A node's own view, answering [`Frame::StatusRequest`]: the JSON object
+    /// `Cluster::status` and its counters make (README, `minishard status`),
+    /// as text, so the wire needs no second encoding of every state.
+    StatusReport {
+        /// The JSON object.
+        json: String,
+    },
 }
 
 impl Frame {
@@ -90,6 +100,8 @@ impl Frame {
             Frame::Heartbeat { .. } => "heartbeat",
             Frame::HeartbeatAck { .. } => "heartbeat-ack",
             Frame::Peer(_) => "peer message",
+            Frame::StatusRequest => "status request",
+            Frame::StatusReport { .. } => "status report",
         }
     }
 }

@@ -161,6 +161,8 @@ fn frame() -> impl Strategy<Value = Frame> {
             }),
         prop::collection::vec(prop::option::of(claim()), 0..16)
             .prop_map(|e| Frame::Peer(PeerMessage::Epochs(e))),
+        Just(Frame::StatusRequest),
+        ".{0,80}".prop_map(|json| Frame::StatusReport { json }),
     ]
 }
 

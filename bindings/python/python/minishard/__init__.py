@@ -24,6 +24,7 @@ from ._errors import (
     ConfigError,
     Error,
     InvalidArgumentError,
+    MisconfiguredError,
 )
 # Not in __all__: a star import must not shadow the built-ins of these names.
 from ._errors import IOError as IOError
@@ -39,6 +40,7 @@ from ._types import (
     NodeState,
     Owner,
     Reason,
+    Refusals,
     Stats,
     Status,
 )
@@ -53,6 +55,7 @@ __all__ = [
     "HealthName",
     "DispatchMode",
     "Status",
+    "Refusals",
     "Stats",
     "NodeState",
     "LocalState",
@@ -62,5 +65,6 @@ __all__ = [
     "CallbackError",
     "ClosedError",
     "InvalidArgumentError",
+    "MisconfiguredError",
     "__version__",
 ]

@@ -18,7 +18,13 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, Optional, Set, Tuple, Type, Union
 
 from . import _minishard
-from ._errors import ClosedError, ConfigError, InvalidArgumentError, TimeoutError
+from ._errors import (
+    ClosedError,
+    ConfigError,
+    InvalidArgumentError,
+    MisconfiguredError,
+    TimeoutError,
+)
 from ._loopbridge import LoopBridge
 from ._types import (
     CallbacksLike,
@@ -28,6 +34,7 @@ from ._types import (
     LocalState,
     NodeState,
     Owner,
+    Refusals,
     Stats,
     Status,
 )
@@ -132,6 +139,8 @@ class Cluster(_minishard.NativeCluster):
             owners=[None if o is None else Owner(*o) for o in d["owners"]],
             nodes={node: NodeState(*state) for node, state in d["nodes"].items()},
             local=LocalState(*d["local"]),
+            refusals={peer: Refusals(*r) for peer, r in d["refusals"].items()},
+            misconfigured=d["misconfigured"],
         )
 
     def stats(self) -> Stats:
@@ -144,8 +153,11 @@ class Cluster(_minishard.NativeCluster):
         """Blocks, with the GIL released, until this node sees ``health``.
 
         Returns True, or raises ``minishard.TimeoutError`` after ``timeout``
-        seconds (None: no limit), ``ClosedError`` if the cluster is left
-        meanwhile, ``KeyboardInterrupt`` on Ctrl-C. With
+        seconds (None: no limit), ``MisconfiguredError`` (waiting for
+        ``"available"``) as soon as no member accepts this node and some
+        refuse it (a wrong cookie, cluster name or version: it cannot become
+        available), ``ClosedError`` if
+        the cluster is left meanwhile, ``KeyboardInterrupt`` on Ctrl-C. With
         ``dispatch="asyncio"``, called on the event loop's thread, it runs
         the callbacks itself while it waits (the loop cannot); with async
         callbacks, use ``wait_until_async`` there instead.
@@ -162,6 +174,9 @@ class Cluster(_minishard.NativeCluster):
         token = self._watch_health(lambda now: bridge.wake())
         try:
             while self._health() != name:
+                why = self._misconfiguration() if name == "available" else None
+                if why is not None:
+                    raise MisconfiguredError(why)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise TimeoutError(
@@ -185,15 +200,24 @@ class Cluster(_minishard.NativeCluster):
         limit = _time_limit(timeout)
         self._check_not_in_callback("wait_until_async")
         loop = asyncio.get_running_loop()
-        reached: asyncio.Future[Optional[str]] = loop.create_future()
+        deadline = None if limit is None else loop.time() + limit
+        woken = asyncio.Event()
+        news: list[Optional[str]] = []
 
         def settle(now: Optional[str]) -> None:
-            if not reached.done():
-                reached.set_result(now)
+            news.append(now)
+            woken.set()
 
         def on_change(now: Optional[str]) -> None:
-            # On the handle's watch thread: None once the handle stopped.
-            if now is None or now == name:
+            # On the handle's watch thread: None once the handle stopped; also
+            # told when the node turns misconfigured (its health stays). Only
+            # what ends the wait wakes the loop.
+            ends = (
+                now is None
+                or now == name
+                or (name == "available" and self._misconfiguration() is not None)
+            )
+            if ends:
                 try:
                     loop.call_soon_threadsafe(settle, now)
                 except RuntimeError:
@@ -201,17 +225,24 @@ class Cluster(_minishard.NativeCluster):
 
         token = self._watch_health(on_change)
         try:
-            if self._health() == name:
-                return True
-            try:
-                now = await asyncio.wait_for(reached, limit)
-            except asyncio.TimeoutError:
-                raise TimeoutError(
-                    f"health did not become {name} within {limit}s (it is {self._health()})"
-                ) from None
-            if now is None:
-                raise ClosedError("the cluster handle has left the cluster")
-            return True
+            while True:
+                if None in news:
+                    raise ClosedError("the cluster handle has left the cluster")
+                if self._health() == name:
+                    return True
+                why = self._misconfiguration() if name == "available" else None
+                if why is not None:
+                    raise MisconfiguredError(why)
+                woken.clear()
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    raise TimeoutError(
+                        f"health did not become {name} within {limit}s (it is {self._health()})"
+                    )
+                try:
+                    await asyncio.wait_for(woken.wait(), left)
+                except asyncio.TimeoutError:
+                    pass
         finally:
             self._unwatch_health(token)
 

@@ -18,6 +18,7 @@ __all__ = [
     "TimeoutError",
     "ClosedError",
     "InvalidArgumentError",
+    "MisconfiguredError",
 ]
 
 
@@ -52,3 +53,11 @@ class InvalidArgumentError(Error, ValueError):
     """An argument is out of range (a shard that does not exist, an unknown
     health) or the call is not allowed here (``leave`` or ``wait_until``
     from inside one of the same cluster's callbacks)."""
+
+
+class MisconfiguredError(Error):
+    """No member accepts this node and some refuse it: a wrong cookie,
+    cluster name or protocol version, or not in their member list. The node
+    is part of no cluster and cannot become available, so ``wait_until``
+    raises this at once rather than time out; the message names the members
+    that refuse it and what they said (``status()["refusals"]`` has them)."""

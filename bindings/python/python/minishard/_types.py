@@ -116,6 +116,22 @@ class Owner(NamedTuple):
     epoch: int
 
 
+class Refusals(NamedTuple):
+    """One member's refusals of this node (docs/design.md 6.8)."""
+
+    times: int
+    """How many of this node's handshakes it refused (``count`` would shadow
+    the tuple's method)."""
+    reason: str
+    """The latest refusal's kind: ``"wrong_cookie"``, ``"wrong_cluster"``,
+    ``"wrong_version"``, ``"not_a_member"`` or
+    ``"observer_at_member_address"``."""
+    detail: str
+    """What the latest refusal said."""
+    refusing: bool
+    """Whether it refused lately and has not accepted this node since."""
+
+
 class Status(NamedTuple):
     """The cluster as this node sees it, at one instant."""
 
@@ -127,6 +143,12 @@ class Status(NamedTuple):
     owners: List[Optional[Owner]]
     nodes: Dict[str, NodeState]
     local: LocalState
+    refusals: Dict[str, Refusals]
+    """Every member that refused this node for a misconfiguration."""
+    misconfigured: bool
+    """No member accepts this node and some refuse it: it is part of no
+    cluster and cannot become available (``wait_until`` raises
+    ``MisconfiguredError``)."""
 
 
 class Stats(NamedTuple):

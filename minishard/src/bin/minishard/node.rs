@@ -1,8 +1,11 @@
 //! `minishard node`: one member of a real cluster, printing its events.
 //! SIGTERM and SIGINT leave gracefully (the shard is handed over at once).
+//! A node that no member accepts and some refuse (docs/design.md 6.8) says
+//! so, and exits with an error after `--refused-exit-after-ms`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use minishard::{Cluster, Config};
 use serde_json::json;
@@ -52,6 +55,16 @@ pub struct Args {
     /// Print exactly one JSON object per line.
     #[arg(long)]
     json: bool,
+    /// Exit with an error once no member has accepted this node, and some
+    /// have refused it (a wrong cookie, cluster name or version, or not in
+    /// their member list), for this long; 0: never.
+    #[arg(
+        long,
+        alias = "refused-exit-after",
+        default_value_t = 5000,
+        value_name = "MS"
+    )]
+    refused_exit_after_ms: u64,
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -89,7 +102,35 @@ pub fn run(args: Args) -> Result<(), String> {
             "nodes": cluster.snapshot().members.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
         }),
     );
-    let signal = signals.forever().next().unwrap_or(SIGTERM);
+    let refused_exit_after = Duration::from_millis(args.refused_exit_after_ms);
+    let mut misconfigured_since: Option<Instant> = None;
+    let signal = loop {
+        if let Some(signal) = signals.pending().next() {
+            break signal;
+        }
+        // Woken by a change of the node's view, or after a short while to
+        // look at the signals again.
+        let _ = cluster.wait_for(|s| s.misconfigured != misconfigured_since.is_some(), TICK);
+        let snapshot = cluster.snapshot();
+        match (snapshot.misconfiguration(), misconfigured_since) {
+            (None, _) => misconfigured_since = None,
+            (Some(why), None) => {
+                printer.event("misconfigured", json!({ "reason": why }));
+                misconfigured_since = Some(Instant::now());
+            }
+            (Some(why), Some(since))
+                if !refused_exit_after.is_zero() && since.elapsed() >= refused_exit_after =>
+            {
+                printer.event("leaving", json!({ "reason": "misconfigured" }));
+                cluster.leave().map_err(|e| e.to_string())?;
+                printer.event("left", json!({}));
+                return Err(format!(
+                    "misconfigured for {refused_exit_after:?}, giving up: {why}"
+                ));
+            }
+            (Some(_), Some(_)) => {}
+        }
+    };
     let name = if signal == SIGINT {
         "SIGINT"
     } else {
@@ -100,3 +141,6 @@ pub fn run(args: Args) -> Result<(), String> {
     printer.event("left", json!({}));
     Ok(())
 }
+
+/// How often the node looks at the signals while nothing changes.
+const TICK: Duration = Duration::from_millis(100);

@@ -1,5 +1,7 @@
-//! `minishard status`: join as an observer through one node, print the
-//! cluster's health, shard map and every node's state, and leave.
+//! `minishard status`: join as an observer through one node, ask that node
+//! for its own view over the mesh (a status request, sealed like every
+//! frame), print it — its health, the shard map, every member it knows
+//! with its state, dead ones included, the refusals it meets — and leave.
 
 use std::time::{Duration, Instant};
 
@@ -60,13 +62,12 @@ impl Callbacks for Watch {
     fn deallocated(&mut self, _: Option<&NodeId>, _: ReleaseReason, _: ()) {}
 }
 
-fn state_name(state: &NodeState) -> String {
-    match state {
-        NodeState::Active { shard } => format!("active({shard})"),
-        other => serde_json::to_value(other)
-            .ok()
-            .and_then(|v| v.get("state").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_default(),
+/// A node's state as the status lines show it: `active(2)`, `standby`, ...
+fn state_name(state: &Value) -> String {
+    let name = state["state"].as_str().unwrap_or("?");
+    match state["shard"].as_u64() {
+        Some(shard) => format!("{name}({shard})"),
+        None => name.to_owned(),
     }
 }
 
@@ -81,72 +82,89 @@ pub fn run(args: Args) -> Result<(), String> {
     };
     let cluster = Cluster::join(&args.cluster, watch, config).map_err(|e| e.to_string())?;
     let timeout = Duration::from_millis(args.timeout_ms);
-    let answered =
-        |s: &Snapshot| s.shard_count > 0 && s.health_views.iter().any(|(n, _)| *n == connect);
-    cluster
-        .wait_for(answered, timeout)
-        .map_err(|_| format!("no answer from {connect} within {timeout:?} (is it running, with this cluster name and cookie?)"))?;
-    // Relayed records of the other members follow the first; wait until the
-    // picture has been still for a moment.
-    let mut last = cluster.snapshot();
-    let mut still_since = Instant::now();
     let deadline = Instant::now() + timeout;
-    while still_since.elapsed() < Duration::from_millis(300) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = cluster.snapshot();
-        if now.nodes != last.nodes || now.owners != last.owners {
-            still_since = Instant::now();
-            last = now;
-        }
+    // Connected to it (or refused by it: then it will never answer).
+    let connected = |s: &Snapshot| {
+        s.misconfigured
+            || s.nodes
+                .iter()
+                .any(|(n, state)| *n == connect && *state != NodeState::Unavailable)
+    };
+    let no_answer = |why: &str| {
+        format!("no answer from {connect} within {timeout:?}: {why} (is it running, with this cluster name and cookie?)")
+    };
+    cluster
+        .wait_for(connected, timeout)
+        .map_err(|_| no_answer("cannot connect"))?;
+    if let Some(why) = cluster.snapshot().misconfiguration() {
+        return Err(no_answer(&why));
     }
-    let s = cluster.snapshot();
-    cluster.leave().map_err(|e| e.to_string())?;
-    let health = s
-        .health_views
-        .iter()
-        .find(|(n, _)| *n == connect)
-        .map(|(_, h)| *h)
-        .expect("checked above");
-    let owners: Vec<Option<String>> = s
-        .owners
-        .iter()
-        .map(|o| o.as_ref().map(|o| o.node.to_string()))
+    // The node answers with its own view (docs/design.md 8.2): what it
+    // holds, every member it knows, dead ones included, its counters.
+    let json = cluster
+        .peer_status(&connect, deadline.saturating_duration_since(Instant::now()))
+        .map_err(|e| no_answer(&e.to_string()))?;
+    let _ = cluster.leave();
+    let report: Value = serde_json::from_str(&json)
+        .map_err(|e| format!("{connect} answered with a status that is not JSON: {e}"))?;
+    let me = cluster.node_id().as_str();
+    let nodes: serde_json::Map<String, Value> = report["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| Some((entry[0].as_str()?.to_owned(), entry[1].clone())))
+        .filter(|(node, _)| node != me)
         .collect();
-    let nodes: Vec<(String, String)> = s
-        .nodes
-        .iter()
-        .filter(|(n, _)| n != cluster.node_id())
-        .map(|(n, state)| (n.to_string(), state_name(state)))
-        .collect();
+    let owners: Vec<Value> = report["owners"].as_array().cloned().unwrap_or_default();
+    let shards: Vec<Value> = owners.iter().map(|o| o["node"].clone()).collect();
+    let health = report["health"].as_str().unwrap_or("?").to_owned();
     if args.json {
-        let nodes: serde_json::Map<String, Value> =
-            nodes.into_iter().map(|(n, st)| (n, json!(st))).collect();
-        let views: serde_json::Map<String, Value> = s
-            .health_views
-            .iter()
-            .map(|(n, h)| (n.to_string(), json!(h.as_str())))
-            .collect();
         let out = json!({
             "cluster": args.cluster,
             "connected": connect.as_str(),
-            "health": health.as_str(),
-            "shard_count": s.shard_count,
-            "shards": owners,
+            "health": health,
+            "shard_count": report["shard_count"],
+            "allocated": report["allocated"],
+            "shards": shards,
+            "owners": owners,
             "nodes": nodes,
-            "health_views": views,
+            "local": report["local"],
+            "refusals": report["refusals"],
+            "misconfigured": report["misconfigured"],
+            "stats": report["stats"],
         });
         println!("{out}");
-    } else {
+        return Ok(());
+    }
+    println!(
+        "cluster {} as {connect} sees it: {health}, {} shards, {} allocated",
+        args.cluster, report["shard_count"], report["allocated"]
+    );
+    for (shard, owner) in owners.iter().enumerate() {
+        match (owner["node"].as_str(), owner["epoch"].as_u64()) {
+            (Some(node), Some(epoch)) => println!("  shard {shard:>3}  {node} (epoch {epoch})"),
+            _ => println!("  shard {shard:>3}  -"),
+        }
+    }
+    for (node, state) in &nodes {
+        println!("  node {node:<24} {}", state_name(state));
+    }
+    for refusal in report["refusals"].as_array().into_iter().flatten() {
         println!(
-            "cluster {} (through {connect}): {health}, {} shards",
-            args.cluster, s.shard_count
+            "  refused by {} {} times: {} ({}){}",
+            refusal["peer"].as_str().unwrap_or("?"),
+            refusal["count"],
+            refusal["reason"].as_str().unwrap_or("?"),
+            refusal["detail"].as_str().unwrap_or(""),
+            if refusal["refusing"] == true {
+                ", still refusing"
+            } else {
+                ""
+            }
         );
-        for (shard, owner) in owners.iter().enumerate() {
-            println!("  shard {shard:>3}  {}", owner.as_deref().unwrap_or("-"));
-        }
-        for (node, state) in nodes {
-            println!("  node {node:<24} {state}");
-        }
+    }
+    if report["misconfigured"] == true {
+        println!("  misconfigured: no member accepts {connect}");
     }
     Ok(())
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::core::{Epoch, Health, LocalState, NodeId, NodeState, Owner, Shard, Snapshot};
+use crate::core::{Epoch, Health, LocalState, Metadata, NodeId, NodeState, Owner, Shard, Snapshot};
 use crate::error::{CallbackError, Error};
+use crate::requests::{PendingReply, Reply, RequestError, Responder};
 use crate::runtime::Engine;
 
 /// The application's side of a cluster (DESIGN.md 3).
@@ -56,6 +57,24 @@ pub trait Callbacks: Send + 'static {
 
     /// This node's view of the cluster's health changed.
     fn status_changed(&mut self, _cluster: &str, _old: Health, _new: Health) {}
+
+    /// A request for this node's shard (DESIGN.md 11), made with
+    /// [`Cluster::request`] on any node. It runs only inside the
+    /// allocation — after `allocated` returned, before `deallocated` starts
+    /// — one at a time with the other callbacks. Answer through
+    /// `responder`, here or later from any thread, exactly once; a
+    /// responder dropped unanswered answers that the handler failed. The
+    /// reply carries [`Responder::epoch`], the allocation's epoch.
+    ///
+    /// The default answers that this node has no handler.
+    fn handle_request(
+        &mut self,
+        _state: &mut Self::State,
+        _payload: Vec<u8>,
+        responder: Responder,
+    ) {
+        responder.fail("this node has no request handler");
+    }
 }
 
 /// A handle on one node's membership of one cluster. Dropping it leaves.
@@ -82,6 +101,9 @@ pub struct Status {
     pub nodes: Vec<(NodeId, NodeState)>,
     /// What this node is doing.
     pub local: LocalState,
+    /// The metadata each node in view published (those with none are left
+    /// out), this node's included.
+    pub metadata: std::collections::BTreeMap<NodeId, Metadata>,
 }
 
 /// Counters since join.
@@ -200,7 +222,69 @@ impl Cluster {
             owners: s.owners.clone(),
             nodes: s.nodes.clone(),
             local: s.local,
+            metadata: s
+                .metadata
+                .iter()
+                .map(|(node, m)| (node.clone(), (**m).clone()))
+                .collect(),
         }
+    }
+
+    /// The metadata `node` published with its config, if it is in view
+    /// (this node included) and published some. Lock-free.
+    pub fn node_metadata(&self, node: &NodeId) -> Option<Arc<Metadata>> {
+        self.engine.with_snapshot(|s| s.metadata(node).cloned())
+    }
+
+    /// Sends `payload` to the owner of `shard` and waits for its reply, for
+    /// at most `timeout` (DESIGN.md 11). Any node may ask, members and
+    /// observers alike; a request for this node's own shard makes no
+    /// network hop. While no owner is known (a failover, a hand-over) the
+    /// request waits for one; a node that is no longer the owner sends it
+    /// on to the next. It is sent to an owner at most once: every request
+    /// ends in exactly one reply or one [`RequestError`].
+    ///
+    /// Payloads are at most the frame limit less
+    /// [`crate::FRAME_OVERHEAD`]: send larger data in parts, or through
+    /// your own transport (see [`Cluster::node_metadata`]).
+    pub fn request(
+        &self,
+        shard: Shard,
+        payload: impl Into<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Reply, RequestError> {
+        self.engine.request(shard, payload.into(), timeout)
+    }
+
+    /// [`Cluster::request`] for async code: the future needs no particular
+    /// runtime, and works from inside a callback (for this node's own shard
+    /// it completes once that callback has returned).
+    pub fn request_async(
+        &self,
+        shard: Shard,
+        payload: impl Into<Vec<u8>>,
+        timeout: Duration,
+    ) -> PendingReply {
+        self.engine.request_async(shard, payload.into(), timeout)
+    }
+
+    /// [`Cluster::request`] without waiting: `then` gets the outcome where
+    /// callbacks run (the callback thread, or [`Cluster::dispatch`] with
+    /// host dispatch), one at a time with them.
+    pub fn request_then(
+        &self,
+        shard: Shard,
+        payload: impl Into<Vec<u8>>,
+        timeout: Duration,
+        then: impl FnOnce(Result<Reply, RequestError>) + Send + 'static,
+    ) {
+        self.engine
+            .request_then(shard, payload.into(), timeout, then)
+    }
+
+    /// Requests of this handle in flight now.
+    pub fn requests_in_flight(&self) -> usize {
+        self.engine.requests_in_flight()
     }
 
     /// Blocks until the health is `health`, for at most `timeout`.

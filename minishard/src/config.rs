@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::core::{NodeId, Timings};
+use crate::core::{Metadata, NodeId, Timings};
 use crate::error::Error;
 use crate::wire::{DEFAULT_FRAME_LIMIT, MAX_FRAME_LIMIT};
 
@@ -18,6 +18,16 @@ pub const MAX_SEND_QUEUE: usize = 1 << 20;
 /// The most connections a listener lets handshake at once, in all or from
 /// one address: more sockets than a process may usually open.
 pub const MAX_HANDSHAKES: usize = 1 << 16;
+
+/// The most bytes of metadata (keys and values together) a node publishes.
+pub const MAX_METADATA_BYTES: usize = 4096;
+/// The most metadata entries a node publishes.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// The longest metadata key, in bytes.
+pub const MAX_METADATA_KEY_LEN: usize = 128;
+/// The most requests a handle may have in flight, and a peer in its queue
+/// here, that a configuration may set.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 1 << 20;
 
 /// Where callbacks run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,6 +119,21 @@ pub struct Config {
     pub notice_hook: Option<NoticeHook>,
     /// Mutual TLS between the nodes, if set; plain TCP otherwise.
     pub tls: Option<TlsFiles>,
+    /// A small string map published with this node's record (e.g. the
+    /// address of its own HTTP endpoint), for applications that route with
+    /// their own transport: see [`crate::Cluster::node_metadata`]. At most
+    /// [`MAX_METADATA_ENTRIES`] entries and [`MAX_METADATA_BYTES`] bytes;
+    /// keys are 1 to [`MAX_METADATA_KEY_LEN`] bytes without control
+    /// characters.
+    pub metadata: Metadata,
+    /// Requests this handle may have in flight at once (waiting for an
+    /// owner, sent, or queued for its own handler); beyond it a request
+    /// fails `Overloaded` at once. Also the most requests from all peers
+    /// that may wait here for this node's handler.
+    pub max_requests_in_flight: usize,
+    /// Requests in flight to one peer, and from one peer waiting here for
+    /// this node's handler; beyond it `Overloaded`.
+    pub max_requests_per_peer: usize,
 }
 
 impl fmt::Debug for Config {
@@ -126,6 +151,9 @@ impl fmt::Debug for Config {
             .field("max_handshakes_per_source", &self.max_handshakes_per_source)
             .field("send_queue", &self.send_queue)
             .field("tls", &self.tls)
+            .field("metadata", &self.metadata)
+            .field("max_requests_in_flight", &self.max_requests_in_flight)
+            .field("max_requests_per_peer", &self.max_requests_per_peer)
             .finish()
     }
 }
@@ -147,6 +175,9 @@ impl Config {
             send_queue: 4096,
             notice_hook: None,
             tls: None,
+            metadata: Metadata::new(),
+            max_requests_in_flight: 4096,
+            max_requests_per_peer: 1024,
         }
     }
 
@@ -201,8 +232,48 @@ impl Config {
                 self.send_queue
             )));
         }
-        Ok(())
+        for (name, value) in [
+            ("max_requests_in_flight", self.max_requests_in_flight),
+            ("max_requests_per_peer", self.max_requests_per_peer),
+        ] {
+            if !(1..=MAX_REQUESTS_IN_FLIGHT).contains(&value) {
+                return Err(Error::Config(format!(
+                    "{name} must be between 1 and {MAX_REQUESTS_IN_FLIGHT}, not {value}"
+                )));
+            }
+        }
+        validate_metadata(&self.metadata)
     }
+}
+
+/// Checks a node's metadata against the limits of [`Config::metadata`].
+pub fn validate_metadata(metadata: &Metadata) -> Result<(), Error> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(Error::Config(format!(
+            "metadata has {} entries; at most {MAX_METADATA_ENTRIES} are allowed",
+            metadata.len()
+        )));
+    }
+    let mut total = 0;
+    for (key, value) in metadata {
+        if key.is_empty() || key.len() > MAX_METADATA_KEY_LEN {
+            return Err(Error::Config(format!(
+                "metadata key {key:?} must be 1 to {MAX_METADATA_KEY_LEN} bytes long"
+            )));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(Error::Config(format!(
+                "metadata key {key:?} contains a control character"
+            )));
+        }
+        total += key.len() + value.len();
+    }
+    if total > MAX_METADATA_BYTES {
+        return Err(Error::Config(format!(
+            "metadata is {total} bytes (keys and values); at most {MAX_METADATA_BYTES} are allowed"
+        )));
+    }
+    Ok(())
 }
 
 /// The port of a `host:port` listen address (0 allowed).
@@ -293,6 +364,38 @@ mod tests {
                     ..ok.clone()
                 },
                 "max_handshakes must be at most",
+            ),
+            (
+                Config {
+                    metadata: [("".to_owned(), "x".to_owned())].into_iter().collect(),
+                    ..ok.clone()
+                },
+                "metadata key",
+            ),
+            (
+                Config {
+                    metadata: [("k".to_owned(), "x".repeat(MAX_METADATA_BYTES))]
+                        .into_iter()
+                        .collect(),
+                    ..ok.clone()
+                },
+                "at most 4096",
+            ),
+            (
+                Config {
+                    metadata: (0..=MAX_METADATA_ENTRIES)
+                        .map(|i| (format!("k{i}"), String::new()))
+                        .collect(),
+                    ..ok.clone()
+                },
+                "entries",
+            ),
+            (
+                Config {
+                    max_requests_per_peer: 0,
+                    ..ok.clone()
+                },
+                "max_requests_per_peer",
             ),
             (
                 Config {

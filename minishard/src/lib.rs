@@ -42,14 +42,19 @@ mod config;
 pub mod core;
 mod error;
 mod mesh;
+mod requests;
 mod runtime;
 pub mod sim;
 pub mod wire;
 
 pub use api::{Callbacks, Cluster, Stats, Status};
 pub use config::{
-    Config, Dispatch, MeshNotice, NoticeHook, TlsFiles, MAX_HANDSHAKES, MAX_SEND_QUEUE,
-    MIN_SEND_QUEUE,
+    validate_metadata, Config, Dispatch, MeshNotice, NoticeHook, TlsFiles, MAX_HANDSHAKES,
+    MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LEN, MAX_REQUESTS_IN_FLIGHT,
+    MAX_SEND_QUEUE, MIN_SEND_QUEUE,
 };
-pub use core::{Epoch, Health, LocalState, NodeId, NodeState, Owner, Shard, Snapshot, Timings};
+pub use core::{
+    Epoch, Health, LocalState, Metadata, NodeId, NodeState, Owner, Shard, Snapshot, Timings,
+};
+pub use requests::{PendingReply, Reply, RequestError, Responder, FRAME_OVERHEAD};
 pub use error::{CallbackError, Error};

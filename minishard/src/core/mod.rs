@@ -48,7 +48,7 @@ pub use config::{ConfigError, CoreConfig, Timings, MAX_SHARDS};
 pub use events::{Action, Call, CallId, Event, Outcome, RefusalReason};
 pub use ids::{AddressError, Incarnation, NodeId, Role};
 pub use record::{
-    Ack, Claim, Epoch, Holding, PeerMessage, Record, ScoreOffer, Shard, Sighting, Yield,
+    Ack, Claim, Epoch, Holding, Metadata, PeerMessage, Record, ScoreOffer, Shard, Sighting, Yield,
 };
 pub use snapshot::{CoreCounters, LocalState, NodeState, Owner, Snapshot};
 pub use time::Instant;
@@ -514,6 +514,7 @@ impl Core {
             offer: self.conflicts.offer().cloned(),
             yielded: self.allocation.yielded().cloned(),
             acknowledged: self.allocation.acknowledged().to_vec(),
+            metadata: self.config.metadata.clone(),
         };
         if self
             .own
@@ -579,6 +580,16 @@ impl Core {
             health_views.push((self.config.me.clone(), self.watcher.health()));
         }
         health_views.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut metadata: Vec<(NodeId, Arc<record::Metadata>)> = self
+            .view
+            .present_records()
+            .filter(|(r, _)| !r.metadata.is_empty())
+            .map(|(r, _)| (r.node.clone(), r.metadata.clone()))
+            .collect();
+        if !self.config.metadata.is_empty() {
+            metadata.push((self.config.me.clone(), self.config.metadata.clone()));
+        }
+        metadata.sort_by(|a, b| a.0.cmp(&b.0));
         Snapshot {
             health: self.watcher.health(),
             health_views,
@@ -587,6 +598,7 @@ impl Core {
             local: self.allocation.state(),
             nodes,
             members: membership.list().clone(),
+            metadata,
             counters: self.out.counters,
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::config::Timings;
 use super::events::Outbox;
 use super::ids::{Incarnation, NodeId, Role};
-use super::record::{Claim, Holding, PeerMessage, Record, ScoreOffer, Sighting, Yield};
+use super::record::{Claim, Holding, Metadata, PeerMessage, Record, ScoreOffer, Sighting, Yield};
 use super::time::Instant;
 use super::view::PeerView;
 use super::watcher::Health;
@@ -22,6 +22,7 @@ pub(super) struct Draft {
     pub offer: Option<ScoreOffer>,
     pub yielded: Option<Yield>,
     pub acknowledged: Vec<Claim>,
+    pub metadata: Arc<Metadata>,
 }
 
 /// The record this node last published.
@@ -47,6 +48,7 @@ impl OwnRecord {
                 offer: None,
                 yielded: None,
                 acknowledged: Vec::new(),
+                metadata: Arc::default(),
             }),
             sees_due: None,
         }
@@ -81,7 +83,8 @@ impl OwnRecord {
             || old.shard_count != draft.shard_count
             || old.offer != draft.offer
             || old.yielded != draft.yielded
-            || old.role != draft.role;
+            || old.role != draft.role
+            || old.metadata != draft.metadata;
         let sees_changed = old.sees != draft.sees;
         if sees_changed && !urgent {
             // A peer no longer seen goes out soon: until it does, the others
@@ -120,6 +123,7 @@ impl OwnRecord {
             offer: draft.offer,
             yielded: draft.yielded,
             acknowledged: draft.acknowledged,
+            metadata: draft.metadata,
         });
         tracing::trace!(
             version = record.version,

@@ -5,6 +5,7 @@
 //! its author (DESIGN.md 6.1, 6.3), unchanged, so the highest `version` of an
 //! incarnation is always the truth.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,11 @@ pub type Shard = u32;
 /// Fencing number of an allocation: larger than any epoch its owner had seen
 /// for that shard.
 pub type Epoch = u64;
+
+/// The small string map a node publishes with its record (its own HTTP
+/// address, a zone...): for applications that route with their own
+/// transport. Fixed for an incarnation; `Config::validate` bounds its size.
+pub type Metadata = BTreeMap<String, String>;
 
 /// What a node holds, as it publishes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -184,6 +190,9 @@ pub struct Record {
     /// were acknowledged with `prolonged`: a loser calls `deallocated` with
     /// the winner's name only once it sees itself here.
     pub acknowledged: Vec<Claim>,
+    /// The node's metadata, as configured (the same in every version of an
+    /// incarnation's record).
+    pub metadata: Arc<Metadata>,
 }
 
 impl Record {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::ids::NodeId;
-use super::record::{Epoch, Shard};
+use super::record::{Epoch, Metadata, Shard};
 use super::watcher::Health;
 
 /// The owner of a shard in this node's view.
@@ -87,6 +87,9 @@ pub struct Snapshot {
     /// Each reachable node's own view of the health, as it last published it
     /// (this node's included): what a status tool shows for a cluster.
     pub health_views: Vec<(NodeId, Health)>,
+    /// The metadata of every node in view that published some (this
+    /// node's included), sorted by node.
+    pub metadata: Vec<(NodeId, Arc<Metadata>)>,
     /// Counters.
     pub counters: CoreCounters,
 }
@@ -100,6 +103,12 @@ impl Snapshot {
     /// How many shards have an owner.
     pub fn allocated_count(&self) -> usize {
         self.owners.iter().flatten().count()
+    }
+
+    /// The metadata `node` published, if it is in view and published some.
+    pub fn metadata(&self, node: &NodeId) -> Option<&Arc<Metadata>> {
+        let at = self.metadata.binary_search_by(|(n, _)| n.cmp(node)).ok()?;
+        Some(&self.metadata[at].1)
     }
 
     /// This node's shard and epoch, if it owns one.

@@ -513,6 +513,7 @@ mod tests {
             offer: None,
             yielded: None,
             acknowledged: Vec::new(),
+            metadata: Default::default(),
         })
     }
 

@@ -6,7 +6,7 @@
 //! published (an `ArcSwap`: no lock, no syscall); waits sleep on a condition
 //! variable the runtime signals on every new snapshot.
 
-mod calls;
+pub(crate) mod calls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -22,8 +22,12 @@ use crate::core::{self, Action, CallId, Core, CoreConfig, Event, NodeId, Outcome
 use crate::error::Error;
 #[cfg(feature = "testing")]
 use crate::mesh::faults::Faults;
-use crate::mesh::{ConnEvent, Mesh, MeshStats, Settings, Tls};
+use crate::mesh::{ConnEvent, ConnId, Mesh, MeshStats, RequestSink, Settings, Tls};
+use crate::requests::client::{Client, Limits};
+use crate::requests::server::{Server, View};
+use crate::requests::{Lane, PendingReply, Reply, RequestError, FRAME_OVERHEAD};
 use crate::wire::handshake::Identity;
+use crate::wire::request::{Reply as ReplyFrame, Request};
 use crate::wire::{Frame, MAX_CLUSTER_NAME_LEN};
 use calls::{AppRunner, CallQueue};
 
@@ -47,6 +51,22 @@ impl Changes {
     }
 }
 
+/// Both halves of this node's requests, where connections hand them.
+pub(crate) struct Requests {
+    client: Arc<Client>,
+    server: Server,
+}
+
+impl RequestSink for Requests {
+    fn request(&self, from: &NodeId, lane: &Lane, request: Request) {
+        self.server.incoming(from, lane, request);
+    }
+
+    fn reply(&self, from: &NodeId, conn: ConnId, reply: ReplyFrame) {
+        self.client.on_reply(from, conn, reply);
+    }
+}
+
 /// One joined cluster: the engine behind a [`crate::Cluster`].
 pub(crate) struct Engine {
     name: String,
@@ -64,6 +84,7 @@ pub(crate) struct Engine {
     #[cfg(feature = "testing")]
     faults: Arc<Faults>,
     mesh_stats: Arc<MeshStats>,
+    requests: Arc<Requests>,
 }
 
 impl Engine {
@@ -116,6 +137,7 @@ impl Engine {
             members,
             shard_count,
             timings: config.timings,
+            metadata: Arc::new(config.metadata.clone()),
         };
         core_config.validate()?;
 
@@ -133,6 +155,26 @@ impl Engine {
         let mesh_stats = Arc::new(MeshStats::default());
         let stopped = Arc::new(AtomicBool::new(false));
         let (commands, commands_rx) = mpsc::unbounded_channel();
+        let max_payload = config.frame_limit - FRAME_OVERHEAD;
+        let requests = Arc::new(Requests {
+            client: Client::new(
+                me.clone(),
+                snapshot.clone(),
+                calls.clone(),
+                Limits {
+                    in_flight: config.max_requests_in_flight,
+                    per_peer: config.max_requests_per_peer,
+                    max_payload,
+                },
+            ),
+            server: Server::new(
+                View::new(me.clone(), snapshot.clone()),
+                calls.clone(),
+                config.max_requests_per_peer,
+                config.max_requests_in_flight,
+                max_payload,
+            ),
+        });
         let settings = Settings {
             identity: Identity {
                 cluster: name.to_owned(),
@@ -146,6 +188,9 @@ impl Engine {
             heartbeat_timeout: config.timings.heartbeat_timeout,
             handshake_timeout: config.handshake_timeout,
             send_queue: config.send_queue,
+            // Room for the requests this node sends to the peer and the
+            // answers to those the peer sends, each within its cap.
+            request_lane: 2 * config.max_requests_per_peer + 64,
             tls,
             source: listener
                 .local_addr()
@@ -162,6 +207,7 @@ impl Engine {
             hook: config.notice_hook.clone(),
             grace: config.timings.heartbeat_timeout,
             refusal_log: RefusalLog::default(),
+            requests: requests.clone(),
         };
         let mesh_parts = MeshParts {
             listener,
@@ -211,6 +257,7 @@ impl Engine {
             #[cfg(feature = "testing")]
             faults,
             mesh_stats,
+            requests,
         })
     }
 
@@ -300,6 +347,82 @@ impl Engine {
         Ok(self.calls.dispatch(max))
     }
 
+    /// Sends a request and waits for its outcome (DESIGN.md 11).
+    pub(crate) fn request(
+        &self,
+        shard: crate::core::Shard,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Reply, RequestError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let client = &self.requests.client;
+        let (slot, id) = client.issue(shard, payload, timeout, None, true);
+        // Host dispatch: this thread may be the one that runs callbacks,
+        // this node's own handler among them; so it runs them while it
+        // waits (as `leave` does).
+        let pump = self.calls.dispatch_mode() == Dispatch::Host && !self.calls.is_callback_thread();
+        loop {
+            if let Some(outcome) = slot.try_take() {
+                return outcome;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if pump && self.calls.has_pending() {
+                self.calls.dispatch(usize::MAX);
+                continue;
+            }
+            let until = if pump {
+                deadline.min(now + Duration::from_millis(1))
+            } else {
+                deadline
+            };
+            if let Some(outcome) = slot.wait(until) {
+                return outcome;
+            }
+        }
+        if let Some(id) = id {
+            client.time_out(id);
+        }
+        slot.try_take().unwrap_or(Err(RequestError::Timeout))
+    }
+
+    /// Sends a request; its outcome is a future.
+    pub(crate) fn request_async(
+        &self,
+        shard: crate::core::Shard,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> PendingReply {
+        let client = &self.requests.client;
+        let (slot, id) = client.issue(shard, payload, timeout, None, false);
+        PendingReply::new(slot, id.map(|id| (client.clone(), id)))
+    }
+
+    /// Sends a request; `then` gets its outcome where callbacks run.
+    pub(crate) fn request_then(
+        &self,
+        shard: crate::core::Shard,
+        payload: Vec<u8>,
+        timeout: Duration,
+        then: impl FnOnce(Result<Reply, RequestError>) + Send + 'static,
+    ) {
+        let calls = self.calls.clone();
+        let deliver = Box::new(move |outcome| {
+            calls.submit_completion(Box::new(move || then(outcome)));
+        });
+        let _ = self
+            .requests
+            .client
+            .issue(shard, payload, timeout, Some(deliver), false);
+    }
+
+    /// Requests of this handle in flight now.
+    pub(crate) fn requests_in_flight(&self) -> usize {
+        self.requests.client.in_flight()
+    }
+
     pub(crate) fn event_fd(&self) -> Option<std::os::fd::RawFd> {
         (self.calls.dispatch_mode() == Dispatch::Host).then(|| self.calls.wake_fd())
     }
@@ -349,6 +472,12 @@ impl Engine {
         if abandon {
             self.calls.abandon();
         }
+        // Every request still pending ends now; their outcomes for
+        // functions go through the queue, which runs them as it closes.
+        self.requests.client.close();
+        if self.calls.dispatch_mode() == Dispatch::Host && !abandon {
+            self.calls.dispatch(usize::MAX);
+        }
         self.calls.close();
         self.changes.notify();
     }
@@ -381,6 +510,7 @@ struct Driver {
     hook: Option<NoticeHook>,
     grace: Duration,
     refusal_log: RefusalLog,
+    requests: Arc<Requests>,
 }
 
 /// Refusals are logged at most [`RefusalLog::PER_SECOND`] a second, so a
@@ -449,7 +579,9 @@ impl Driver {
             parts.faults,
             parts.stats,
             events,
+            self.requests.clone(),
         );
+        let timers = tokio::spawn(self.requests.client.clone().run_timers());
         let base = tokio::time::Instant::from_std(self.base);
         let mut timer: Option<core::Instant> = None;
         loop {
@@ -493,11 +625,21 @@ impl Driver {
                 self.core.handle_all(now, batch);
             }
         }
+        timers.abort();
         mesh.shutdown(self.grace, &mut conn_events).await;
     }
 
     fn on_mesh_event(&mut self, mesh: &mut Mesh, event: ConnEvent) -> Option<Event> {
         let (event, notice) = mesh.on_event(event);
+        match &event {
+            Some(Event::Connected { peer, .. }) => {
+                if let Some((conn, lane)) = mesh.lane(peer) {
+                    self.requests.client.link_up(peer.clone(), conn, lane);
+                }
+            }
+            Some(Event::Lost { peer }) => self.requests.client.link_down(peer),
+            _ => {}
+        }
         if let Some(notice) = notice {
             match &notice {
                 crate::config::MeshNotice::PeerUp { peer } => tracing::info!(%peer, "peer up"),
@@ -522,6 +664,7 @@ impl Driver {
             match action {
                 Action::Send { to, message } => {
                     if mesh.send(&to, Frame::Peer(message)) {
+                        self.requests.client.link_down(&to);
                         let now = self.now();
                         self.core.handle(now, Event::Lost { peer: to });
                     }
@@ -532,9 +675,15 @@ impl Driver {
                 Action::Publish(snapshot) => {
                     self.snapshot.store(snapshot);
                     self.changes.notify();
+                    self.requests.client.on_view_changed();
                 }
                 Action::SetMembers(members) => mesh.set_members(&members),
-                Action::Close => closed = true,
+                Action::Close => {
+                    // Queued requests are answered "not the owner" while the
+                    // connections can still carry the answers.
+                    self.requests.server.close();
+                    closed = true;
+                }
             }
         }
         closed

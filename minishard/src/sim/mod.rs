@@ -461,6 +461,7 @@ impl Sim {
             members: node.list.clone(),
             shard_count: self.config.shard_count,
             timings: self.config.timings,
+            metadata: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@
 
 pub mod codec;
 pub mod handshake;
+pub mod request;
 pub mod seal;
 
 use bincode::config::{self, Config};
@@ -24,7 +25,8 @@ pub use handshake::{Challenge, Hello, Proof};
 /// The protocol version this build speaks. Peers must speak the same.
 ///
 /// 2: frames after the handshake are sealed ([`seal`]) unless over TLS.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: requests and replies ([`request`]); records carry metadata.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The default largest frame, in bytes (DESIGN.md 10).
 pub const DEFAULT_FRAME_LIMIT: usize = 1 << 20;
@@ -76,6 +78,10 @@ pub enum Frame {
     },
     /// A message for the peer's core.
     Peer(PeerMessage),
+    /// A request for the shard the peer owns (DESIGN.md 11).
+    Request(request::Request),
+    /// The answer to a request the peer sent.
+    Reply(request::Reply),
 }
 
 impl Frame {
@@ -90,6 +96,8 @@ impl Frame {
             Frame::Heartbeat { .. } => "heartbeat",
             Frame::HeartbeatAck { .. } => "heartbeat-ack",
             Frame::Peer(_) => "peer message",
+            Frame::Request(_) => "request",
+            Frame::Reply(_) => "reply",
         }
     }
 }

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use minishard::{CallbackError, Callbacks, Cluster, Config, Health, NodeId, Timings};
+use minishard::{CallbackError, Callbacks, Cluster, Config, Health, NodeId, Responder, Timings};
 
 /// What one application was told, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +19,9 @@ pub enum Told {
     Prolonged { loser: String },
     Deallocated { winner: Option<String> },
     Status { old: Health, new: Health },
+    /// `handle_request` ran for this payload, in the allocation of `shard`
+    /// at `epoch` (the request handler answers `shard epoch payload`).
+    Handled { shard: u32, epoch: u64, payload: Vec<u8> },
 }
 
 #[derive(Clone, Default)]
@@ -89,6 +92,18 @@ impl Callbacks for App {
 
     fn status_changed(&mut self, _cluster: &str, old: Health, new: Health) {
         self.journal.push(Told::Status { old, new });
+    }
+
+    fn handle_request(&mut self, state: &mut u32, payload: Vec<u8>, responder: Responder) {
+        let epoch = responder.epoch();
+        let mut reply = format!("{state} {epoch} ").into_bytes();
+        reply.extend_from_slice(&payload);
+        self.journal.push(Told::Handled {
+            shard: *state,
+            epoch,
+            payload,
+        });
+        responder.respond(reply);
     }
 }
 

@@ -45,6 +45,7 @@ pub struct Reply {
 /// Why a request has no reply. Every request ends in exactly one [`Reply`]
 /// or one of these.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RequestError {
     /// The timeout ended first: while no owner was known, or after the
     /// request was sent (then the handler may or may not have run).

@@ -208,6 +208,8 @@ impl Engine {
             grace: config.timings.heartbeat_timeout,
             refusal_log: RefusalLog::default(),
             requests: requests.clone(),
+            observer: config.observer,
+            dialled: Arc::from(Vec::new()),
         };
         let mesh_parts = MeshParts {
             listener,
@@ -511,6 +513,9 @@ struct Driver {
     grace: Duration,
     refusal_log: RefusalLog,
     requests: Arc<Requests>,
+    observer: bool,
+    /// The members the mesh dials.
+    dialled: Arc<[NodeId]>,
 }
 
 /// Refusals are logged at most [`RefusalLog::PER_SECOND`] a second, so a
@@ -657,6 +662,29 @@ impl Driver {
         event
     }
 
+    /// An observer dials the members it learned of through the ones in its
+    /// list too: its requests go straight to a shard's owner, which may be
+    /// any member.
+    fn dial_learned_members(&mut self, mesh: &mut Mesh, snapshot: &Snapshot) {
+        let learned: Vec<NodeId> = snapshot
+            .nodes
+            .iter()
+            .filter(|(n, state)| {
+                *state != crate::core::NodeState::Connected
+                    && *n != *self.core.me()
+                    && !self.dialled.contains(n)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !learned.is_empty() {
+            let mut all = self.dialled.to_vec();
+            all.extend(learned);
+            all.sort();
+            self.dialled = Arc::from(all);
+            mesh.set_members(&self.dialled);
+        }
+    }
+
     /// Carries out the core's actions. Returns true once the node has left.
     fn carry_out(&mut self, mesh: &mut Mesh, timer: &mut Option<core::Instant>) -> bool {
         let mut closed = false;
@@ -673,11 +701,17 @@ impl Driver {
                 Action::CancelTimer => *timer = None,
                 Action::Call { id, call } => self.calls.submit(id, call),
                 Action::Publish(snapshot) => {
+                    if self.observer {
+                        self.dial_learned_members(mesh, &snapshot);
+                    }
                     self.snapshot.store(snapshot);
                     self.changes.notify();
                     self.requests.client.on_view_changed();
                 }
-                Action::SetMembers(members) => mesh.set_members(&members),
+                Action::SetMembers(members) => {
+                    mesh.set_members(&members);
+                    self.dialled = members;
+                }
                 Action::Close => {
                     // Queued requests are answered "not the owner" while the
                     // connections can still carry the answers.

@@ -591,6 +591,8 @@ fn start_one_host(local: &mut LocalCluster, i: usize) -> Result<(), String> {
         shards: local.shards,
         score: ScoreMode::Uptime,
         printer: node.printer.clone(),
+        handler: crate::app::Handler::Echo,
+        me: node.address.clone(),
     };
     node.cluster = Some(Cluster::join(&local.name, app, config).map_err(|e| e.to_string())?);
     Ok(())

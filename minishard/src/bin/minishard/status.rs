@@ -34,8 +34,8 @@ pub struct Args {
 }
 
 /// An observer's application: it never holds a shard.
-struct Watch {
-    connect: String,
+pub struct Watch {
+    pub connect: String,
 }
 
 impl Callbacks for Watch {
@@ -132,6 +132,11 @@ pub fn run(args: Args) -> Result<(), String> {
             "shards": owners,
             "nodes": nodes,
             "health_views": views,
+            "metadata": s
+                .metadata
+                .iter()
+                .map(|(n, m)| (n.to_string(), json!(**m)))
+                .collect::<serde_json::Map<String, Value>>(),
         });
         println!("{out}");
     } else {
@@ -143,7 +148,16 @@ pub fn run(args: Args) -> Result<(), String> {
             println!("  shard {shard:>3}  {}", owner.as_deref().unwrap_or("-"));
         }
         for (node, state) in nodes {
-            println!("  node {node:<24} {state}");
+            let meta = NodeId::parse(&node)
+                .ok()
+                .and_then(|id| s.metadata(&id).cloned())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!(" {k}={v}"))
+                        .collect::<String>()
+                })
+                .unwrap_or_default();
+            println!("  node {node:<24} {state}{meta}");
         }
     }
     Ok(())

@@ -56,5 +56,5 @@ pub use config::{
 pub use core::{
     Epoch, Health, LocalState, Metadata, NodeId, NodeState, Owner, Shard, Snapshot, Timings,
 };
-pub use requests::{PendingReply, Reply, RequestError, Responder, FRAME_OVERHEAD};
 pub use error::{CallbackError, Error};
+pub use requests::{PendingReply, Reply, RequestError, Responder, FRAME_OVERHEAD};

@@ -53,7 +53,10 @@ fn every_node_and_an_observer_reach_every_owner_and_the_reply_names_it() {
     // The owner's own request ran its handler without the network: its
     // journal has it, and nobody else's does.
     let owner = local.owner(0, 0).unwrap();
-    let own = local.nodes[owner].cluster().request(0, "own", WAIT).unwrap();
+    let own = local.nodes[owner]
+        .cluster()
+        .request(0, "own", WAIT)
+        .unwrap();
     assert_eq!(own.node.as_str(), local.nodes[owner].address);
     let handled_own = |n: &Node| {
         n.journal
@@ -187,7 +190,9 @@ fn holding_pair(
     }
     assert!(eventually(WAIT, || clusters
         .iter()
-        .all(|c| c.get_node(0).is_some() && c.health() == minishard::Health::Available)));
+        .all(
+            |c| c.get_node(0).is_some() && c.health() == minishard::Health::Available
+        )));
     (clusters, helds)
 }
 
@@ -262,11 +267,9 @@ fn a_request_waits_for_an_owner_and_times_out_without_one() {
     let survivor = &clusters[0];
     // Its shard stays reserved to it (so it is still the owner in view),
     // but nothing can reach it.
-    assert!(eventually(WAIT, || survivor
-        .status()
-        .nodes
-        .iter()
-        .any(|(n, s)| *n == owner && *s == minishard::NodeState::Transition)));
+    assert!(eventually(WAIT, || survivor.status().nodes.iter().any(
+        |(n, s)| *n == owner && *s == minishard::NodeState::Transition
+    )));
     assert_eq!(survivor.get_node(0), Some(owner));
     let started = Instant::now();
     assert_eq!(
@@ -309,8 +312,7 @@ impl Callbacks for Reentrant {
             let cluster = self.cluster.lock().unwrap().clone().unwrap();
             let inner = cluster.request(0, "inner", Duration::from_secs(1));
             self.seen.lock().unwrap().push(inner);
-            *self.async_reply.lock().unwrap() =
-                Some(cluster.request_async(0, "inner async", WAIT));
+            *self.async_reply.lock().unwrap() = Some(cluster.request_async(0, "inner async", WAIT));
         }
         responder.respond(payload);
     }
@@ -390,8 +392,15 @@ fn handled_inside_allocations(local: &Local) -> HashMap<Vec<u8>, (String, u64)> 
                     let (held, allocated_at) = current.unwrap_or_else(|| {
                         panic!("{} handled {payload:?} outside an allocation", node.address)
                     });
-                    assert_eq!(held, shard, "{} handled a request for another shard", node.address);
-                    assert!(epoch >= allocated_at, "a reply's epoch below its allocation's");
+                    assert_eq!(
+                        held, shard,
+                        "{} handled a request for another shard",
+                        node.address
+                    );
+                    assert!(
+                        epoch >= allocated_at,
+                        "a reply's epoch below its allocation's"
+                    );
                     let before = handled.insert(payload.clone(), (node.address.clone(), epoch));
                     assert!(
                         before.is_none(),
@@ -421,11 +430,8 @@ fn every_request_ends_exactly_once_through_split_heal_crash_and_leave() {
         let (c, o, s) = (cluster.clone(), outcomes.clone(), stop.clone());
         loaders.push(std::thread::spawn(move || load(c, i, o, s)));
     }
-    let owner_of = |viewer: usize, shard: u32| {
-        handles[viewer]
-            .get_node(shard)
-            .map(|n| local.index_of(&n))
-    };
+    let owner_of =
+        |viewer: usize, shard: u32| handles[viewer].get_node(shard).map(|n| local.index_of(&n));
     let pause = |d| std::thread::sleep(Duration::from_millis(d));
     pause(200);
     // A split that leaves both sides with enough members, then its heal:
@@ -475,8 +481,9 @@ fn every_request_ends_exactly_once_through_split_heal_crash_and_leave() {
     }
     // Faults over: every request from every node still up succeeds.
     let up: Vec<usize> = (0..6).filter(|i| *i != crashed && *i != leaver).collect();
-    assert!(eventually(WAIT, || up.iter().all(|&i| (0..2)
-        .all(|s| handles[i].get_node(s).is_some()))));
+    assert!(eventually(WAIT, || up
+        .iter()
+        .all(|&i| (0..2).all(|s| handles[i].get_node(s).is_some()))));
     for &i in &up {
         for shard in 0..2 {
             let reply = handles[i].request(shard, format!("after {i} {shard}"), WAIT);

@@ -473,7 +473,12 @@ async fn write_loop(
     }
     // Answers already queued go out before the close.
     while let Ok(frame) = lane.try_recv() {
-        if !cut() && writer.feed(Bytes::from(wire::encode(&frame))).await.is_err() {
+        if !cut()
+            && writer
+                .feed(Bytes::from(wire::encode(&frame)))
+                .await
+                .is_err()
+        {
             return;
         }
     }

@@ -37,8 +37,8 @@ pub(crate) use tls::Tls;
 use crate::config::MeshNotice;
 use crate::core::{Event, Incarnation, NodeId, RefusalReason, Role};
 use crate::requests::Lane;
-use crate::wire::request::{Reply, Request};
 use crate::wire::handshake::{PeerFacts, Refusal, RefusalKind, Refuser};
+use crate::wire::request::{Reply, Request};
 use crate::wire::Frame;
 
 const BACKOFF_START: Duration = Duration::from_millis(50);

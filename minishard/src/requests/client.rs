@@ -141,7 +141,9 @@ impl Client {
             return fail(RequestError::NoSuchShard { shard, shard_count });
         }
         let now = Instant::now();
-        let deadline = now.checked_add(timeout).unwrap_or(now + Duration::from_secs(1 << 30));
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(1 << 30));
         let (id, route) = {
             let mut book = locked(&self.book);
             if book.closed {

@@ -166,13 +166,16 @@ fn frame() -> impl Strategy<Value = Frame> {
             }),
         prop::collection::vec(any::<u64>(), 0..16)
             .prop_map(|e| Frame::Peer(PeerMessage::Epochs(e))),
-        (any::<u64>(), any::<u32>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(
-            |(id, shard, payload)| Frame::Request(request::Request {
+        (
+            any::<u64>(),
+            any::<u32>(),
+            prop::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(id, shard, payload)| Frame::Request(request::Request {
                 id,
                 shard,
                 payload: payload.into(),
-            })
-        ),
+            })),
         (any::<u64>(), reply_outcome())
             .prop_map(|(id, outcome)| Frame::Reply(request::Reply { id, outcome })),
     ]

@@ -14,14 +14,28 @@ use minishard::{CallbackError, Callbacks, Cluster, Config, Health, NodeId, Respo
 /// What one application was told, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Told {
-    Allocated { shard: u32, epoch: u64 },
+    Allocated {
+        shard: u32,
+        epoch: u64,
+    },
     Score(i64),
-    Prolonged { loser: String },
-    Deallocated { winner: Option<String> },
-    Status { old: Health, new: Health },
+    Prolonged {
+        loser: String,
+    },
+    Deallocated {
+        winner: Option<String>,
+    },
+    Status {
+        old: Health,
+        new: Health,
+    },
     /// `handle_request` ran for this payload, in the allocation of `shard`
     /// at `epoch` (the request handler answers `shard epoch payload`).
-    Handled { shard: u32, epoch: u64, payload: Vec<u8> },
+    Handled {
+        shard: u32,
+        epoch: u64,
+        payload: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Default)]

@@ -177,7 +177,15 @@ pub fn run(args: Args) -> Result<(), String> {
     let loader = args.request_load_ms.map(|ms| {
         let (cluster, printer, stop) = (cluster.clone(), printer.clone(), stop.clone());
         let timeout = Duration::from_millis(args.request_timeout_ms);
-        std::thread::spawn(move || load(&cluster, &printer, Duration::from_millis(ms), timeout, &stop))
+        std::thread::spawn(move || {
+            load(
+                &cluster,
+                &printer,
+                Duration::from_millis(ms),
+                timeout,
+                &stop,
+            )
+        })
     });
     let signal = signals.forever().next().unwrap_or(SIGTERM);
     stop.store(true, Ordering::Release);

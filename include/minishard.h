@@ -173,6 +173,21 @@ enum minishard_result
    * it with the message.
    */
   MINISHARD_PANIC = 9,
+  /**
+   * Too many requests in flight (from this handle, to that owner, or
+   * waiting at it): the handler did not run; try again later.
+   */
+  MINISHARD_OVERLOADED = 10,
+  /**
+   * The owner's request handler failed (the message is its own), or
+   * dropped its responder without answering.
+   */
+  MINISHARD_HANDLER_FAILED = 11,
+  /**
+   * The connection to the owner was lost after the request was sent:
+   * the handler may or may not have run. Requests are never sent twice.
+   */
+  MINISHARD_UNCERTAIN = 12,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -308,6 +323,21 @@ typedef struct minishard_config minishard_config;
  * valid only during that callback. Fill it with `minishard_node_list_push`.
  */
 typedef struct minishard_node_list minishard_node_list;
+
+/**
+ * The owner's reply to a request: its bytes, the node that answered and
+ * the epoch of its allocation. Owned by the caller of `minishard_request`,
+ * freed with `minishard_reply_free`; read it with the `minishard_reply_*`
+ * functions.
+ */
+typedef struct minishard_reply minishard_reply;
+
+/**
+ * Answers one request: handed to `handle_request`, answered exactly once
+ * with `minishard_respond` or `minishard_respond_error` (which free it),
+ * from any thread, or freed unanswered with `minishard_responder_free`.
+ */
+typedef struct minishard_responder minishard_responder;
 
 /**
  * Receives one log line: `level`, `target` (the engine module, e.g.
@@ -470,6 +500,24 @@ typedef struct minishard_callbacks {
    * `minishard_log_callback` for what a line holds.
    */
   minishard_log_callback log;
+  /**
+   * Optional (may be NULL: requests then fail with
+   * `MINISHARD_HANDLER_FAILED`). A request for this node's shard
+   * (`minishard_request` on any node): `payload` (`len` bytes, valid
+   * during the call) for the allocation whose state is `state`. It runs
+   * only inside the allocation — after `allocated` returned, before
+   * `deallocated` starts — one at a time with the other callbacks.
+   * Answer exactly once through `responder`, here or later from any
+   * thread: `minishard_respond` or `minishard_respond_error` (each frees
+   * it), or `minishard_responder_free` to give up (the request then
+   * fails with `MINISHARD_HANDLER_FAILED`). A responder never answered
+   * leaks, and its request ends at its timeout.
+   */
+  void (*handle_request)(void *user_data,
+                         void *state,
+                         const uint8_t *payload,
+                         size_t len,
+                         struct minishard_responder *responder);
 } minishard_callbacks;
 
 /**
@@ -521,6 +569,17 @@ typedef struct minishard_stats {
    */
   uint64_t heartbeat_rtt_micros;
 } minishard_stats;
+
+/**
+ * What `minishard_request_async` calls with a request's outcome: on
+ * success `result` is `MINISHARD_OK` and `reply` the reply (valid during
+ * the call: copy what you keep); otherwise `reply` is NULL and `message`
+ * says why (valid during the call).
+ */
+typedef void (*minishard_request_done)(void *user_data,
+                                       minishard_result result,
+                                       const struct minishard_reply *reply,
+                                       const char *message);
 
 #ifdef __cplusplus
 extern "C" {
@@ -878,6 +937,60 @@ minishard_result minishard_config_set_tls(struct minishard_config *cfg,
                                           const char *ca_path);
 
 /**
+ * Adds `key = value` to the metadata this node publishes with its record
+ * (replacing the value of a key set before; a NULL `value` removes the
+ * key). Other nodes read it with `minishard_node_metadata`, and
+ * `minishard_status_json` shows it: e.g. `"http" = "10.0.0.1:8080"`, for
+ * applications that route with their own transport. At most 64 entries
+ * and 4096 bytes of keys and values together; keys are 1 to 128 bytes
+ * without control characters.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg` or `key`, or
+ * non-UTF-8; `MINISHARD_CONFIG` when the entry breaks a limit; the
+ * configuration is then unchanged.
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration; `key`: NULL or a NUL-terminated
+ * string; `value`: NULL or a NUL-terminated string.
+ */
+minishard_result minishard_config_set_metadata(struct minishard_config *cfg,
+                                               const char *key,
+                                               const char *value);
+
+/**
+ * How many requests this handle may have in flight at once (default
+ * 4096): waiting for an owner, sent, or queued for its own handler; beyond
+ * it `minishard_request` fails with `MINISHARD_OVERLOADED` at once. Also
+ * the most requests from all peers that may wait here for this node's
+ * `handle_request`.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+ * for 0 or more than 1048576.
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_max_requests_in_flight(struct minishard_config *cfg,
+                                                             size_t n);
+
+/**
+ * How many requests may be in flight to one peer, and wait here from one
+ * peer for `handle_request` (default 1024); beyond it
+ * `MINISHARD_OVERLOADED`.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+ * for 0 or more than 1048576.
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_max_requests_per_peer(struct minishard_config *cfg,
+                                                            size_t n);
+
+/**
  * Adds a member's advertised address, `"host:port"`, to the list a `nodes`
  * callback is building. The string is copied.
  *
@@ -1181,6 +1294,184 @@ minishard_result minishard_dispatch(struct minishard_cluster *cluster,
  * `cluster`: NULL or a live handle.
  */
 int minishard_event_fd(const struct minishard_cluster *cluster);
+
+/**
+ * Answers the request with `len` bytes at `payload` (copied), and frees
+ * `responder`. Any thread, once per responder. A reply over the frame
+ * limit is answered as a failure instead (the requester gets
+ * `MINISHARD_HANDLER_FAILED` saying so).
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `responder`, or a NULL
+ * `payload` with `len` > 0 (the responder is then answered with that
+ * error and freed all the same).
+ *
+ * # Safety
+ *
+ * `responder`: NULL or one not answered or freed yet; `payload`: NULL or
+ * `len` readable bytes.
+ */
+minishard_result minishard_respond(struct minishard_responder *responder,
+                                   const uint8_t *payload,
+                                   size_t len);
+
+/**
+ * Answers that the handler failed with `message` (NULL: a generic one;
+ * copied), and frees `responder`: the requester gets
+ * `MINISHARD_HANDLER_FAILED` with the message. Any thread, once.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `responder` or a
+ * non-UTF-8 message (then answered with a generic message and freed).
+ *
+ * # Safety
+ *
+ * `responder`: NULL or one not answered or freed yet; `message`: NULL or
+ * a NUL-terminated string.
+ */
+minishard_result minishard_respond_error(struct minishard_responder *responder,
+                                         const char *message);
+
+/**
+ * Frees a responder without answering: the requester gets
+ * `MINISHARD_HANDLER_FAILED` ("dropped its responder"). NULL is a no-op.
+ *
+ * # Safety
+ *
+ * `responder`: NULL or one not answered or freed yet.
+ */
+void minishard_responder_free(struct minishard_responder *responder);
+
+/**
+ * The epoch of the allocation the request runs in (what the reply
+ * carries), or 0 for NULL. Any thread.
+ *
+ * # Safety
+ *
+ * `responder`: NULL or one not answered or freed yet.
+ */
+uint64_t minishard_responder_epoch(const struct minishard_responder *responder);
+
+/**
+ * Sends `len` bytes at `payload` to the owner of `shard` and waits for
+ * its reply, for at most `timeout_ms` (waiting for an owner included),
+ * then stores the reply in `*out` (free it with `minishard_reply_free`).
+ *
+ * Any node may ask, members and observers alike; for this node's own
+ * shard no network is used (with `MINISHARD_DISPATCH_HOST` this call then
+ * runs the pending callbacks itself while it waits). While no owner is
+ * known (a failover, a hand-over) it waits for one; a node that is no
+ * longer the owner passes it on. A request is sent to an owner at most
+ * once, and ends in exactly one reply or one error. Payloads are at most
+ * the frame limit less 64 bytes: send larger data in parts.
+ *
+ * Errors: `MINISHARD_TIMEOUT`, `MINISHARD_OVERLOADED`,
+ * `MINISHARD_HANDLER_FAILED` (the handler's message), `MINISHARD_UNCERTAIN`
+ * (the connection was lost after sending), `MINISHARD_CLOSED`,
+ * `MINISHARD_INVALID_ARGUMENT` (NULL, a shard that does not exist, a
+ * payload too large, or a request for this node's own shard from inside
+ * one of its callbacks, which would wait for itself: use
+ * `minishard_request_async` there). `*out` is NULL on failure. Any thread.
+ *
+ * # Safety
+ *
+ * `cluster`: NULL or a live handle; `payload`: NULL or `len` readable
+ * bytes; `out`: NULL or writable.
+ */
+minishard_result minishard_request(const struct minishard_cluster *cluster,
+                                   uint32_t shard,
+                                   const uint8_t *payload,
+                                   size_t len,
+                                   uint64_t timeout_ms,
+                                   struct minishard_reply **out);
+
+/**
+ * Sends a request like `minishard_request` without waiting: `done` gets
+ * its outcome with `user_data`, exactly once, where callbacks run (the
+ * handle's callback thread, or `minishard_dispatch` with
+ * `MINISHARD_DISPATCH_HOST`), one at a time with them — also when the
+ * request fails at once, and when the handle leaves first (then with
+ * `MINISHARD_CLOSED` or `MINISHARD_UNCERTAIN`, inside the leave). It may
+ * be called from inside a callback, for this node's own shard too (the
+ * handler then runs after that callback).
+ *
+ * Errors (then `done` is never called): `MINISHARD_INVALID_ARGUMENT` for
+ * a NULL `cluster` or `done`, or a NULL `payload` with `len` > 0.
+ *
+ * # Safety
+ *
+ * `cluster`: NULL or a live handle; `payload`: NULL or `len` readable
+ * bytes; `done`: NULL or a function of that type.
+ */
+minishard_result minishard_request_async(const struct minishard_cluster *cluster,
+                                         uint32_t shard,
+                                         const uint8_t *payload,
+                                         size_t len,
+                                         uint64_t timeout_ms,
+                                         minishard_request_done done,
+                                         void *user_data);
+
+/**
+ * The reply's bytes; their count goes into `*len` (if `len` is not NULL).
+ * Valid until `minishard_reply_free`. NULL for a NULL reply.
+ *
+ * # Safety
+ *
+ * `reply`: NULL or a live reply; `len`: NULL or writable.
+ */
+const uint8_t *minishard_reply_data(const struct minishard_reply *reply,
+                                    size_t *len);
+
+/**
+ * The address of the node that answered, `"host:port"`. Valid until
+ * `minishard_reply_free`; NULL for a NULL reply.
+ *
+ * # Safety
+ *
+ * `reply`: NULL or a live reply.
+ */
+const char *minishard_reply_node(const struct minishard_reply *reply);
+
+/**
+ * The epoch of the answering node's allocation of the shard when it
+ * answered (0 for a NULL reply): compare it with the epochs your store
+ * has seen to fence out a deposed owner.
+ *
+ * # Safety
+ *
+ * `reply`: NULL or a live reply.
+ */
+uint64_t minishard_reply_epoch(const struct minishard_reply *reply);
+
+/**
+ * Frees a reply from `minishard_request`. NULL is a no-op.
+ *
+ * # Safety
+ *
+ * `reply`: NULL or a reply from `minishard_request` not freed yet.
+ */
+void minishard_reply_free(struct minishard_reply *reply);
+
+/**
+ * The value of `key` in the metadata `node` (`"host:port"`) published,
+ * written into `buf` like `minishard_get_node` (same `*written` and
+ * `MINISHARD_BUFFER_TOO_SMALL` convention). `minishard_status_json` has
+ * every node's whole map.
+ *
+ * Errors: `MINISHARD_NOT_FOUND` (the node is not in view, or published no
+ * such key), `MINISHARD_INVALID_ARGUMENT` (NULL, non-UTF-8, an address
+ * that does not parse), `MINISHARD_BUFFER_TOO_SMALL`. Any thread; no lock.
+ *
+ * # Safety
+ *
+ * `cluster`: NULL or a live handle; `node`, `key`: NULL or NUL-terminated
+ * strings; `buf`: NULL or `len` writable bytes; `written`: NULL or
+ * writable.
+ */
+minishard_result minishard_node_metadata(const struct minishard_cluster *cluster,
+                                         const char *node,
+                                         const char *key,
+                                         char *buf,
+                                         size_t len,
+                                         size_t *written);
 
 /**
  * Sets the process-wide log callback: `callback` gets every line of level

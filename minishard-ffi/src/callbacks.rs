@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CString};
 use std::sync::{Arc, Mutex};
 
-use minishard::{CallbackError, Callbacks, Health, NodeId};
+use minishard::{CallbackError, Callbacks, Health, NodeId, Responder};
 
 use crate::buffer::{mut_arg, str_arg};
 use crate::error::{call, minishard_result, minishard_result_code, Failure};
@@ -215,6 +215,26 @@ pub struct minishard_callbacks {
     /// `free_user_data` runs after its last call. See
     /// `minishard_log_callback` for what a line holds.
     pub log: minishard_log_callback,
+    /// Optional (may be NULL: requests then fail with
+    /// `MINISHARD_HANDLER_FAILED`). A request for this node's shard
+    /// (`minishard_request` on any node): `payload` (`len` bytes, valid
+    /// during the call) for the allocation whose state is `state`. It runs
+    /// only inside the allocation — after `allocated` returned, before
+    /// `deallocated` starts — one at a time with the other callbacks.
+    /// Answer exactly once through `responder`, here or later from any
+    /// thread: `minishard_respond` or `minishard_respond_error` (each frees
+    /// it), or `minishard_responder_free` to give up (the request then
+    /// fails with `MINISHARD_HANDLER_FAILED`). A responder never answered
+    /// leaks, and its request ends at its timeout.
+    pub handle_request: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            state: *mut c_void,
+            payload: *const u8,
+            len: usize,
+            responder: *mut crate::request::minishard_responder,
+        ),
+    >,
 }
 
 // SAFETY: repr(C), `struct_size` first, all-zero is valid (NULL pointers,
@@ -223,7 +243,7 @@ unsafe impl crate::growing::GrowingStruct for minishard_callbacks {
     const NAME: &'static str = "minishard_callbacks";
     const BOUNDARIES: &'static [usize] = crate::growing::boundaries!(minishard_callbacks;
         user_data, nodes, shard_count, allocated, score, prolonged, deallocated,
-        status_changed, free_user_data, allocated_with_epoch, log_max_level, log);
+        status_changed, free_user_data, allocated_with_epoch, log_max_level, log, handle_request);
     /// The first version with `struct_size` (0.1.0) ends with
     /// `allocated_with_epoch`.
     const MIN_SIZE: usize = std::mem::offset_of!(minishard_callbacks, allocated_with_epoch)
@@ -294,6 +314,13 @@ type ProlongedFn =
 type DeallocatedFn = unsafe extern "C" fn(*mut c_void, *const c_char, *mut c_void);
 type StatusFn =
     unsafe extern "C" fn(*mut c_void, *const c_char, minishard_health, minishard_health);
+type HandleRequestFn = unsafe extern "C" fn(
+    *mut c_void,
+    *mut c_void,
+    *const u8,
+    usize,
+    *mut crate::request::minishard_responder,
+);
 
 enum Allocate {
     Plain(AllocatedFn),
@@ -310,6 +337,7 @@ pub(crate) struct CApp {
     prolonged: ProlongedFn,
     deallocated: DeallocatedFn,
     status_changed: Option<StatusFn>,
+    handle_request: Option<HandleRequestFn>,
     cluster: CString,
     handle: u64,
     /// Set when an answer at join was unusable as configuration (rather
@@ -386,6 +414,7 @@ impl Taken {
             prolonged: cb.prolonged.ok_or_else(|| missing("prolonged"))?,
             deallocated: cb.deallocated.ok_or_else(|| missing("deallocated"))?,
             status_changed: cb.status_changed,
+            handle_request: cb.handle_request,
             cluster: CString::new(cluster)
                 .map_err(|_| Failure::invalid("cluster contains a NUL byte"))?,
             handle,
@@ -510,6 +539,26 @@ impl Callbacks for CApp {
         // SAFETY: as in `score`; `winner_ptr` is NULL or lives through the
         // call, and the state is handed back for the last time.
         unsafe { (self.deallocated)(self.user_data.ptr, winner_ptr, state.0) };
+    }
+
+    fn handle_request(&mut self, state: &mut CState, payload: Vec<u8>, responder: Responder) {
+        let Some(handle_request) = self.handle_request else {
+            return responder.fail("this node has no handle_request callback");
+        };
+        let responder = crate::request::minishard_responder::boxed(responder);
+        let _running = Running::enter(self.handle);
+        // SAFETY: as in `score`; `payload` lives through the call, and the
+        // responder is the application's from here on (it answers or frees
+        // it, once).
+        unsafe {
+            handle_request(
+                self.user_data.ptr,
+                state.0,
+                payload.as_ptr(),
+                payload.len(),
+                responder,
+            )
+        };
     }
 
     fn status_changed(&mut self, _cluster: &str, old: Health, new: Health) {

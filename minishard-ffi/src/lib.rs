@@ -29,6 +29,8 @@ mod callbacks;
 
 mod cluster;
 
+mod request;
+
 mod log;
 
 #[cfg(feature = "testing")]
@@ -47,6 +49,7 @@ pub use error::{
 };
 pub use health::{minishard_health, minishard_health_code};
 pub use log::*;
+pub use request::*;
 #[cfg(feature = "testing")]
 pub use testing::*;
 

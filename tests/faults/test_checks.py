@@ -213,6 +213,47 @@ class Counters(unittest.TestCase):
             parse_counters("iptables: No chain/target/match by that name.\n")
 
 
+def reply(t, node, rid, shard, owner, epoch, sent):
+    return (t, node, "reply", {"id": rid, "shard": shard, "owner": owner, "epoch": epoch, "sent": sent})
+
+
+def failed(t, node, rid, shard, sent, error="timeout"):
+    return (t, node, "request_failed", {"id": rid, "shard": shard, "sent": sent, "error": error})
+
+
+class Requests(unittest.TestCase):
+    def test_clean(self):
+        h = hist(alloc(1, A, 0, 1), reply(5, B, 1, 0, A, 1, 3), failed(9, B, 2, 0, 4),
+                 (10, B, "requests", {"issued": 2}))
+        h.check_requests()
+        self.assertEqual(h.violations, [])
+
+    def test_a_request_that_never_ended(self):
+        h = hist(alloc(1, A, 0, 1), reply(5, B, 1, 0, A, 1, 3), (10, B, "requests", {"issued": 2}))
+        h.check_requests()
+        self.assertTrue(any("never ended" in v for v in h.violations), h.violations)
+
+    def test_a_request_that_ended_twice(self):
+        h = hist(alloc(1, A, 0, 1), reply(5, B, 1, 0, A, 1, 3), failed(6, B, 1, 0, 3))
+        h.check_requests()
+        self.assertTrue(any("ended 2 times" in v for v in h.violations), h.violations)
+
+    def test_a_reply_from_a_node_that_no_longer_held_the_shard(self):
+        h = hist(alloc(1, A, 0, 1), dealloc(2, A, 0, 1), alloc(3, C, 0, 2), reply(6, B, 1, 0, A, 1, 4))
+        h.check_requests()
+        self.assertTrue(any("did not hold it" in v for v in h.violations), h.violations)
+
+    def test_a_reply_at_another_epoch(self):
+        h = hist(alloc(1, A, 0, 2), reply(6, B, 1, 0, A, 1, 4))
+        h.check_requests()
+        self.assertTrue(any("did not hold it" in v for v in h.violations), h.violations)
+
+    def test_a_failure_after_the_faults_stopped(self):
+        h = hist(alloc(1, A, 0, 1), failed(9, B, 1, 0, 8), failed(12, B, 2, 0, 11))
+        h.check_requests(quiet_since=10)
+        self.assertEqual(sum("after the faults stopped" in v for v in h.violations), 1, h.violations)
+
+
 def run_quietly() -> tuple[int, str]:
     """Runs these tests; returns (failures, report)."""
     import io

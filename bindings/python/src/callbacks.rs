@@ -18,10 +18,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
-use minishard::{CallbackError, Callbacks, Epoch, Health, NodeId, Shard};
+use minishard::{CallbackError, Callbacks, Epoch, Health, NodeId, Responder, Shard};
 use pyo3::exceptions::{PyException, PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyString, PyTraceback, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyTraceback, PyTuple,
+};
 
 use crate::errors;
 
@@ -251,6 +253,35 @@ fn awaitable(value: &Bound<'_, PyAny>) -> bool {
     value.get_type().hasattr("__await__").unwrap_or(false)
 }
 
+/// What `handle_request` returned: the reply, or a future of it.
+enum Answer {
+    Now(Vec<u8>),
+    Later(Py<PyAny>),
+}
+
+impl Answer {
+    fn of(value: &Bound<'_, PyAny>) -> PyResult<Answer> {
+        if value.is_instance_of::<PyBytes>()
+            || value.is_instance_of::<PyByteArray>()
+            || value.is_instance_of::<PyMemoryView>()
+        {
+            return Ok(Answer::Now(
+                value
+                    .extract::<std::borrow::Cow<'_, [u8]>>()
+                    .map(|c| c.into_owned())
+                    .or_else(|_| value.call_method0("tobytes")?.extract::<Vec<u8>>())?,
+            ));
+        }
+        if value.hasattr("add_done_callback")? && !awaitable(value) {
+            return Ok(Answer::Later(value.clone().unbind()));
+        }
+        Err(PyTypeError::new_err(format!(
+            "handle_request returned {}: expected bytes (or a concurrent.futures.Future of bytes)",
+            short_repr(value)
+        )))
+    }
+}
+
 /// The bound methods of the application's object, fetched once at join.
 pub(crate) struct PyCallbacks {
     nodes: Py<PyAny>,
@@ -260,6 +291,8 @@ pub(crate) struct PyCallbacks {
     prolonged: Py<PyAny>,
     deallocated: Py<PyAny>,
     status_changed: Option<Py<PyAny>>,
+    /// Optional: without it, requests fail saying so.
+    handle_request: Option<Py<PyAny>>,
     /// `allocated` takes a third argument, the allocation's epoch (false
     /// only for the deprecated two-argument form).
     allocated_epoch: bool,
@@ -313,6 +346,7 @@ impl PyCallbacks {
             prolonged: required("prolonged")?,
             deallocated: required("deallocated")?,
             status_changed: method("status_changed", false)?,
+            handle_request: method("handle_request", false)?,
             allocated_epoch,
             bridge,
             shared,
@@ -505,6 +539,32 @@ impl Callbacks for PyCallbacks {
             Ok(())
         });
         self.shard = None;
+    }
+
+    fn handle_request(&mut self, state: &mut Py<PyAny>, payload: Vec<u8>, responder: Responder) {
+        let Some(method) = &self.handle_request else {
+            return responder.fail("the callbacks object has no handle_request method");
+        };
+        let answer = self.call("handle_request", |py| {
+            let args = (state.bind(py), PyBytes::new(py, &payload)).into_pyobject(py)?;
+            let answer = self.invoke(py, "handle_request", method, args)?;
+            Answer::of(&answer)
+        });
+        match answer {
+            Ok(Answer::Now(bytes)) => responder.respond(bytes),
+            Ok(Answer::Later(future)) => {
+                // A concurrent.futures.Future: answered when it is done, on
+                // whichever thread completes it.
+                let _ = self.call("handle_request", |py| {
+                    let responder = Py::new(py, crate::requests::PyResponder::new(responder))?;
+                    py.import("minishard._cluster")?
+                        .getattr("_answer_when_done")?
+                        .call1((future.bind(py), responder))?;
+                    Ok(())
+                });
+            }
+            Err(error) => responder.fail(error.0),
+        }
     }
 
     fn status_changed(&mut self, cluster: &str, old: Health, new: Health) {

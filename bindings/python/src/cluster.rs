@@ -20,9 +20,10 @@ use minishard::{
     Cluster, Config, Dispatch, Error, Health, LocalState, NodeId, NodeState, Stats, TlsFiles,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::callbacks::{in_callback_of, PyCallbacks, Shared};
+use crate::requests;
 use crate::watch::HealthWatch;
 use crate::{errors, logbridge};
 
@@ -235,7 +236,8 @@ impl NativeCluster {
         heartbeat_interval=None, heartbeat_timeout=None, transition_timeout=None, node_grace=None,
         settle=None, score_deadline=None, member_poll=None, allocation_retry=None,
         handshake_timeout=None, frame_limit=None, max_handshakes=None,
-        max_handshakes_per_source=None, send_queue=None, tls_cert=None, tls_key=None, tls_ca=None
+        max_handshakes_per_source=None, send_queue=None, tls_cert=None, tls_key=None, tls_ca=None,
+        metadata=None, max_requests_in_flight=None, max_requests_per_peer=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -265,6 +267,9 @@ impl NativeCluster {
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         tls_ca: Option<PathBuf>,
+        metadata: Option<std::collections::BTreeMap<String, String>>,
+        max_requests_in_flight: Option<usize>,
+        max_requests_per_peer: Option<usize>,
     ) -> PyResult<NativeCluster> {
         let mut config = Config::new(listen, cookie.into_owned());
         config.advertise = advertise;
@@ -317,11 +322,14 @@ impl NativeCluster {
                 max_handshakes_per_source,
             ),
             (&mut config.send_queue, send_queue),
+            (&mut config.max_requests_in_flight, max_requests_in_flight),
+            (&mut config.max_requests_per_peer, max_requests_per_peer),
         ] {
             if let Some(value) = value {
                 *field = value;
             }
         }
+        config.metadata = metadata.unwrap_or_default();
         // minishard.join checks that the three come together.
         if let (Some(cert), Some(key), Some(ca)) = (tls_cert, tls_key, tls_ca) {
             config.tls = Some(TlsFiles { cert, key, ca });
@@ -448,7 +456,97 @@ impl NativeCluster {
         }
         d.set_item("nodes", nodes)?;
         d.set_item("local", local_state(py, status.local)?)?;
+        let metadata = PyDict::new(py);
+        for (node, m) in &status.metadata {
+            metadata.set_item(node.as_str(), m.clone())?;
+        }
+        d.set_item("metadata", metadata)?;
         Ok(d)
+    }
+
+    /// The metadata `node` published, or None if it is not in view or
+    /// published none.
+    fn node_metadata(
+        &self,
+        py: Python<'_>,
+        node: &str,
+    ) -> PyResult<Option<std::collections::BTreeMap<String, String>>> {
+        let id = NodeId::parse(node).map_err(|e| errors::invalid(py, e.to_string()))?;
+        Ok(self.cluster(py)?.node_metadata(&id).map(|m| (*m).clone()))
+    }
+
+    /// Sends a request and waits, detached, for its reply's bytes. Waits in
+    /// slices so that Ctrl-C interrupts it (the request is then abandoned,
+    /// not cancelled: a request already sent may still run).
+    fn _request<'py>(
+        &self,
+        py: Python<'py>,
+        shard: u32,
+        data: std::borrow::Cow<'_, [u8]>,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let timeout = seconds(py, "timeout", timeout)?;
+        let cluster = self.cluster(py)?;
+        let payload = data.into_owned();
+        if in_callback_of(self.shared.id) {
+            // The engine refuses at once what would wait for this very
+            // callback (a request for this node's own shard).
+            let reply = py
+                .detach(|| cluster.request(shard, payload, timeout))
+                .map_err(|e| requests::error(py, e))?;
+            return Ok(PyBytes::new(py, &reply.payload));
+        }
+        let pending = cluster.request_async(shard, payload, timeout);
+        drop(cluster);
+        loop {
+            if let Some(outcome) = py.detach(|| pending.wait_timeout(SIGNAL_SLICE)) {
+                let reply = outcome.map_err(|e| requests::error(py, e))?;
+                return Ok(PyBytes::new(py, &reply.payload));
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Sends a request; `done((data, node, epoch), None)` or `done(None,
+    /// exception)` is called once, where callbacks run.
+    fn _request_async(
+        &self,
+        py: Python<'_>,
+        shard: u32,
+        data: std::borrow::Cow<'_, [u8]>,
+        timeout: f64,
+        done: Py<PyAny>,
+    ) -> PyResult<()> {
+        let timeout = seconds(py, "timeout", timeout)?;
+        let cluster = self.cluster(py)?;
+        let payload = data.into_owned();
+        py.detach(|| {
+            cluster.request_then(shard, payload, timeout, move |outcome| {
+                Python::try_attach(|py| {
+                    let called = match outcome {
+                        Ok(reply) => done.call1(
+                            py,
+                            (
+                                (
+                                    PyBytes::new(py, &reply.payload),
+                                    reply.node.as_str(),
+                                    reply.epoch,
+                                ),
+                                py.None(),
+                            ),
+                        ),
+                        Err(error) => {
+                            let exception = requests::error(py, error).into_value(py);
+                            done.call1(py, (py.None(), exception))
+                        }
+                    };
+                    if let Err(err) = called {
+                        err.write_unraisable(py, None);
+                    }
+                });
+            })
+        });
+        Ok(())
     }
 
     /// The counters, as a dict.

@@ -23,7 +23,10 @@ from ._errors import (
     ClosedError,
     ConfigError,
     Error,
+    HandlerError,
     InvalidArgumentError,
+    OverloadedError,
+    UncertainError,
 )
 # Not in __all__: a star import must not shadow the built-ins of these names.
 from ._errors import IOError as IOError
@@ -60,5 +63,8 @@ __all__ = [
     "CallbackError",
     "ClosedError",
     "InvalidArgumentError",
+    "HandlerError",
+    "OverloadedError",
+    "UncertainError",
     "__version__",
 ]

@@ -18,6 +18,9 @@ __all__ = [
     "TimeoutError",
     "ClosedError",
     "InvalidArgumentError",
+    "HandlerError",
+    "OverloadedError",
+    "UncertainError",
 ]
 
 
@@ -52,3 +55,18 @@ class InvalidArgumentError(Error, ValueError):
     """An argument is out of range (a shard that does not exist, an unknown
     health) or the call is not allowed here (``leave`` or ``wait_until``
     from inside one of the same cluster's callbacks)."""
+
+
+class HandlerError(Error):
+    """The owner's ``handle_request`` failed (the message is its own), or
+    dropped its responder without answering."""
+
+
+class OverloadedError(Error):
+    """Too many requests in flight (from this handle, to that owner, or
+    waiting at it): the handler did not run; try again later."""
+
+
+class UncertainError(Error):
+    """The connection to the owner was lost after the request was sent:
+    the handler may or may not have run. Requests are never sent twice."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from typing import (
+    TYPE_CHECKING,
     Any,
     Awaitable,
     Dict,
@@ -23,6 +24,9 @@ from typing import (
     TypeVar,
     Union,
 )
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 __all__ = [
     "HealthName",
@@ -104,6 +108,8 @@ class Status(NamedTuple):
     owners: List[Optional[Owner]]
     nodes: Dict[str, NodeState]
     local: LocalState
+    #: The metadata each node in view published (nodes with none left out).
+    metadata: Dict[str, Dict[str, str]] = {}
 
 
 class Stats(NamedTuple):
@@ -193,3 +199,16 @@ class Callbacks(Generic[S]):
     ) -> Optional[Awaitable[None]]:
         """This node's view of the cluster's health changed."""
         return None
+
+    def handle_request(
+        self, state: S, data: bytes
+    ) -> Union[bytes, "concurrent.futures.Future[bytes]", Awaitable[bytes]]:
+        """A request for this node's shard (``cluster.request`` on any
+        node): return the reply's bytes. It runs only inside the allocation
+        (after ``allocated`` returned, before ``deallocated`` starts), one at
+        a time with the other callbacks. To answer later, from another
+        thread, return a ``concurrent.futures.Future`` and set its result
+        there; with ``dispatch="asyncio"`` it may be ``async def``. An
+        exception fails the request with ``minishard.HandlerError`` (and is
+        logged). Default: no handler, every request fails."""
+        raise NotImplementedError("this node's callbacks do not override handle_request")

@@ -31,6 +31,10 @@ pub struct Args {
     /// Skip the lookup measurements (get_node, with_node).
     #[arg(long)]
     no_lookups: bool,
+    /// Measure requests only (round trips, throughput, first reply after a
+    /// fault), next to a bare tokio echo.
+    #[arg(long)]
+    only_requests: bool,
     /// Internal: measure one idle cluster of this size in this process and
     /// print one JSON line (the parent runs it in a fresh process so that
     /// the memory it measures is that cluster's only).
@@ -72,6 +76,11 @@ pub fn run(args: Args) -> Result<(), String> {
             seal::leave_frames_unsealed_for_benchmarks();
         }
         return idle_probe(size, Duration::from_secs(args.idle_secs), t);
+    }
+    if args.only_requests {
+        crate::bench_requests::run(args.runs, t, &mut rows)?;
+        print_rows(&args, rows);
+        return Ok(());
     }
     check_fd_limit(args.sizes.iter().copied().max().unwrap_or(5))?;
 
@@ -161,6 +170,7 @@ pub fn run(args: Args) -> Result<(), String> {
     bench_conditions::flood(args.runs, t, &mut rows)?;
 
     frame_costs(&args, &mut rows);
+    crate::bench_requests::run(args.runs, t, &mut rows)?;
 
     if args.no_lookups {
         print_rows(&args, rows);

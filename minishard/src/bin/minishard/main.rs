@@ -7,6 +7,8 @@ mod app;
 mod bench;
 #[cfg(feature = "testing")]
 mod bench_conditions;
+#[cfg(feature = "testing")]
+mod bench_requests;
 mod demo;
 mod local;
 mod node;

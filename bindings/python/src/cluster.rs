@@ -488,9 +488,11 @@ impl NativeCluster {
         let timeout = seconds(py, "timeout", timeout)?;
         let cluster = self.cluster(py)?;
         let payload = data.into_owned();
-        if in_callback_of(self.shared.id) {
-            // The engine refuses at once what would wait for this very
-            // callback (a request for this node's own shard).
+        let own = cluster.my_shard().is_some_and(|(mine, _)| mine == shard);
+        if own || in_callback_of(self.shared.id) {
+            // This node's own shard: the engine runs the handler on this
+            // thread when it can (no thread hop), and refuses at once what
+            // would wait for this very callback.
             let reply = py
                 .detach(|| cluster.request(shard, payload, timeout))
                 .map_err(|e| requests::error(py, e))?;

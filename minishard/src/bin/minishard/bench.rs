@@ -78,6 +78,10 @@ pub fn run(args: Args) -> Result<(), String> {
         return idle_probe(size, Duration::from_secs(args.idle_secs), t);
     }
     if args.only_requests {
+        if args.unsealed {
+            // What sealing costs a request: compare with a sealed run.
+            seal::leave_frames_unsealed_for_benchmarks();
+        }
         crate::bench_requests::run(args.runs, t, &mut rows)?;
         print_rows(&args, rows);
         return Ok(());

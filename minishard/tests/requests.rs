@@ -127,11 +127,14 @@ fn metadata_is_published_with_the_record_and_seen_by_every_node() {
     );
 }
 
+/// Requests a handler kept, with their payloads, to be answered later.
+type Held = Arc<Mutex<Vec<(Vec<u8>, Responder)>>>;
+
 /// An application whose handler keeps the responders, to be answered (or
 /// dropped) later by the test, from its own thread.
 struct Holding {
     members: Arc<Mutex<Vec<String>>>,
-    held: Arc<Mutex<Vec<(Vec<u8>, Responder)>>>,
+    held: Held,
 }
 
 impl Holding {
@@ -168,10 +171,7 @@ impl Callbacks for Holding {
 
 /// Two members keeping one shard, with holding handlers; `configure`
 /// adjusts both configs.
-fn holding_pair(
-    name: &str,
-    configure: impl Fn(&mut Config),
-) -> (Vec<Cluster>, Vec<Arc<Mutex<Vec<(Vec<u8>, Responder)>>>>) {
+fn holding_pair(name: &str, configure: impl Fn(&mut Config)) -> (Vec<Cluster>, Vec<Held>) {
     let addresses = free_addresses(2);
     let members = Arc::new(Mutex::new(addresses.clone()));
     let mut clusters = Vec::new();

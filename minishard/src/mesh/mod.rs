@@ -143,6 +143,7 @@ pub(crate) struct Mesh {
 
 impl Mesh {
     /// Starts listening; dialling starts with [`Mesh::set_members`].
+    #[allow(clippy::too_many_arguments)] // each is a separate part of the node
     pub(crate) fn start(
         listener: TcpListener,
         settings: Settings,

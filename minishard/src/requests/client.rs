@@ -179,7 +179,7 @@ impl Client {
             } else if blocking {
                 // The issuer waits anyway: run the handler on its thread if
                 // no callback runs or waits, which saves two thread hops.
-                if let Err(job) = self.calls.try_run_request_here(job) {
+                if let Some(job) = self.calls.try_run_request_here(job) {
                     self.calls.submit_request(job);
                 }
             } else {

@@ -257,7 +257,10 @@ impl PendingReply {
 impl PendingReply {
     /// Waits for the outcome for at most `timeout`; `None` if it has not
     /// come yet (the request goes on).
-    pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<Result<Reply, RequestError>> {
+    pub fn wait_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Option<Result<Reply, RequestError>> {
         self.slot.wait(Instant::now() + timeout)
     }
 }

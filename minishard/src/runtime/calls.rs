@@ -384,23 +384,23 @@ impl CallQueue {
     /// running or waiting to run (thread dispatch only): one at a time with
     /// the other callbacks still, without waking the callback thread twice.
     /// Gives the job back otherwise.
-    pub(crate) fn try_run_request_here(&self, job: RequestJob) -> Result<(), RequestJob> {
+    pub(crate) fn try_run_request_here(&self, job: RequestJob) -> Option<RequestJob> {
         if self.dispatch != Dispatch::Thread {
-            return Err(job);
+            return Some(job);
         }
         {
             let queue = lock(&self.queue);
             if !queue.is_empty() || queue.closed {
-                return Err(job);
+                return Some(job);
             }
         }
         let Ok(mut runner) = self.runner.try_lock() else {
-            return Err(job);
+            return Some(job);
         };
         *lock(&self.running_on) = Some(thread::current().id());
         runner.request(job);
         *lock(&self.running_on) = None;
-        Ok(())
+        None
     }
 
     /// Answers every request still waiting for the handler "not the owner"

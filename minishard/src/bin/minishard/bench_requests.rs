@@ -86,7 +86,10 @@ fn micros(d: Duration) -> f64 {
 fn bare_echo_server() -> Result<String, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    let address = listener
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .to_string();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -103,12 +106,15 @@ fn bare_echo_server() -> Result<String, String> {
                     let (mut read, mut write) = stream.into_split();
                     let mut buf = Vec::new();
                     loop {
-                        let Ok(len) = read.read_u32().await else { return };
+                        let Ok(len) = read.read_u32().await else {
+                            return;
+                        };
                         buf.resize(len as usize, 0);
                         if read.read_exact(&mut buf).await.is_err() {
                             return;
                         }
-                        if write.write_u32(len).await.is_err() || write.write_all(&buf).await.is_err()
+                        if write.write_u32(len).await.is_err()
+                            || write.write_all(&buf).await.is_err()
                         {
                             return;
                         }
@@ -127,17 +133,28 @@ fn bare_round_trips(address: &str, size: usize) -> Result<Vec<f64>, String> {
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let mut stream = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
+        let mut stream = TcpStream::connect(address)
+            .await
+            .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
         let payload = vec![7u8; size];
         let mut back = vec![0u8; size];
         let mut samples = Vec::with_capacity(ROUND_TRIPS);
         for _ in 0..ROUND_TRIPS {
             let started = Instant::now();
-            stream.write_u32(size as u32).await.map_err(|e| e.to_string())?;
-            stream.write_all(&payload).await.map_err(|e| e.to_string())?;
+            stream
+                .write_u32(size as u32)
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .write_all(&payload)
+                .await
+                .map_err(|e| e.to_string())?;
             stream.read_u32().await.map_err(|e| e.to_string())?;
-            stream.read_exact(&mut back).await.map_err(|e| e.to_string())?;
+            stream
+                .read_exact(&mut back)
+                .await
+                .map_err(|e| e.to_string())?;
             samples.push(micros(started.elapsed()));
         }
         Ok(samples)
@@ -151,7 +168,9 @@ fn bare_throughput(address: &str, size: usize, window: usize) -> Result<f64, Str
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let stream = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
         let (mut read, mut write) = stream.into_split();
         let in_flight = Arc::new(tokio::sync::Semaphore::new(window));
@@ -161,7 +180,9 @@ fn bare_throughput(address: &str, size: usize, window: usize) -> Result<f64, Str
             tokio::spawn(async move {
                 let payload = vec![7u8; size];
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok(permit) = in_flight.acquire().await else { return };
+                    let Ok(permit) = in_flight.acquire().await else {
+                        return;
+                    };
                     permit.forget();
                     if write.write_u32(size as u32).await.is_err()
                         || write.write_all(&payload).await.is_err()
@@ -176,7 +197,9 @@ fn bare_throughput(address: &str, size: usize, window: usize) -> Result<f64, Str
         let mut back = vec![0u8; size];
         while started.elapsed() < WINDOW {
             read.read_u32().await.map_err(|e| e.to_string())?;
-            read.read_exact(&mut back).await.map_err(|e| e.to_string())?;
+            read.read_exact(&mut back)
+                .await
+                .map_err(|e| e.to_string())?;
             in_flight.add_permits(1);
             done += 1;
         }
@@ -235,7 +258,10 @@ fn first_reply_after(
     let started = Instant::now();
     fault();
     while started.elapsed() < step {
-        if asker.request(0, b"x".to_vec(), Duration::from_millis(200)).is_ok() {
+        if asker
+            .request(0, b"x".to_vec(), Duration::from_millis(200))
+            .is_ok()
+        {
             return Ok(started.elapsed());
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -277,7 +303,10 @@ pub(crate) fn run(runs: usize, t: Timings, rows: &mut Vec<Row>) -> Result<(), St
             what: format!("request round trip to a remote owner, {s}: p50"),
             median: r50,
             unit: "µs",
-            note: format!("bare tokio echo p50 {b50:.1} µs ({:.2}x; goal 1.5x)", r50 / b50),
+            note: format!(
+                "bare tokio echo p50 {b50:.1} µs ({:.2}x; goal 1.5x)",
+                r50 / b50
+            ),
         });
         rows.push(Row {
             what: format!("request round trip to a remote owner, {s}: p99"),

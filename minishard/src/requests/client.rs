@@ -72,6 +72,8 @@ struct Book {
     sent_to: HashMap<NodeId, usize>,
     /// Deadlines and retry times, with the request they are for.
     timers: BTreeSet<(Instant, u64)>,
+    /// When the timer task wakes next (`None`: not before it is told).
+    armed: Option<Instant>,
 }
 
 /// What routing decided for a request.
@@ -190,9 +192,11 @@ impl Client {
     }
 
     fn set_timer(&self, book: &mut Book, at: Instant, id: u64) {
-        let earliest = book.timers.first().is_none_or(|(first, _)| at < *first);
         book.timers.insert((at, id));
-        if earliest {
+        // Only a timer before the task's next wake-up wakes it: a steady
+        // stream of requests does not wake the engine's thread for each.
+        if book.armed.is_none_or(|armed| at < armed) {
+            book.armed = Some(at);
             self.timers_changed.notify_one();
         }
     }
@@ -501,7 +505,9 @@ impl Client {
                     }
                 }
             }
-            book.timers.first().map(|(at, _)| *at)
+            let next = book.timers.first().map(|(at, _)| *at);
+            book.armed = next;
+            next
         };
         self.run_routes(routes);
         next

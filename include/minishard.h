@@ -198,7 +198,7 @@ typedef uint32_t minishard_result;
 #endif // __cplusplus
 
 /**
- * The health of the cluster as this node sees it (DESIGN.md section 5).
+ * The health of the cluster as this node sees it (docs/design.md section 5).
  *
  * In C the type is a `uint32_t`; functions that take one refuse values
  * outside this list.
@@ -272,6 +272,47 @@ typedef uint32_t minishard_log_level;
 #endif // __cplusplus
 
 /**
+ * Why this node's allocation ended. What to do with its state differs:
+ * hand it to the winner, persist it, or drop it.
+ */
+enum minishard_release_reason
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * It lost a conflict after a split healed; the winner (named) keeps
+   * the shard.
+   */
+  MINISHARD_RELEASE_LOST_CONFLICT = 0,
+  /**
+   * The application asked to leave (`minishard_leave`).
+   */
+  MINISHARD_RELEASE_LEFT = 1,
+  /**
+   * The handle was freed (`minishard_cluster_free`) without leaving
+   * first.
+   */
+  MINISHARD_RELEASE_SHUTDOWN = 2,
+  /**
+   * Too few members were visible for `transition_timeout`.
+   */
+  MINISHARD_RELEASE_DEGRADED = 3,
+  /**
+   * This node is no longer in the member list (its own, or every member
+   * it reaches refuses it as not theirs).
+   */
+  MINISHARD_RELEASE_REMOVED = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum minishard_release_reason minishard_release_reason;
+#else
+typedef uint32_t minishard_release_reason;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * Where callbacks run (see `minishard_config_set_dispatch`).
  */
 enum minishard_dispatch_mode
@@ -340,6 +381,11 @@ typedef struct minishard_reply minishard_reply;
 typedef struct minishard_responder minishard_responder;
 
 /**
+ * A `minishard_release_reason` as C passes it: any `uint32_t`.
+ */
+typedef uint32_t minishard_release_reason_code;
+
+/**
  * Receives one log line: `level`, `target` (the engine module, e.g.
  * `"minishard::runtime::calls"`) and `message` (the text, then
  * `key=value` fields, e.g. `cluster=sessions node=10.0.0.1:7001 callback
@@ -359,7 +405,7 @@ typedef void (*minishard_log_callback)(void *user_data,
 
 /**
  * The callbacks of one join: what minishard tells the application and asks
- * of it (DESIGN.md section 3).
+ * of it (docs/design.md section 3).
  *
  * Every callback gets `user_data` back as its first argument. Callbacks of
  * one handle run one at a time, in order: on the handle's callback thread,
@@ -438,8 +484,8 @@ typedef struct minishard_callbacks {
   int64_t (*score)(void *user_data,
                    void *state);
   /**
-   * Required. This node won a conflict against `loser` (its address) and
-   * keeps its shard. `*new_state` is preset to `state`; whatever it holds
+   * Required (unless `prolonged_with_epoch` is set). This node won a
+   * conflict against `loser` (its address) and keeps its shard. `*new_state` is preset to `state`; whatever it holds
    * when the callback returns is the state from then on, whatever the
    * result (so replace `state` only together with `*new_state`).
    */
@@ -448,10 +494,11 @@ typedef struct minishard_callbacks {
                                 void *state,
                                 void **new_state);
   /**
-   * Required. This node no longer owns its shard: `winner_or_null` (an
-   * address) took it in a conflict, or no one did (NULL: degraded,
-   * `minishard_leave`, free). Free `state` here: minishard never touches
-   * it again.
+   * Required (unless `deallocated_with_reason` is set). This node no
+   * longer owns its shard: `winner_or_null` (an address) took it in a
+   * conflict, or no one did (NULL: degraded, `minishard_leave`, free,
+   * removed from the member list). Free `state` here: minishard never
+   * touches it again.
    */
   void (*deallocated)(void *user_data,
                       const char *winner_or_null,
@@ -501,6 +548,31 @@ typedef struct minishard_callbacks {
    */
   minishard_log_callback log;
   /**
+   * Optional (may be NULL). `prolonged` with the allocation's epoch from
+   * now on: above the loser's, so a store that takes a write only at an
+   * epoch at least the highest it has seen refuses the loser and takes
+   * this node. Also called, naming the rival, when this allocation
+   * outlived a rival's on the other side of a healed split and its epoch
+   * rose above it. When set, it is called instead of `prolonged`, which
+   * may then be NULL.
+   */
+  minishard_result (*prolonged_with_epoch)(void *user_data,
+                                           const char *loser,
+                                           uint64_t epoch,
+                                           void *state,
+                                           void **new_state);
+  /**
+   * Optional (may be NULL). `deallocated` with why the allocation ended
+   * (`minishard_release_reason`; `winner_or_null` is set exactly for
+   * `MINISHARD_RELEASE_LOST_CONFLICT`). A failed `allocated` is followed
+   * by no `deallocated` at all. When set, it is called instead of
+   * `deallocated`, which may then be NULL.
+   */
+  void (*deallocated_with_reason)(void *user_data,
+                                  const char *winner_or_null,
+                                  minishard_release_reason reason,
+                                  void *state);
+  /**
    * Optional (may be NULL: requests then fail with
    * `MINISHARD_HANDLER_FAILED`). A request for this node's shard
    * (`minishard_request` on any node): `payload` (`len` bytes, valid
@@ -521,7 +593,7 @@ typedef struct minishard_callbacks {
 } minishard_callbacks;
 
 /**
- * Counters since join (DESIGN.md section 4).
+ * Counters since join (docs/design.md section 4).
  *
  * It grows by the header's rule for growing structs: set `struct_size`
  * before `minishard_get_stats` (`minishard_stats s = { .struct_size =
@@ -625,7 +697,16 @@ size_t minishard_last_error(char *buf,
                             size_t len);
 
 /**
- * A new configuration with the defaults of DESIGN.md section 10, except
+ * The lower-case name of a `minishard_release_reason` (`"lost_conflict"`,
+ * `"left"`, `"shutdown"`, `"degraded"`, `"removed"`), as logs and the
+ * other bindings spell it, or `"unknown"` for a value that is not one.
+ *
+ * The string is static: never free it. Any thread.
+ */
+const char *minishard_release_reason_name(minishard_release_reason_code reason);
+
+/**
+ * A new configuration with the defaults (README's configuration table), except
  * that the listen address and the cookie are empty: set both before
  * joining.
  *
@@ -720,7 +801,7 @@ minishard_result minishard_config_set_dispatch(struct minishard_config *cfg,
  * How often each connection carries a heartbeat, in milliseconds
  * (default 100).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -734,7 +815,7 @@ minishard_result minishard_config_set_heartbeat_interval_ms(struct minishard_con
 /**
  * Silence after which a peer is suspect, in milliseconds (default 500).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -749,7 +830,7 @@ minishard_result minishard_config_set_heartbeat_timeout_ms(struct minishard_conf
  * How long too few visible members may last before this node is
  * degraded and gives its shard up, in milliseconds (default 1000).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -764,7 +845,7 @@ minishard_result minishard_config_set_transition_timeout_ms(struct minishard_con
  * How long a lost peer's shard stays reserved to it, in milliseconds
  * (default 1500).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -779,7 +860,7 @@ minishard_result minishard_config_set_node_grace_ms(struct minishard_config *cfg
  * How long a standby's pairing with a free shard must hold before it
  * claims the shard, in milliseconds (default 20).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -794,7 +875,7 @@ minishard_result minishard_config_set_settle_ms(struct minishard_config *cfg,
  * How long a `score` callback may take before its owner loses the
  * conflict, in milliseconds (default 1000).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -809,7 +890,7 @@ minishard_result minishard_config_set_score_deadline_ms(struct minishard_config 
  * How often the `nodes` callback is asked for the member list again, in
  * milliseconds (default 5000).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -824,7 +905,7 @@ minishard_result minishard_config_set_member_poll_ms(struct minishard_config *cf
  * Back-off after a failed `allocated` before this node takes a shard
  * again, in milliseconds (default 1000).
  *
- * Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+ * Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
  * join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
  * heartbeat_interval <= node_grace`).
  *
@@ -856,7 +937,7 @@ minishard_result minishard_config_set_frame_limit(struct minishard_config *cfg,
  * milliseconds (default 2000); a client that has not by then is dropped.
  *
  * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
- * for 0.
+ * for 0 or over a day (86400000).
  *
  * # Safety
  *
@@ -959,8 +1040,8 @@ minishard_result minishard_config_set_metadata(struct minishard_config *cfg,
                                                const char *value);
 
 /**
- * How many requests this handle may have in flight at once (default
- * 4096): waiting for an owner, sent, or queued for its own handler; beyond
+ * How many requests this handle may have in flight at once
+ * (default 4096 requests): waiting for an owner, sent, or queued for its own handler; beyond
  * it `minishard_request` fails with `MINISHARD_OVERLOADED` at once. Also
  * the most requests from all peers that may wait here for this node's
  * `handle_request`.
@@ -977,7 +1058,7 @@ minishard_result minishard_config_set_max_requests_in_flight(struct minishard_co
 
 /**
  * How many requests may be in flight to one peer, and wait here from one
- * peer for `handle_request` (default 1024); beyond it
+ * peer for `handle_request` (default 1024 requests); beyond it
  * `MINISHARD_OVERLOADED`.
  *
  * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
@@ -1055,7 +1136,7 @@ minishard_result minishard_join(const char *cluster,
 
 /**
  * Leaves the cluster gracefully: the shard is handed over at once
- * (DESIGN.md 6.4). Returns once `deallocated` has run and every connection
+ * (docs/design.md 6.4). Returns once `deallocated` has run and every connection
  * is closed. Calling it again returns `MINISHARD_OK` and does nothing.
  * After it, lookups, waits and dispatch return `MINISHARD_CLOSED`; the
  * handle must still be freed with `minishard_cluster_free`.

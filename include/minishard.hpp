@@ -7,20 +7,21 @@
  *   - Callbacks are the virtual methods of a minishard::Handler. A node holds
  *     at most one shard at a time, so the handler keeps the state of its
  *     current shard itself, between allocated() and deallocated().
- *   - Requests (DESIGN.md 11): Cluster::request / request_async (a
+ *   - Requests (docs/design.md 11): Cluster::request / request_async (a
  *     std::future) send bytes to a shard's owner, whose
  *     Handler::handle_request answers through a minishard::Responder, at
  *     once or later from any thread.
  *   - Errors are minishard::Error exceptions carrying the minishard_result
  *     and the library's message. An exception thrown by a callback never
- *     crosses into the library: it makes that callback fail (DESIGN.md
+ *     crosses into the library: it makes that callback fail (docs/design.md
  *     section 3), and one thrown by nodes() or shard_count() during
  *     Cluster::join is rethrown from join.
  *
  * Threads: as in minishard.h. Cluster's const methods may be called from any
  * thread concurrently; handler methods run one at a time on the cluster's
  * callback thread (Dispatch::Thread) or inside Cluster::dispatch
- * (Dispatch::Host).
+ * (Dispatch::Host). A cluster's own log sink (Cluster::join's `log`) is the
+ * exception: it runs on whichever thread logs, possibly on several at once.
  */
 #ifndef MINISHARD_HPP
 #define MINISHARD_HPP
@@ -29,6 +30,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <future>
 #include <memory>
 #include <optional>
@@ -100,6 +102,34 @@ enum class Health : std::uint32_t {
     Available = MINISHARD_HEALTH_AVAILABLE,
 };
 
+/// How much a log line matters (a sink gets its level and every more
+/// important one).
+enum class LogLevel : std::uint32_t {
+    Error = MINISHARD_LOG_ERROR,
+    Warn = MINISHARD_LOG_WARN,
+    Info = MINISHARD_LOG_INFO,
+    Debug = MINISHARD_LOG_DEBUG,
+    Trace = MINISHARD_LOG_TRACE,
+};
+
+/// One cluster's own log: its lines go here instead of to the process-wide
+/// callback of minishard_set_log_callback. `target` is the engine module,
+/// `message` the text and its key=value fields; both are valid only during
+/// the call. It runs on whichever thread logs, possibly on several at once
+/// and while a handler method runs: return quickly, do not block, and call
+/// nothing of minishard that waits. An exception it throws is dropped.
+struct LogSink {
+    std::function<void(LogLevel level, std::string_view target, std::string_view message)> write;
+    LogLevel max_level = LogLevel::Warn;
+};
+
+/// The owner of a shard and its allocation's epoch (compare the epoch a
+/// write carries with it to fence out a stale owner).
+struct Owner {
+    std::string node;
+    std::uint64_t epoch;
+};
+
 /// Where callbacks run.
 enum class Dispatch : std::uint32_t {
     Thread = MINISHARD_DISPATCH_THREAD,  ///< on the cluster's callback thread
@@ -109,7 +139,7 @@ enum class Dispatch : std::uint32_t {
 /// Settings for one node in one cluster (owns a minishard_config).
 class Config {
 public:
-    /// Defaults of DESIGN.md section 10; set listen() and cookie().
+    /// Defaults of docs/design.md section 10; set listen() and cookie().
     Config() : cfg_(minishard_config_new()) {
         if (!cfg_) throw Error(MINISHARD_PANIC, detail::last_error());
     }
@@ -277,6 +307,25 @@ private:
     minishard_responder *raw_;
 };
 
+/// Why this node's allocation ended (minishard_release_reason).
+enum class ReleaseReason : std::uint32_t {
+    /// It lost a conflict after a split healed; the winner keeps the shard.
+    LostConflict = MINISHARD_RELEASE_LOST_CONFLICT,
+    /// Cluster::leave.
+    Left = MINISHARD_RELEASE_LEFT,
+    /// The Cluster was destroyed without leaving first.
+    Shutdown = MINISHARD_RELEASE_SHUTDOWN,
+    /// Too few members were visible for transition_timeout.
+    Degraded = MINISHARD_RELEASE_DEGRADED,
+    /// This node is no longer in the member list.
+    Removed = MINISHARD_RELEASE_REMOVED,
+};
+
+/// "lost_conflict", "left", "shutdown", "degraded" or "removed".
+inline const char *to_string(ReleaseReason reason) {
+    return minishard_release_reason_name(static_cast<std::uint32_t>(reason));
+}
+
 /// The application's side of a cluster: override these. They run one at a
 /// time (see the top of this file); an exception thrown from one makes that
 /// callback fail.
@@ -294,10 +343,16 @@ public:
                            std::uint64_t epoch) = 0;
     /// A conflict over this node's shard: higher wins. Throwing loses.
     virtual std::int64_t score() = 0;
-    /// This node won a conflict against `loser` and keeps its shard.
-    virtual void prolonged(const std::string &loser) { (void)loser; }
-    /// This node lost its shard to `winner`, or to no one (nullopt).
-    virtual void deallocated(const std::optional<std::string> &winner) = 0;
+    /// This node won a conflict against `loser` and keeps its shard;
+    /// `epoch` is the allocation's epoch from now on, above the loser's (so
+    /// a store fenced by epochs refuses the loser's writes).
+    virtual void prolonged(const std::string &loser, std::uint64_t epoch) {
+        (void)loser;
+        (void)epoch;
+    }
+    /// This node no longer owns its shard, for `reason`: `winner` took it
+    /// (ReleaseReason::LostConflict), or no one did (nullopt).
+    virtual void deallocated(const std::optional<std::string> &winner, ReleaseReason reason) = 0;
     /// This node's view of the health changed.
     virtual void status_changed(const std::string &cluster, Health old_health, Health new_health) {
         (void)cluster;
@@ -322,6 +377,7 @@ namespace detail {
 struct Holder {
     std::shared_ptr<Handler> handler;
     std::exception_ptr join_error;
+    LogSink log;
 };
 
 using HolderRef = std::shared_ptr<Holder>;
@@ -371,19 +427,22 @@ inline std::int64_t on_score(void *user_data, void *) {
     }
 }
 
-inline minishard_result on_prolonged(void *user_data, const char *loser, void *, void **) {
+inline minishard_result on_prolonged(void *user_data, const char *loser, std::uint64_t epoch,
+                                     void *, void **) {
     try {
-        holder(user_data).handler->prolonged(loser);
+        holder(user_data).handler->prolonged(loser, epoch);
         return MINISHARD_OK;
     } catch (...) {
         return MINISHARD_CALLBACK_FAILED;
     }
 }
 
-inline void on_deallocated(void *user_data, const char *winner, void *) {
+inline void on_deallocated(void *user_data, const char *winner, minishard_release_reason reason,
+                           void *) {
     try {
-        holder(user_data).handler->deallocated(winner ? std::optional<std::string>(winner)
-                                                      : std::nullopt);
+        holder(user_data).handler->deallocated(
+            winner ? std::optional<std::string>(winner) : std::nullopt,
+            static_cast<ReleaseReason>(reason));
     } catch (...) {
         // Nothing to fail: the shard is gone either way.
     }
@@ -430,6 +489,15 @@ inline void on_request_done(void *user_data, minishard_result result,
     }
 }
 
+inline void on_log(void *user_data, minishard_log_level level, const char *target,
+                   const char *message) {
+    try {
+        holder(user_data).log.write(static_cast<LogLevel>(level), target, message);
+    } catch (...) {
+        // A log line is not worth failing anything for.
+    }
+}
+
 inline void on_free(void *user_data) { delete static_cast<HolderRef *>(user_data); }
 
 }  // namespace detail
@@ -439,12 +507,15 @@ inline void on_free(void *user_data) { delete static_cast<HolderRef *>(user_data
 class Cluster {
 public:
     /// Joins `name` with `config`; `handler` is kept alive until the Cluster
-    /// is gone. Throws Error (or what nodes()/shard_count() threw).
+    /// is gone. With a `log` sink, this cluster's log lines go to it (until
+    /// the Cluster is gone) instead of the process-wide log callback.
+    /// Throws Error (or what nodes()/shard_count() threw).
     static Cluster join(const std::string &name, const Config &config,
-                        std::shared_ptr<Handler> handler) {
+                        std::shared_ptr<Handler> handler, LogSink log = {}) {
         if (!handler) throw Error(MINISHARD_INVALID_ARGUMENT, "handler is null");
         auto holder = std::make_shared<detail::Holder>();
         holder->handler = std::move(handler);
+        holder->log = std::move(log);
         minishard_callbacks cb{};
         cb.struct_size = sizeof cb;
         cb.user_data = new detail::HolderRef(holder);  // freed by on_free, always
@@ -452,11 +523,15 @@ public:
         cb.shard_count = detail::on_shard_count;
         cb.allocated_with_epoch = detail::on_allocated;
         cb.score = detail::on_score;
-        cb.prolonged = detail::on_prolonged;
-        cb.deallocated = detail::on_deallocated;
+        cb.prolonged_with_epoch = detail::on_prolonged;
+        cb.deallocated_with_reason = detail::on_deallocated;
         cb.status_changed = detail::on_status_changed;
         cb.handle_request = detail::on_handle_request;
         cb.free_user_data = detail::on_free;
+        if (holder->log.write) {
+            cb.log = detail::on_log;
+            cb.log_max_level = static_cast<minishard_log_level>(holder->log.max_level);
+        }
         minishard_cluster *raw = nullptr;
         minishard_result rc = minishard_join(name.c_str(), config.get(), &cb, &raw);
         if (rc != MINISHARD_OK) {
@@ -486,6 +561,26 @@ public:
         return detail::read_string([&](char *buf, std::size_t len, std::size_t *written) {
             return minishard_get_node(raw_, shard, buf, len, written);
         });
+    }
+
+    /// The owner of `shard` with its epoch, or nullopt when it has none
+    /// right now.
+    std::optional<Owner> get_owner(std::uint32_t shard) const {
+        std::uint64_t epoch = 0;
+        auto node = detail::read_string([&](char *buf, std::size_t len, std::size_t *written) {
+            return minishard_get_owner(raw_, shard, buf, len, written, &epoch);
+        });
+        if (!node) return std::nullopt;
+        return Owner{std::move(*node), epoch};
+    }
+
+    /// How many shards the cluster keeps (numbered 0 .. shard_count() - 1):
+    /// what shard_count() answered at join; an observer learns it from the
+    /// members (0 until then).
+    std::uint32_t shard_count() const {
+        std::uint32_t count = 0;
+        detail::check(minishard_shard_count(raw_, &count));
+        return count;
     }
 
     /// This node's shard and its epoch, or nullopt.

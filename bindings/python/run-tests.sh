@@ -48,6 +48,8 @@ cargo clippy --manifest-path Cargo.toml --quiet --features testing -- -D warning
 
 say "mypy --strict on the package's own sources and stubs"
 mypy --strict --cache-dir=/dev/null python/minishard
+say "mypy --strict on README's examples (examples/python), against the package's stubs"
+MYPYPATH=python mypy --strict --cache-dir=/dev/null ../../examples/python
 
 # One wheel per folder: the release one is what users get.
 build_wheel() {

@@ -42,13 +42,17 @@ static minishard_result allocated(void *user_data, const char *cluster, uint32_t
     return MINISHARD_OK;
 }
 static int64_t score(void *user_data, void *state) { (void)user_data; (void)state; return 0; }
-static minishard_result prolonged(void *user_data, const char *loser, void *state, void **new_state) {
-    (void)user_data; (void)loser; (void)state; (void)new_state;
+static minishard_result prolonged(void *user_data, const char *loser, uint64_t epoch, void *state,
+                                  void **new_state) {
+    (void)user_data; (void)state; (void)new_state;
+    printf("kept my shard against %s, now at epoch %llu\n", loser, (unsigned long long)epoch);
     return MINISHARD_OK;
 }
-static void deallocated(void *user_data, const char *winner, void *state) {
+static void deallocated(void *user_data, const char *winner, minishard_release_reason reason,
+                        void *state) {
     (void)user_data;
-    printf("gave shard %u up to %s\n", *(uint32_t *)state, winner ? winner : "no one");
+    printf("gave shard %u up to %s (%s)\n", *(uint32_t *)state, winner ? winner : "no one",
+           minishard_release_reason_name(reason));
     free(state);
 }
 static void status_changed(void *user_data, const char *cluster, minishard_health old_health,
@@ -97,7 +101,7 @@ int main(int argc, char **argv) {
 
     cb.user_data = &a;
     cb.nodes = nodes; cb.shard_count = shard_count; cb.allocated_with_epoch = allocated;
-    cb.score = score; cb.prolonged = prolonged; cb.deallocated = deallocated;
+    cb.score = score; cb.prolonged_with_epoch = prolonged; cb.deallocated_with_reason = deallocated;
     cb.status_changed = status_changed;
     minishard_config *cfg = minishard_config_new();
     minishard_config_set_listen(cfg, a.members[0]);

@@ -25,8 +25,10 @@ struct Sessions : minishard::Handler {
         std::cout << "owning shard " << shard << " at epoch " << epoch << std::endl;
     }
     std::int64_t score() override { return 0; }
-    void deallocated(const std::optional<std::string> &winner) override {
-        std::cout << "gave it up to " << winner.value_or("no one") << std::endl;
+    void deallocated(const std::optional<std::string> &winner,
+                     minishard::ReleaseReason reason) override {
+        std::cout << "gave it up to " << winner.value_or("no one") << " ("
+                  << minishard::to_string(reason) << ")" << std::endl;
     }
 };
 

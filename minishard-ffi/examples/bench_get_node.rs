@@ -9,7 +9,9 @@ use std::net::TcpListener;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use minishard::{CallbackError, Callbacks, Cluster, Config, Health, NodeId, Timings};
+use minishard::{
+    CallbackError, Callbacks, Cluster, Config, Health, NodeId, ReleaseReason, Timings,
+};
 
 struct Member(Vec<String>);
 
@@ -27,10 +29,10 @@ impl Callbacks for Member {
     fn score(&mut self, _: &mut ()) -> Result<i64, CallbackError> {
         Ok(0)
     }
-    fn prolonged(&mut self, _: &NodeId, _: &mut ()) -> Result<(), CallbackError> {
+    fn prolonged(&mut self, _: &NodeId, _: &mut (), _: u64) -> Result<(), CallbackError> {
         Ok(())
     }
-    fn deallocated(&mut self, _: Option<&NodeId>, _: ()) {}
+    fn deallocated(&mut self, _: Option<&NodeId>, _: ReleaseReason, _: ()) {}
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

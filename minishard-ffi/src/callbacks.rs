@@ -3,7 +3,7 @@
 //!
 //! The adapter owns `user_data` (freed exactly once, when the engine drops
 //! the adapter) and keeps the C `void *state` of the current allocation as
-//! the Rust state, so the engine's ordering guarantees (DESIGN.md 3) carry
+//! the Rust state, so the engine's ordering guarantees (docs/design.md 3) carry
 //! over to C unchanged. A C callback that returns anything but
 //! `MINISHARD_OK` is a failed callback, handled by the engine as section 3
 //! says.
@@ -12,12 +12,13 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CString};
 use std::sync::{Arc, Mutex};
 
-use minishard::{CallbackError, Callbacks, Health, NodeId, Responder};
+use minishard::{CallbackError, Callbacks, Health, NodeId, ReleaseReason, Responder};
 
 use crate::buffer::{mut_arg, str_arg};
 use crate::error::{call, minishard_result, minishard_result_code, Failure};
 use crate::health::minishard_health;
 use crate::log::{minishard_log_callback, minishard_log_level_code, Sink};
+use crate::reason::minishard_release_reason;
 
 /// The member list being built by a `nodes` callback: an opaque handle,
 /// valid only during that callback. Fill it with `minishard_node_list_push`.
@@ -76,7 +77,7 @@ pub unsafe extern "C" fn minishard_node_list_push(
 }
 
 /// The callbacks of one join: what minishard tells the application and asks
-/// of it (DESIGN.md section 3).
+/// of it (docs/design.md section 3).
 ///
 /// Every callback gets `user_data` back as its first argument. Callbacks of
 /// one handle run one at a time, in order: on the handle's callback thread,
@@ -150,8 +151,8 @@ pub struct minishard_callbacks {
     /// a split healed): return a score, higher wins. It cannot fail, but one
     /// that takes longer than the score deadline loses.
     pub score: Option<unsafe extern "C" fn(user_data: *mut c_void, state: *mut c_void) -> i64>,
-    /// Required. This node won a conflict against `loser` (its address) and
-    /// keeps its shard. `*new_state` is preset to `state`; whatever it holds
+    /// Required (unless `prolonged_with_epoch` is set). This node won a
+    /// conflict against `loser` (its address) and keeps its shard. `*new_state` is preset to `state`; whatever it holds
     /// when the callback returns is the state from then on, whatever the
     /// result (so replace `state` only together with `*new_state`).
     pub prolonged: Option<
@@ -162,10 +163,11 @@ pub struct minishard_callbacks {
             new_state: *mut *mut c_void,
         ) -> minishard_result_code,
     >,
-    /// Required. This node no longer owns its shard: `winner_or_null` (an
-    /// address) took it in a conflict, or no one did (NULL: degraded,
-    /// `minishard_leave`, free). Free `state` here: minishard never touches
-    /// it again.
+    /// Required (unless `deallocated_with_reason` is set). This node no
+    /// longer owns its shard: `winner_or_null` (an address) took it in a
+    /// conflict, or no one did (NULL: degraded, `minishard_leave`, free,
+    /// removed from the member list). Free `state` here: minishard never
+    /// touches it again.
     pub deallocated: Option<
         unsafe extern "C" fn(
             user_data: *mut c_void,
@@ -215,6 +217,35 @@ pub struct minishard_callbacks {
     /// `free_user_data` runs after its last call. See
     /// `minishard_log_callback` for what a line holds.
     pub log: minishard_log_callback,
+    /// Optional (may be NULL). `prolonged` with the allocation's epoch from
+    /// now on: above the loser's, so a store that takes a write only at an
+    /// epoch at least the highest it has seen refuses the loser and takes
+    /// this node. Also called, naming the rival, when this allocation
+    /// outlived a rival's on the other side of a healed split and its epoch
+    /// rose above it. When set, it is called instead of `prolonged`, which
+    /// may then be NULL.
+    pub prolonged_with_epoch: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            loser: *const c_char,
+            epoch: u64,
+            state: *mut c_void,
+            new_state: *mut *mut c_void,
+        ) -> minishard_result_code,
+    >,
+    /// Optional (may be NULL). `deallocated` with why the allocation ended
+    /// (`minishard_release_reason`; `winner_or_null` is set exactly for
+    /// `MINISHARD_RELEASE_LOST_CONFLICT`). A failed `allocated` is followed
+    /// by no `deallocated` at all. When set, it is called instead of
+    /// `deallocated`, which may then be NULL.
+    pub deallocated_with_reason: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            winner_or_null: *const c_char,
+            reason: minishard_release_reason,
+            state: *mut c_void,
+        ),
+    >,
     /// Optional (may be NULL: requests then fail with
     /// `MINISHARD_HANDLER_FAILED`). A request for this node's shard
     /// (`minishard_request` on any node): `payload` (`len` bytes, valid
@@ -243,7 +274,8 @@ unsafe impl crate::growing::GrowingStruct for minishard_callbacks {
     const NAME: &'static str = "minishard_callbacks";
     const BOUNDARIES: &'static [usize] = crate::growing::boundaries!(minishard_callbacks;
         user_data, nodes, shard_count, allocated, score, prolonged, deallocated,
-        status_changed, free_user_data, allocated_with_epoch, log_max_level, log, handle_request);
+        status_changed, free_user_data, allocated_with_epoch, log_max_level, log,
+        prolonged_with_epoch, deallocated_with_reason, handle_request);
     /// The first version with `struct_size` (0.1.0) ends with
     /// `allocated_with_epoch`.
     const MIN_SIZE: usize = std::mem::offset_of!(minishard_callbacks, allocated_with_epoch)
@@ -311,7 +343,11 @@ type AllocatedEpochFn =
 type ScoreFn = unsafe extern "C" fn(*mut c_void, *mut c_void) -> i64;
 type ProlongedFn =
     unsafe extern "C" fn(*mut c_void, *const c_char, *mut c_void, *mut *mut c_void) -> u32;
+type ProlongedEpochFn =
+    unsafe extern "C" fn(*mut c_void, *const c_char, u64, *mut c_void, *mut *mut c_void) -> u32;
 type DeallocatedFn = unsafe extern "C" fn(*mut c_void, *const c_char, *mut c_void);
+type DeallocatedReasonFn =
+    unsafe extern "C" fn(*mut c_void, *const c_char, minishard_release_reason, *mut c_void);
 type StatusFn =
     unsafe extern "C" fn(*mut c_void, *const c_char, minishard_health, minishard_health);
 type HandleRequestFn = unsafe extern "C" fn(
@@ -327,6 +363,16 @@ enum Allocate {
     WithEpoch(AllocatedEpochFn),
 }
 
+enum Prolong {
+    Plain(ProlongedFn),
+    WithEpoch(ProlongedEpochFn),
+}
+
+enum Deallocate {
+    Plain(DeallocatedFn),
+    WithReason(DeallocatedReasonFn),
+}
+
 /// The C application behind one handle.
 pub(crate) struct CApp {
     user_data: Arc<UserData>,
@@ -334,8 +380,8 @@ pub(crate) struct CApp {
     shard_count: ShardCountFn,
     allocated: Allocate,
     score: ScoreFn,
-    prolonged: ProlongedFn,
-    deallocated: DeallocatedFn,
+    prolonged: Prolong,
+    deallocated: Deallocate,
     status_changed: Option<StatusFn>,
     handle_request: Option<HandleRequestFn>,
     cluster: CString,
@@ -406,13 +452,23 @@ impl Taken {
             (None, Some(f)) => Allocate::Plain(f),
             (None, None) => return Err(missing("allocated")),
         };
+        let prolonged = match (cb.prolonged_with_epoch, cb.prolonged) {
+            (Some(f), _) => Prolong::WithEpoch(f),
+            (None, Some(f)) => Prolong::Plain(f),
+            (None, None) => return Err(missing("prolonged")),
+        };
+        let deallocated = match (cb.deallocated_with_reason, cb.deallocated) {
+            (Some(f), _) => Deallocate::WithReason(f),
+            (None, Some(f)) => Deallocate::Plain(f),
+            (None, None) => return Err(missing("deallocated")),
+        };
         Ok(CApp {
             nodes: cb.nodes.ok_or_else(|| missing("nodes"))?,
             shard_count: cb.shard_count.ok_or_else(|| missing("shard_count"))?,
             allocated,
             score: cb.score.ok_or_else(|| missing("score"))?,
-            prolonged: cb.prolonged.ok_or_else(|| missing("prolonged"))?,
-            deallocated: cb.deallocated.ok_or_else(|| missing("deallocated"))?,
+            prolonged,
+            deallocated,
             status_changed: cb.status_changed,
             handle_request: cb.handle_request,
             cluster: CString::new(cluster)
@@ -516,14 +572,28 @@ impl Callbacks for CApp {
         Ok(unsafe { (self.score)(self.user_data.ptr, state.0) })
     }
 
-    fn prolonged(&mut self, loser: &NodeId, state: &mut CState) -> Result<(), CallbackError> {
+    fn prolonged(
+        &mut self,
+        loser: &NodeId,
+        state: &mut CState,
+        epoch: u64,
+    ) -> Result<(), CallbackError> {
         let loser = c_address(loser);
         let mut new_state = state.0;
         let _running = Running::enter(self.handle);
         // SAFETY: as in `score`; `loser` lives through the call and
         // `new_state` is a valid place for the answer.
         let code = unsafe {
-            (self.prolonged)(self.user_data.ptr, loser.as_ptr(), state.0, &mut new_state)
+            match self.prolonged {
+                Prolong::Plain(f) => f(self.user_data.ptr, loser.as_ptr(), state.0, &mut new_state),
+                Prolong::WithEpoch(f) => f(
+                    self.user_data.ptr,
+                    loser.as_ptr(),
+                    epoch,
+                    state.0,
+                    &mut new_state,
+                ),
+            }
         };
         state.0 = new_state;
         if code != minishard_result::MINISHARD_OK as u32 {
@@ -532,13 +602,20 @@ impl Callbacks for CApp {
         Ok(())
     }
 
-    fn deallocated(&mut self, winner: Option<&NodeId>, state: CState) {
+    fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, state: CState) {
         let winner = winner.map(c_address);
         let winner_ptr = winner.as_ref().map_or(std::ptr::null(), |w| w.as_ptr());
         let _running = Running::enter(self.handle);
         // SAFETY: as in `score`; `winner_ptr` is NULL or lives through the
         // call, and the state is handed back for the last time.
-        unsafe { (self.deallocated)(self.user_data.ptr, winner_ptr, state.0) };
+        unsafe {
+            match self.deallocated {
+                Deallocate::Plain(f) => f(self.user_data.ptr, winner_ptr, state.0),
+                Deallocate::WithReason(f) => {
+                    f(self.user_data.ptr, winner_ptr, reason.into(), state.0)
+                }
+            }
+        };
     }
 
     fn handle_request(&mut self, state: &mut CState, payload: Vec<u8>, responder: Responder) {

@@ -57,7 +57,7 @@ impl minishard_cluster {
     }
 }
 
-/// Counters since join (DESIGN.md section 4).
+/// Counters since join (docs/design.md section 4).
 ///
 /// It grows by the header's rule for growing structs: set `struct_size`
 /// before `minishard_get_stats` (`minishard_stats s = { .struct_size =
@@ -251,7 +251,7 @@ pub unsafe extern "C" fn minishard_join(
 }
 
 /// Leaves the cluster gracefully: the shard is handed over at once
-/// (DESIGN.md 6.4). Returns once `deallocated` has run and every connection
+/// (docs/design.md 6.4). Returns once `deallocated` has run and every connection
 /// is closed. Calling it again returns `MINISHARD_OK` and does nothing.
 /// After it, lookups, waits and dispatch return `MINISHARD_CLOSED`; the
 /// handle must still be freed with `minishard_cluster_free`.

@@ -8,9 +8,8 @@
 use std::ffi::{c_char, c_int, CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use minishard::{Config, Dispatch, TlsFiles};
+use minishard::{settings, Config, Dispatch, TlsFiles};
 
 use crate::buffer::{mut_arg, str_arg};
 use crate::error::{call, minishard_result, Failure, Outcome};
@@ -42,7 +41,7 @@ pub enum minishard_dispatch_mode {
 #[allow(non_camel_case_types)]
 pub type minishard_dispatch_mode_code = u32;
 
-/// A new configuration with the defaults of DESIGN.md section 10, except
+/// A new configuration with the defaults (README's configuration table), except
 /// that the listen address and the cookie are empty: set both before
 /// joining.
 ///
@@ -88,16 +87,6 @@ unsafe fn set(
         let cfg = unsafe { mut_arg(cfg, "cfg") }?;
         body(&mut cfg.config)
     })
-}
-
-fn positive_ms(name: &str, ms: u64) -> Result<Duration, Failure> {
-    if ms == 0 {
-        return Err(Failure::new(
-            minishard_result::MINISHARD_CONFIG,
-            format_args!("{name} must be greater than zero"),
-        ));
-    }
-    Ok(Duration::from_millis(ms))
 }
 
 /// Sets the address to listen on, `"host:port"` (e.g. `"0.0.0.0:7001"`,
@@ -248,19 +237,26 @@ pub unsafe extern "C" fn minishard_config_set_dispatch(
     }
 }
 
-/// Sets one timing of `cfg`.
+/// Sets the numeric setting `name` of `cfg` (declared in
+/// `minishard::settings`), refusing at once a value out of its range, with
+/// the message the Rust API gives but naming the C setter's setting
+/// (`heartbeat_interval_ms`).
 ///
 /// # Safety
 ///
 /// `cfg` must be NULL or a live configuration used by no other thread.
-unsafe fn set_timing(
-    cfg: *mut minishard_config,
-    name: &str,
-    ms: u64,
-    field: impl FnOnce(&mut minishard::Timings) -> &mut Duration,
-) -> minishard_result {
+unsafe fn set_setting(cfg: *mut minishard_config, name: &str, value: u64) -> minishard_result {
     let body = |config: &mut Config| {
-        *field(&mut config.timings) = positive_ms(name, ms)?;
+        let setting = settings::setting(name).expect("every C setter names a declared setting");
+        let label = setting.c_setter();
+        let label = label.trim_start_matches("minishard_config_set_");
+        setting.check(value).map_err(|why| {
+            Failure::new(
+                minishard_result::MINISHARD_CONFIG,
+                format_args!("{label} {why}"),
+            )
+        })?;
+        config.set(name, value)?;
         Ok(())
     };
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
@@ -270,7 +266,7 @@ unsafe fn set_timing(
 /// How often each connection carries a heartbeat, in milliseconds
 /// (default 100).
 ///
-/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
 /// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
 /// heartbeat_interval <= node_grace`).
 ///
@@ -283,16 +279,12 @@ pub unsafe extern "C" fn minishard_config_set_heartbeat_interval_ms(
     ms: u64,
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe {
-        set_timing(cfg, "heartbeat_interval_ms", ms, |t| {
-            &mut t.heartbeat_interval
-        })
-    }
+    unsafe { set_setting(cfg, "heartbeat_interval", ms) }
 }
 
 /// Silence after which a peer is suspect, in milliseconds (default 500).
 ///
-/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
 /// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
 /// heartbeat_interval <= node_grace`).
 ///
@@ -305,17 +297,13 @@ pub unsafe extern "C" fn minishard_config_set_heartbeat_timeout_ms(
     ms: u64,
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe {
-        set_timing(cfg, "heartbeat_timeout_ms", ms, |t| {
-            &mut t.heartbeat_timeout
-        })
-    }
+    unsafe { set_setting(cfg, "heartbeat_timeout", ms) }
 }
 
 /// How long too few visible members may last before this node is
 /// degraded and gives its shard up, in milliseconds (default 1000).
 ///
-/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
 /// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
 /// heartbeat_interval <= node_grace`).
 ///
@@ -328,17 +316,13 @@ pub unsafe extern "C" fn minishard_config_set_transition_timeout_ms(
     ms: u64,
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe {
-        set_timing(cfg, "transition_timeout_ms", ms, |t| {
-            &mut t.transition_timeout
-        })
-    }
+    unsafe { set_setting(cfg, "transition_timeout", ms) }
 }
 
 /// How long a lost peer's shard stays reserved to it, in milliseconds
 /// (default 1500).
 ///
-/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
 /// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
 /// heartbeat_interval <= node_grace`).
 ///
@@ -351,13 +335,13 @@ pub unsafe extern "C" fn minishard_config_set_node_grace_ms(
     ms: u64,
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe { set_timing(cfg, "node_grace_ms", ms, |t| &mut t.node_grace) }
+    unsafe { set_setting(cfg, "node_grace", ms) }
 }
 
 /// How long a standby's pairing with a free shard must hold before it
 /// claims the shard, in milliseconds (default 20).
 ///
-/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
 /// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
 /// heartbeat_interval <= node_grace`).
 ///
@@ -370,13 +354,13 @@ pub unsafe extern "C" fn minishard_config_set_settle_ms(
     ms: u64,
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe { set_timing(cfg, "settle_ms", ms, |t| &mut t.settle) }
+    unsafe { set_setting(cfg, "settle", ms) }
 }
 
 /// How long a `score` callback may take before its owner loses the
 /// conflict, in milliseconds (default 1000).
 ///
-/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
 /// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
 /// heartbeat_interval <= node_grace`).
 ///
@@ -389,13 +373,13 @@ pub unsafe extern "C" fn minishard_config_set_score_deadline_ms(
     ms: u64,
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe { set_timing(cfg, "score_deadline_ms", ms, |t| &mut t.score_deadline) }
+    unsafe { set_setting(cfg, "score_deadline", ms) }
 }
 
 /// How often the `nodes` callback is asked for the member list again, in
 /// milliseconds (default 5000).
 ///
-/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
 /// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
 /// heartbeat_interval <= node_grace`).
 ///
@@ -408,13 +392,13 @@ pub unsafe extern "C" fn minishard_config_set_member_poll_ms(
     ms: u64,
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe { set_timing(cfg, "member_poll_ms", ms, |t| &mut t.member_poll) }
+    unsafe { set_setting(cfg, "member_poll", ms) }
 }
 
 /// Back-off after a failed `allocated` before this node takes a shard
 /// again, in milliseconds (default 1000).
 ///
-/// Errors: `MINISHARD_CONFIG` for 0. The order of the timings is checked at
+/// Errors: `MINISHARD_CONFIG` for 0 or over a day (86400000). The order of the timings is checked at
 /// join (`heartbeat_interval < heartbeat_timeout`, `transition_timeout +
 /// heartbeat_interval <= node_grace`).
 ///
@@ -427,29 +411,7 @@ pub unsafe extern "C" fn minishard_config_set_allocation_retry_ms(
     ms: u64,
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe { set_timing(cfg, "allocation_retry_ms", ms, |t| &mut t.allocation_retry) }
-}
-
-/// Sets one connection limit of `cfg`, refusing at once a value
-/// `minishard_join` would refuse, with join's message: the ranges live in
-/// one place, the Rust API's `Config::validate`, which checks each limit on
-/// its own.
-///
-/// # Safety
-///
-/// `cfg` must be NULL or a live configuration used by no other thread.
-unsafe fn set_limit(cfg: *mut minishard_config, apply: impl Fn(&mut Config)) -> minishard_result {
-    let body = |config: &mut Config| {
-        // A default configuration is valid apart from the listen address
-        // and the cookie, so any complaint is about this limit.
-        let mut alone = Config::new("127.0.0.1:0", b"x".to_vec());
-        apply(&mut alone);
-        alone.validate()?;
-        apply(config);
-        Ok(())
-    };
-    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe { set(cfg, body) }
+    unsafe { set_setting(cfg, "allocation_retry", ms) }
 }
 
 /// The largest frame a peer may send once authenticated, in bytes (default
@@ -469,14 +431,14 @@ pub unsafe extern "C" fn minishard_config_set_frame_limit(
     bytes: usize,
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe { set_limit(cfg, |config| config.frame_limit = bytes) }
+    unsafe { set_setting(cfg, "frame_limit", bytes as u64) }
 }
 
 /// How long a connection may take to authenticate, TLS included, in
 /// milliseconds (default 2000); a client that has not by then is dropped.
 ///
 /// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
-/// for 0.
+/// for 0 or over a day (86400000).
 ///
 /// # Safety
 ///
@@ -486,12 +448,8 @@ pub unsafe extern "C" fn minishard_config_set_handshake_timeout_ms(
     cfg: *mut minishard_config,
     ms: u64,
 ) -> minishard_result {
-    let body = |config: &mut Config| {
-        config.handshake_timeout = positive_ms("handshake_timeout_ms", ms)?;
-        Ok(())
-    };
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe { set(cfg, body) }
+    unsafe { set_setting(cfg, "handshake_timeout", ms) }
 }
 
 /// How many connections may be in their handshake at once on this node's
@@ -509,7 +467,7 @@ pub unsafe extern "C" fn minishard_config_set_max_handshakes(
     n: usize,
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe { set_limit(cfg, |config| config.max_handshakes = n) }
+    unsafe { set_setting(cfg, "max_handshakes", n as u64) }
 }
 
 /// How many connections from one source IP address may be in their
@@ -528,7 +486,7 @@ pub unsafe extern "C" fn minishard_config_set_max_handshakes_per_source(
     n: usize,
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe { set_limit(cfg, |config| config.max_handshakes_per_source = n) }
+    unsafe { set_setting(cfg, "max_handshakes_per_source", n as u64) }
 }
 
 /// How many frames may wait to be sent to one peer (default 4096); a peer
@@ -548,7 +506,7 @@ pub unsafe extern "C" fn minishard_config_set_send_queue(
     frames: usize,
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe { set_limit(cfg, |config| config.send_queue = frames) }
+    unsafe { set_setting(cfg, "send_queue", frames as u64) }
 }
 
 /// Turns on mutual TLS between the nodes: `cert_path` is this node's
@@ -650,8 +608,8 @@ pub unsafe extern "C" fn minishard_config_set_metadata(
     unsafe { set(cfg, body) }
 }
 
-/// How many requests this handle may have in flight at once (default
-/// 4096): waiting for an owner, sent, or queued for its own handler; beyond
+/// How many requests this handle may have in flight at once
+/// (default 4096 requests): waiting for an owner, sent, or queued for its own handler; beyond
 /// it `minishard_request` fails with `MINISHARD_OVERLOADED` at once. Also
 /// the most requests from all peers that may wait here for this node's
 /// `handle_request`.
@@ -668,11 +626,11 @@ pub unsafe extern "C" fn minishard_config_set_max_requests_in_flight(
     n: usize,
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe { set_limit(cfg, |config| config.max_requests_in_flight = n) }
+    unsafe { set_setting(cfg, "max_requests_in_flight", n as u64) }
 }
 
 /// How many requests may be in flight to one peer, and wait here from one
-/// peer for `handle_request` (default 1024); beyond it
+/// peer for `handle_request` (default 1024 requests); beyond it
 /// `MINISHARD_OVERLOADED`.
 ///
 /// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
@@ -687,5 +645,5 @@ pub unsafe extern "C" fn minishard_config_set_max_requests_per_peer(
     n: usize,
 ) -> minishard_result {
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
-    unsafe { set_limit(cfg, |config| config.max_requests_per_peer = n) }
+    unsafe { set_setting(cfg, "max_requests_per_peer", n as u64) }
 }

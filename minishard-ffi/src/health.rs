@@ -2,7 +2,7 @@
 
 use minishard::Health;
 
-/// The health of the cluster as this node sees it (DESIGN.md section 5).
+/// The health of the cluster as this node sees it (docs/design.md section 5).
 ///
 /// In C the type is a `uint32_t`; functions that take one refuse values
 /// outside this list.

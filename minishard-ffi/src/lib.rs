@@ -22,6 +22,7 @@
 mod error;
 
 mod health;
+mod reason;
 
 mod config;
 
@@ -50,6 +51,9 @@ pub use error::{
 pub use health::{minishard_health, minishard_health_code};
 pub use log::*;
 pub use request::*;
+pub use reason::{
+    minishard_release_reason, minishard_release_reason_code, minishard_release_reason_name,
+};
 #[cfg(feature = "testing")]
 pub use testing::*;
 

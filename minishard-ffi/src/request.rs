@@ -1,4 +1,4 @@
-//! Requests to a shard's owner (DESIGN.md 11) from C: blocking with a reply
+//! Requests to a shard's owner (docs/design.md 11) from C: blocking with a reply
 //! the caller owns, or with a completion function; the responder a
 //! `handle_request` callback answers through; node metadata.
 

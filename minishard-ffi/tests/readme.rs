@@ -1,11 +1,13 @@
-//! README's C and C++ examples are files the test command compiles and
-//! runs (`tests/c/run.sh`), so they cannot drift from what README shows:
+//! README's C, C++, Rust and Python examples are files the test command
+//! compiles and runs (`tests/c/run.sh`, `tests/readme-rust.sh`,
+//! `bindings/python/tests/test_examples.py`), so they cannot drift from what
+//! README shows:
 //!
 //! - a fenced block right after `<!-- file: PATH -->` must be the whole of
 //!   PATH (relative to the repository's root);
 //! - a block right after `<!-- excerpt: PATH -->` must be consecutive whole
 //!   lines of PATH (indented alike, or less by the same amount);
-//! - every `c` and `cpp` block must carry one of the two.
+//! - every `c`, `cpp`, `rust` and `python` block must carry one of the two.
 //!
 //! Blocks of other languages may carry a marker too, and are then checked
 //! the same way.
@@ -13,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 /// Languages whose every README block must be a file or an excerpt.
-const MUST_BE_FILES: &[&str] = &["c", "cpp"];
+const MUST_BE_FILES: &[&str] = &["c", "cpp", "rust", "python"];
 
 struct Block {
     line: usize,
@@ -146,8 +148,8 @@ fn readme_examples_are_the_files_the_tests_run() {
         .filter(|b| MUST_BE_FILES.contains(&b.language.as_str()))
         .count();
     assert!(
-        marked >= 4,
-        "README's C and C++ examples went missing ({marked} blocks)"
+        marked >= 7,
+        "README's C, C++, Rust and Python examples went missing ({marked} blocks)"
     );
 }
 

@@ -1,5 +1,5 @@
 //! Runs random fault schedules through the deterministic simulator and checks
-//! the invariants of DESIGN.md section 7 after each.
+//! the invariants of docs/design.md section 7 after each.
 //!
 //! ```text
 //! cargo run --release -p minishard --example sim -- --schedules 2000 --seed 1

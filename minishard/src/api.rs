@@ -7,12 +7,14 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::core::{Epoch, Health, LocalState, Metadata, NodeId, NodeState, Owner, Shard, Snapshot};
+use crate::core::{
+    Epoch, Health, LocalState, Metadata, NodeId, NodeState, Owner, ReleaseReason, Shard, Snapshot,
+};
 use crate::error::{CallbackError, Error};
 use crate::requests::{PendingReply, Reply, RequestError, Responder};
 use crate::runtime::Engine;
 
-/// The application's side of a cluster (DESIGN.md 3).
+/// The application's side of a cluster (docs/design.md 3).
 ///
 /// Callbacks of one handle run one at a time, in order: on the handle's
 /// callback thread, never on the thread that called [`Cluster::join`]; or,
@@ -36,8 +38,12 @@ pub trait Callbacks: Send + 'static {
     /// members). Asked at join.
     fn shard_count(&mut self, cluster: &str) -> Result<u32, CallbackError>;
 
-    /// This node now owns `shard`; `epoch` is larger than any epoch this node
-    /// has seen for it, for fencing writes by stale owners.
+    /// This node now owns `shard`. `epoch` is the allocation's fencing token:
+    /// larger than any epoch this node has seen for the shard, never issued
+    /// twice for it anywhere in the cluster, and raised when the allocation
+    /// wins a conflict (see `prolonged`). A store that accepts a write only
+    /// at an epoch at least the highest it has seen refuses every deposed
+    /// owner.
     fn allocated(
         &mut self,
         cluster: &str,
@@ -48,17 +54,27 @@ pub trait Callbacks: Send + 'static {
     /// A conflict over this node's shard is being resolved: higher wins.
     fn score(&mut self, state: &mut Self::State) -> Result<i64, CallbackError>;
 
-    /// This node won a conflict against `loser` and keeps its shard.
-    fn prolonged(&mut self, loser: &NodeId, state: &mut Self::State) -> Result<(), CallbackError>;
+    /// This node won a conflict against `loser` and keeps its shard (or kept
+    /// it because the rival it had yielded to left, was removed, restarted
+    /// or was lost before taking it). `epoch` is the allocation's epoch from
+    /// now on: above every loser's, so a store fenced by epochs refuses the
+    /// loser's writes and takes this node's.
+    fn prolonged(
+        &mut self,
+        loser: &NodeId,
+        state: &mut Self::State,
+        epoch: Epoch,
+    ) -> Result<(), CallbackError>;
 
-    /// This node no longer owns its shard: `winner` took it, or no one did
-    /// (degraded, leave, shutdown).
-    fn deallocated(&mut self, winner: Option<&NodeId>, state: Self::State);
+    /// This node no longer owns its shard, for `reason`: `winner` took it
+    /// ([`ReleaseReason::LostConflict`]), or no one did (the node left, shut
+    /// down, degraded, or was removed from the member list).
+    fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, state: Self::State);
 
     /// This node's view of the cluster's health changed.
     fn status_changed(&mut self, _cluster: &str, _old: Health, _new: Health) {}
 
-    /// A request for this node's shard (DESIGN.md 11), made with
+    /// A request for this node's shard (docs/design.md 11), made with
     /// [`Cluster::request`] on any node. It runs only inside the
     /// allocation — after `allocated` returned, before `deallocated` starts
     /// — one at a time with the other callbacks. Answer through
@@ -146,7 +162,7 @@ impl Cluster {
         })
     }
 
-    /// Leaves gracefully: the shard is handed over at once (DESIGN.md 6.4).
+    /// Leaves gracefully: the shard is handed over at once (docs/design.md 6.4).
     /// Returns once `deallocated` has run and every connection is closed.
     /// Calling it again does nothing. Not allowed from inside a callback.
     pub fn leave(&self) -> Result<(), Error> {
@@ -237,7 +253,7 @@ impl Cluster {
     }
 
     /// Sends `payload` to the owner of `shard` and waits for its reply, for
-    /// at most `timeout` (DESIGN.md 11). Any node may ask, members and
+    /// at most `timeout` (docs/design.md 11). Any node may ask, members and
     /// observers alike; a request for this node's own shard makes no
     /// network hop. While no owner is known (a failover, a hand-over) the
     /// request waits for one; a node that is no longer the owner sends it
@@ -363,7 +379,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Err(error) = self.engine.leave() {
+        if let Err(error) = self.engine.shut_down() {
             tracing::warn!(%error, cluster = self.name(), "leaving on drop failed");
         }
     }

@@ -1,5 +1,6 @@
 //! The engine's configuration: where to listen, the cookie, timings and
-//! limits, with the defaults of DESIGN.md section 10.
+//! limits. Every numeric setting's name, unit, default and range is declared
+//! once, in [`crate::settings`]; this file holds the fields.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -8,7 +9,9 @@ use std::time::Duration;
 
 use crate::core::{Metadata, NodeId, Timings};
 use crate::error::Error;
-use crate::wire::{DEFAULT_FRAME_LIMIT, MAX_FRAME_LIMIT};
+use crate::settings::{self, default_count, default_duration, Unit};
+
+// The public bounds below are the settings' ranges (checked by a test).
 
 /// The smallest per-peer send queue a configuration may set.
 pub const MIN_SEND_QUEUE: usize = 64;
@@ -168,16 +171,16 @@ impl Config {
             timings: Timings::default(),
             observer: false,
             dispatch: Dispatch::Thread,
-            frame_limit: DEFAULT_FRAME_LIMIT,
-            handshake_timeout: Duration::from_secs(2),
-            max_handshakes: 256,
-            max_handshakes_per_source: 16,
-            send_queue: 4096,
+            frame_limit: default_count("frame_limit"),
+            handshake_timeout: default_duration("handshake_timeout"),
+            max_handshakes: default_count("max_handshakes"),
+            max_handshakes_per_source: default_count("max_handshakes_per_source"),
+            send_queue: default_count("send_queue"),
             notice_hook: None,
             tls: None,
             metadata: Metadata::new(),
-            max_requests_in_flight: 4096,
-            max_requests_per_peer: 1024,
+            max_requests_in_flight: default_count("max_requests_in_flight"),
+            max_requests_per_peer: default_count("max_requests_per_peer"),
         }
     }
 
@@ -194,56 +197,87 @@ impl Config {
             NodeId::parse(advertise)?;
         }
         self.timings.validate()?;
-        if !(4096..=MAX_FRAME_LIMIT).contains(&self.frame_limit) {
-            return Err(Error::Config(format!(
-                "frame_limit must be between 4096 and {MAX_FRAME_LIMIT} bytes, not {}",
-                self.frame_limit
-            )));
-        }
-        if self.handshake_timeout.is_zero() {
-            return Err(Error::Config(
-                "handshake_timeout must be greater than zero".into(),
-            ));
-        }
-        for (name, value) in [
-            ("max_handshakes", self.max_handshakes),
-            ("max_handshakes_per_source", self.max_handshakes_per_source),
-        ] {
-            if value == 0 {
-                return Err(Error::Config(format!("{name} must be at least 1")));
-            }
-            if value > MAX_HANDSHAKES {
-                return Err(Error::Config(format!(
-                    "{name} must be at most {MAX_HANDSHAKES}, not {value}"
-                )));
-            }
-        }
-        // A connection starts with a burst (a record, a relay per known
-        // node, the epochs): a smaller queue would drop every new peer.
-        if self.send_queue < MIN_SEND_QUEUE {
-            return Err(Error::Config(format!(
-                "send_queue must be at least {MIN_SEND_QUEUE} frames, not {}",
-                self.send_queue
-            )));
-        }
-        if self.send_queue > MAX_SEND_QUEUE {
-            return Err(Error::Config(format!(
-                "send_queue must be at most {MAX_SEND_QUEUE} frames, not {}",
-                self.send_queue
-            )));
-        }
-        for (name, value) in [
-            ("max_requests_in_flight", self.max_requests_in_flight),
-            ("max_requests_per_peer", self.max_requests_per_peer),
-        ] {
-            if !(1..=MAX_REQUESTS_IN_FLIGHT).contains(&value) {
-                return Err(Error::Config(format!(
-                    "{name} must be between 1 and {MAX_REQUESTS_IN_FLIGHT}, not {value}"
-                )));
-            }
+        for setting in settings::SETTINGS {
+            let value = self.get(setting.name).ok_or_else(|| {
+                Error::Config(format!("setting {} has no field in Config", setting.name))
+            })?;
+            setting
+                .check(value)
+                .map_err(|why| Error::Config(format!("{} {why}", setting.name)))?;
         }
         validate_metadata(&self.metadata)
     }
+
+    /// Sets the numeric setting `name` (one of [`crate::settings::SETTINGS`])
+    /// to `value`, in its unit (milliseconds for a timing), refusing an
+    /// unknown name or a value out of range with the message `join` would
+    /// give.
+    pub fn set(&mut self, name: &str, value: u64) -> Result<(), Error> {
+        let setting = settings::setting(name)
+            .ok_or_else(|| Error::Config(format!("there is no setting {name:?}")))?;
+        setting
+            .check(value)
+            .map_err(|why| Error::Config(format!("{name} {why}")))?;
+        match self.slot(name) {
+            Some(Slot::Duration(field)) => *field = Duration::from_millis(value),
+            Some(Slot::Count(field)) => {
+                *field = usize::try_from(value).map_err(|_| {
+                    Error::Config(format!("{name} does not fit this machine's usize"))
+                })?
+            }
+            None => {
+                return Err(Error::Config(format!(
+                    "setting {name} has no field in Config"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the timing `name` to `value` exactly (below a millisecond too),
+    /// refusing what [`Config::set`] refuses.
+    pub fn set_duration(&mut self, name: &str, value: Duration) -> Result<(), Error> {
+        self.set(name, settings::whole_millis(value))?;
+        match self.slot(name) {
+            Some(Slot::Duration(field)) => *field = value,
+            _ => return Err(Error::Config(format!("{name} is not a timing"))),
+        }
+        Ok(())
+    }
+
+    /// The value of the numeric setting `name`, in its unit (whole
+    /// milliseconds for a timing).
+    pub fn get(&self, name: &str) -> Option<u64> {
+        match self.clone().slot(name)? {
+            Slot::Duration(field) => Some(settings::whole_millis(*field)),
+            Slot::Count(field) => Some(u64::try_from(*field).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// The field of setting `name`: the one place, with `Timings::slot`,
+    /// where a setting's name meets its field.
+    fn slot(&mut self, name: &str) -> Option<Slot<'_>> {
+        let slot = match name {
+            "frame_limit" => Slot::Count(&mut self.frame_limit),
+            "handshake_timeout" => Slot::Duration(&mut self.handshake_timeout),
+            "max_handshakes" => Slot::Count(&mut self.max_handshakes),
+            "max_handshakes_per_source" => Slot::Count(&mut self.max_handshakes_per_source),
+            "send_queue" => Slot::Count(&mut self.send_queue),
+            "max_requests_in_flight" => Slot::Count(&mut self.max_requests_in_flight),
+            "max_requests_per_peer" => Slot::Count(&mut self.max_requests_per_peer),
+            _ => Slot::Duration(self.timings.slot(name)?),
+        };
+        // A field of the wrong kind for its unit would convert wrongly.
+        let timing = settings::setting(name).is_some_and(|s| s.unit == Unit::Millis);
+        debug_assert_eq!(timing, matches!(slot, Slot::Duration(_)), "{name}");
+        Some(slot)
+    }
+}
+
+/// A setting's field, by kind.
+enum Slot<'a> {
+    Duration(&'a mut Duration),
+    Count(&'a mut usize),
 }
 
 /// Checks a node's metadata against the limits of [`Config::metadata`].
@@ -306,6 +340,66 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_has_a_field_with_its_declared_default() {
+        let config = Config::new("127.0.0.1:7000", b"secret".to_vec());
+        for s in settings::SETTINGS {
+            assert_eq!(config.get(s.name), Some(s.default), "{}", s.name);
+        }
+        assert_eq!(config.get("no_such_setting"), None);
+    }
+
+    #[test]
+    fn set_takes_any_setting_in_range_and_refuses_the_rest() {
+        for s in settings::SETTINGS {
+            let mut config = Config::new("127.0.0.1:7000", b"secret".to_vec());
+            for good in [s.min, s.max] {
+                config.set(s.name, good).unwrap();
+                assert_eq!(config.get(s.name), Some(good));
+            }
+            for bad in [s.min.wrapping_sub(1), s.max + 1] {
+                let before = config.get(s.name);
+                let err = config.set(s.name, bad).unwrap_err().to_string();
+                assert!(err.contains(s.name) && err.contains("must be"), "{err}");
+                assert_eq!(
+                    config.get(s.name),
+                    before,
+                    "a refused value changes nothing"
+                );
+            }
+        }
+        let err = Config::new("127.0.0.1:7000", b"s".to_vec()).set("sendqueue", 100);
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .contains("no setting \"sendqueue\""));
+    }
+
+    #[test]
+    fn the_public_bounds_are_the_declared_ranges() {
+        let range = |name| {
+            let s = settings::setting(name).unwrap();
+            (s.min, s.max, s.default)
+        };
+        assert_eq!(range("send_queue").0, MIN_SEND_QUEUE as u64);
+        assert_eq!(range("send_queue").1, MAX_SEND_QUEUE as u64);
+        assert_eq!(range("max_handshakes").1, MAX_HANDSHAKES as u64);
+        assert_eq!(range("max_handshakes_per_source").1, MAX_HANDSHAKES as u64);
+        assert_eq!(range("frame_limit").1, crate::wire::MAX_FRAME_LIMIT as u64);
+        assert_eq!(
+            range("max_requests_in_flight").1,
+            MAX_REQUESTS_IN_FLIGHT as u64
+        );
+        assert_eq!(
+            range("max_requests_per_peer").1,
+            MAX_REQUESTS_IN_FLIGHT as u64
+        );
+        assert_eq!(
+            range("frame_limit").2,
+            crate::wire::DEFAULT_FRAME_LIMIT as u64
+        );
+    }
+
+    #[test]
     fn bad_settings_are_refused_with_a_clear_message() {
         let ok = Config::new("127.0.0.1:7000", b"secret".to_vec());
         let cases: Vec<(Config, &str)> = vec![
@@ -356,14 +450,14 @@ mod tests {
                     send_queue: usize::MAX,
                     ..ok.clone()
                 },
-                "send_queue must be at most",
+                "send_queue must be between 64 and 1048576 frames",
             ),
             (
                 Config {
                     max_handshakes: usize::MAX,
                     ..ok.clone()
                 },
-                "max_handshakes must be at most",
+                "max_handshakes must be between 1 and 65536 connections",
             ),
             (
                 Config {

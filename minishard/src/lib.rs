@@ -6,7 +6,7 @@
 //! [`Callbacks`].
 //!
 //! ```no_run
-//! use minishard::{Callbacks, CallbackError, Cluster, Config, Health, NodeId};
+//! use minishard::{Callbacks, CallbackError, Cluster, Config, Health, NodeId, ReleaseReason};
 //! use std::time::Duration;
 //!
 //! struct Sessions;
@@ -20,8 +20,8 @@
 //!         Ok(Vec::new())
 //!     }
 //!     fn score(&mut self, state: &mut Vec<u8>) -> Result<i64, CallbackError> { Ok(state.len() as i64) }
-//!     fn prolonged(&mut self, _: &NodeId, _: &mut Vec<u8>) -> Result<(), CallbackError> { Ok(()) }
-//!     fn deallocated(&mut self, _: Option<&NodeId>, _: Vec<u8>) {}
+//!     fn prolonged(&mut self, _: &NodeId, _: &mut Vec<u8>, _: u64) -> Result<(), CallbackError> { Ok(()) }
+//!     fn deallocated(&mut self, _: Option<&NodeId>, _: ReleaseReason, _: Vec<u8>) {}
 //! }
 //!
 //! let cluster = Cluster::join("sessions", Sessions, Config::new("127.0.0.1:7001", b"cookie".to_vec()))?;
@@ -33,7 +33,7 @@
 //! Inside, the protocol is [`core`], a pure state machine (events in,
 //! actions out, time as an input), driven by a small tokio shell (`mesh`,
 //! `runtime`) — and by [`sim`], a deterministic simulator that runs
-//! thousands of random fault schedules and checks DESIGN.md section 7.
+//! thousands of random fault schedules and checks docs/design.md section 7.
 
 #![forbid(unsafe_code)]
 
@@ -44,6 +44,7 @@ mod error;
 mod mesh;
 mod requests;
 mod runtime;
+pub mod settings;
 pub mod sim;
 pub mod wire;
 
@@ -54,7 +55,8 @@ pub use config::{
     MAX_SEND_QUEUE, MIN_SEND_QUEUE,
 };
 pub use core::{
-    Epoch, Health, LocalState, Metadata, NodeId, NodeState, Owner, Shard, Snapshot, Timings,
+    Epoch, Health, LocalState, Metadata, NodeId, NodeState, Owner, ReleaseReason, Shard, Snapshot,
+    Timings,
 };
 pub use error::{CallbackError, Error};
 pub use requests::{PendingReply, Reply, RequestError, Responder, FRAME_OVERHEAD};

@@ -1,21 +1,23 @@
 //! Scenarios a user of minishard would recognise, played by the real core in
 //! the deterministic simulator (`minishard::sim`), each checked against what
-//! DESIGN.md promises: convergence, failover after the grace, hand-over on
+//! docs/design.md promises: convergence, failover after the grace, hand-over on
 //! leave, degradation of a side too small to hold the shards, conflicts
 //! resolved by score after a split heals, callback discipline and epochs.
 //!
-//! Every wait has a deadline taken from DESIGN.md section 7; every "nothing
+//! Every wait has a deadline taken from docs/design.md section 7; every "nothing
 //! happens" is checked after each simulated event, not sampled at the end.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use minishard::core::{Epoch, Health, Incarnation, Instant, LocalState, NodeId, NodeState, Shard};
+use minishard::core::{
+    Epoch, Health, Incarnation, Instant, LocalState, NodeId, NodeState, Shard, EPOCH_TAG_BITS,
+};
 use minishard::sim::{Allocation, Ending, Sim, SimConfig};
 
 // ---------------------------------------------------------------------------
-// Bounds from DESIGN.md section 7, for the default timings.
+// Bounds from docs/design.md section 7, for the default timings.
 
 fn timings() -> minishard::Timings {
     minishard::Timings::default()
@@ -34,7 +36,7 @@ fn degradation_bound() -> Duration {
 }
 
 /// How long a mesh may take to (re)connect once the network allows it
-/// (DESIGN.md 8: dial back-off caps at ~1 s).
+/// (docs/design.md 8.1: the dial back-off is capped at 1 s).
 const MESH_BOUND: Duration = Duration::from_secs(3);
 
 // ---------------------------------------------------------------------------
@@ -429,7 +431,7 @@ fn split_three_two_the_small_side_degrades_and_the_large_side_keeps_every_shard(
         }),
         "the 3-side does not hold all three shards"
     );
-    // DESIGN.md 6.5: no instant with two holders of one shard.
+    // docs/design.md 6.5: no instant with two holders of one shard.
     let overlaps = overlapping_allocations(&sim);
     assert!(overlaps.is_empty(), "{overlaps:?}");
 
@@ -565,19 +567,26 @@ fn started_split_with(config: SimConfig, groups: &[Vec<usize>]) -> Sim {
 }
 
 #[test]
-fn equal_scores_with_equal_epochs_go_to_the_smaller_node_id() {
+fn equal_scores_of_two_first_claims_go_to_the_smaller_epoch() {
     let groups = [vec![0, 1], vec![2, 3]];
     let mut sim = started_split(4, &groups);
     let a = open_on(&sim, 0, &groups[0]).unwrap();
     let b = open_on(&sim, 0, &groups[1]).unwrap();
-    assert_eq!(a.epoch, b.epoch, "precondition: two first claims");
+    // Two first claims: the same count, told apart by the claimants' tags
+    // (an epoch is never issued twice for a shard, even across a split).
+    assert_eq!(
+        a.epoch >> EPOCH_TAG_BITS,
+        b.epoch >> EPOCH_TAG_BITS,
+        "precondition: two first claims"
+    );
+    assert_ne!(a.epoch, b.epoch);
     for i in 0..4 {
         sim.set_score(i, Some(7));
     }
     sim.heal_all();
     converge(&mut sim);
 
-    let (winner, loser) = if a.node < b.node { (a, b) } else { (b, a) };
+    let (winner, loser) = if a.epoch < b.epoch { (a, b) } else { (b, a) };
     assert_eq!(sim.id(holder(&sim, 0)), &winner.node);
     let lost = allocation_of(&sim, index_of(&sim, &loser.node), 0);
     assert_eq!(told_deallocated(&lost), Some(Some(&winner.node)));
@@ -709,18 +718,23 @@ fn three_way_split_every_loser_is_matched_by_one_prolonged_on_the_winner_it_was_
 }
 
 /// Two owners of shard 0, A and B, each in a group of two started apart; A
-/// would win a tie (same epoch, smaller address). Returns `(sim, a, b, b_peer)`.
+/// would win a tie (the older epoch). Returns `(sim, a, b, b_peer)`.
 fn two_owners_a_favoured_by_a_tie() -> (Sim, usize, usize, usize) {
     let groups = [vec![0, 1], vec![2, 3]];
     let sim = started_split(4, &groups);
-    let a = open_on(&sim, 0, &groups[0]).unwrap();
-    let b = open_on(&sim, 0, &groups[1]).unwrap();
+    let x = open_on(&sim, 0, &groups[0]).unwrap();
+    let y = open_on(&sim, 0, &groups[1]).unwrap();
+    let ((a, _), (b, b_group)) = if x.epoch < y.epoch {
+        ((x, &groups[0]), (y, &groups[1]))
+    } else {
+        ((y, &groups[1]), (x, &groups[0]))
+    };
     assert!(
-        a.epoch == b.epoch && a.node < b.node,
+        a.epoch < b.epoch,
         "precondition: A would win a tie: {a:?} {b:?}"
     );
     let (ia, ib) = (index_of(&sim, &a.node), index_of(&sim, &b.node));
-    let b_peer = groups[1].iter().copied().find(|&i| i != ib).unwrap();
+    let b_peer = b_group.iter().copied().find(|&i| i != ib).unwrap();
     (sim, ia, ib, b_peer)
 }
 
@@ -818,7 +832,7 @@ fn owners_that_cannot_see_each_other_resolve_their_conflict_through_a_relay() {
     sim.set_score(a, Some(1));
     sim.set_score(b, Some(2));
     // Everything heals except the link between the two owners: the other
-    // two nodes see both and relay their scores (DESIGN.md 6.3).
+    // two nodes see both and relay their scores (docs/design.md 6.3).
     sim.heal_all();
     sim.cut_both(a, b);
     let resolved = |s: &Sim| {
@@ -857,7 +871,7 @@ fn partial_partition_a_c_cut_b_sees_both_nothing_moves() {
     let cut_at = sim.now();
     sim.cut_both(a, c);
 
-    // DESIGN.md 6.1: C is unreachable to A, not suspect: A never claims its shard.
+    // docs/design.md 6.1: C is unreachable to A, not suspect: A never claims its shard.
     let period = timings().node_grace * 4;
     holds(
         &mut sim,
@@ -922,9 +936,9 @@ fn partial_partition_a_c_cut_b_sees_both_everyone_stays_available() {
     // Let the cut be noticed (the connection dies after a heartbeat timeout).
     sim.run_for(t.heartbeat_timeout + t.heartbeat_interval);
 
-    // DESIGN.md 5: A sees 4 members (>= 3) and, in its view, every shard has
+    // docs/design.md 5: A sees 4 members (>= 3) and, in its view, every shard has
     // exactly one owner (C's stays reserved to it) and no conflict runs:
-    // that is `available`. DESIGN.md 6.1: health counts only the members a
+    // that is `available`. docs/design.md 6.1: health counts only the members a
     // node sees itself, but C's ownership is still in A's view.
     holds(&mut sim, t.node_grace * 4, "every node is available", |s| {
         (0..5).all(|i| s.health(i) == Some(Health::Available))
@@ -943,7 +957,7 @@ fn a_member_restarting_during_an_isolated_owners_grace_does_not_take_its_shard_e
     sim.split(&[vec![x], rest]);
 
     // X is alone (1 < 3 members): it must give shard up before the others'
-    // grace ends, and nobody may take it before then (DESIGN.md 6.5). While
+    // grace ends, and nobody may take it before then (docs/design.md 6.5). While
     // X is suspect to the others, Z, first in line for a free shard, restarts.
     sim.run_for(t.heartbeat_timeout + Duration::from_millis(100));
     sim.crash(z);
@@ -1258,7 +1272,7 @@ fn a_slow_allocated_does_not_hold_up_the_other_nodes() {
 }
 
 // ---------------------------------------------------------------------------
-// Any topology (DESIGN.md 6.1, 7.9), member-list changes (6.6), leaves and
+// Any topology (docs/design.md 6.1, 7.9), member-list changes (6.6), leaves and
 // crashes in the middle of a conflict (6.3). Each of these once broke the
 // one-owner promise; each test watches every instant, not the end.
 
@@ -1398,7 +1412,7 @@ fn a_winner_that_leaves_before_acknowledging_voids_the_conflict_and_the_loser_ke
             .ledger()
             .allocations
             .iter()
-            .find(|a| a.node == kept.node && a.epoch == kept.epoch && a.shard == 0)
+            .find(|a| a.node == kept.node && a.start == kept.start && a.shard == 0)
             .unwrap();
         assert_eq!(
             told_deallocated(kept),
@@ -1446,7 +1460,7 @@ fn a_winner_that_crashes_before_acknowledging_leaves_its_loser_the_shard_without
             .ledger()
             .allocations
             .iter()
-            .find(|a| a.node == kept.node && a.epoch == kept.epoch && a.shard == 0)
+            .find(|a| a.node == kept.node && a.start == kept.start && a.shard == 0)
             .unwrap();
         assert_eq!(told_deallocated(kept), None, "seed {seed}: {kept:?}");
         assert!(

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use minishard::{Config, Health, NodeId};
+use minishard::{Config, Health, NodeId, ReleaseReason};
 
 fn bound(local: &Local) -> Duration {
-    // DESIGN.md 7.1, with room for a loaded CI machine.
+    // docs/design.md 7.1, with room for a loaded CI machine.
     let t = local.timings;
     (t.heartbeat_timeout + t.node_grace + Duration::from_millis(100)) * 4
 }
@@ -111,10 +111,18 @@ fn a_graceful_leave_hands_over_without_waiting_for_the_grace() {
             .journal
             .all()
             .iter()
-            .filter(|t| matches!(t, Told::Deallocated { winner: None }))
+            .filter(|t| {
+                matches!(
+                    t,
+                    Told::Deallocated {
+                        winner: None,
+                        reason: ReleaseReason::Left
+                    }
+                )
+            })
             .count(),
         1,
-        "the leaver's application was told deallocated(no winner)"
+        "the leaver's application was told deallocated(no winner, left)"
     );
     // Within `bound`, far less than the grace: handed over at once.
     assert!(bound(&local) * 2 < LONG_GRACE);
@@ -194,14 +202,20 @@ fn split_three_three_both_sides_allocate_and_the_heal_keeps_the_higher_score() {
         let lost: Vec<&String> = journal
             .iter()
             .filter_map(|t| match t {
-                Told::Deallocated { winner: Some(w) } => Some(w),
+                Told::Deallocated {
+                    winner: Some(w),
+                    reason,
+                } => {
+                    assert_eq!(*reason, ReleaseReason::LostConflict);
+                    Some(w)
+                }
                 _ => None,
             })
             .collect();
         for winner in lost {
             let w = local.index_of(&NodeId::parse(winner).unwrap());
             let told = local.nodes[w].journal.count(
-                |t| matches!(t, Told::Prolonged { loser } if *loser == local.nodes[i].address),
+                |t| matches!(t, Told::Prolonged { loser, .. } if *loser == local.nodes[i].address),
             );
             assert_eq!(
                 told, 1,
@@ -213,10 +227,15 @@ fn split_three_three_both_sides_allocate_and_the_heal_keeps_the_higher_score() {
     let losers = left
         .iter()
         .filter(|&&i| {
-            local.nodes[i]
-                .journal
-                .count(|t| matches!(t, Told::Deallocated { winner: Some(_) }))
-                > 0
+            local.nodes[i].journal.count(|t| {
+                matches!(
+                    t,
+                    Told::Deallocated {
+                        winner: Some(_),
+                        ..
+                    }
+                )
+            }) > 0
         })
         .count();
     assert_eq!(losers, 2, "two shards, two losers on the left");

@@ -1,4 +1,4 @@
-//! A live node flooded by strangers (DESIGN.md 7.8, issue #7): 1,000
+//! A live node flooded by strangers (docs/design.md 7.8, issue #7): 1,000
 //! connections that never say a word and 10,000 garbage frames. The cluster
 //! stays `available`, the process's memory stays bounded, and the node's
 //! real peers never miss a heartbeat (an authenticated observer measures

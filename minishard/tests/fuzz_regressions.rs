@@ -27,6 +27,7 @@ fn member_record(node: &str, shard_count: u32) -> PeerMessage {
         yielded: None,
         acknowledged: Vec::new(),
         metadata: Default::default(),
+        released: None,
     }))
 }
 
@@ -135,7 +136,11 @@ fn a_node_never_claims_at_an_epoch_it_cannot_raise() {
     idle.holding = Holding::Idle;
     for message in [
         PeerMessage::Record(Arc::new(idle)),
-        PeerMessage::Epochs(vec![u64::MAX]),
+        PeerMessage::Epochs(vec![Some(minishard::core::Claim {
+            node: id(peer),
+            incarnation: 1,
+            epoch: u64::MAX,
+        })]),
     ] {
         core.handle(
             now,

@@ -1,6 +1,6 @@
 //! Bad input against a live node: every malformed, oversized, truncated,
 //! unauthenticated or silent connection is refused or closed with a reason,
-//! and the node and its other connections carry on (DESIGN.md 7.8).
+//! and the node and its other connections carry on (docs/design.md 7.8).
 
 mod common;
 
@@ -285,6 +285,7 @@ fn forged_record(node: &str) -> Frame {
         yielded: None,
         acknowledged: Vec::new(),
         metadata: Default::default(),
+        released: None,
     })))
 }
 

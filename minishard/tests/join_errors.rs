@@ -5,7 +5,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use minishard::{CallbackError, Callbacks, Cluster, Config, Error, NodeId};
+use minishard::{CallbackError, Callbacks, Cluster, Config, Error, NodeId, ReleaseReason};
 
 /// An application whose join-time answers are chosen by the test.
 struct Answers {
@@ -29,10 +29,10 @@ impl Callbacks for Answers {
     fn score(&mut self, _: &mut ()) -> Result<i64, CallbackError> {
         Ok(0)
     }
-    fn prolonged(&mut self, _: &NodeId, _: &mut ()) -> Result<(), CallbackError> {
+    fn prolonged(&mut self, _: &NodeId, _: &mut (), _: u64) -> Result<(), CallbackError> {
         Ok(())
     }
-    fn deallocated(&mut self, _: Option<&NodeId>, _: ()) {}
+    fn deallocated(&mut self, _: Option<&NodeId>, _: ReleaseReason, _: ()) {}
 }
 
 fn join_with(nodes: Result<Vec<&str>, &str>, shards: Result<u32, &str>, config: Config) -> Error {

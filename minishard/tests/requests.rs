@@ -1,4 +1,4 @@
-//! Requests to a shard's owner over real sockets on loopback (DESIGN.md
+//! Requests to a shard's owner over real sockets on loopback (docs/design.md
 //! 11): who answers and with which epoch, that the handler runs only inside
 //! its allocation, that every request ends exactly once through crashes,
 //! leaves, splits and heals, and the caps and timeouts.
@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use minishard::{
-    CallbackError, Callbacks, Cluster, Config, Metadata, NodeId, Reply, RequestError, Responder,
+    CallbackError, Callbacks, Cluster, Config, Metadata, NodeId, ReleaseReason, Reply,
+    RequestError, Responder,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -160,10 +161,10 @@ impl Callbacks for Holding {
     fn score(&mut self, _: &mut ()) -> Result<i64, CallbackError> {
         Ok(0)
     }
-    fn prolonged(&mut self, _: &NodeId, _: &mut ()) -> Result<(), CallbackError> {
+    fn prolonged(&mut self, _: &NodeId, _: &mut (), _: u64) -> Result<(), CallbackError> {
         Ok(())
     }
-    fn deallocated(&mut self, _: Option<&NodeId>, _: ()) {}
+    fn deallocated(&mut self, _: Option<&NodeId>, _: ReleaseReason, _: ()) {}
     fn handle_request(&mut self, _: &mut (), payload: Vec<u8>, responder: Responder) {
         self.held.lock().unwrap().push((payload, responder));
     }
@@ -303,10 +304,10 @@ impl Callbacks for Reentrant {
     fn score(&mut self, _: &mut ()) -> Result<i64, CallbackError> {
         Ok(0)
     }
-    fn prolonged(&mut self, _: &NodeId, _: &mut ()) -> Result<(), CallbackError> {
+    fn prolonged(&mut self, _: &NodeId, _: &mut (), _: u64) -> Result<(), CallbackError> {
         Ok(())
     }
-    fn deallocated(&mut self, _: Option<&NodeId>, _: ()) {}
+    fn deallocated(&mut self, _: Option<&NodeId>, _: ReleaseReason, _: ()) {}
     fn handle_request(&mut self, _: &mut (), payload: Vec<u8>, responder: Responder) {
         if payload == b"outer" {
             let cluster = self.cluster.lock().unwrap().clone().unwrap();

@@ -1,5 +1,5 @@
 //! Random fault schedules through the deterministic simulator: every seed must
-//! keep the invariants of DESIGN.md section 7, and the schedules together must
+//! keep the invariants of docs/design.md section 7, and the schedules together must
 //! really exercise conflicts, failovers, degradations and leaves.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,4 +1,4 @@
-//! An attacker on the path between live nodes (DESIGN.md 8): every node of
+//! An attacker on the path between live nodes (docs/design.md 8.4): every node of
 //! a cluster is reached through a userspace TCP proxy on loopback that, on
 //! command, flips a bit in a frame, replays one, drops one, swaps two, cuts
 //! one short or inserts one of its own into a running connection. The node
@@ -69,6 +69,7 @@ fn forged_record(sender: &NodeId) -> Frame {
         yielded: None,
         acknowledged: Vec::new(),
         metadata: Default::default(),
+        released: None,
     })))
 }
 

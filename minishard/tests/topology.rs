@@ -1,5 +1,5 @@
 //! One owner per shard on topologies other than a full mesh or a clean
-//! split, over real sockets on loopback (DESIGN.md 6.1, 6.3, 6.6, 7.9): a
+//! split, over real sockets on loopback (docs/design.md 6.1, 6.3, 6.6, 7.9): a
 //! chain and a ring (links cut with the testing hooks), a member removed
 //! from the member lists with its own list fresh or stale, and a winner that
 //! leaves while its loser waits for its acknowledgement.
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, fast, free_addresses, Journal, Told, COOKIE};
 use minishard::{
-    CallbackError, Callbacks, Cluster, Config, Health, MeshNotice, NodeId, NodeState, Timings,
+    CallbackError, Callbacks, Cluster, Config, Health, MeshNotice, NodeId, NodeState,
+    ReleaseReason, Timings,
 };
 
 /// Who holds which shard, across every node of a test, checked at every
@@ -47,7 +48,8 @@ impl Ledger {
                 "{node} allocated shard {shard} (epoch {epoch}) while {holders:?} held it"
             ));
         }
-        if !l.split_on_purpose && l.issued.get(&shard).is_some_and(|e| e.contains(&epoch)) {
+        // Epochs carry the issuer's rank: unique even across a split.
+        if l.issued.get(&shard).is_some_and(|e| e.contains(&epoch)) {
             l.violations.push(format!(
                 "epoch {epoch} of shard {shard} issued twice ({node})"
             ));
@@ -64,6 +66,39 @@ impl Ledger {
             .entry(shard)
             .or_default()
             .push((node.to_owned(), epoch));
+    }
+
+    /// A winner's epoch after a conflict: raised above every rival still
+    /// holding the shard (so a fenced store takes the winner's writes), and
+    /// never one issued before.
+    fn prolonged(&self, node: &str, shard: u32, old: u64, epoch: u64) {
+        let mut l = self.0.lock().unwrap();
+        if epoch < old {
+            l.violations.push(format!(
+                "{node} prolonged shard {shard} down from {old} to {epoch}"
+            ));
+        }
+        let rivals: Vec<(String, u64)> = l.holders.get(&shard).cloned().unwrap_or_default();
+        if let Some((rival, e)) = rivals.iter().find(|(n, e)| n != node && *e >= epoch) {
+            l.violations.push(format!(
+                "{node} prolonged shard {shard} at epoch {epoch}, not above {rival}'s {e}"
+            ));
+        }
+        if epoch != old {
+            if l.issued.get(&shard).is_some_and(|e| e.contains(&epoch)) {
+                l.violations.push(format!(
+                    "epoch {epoch} of shard {shard} issued twice ({node})"
+                ));
+            }
+            l.issued.entry(shard).or_default().push(epoch);
+            if let Some(held) = l.holders.get_mut(&shard) {
+                for (n, e) in held.iter_mut() {
+                    if n == node {
+                        *e = epoch;
+                    }
+                }
+            }
+        }
     }
 
     fn deallocated(&self, node: &str, shard: u32, epoch: u64) {
@@ -160,19 +195,30 @@ impl Callbacks for TopoApp {
         Ok(score)
     }
 
-    fn prolonged(&mut self, loser: &NodeId, _state: &mut u32) -> Result<(), CallbackError> {
+    fn prolonged(
+        &mut self,
+        loser: &NodeId,
+        _state: &mut u32,
+        epoch: u64,
+    ) -> Result<(), CallbackError> {
+        if let Some((shard, held)) = self.held.as_mut() {
+            self.ledger.prolonged(&self.me, *shard, *held, epoch);
+            *held = epoch;
+        }
         self.journal.push(Told::Prolonged {
             loser: loser.to_string(),
+            epoch,
         });
         Ok(())
     }
 
-    fn deallocated(&mut self, winner: Option<&NodeId>, _state: u32) {
+    fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, _state: u32) {
         if let Some((shard, epoch)) = self.held.take() {
             self.ledger.deallocated(&self.me, shard, epoch);
         }
         self.journal.push(Told::Deallocated {
             winner: winner.map(|w| w.to_string()),
+            reason,
         });
     }
 
@@ -484,8 +530,8 @@ fn polling() -> Timings {
 }
 
 /// The owner of shard 0 is dropped from every other member's list (and,
-/// with `own_list_updated`, from its own half a grace later). DESIGN.md
-/// 6.6: it is disconnected at once, its shard stays reserved while it may
+/// with `own_list_updated`, from its own half a grace later).
+/// docs/design.md 6.6: it is disconnected at once, its shard stays reserved while it may
 /// still hold it, it releases, and only then is the shard re-allocated.
 fn remove_the_owner(own_list_updated: bool) {
     let name = if own_list_updated {
@@ -536,7 +582,10 @@ fn remove_the_owner(own_list_updated: bool) {
             .into_iter()
             .filter(|t| !matches!(t, Told::Status { .. }))
             .collect::<Vec<_>>(),
-        [Told::Deallocated { winner: None }],
+        [Told::Deallocated {
+            winner: None,
+            reason: ReleaseReason::Removed
+        }],
         "the removed owner gives its shard up to no one, once, and takes none"
     );
     // Disconnected at once, existing connections too.
@@ -568,7 +617,7 @@ fn a_member_removed_whose_own_list_is_stale_is_cut_off_and_releases() {
 }
 
 /// The winner W of a conflict leaves after the loser L published that it
-/// yields, before W acknowledged it. DESIGN.md 6.3: the conflict is void,
+/// yields, before W acknowledged it. docs/design.md 6.3: the conflict is void,
 /// L keeps its allocation (no `deallocated`, no new allocation), and W
 /// never hears `prolonged`.
 ///
@@ -598,8 +647,8 @@ fn a_winner_that_leaves_before_acknowledging_voids_the_conflict() {
     };
     let net = Net::start("leave-race", 4, 1, timings);
     // L and X hold the shard while split from W, by design. (Both claim it
-    // at the epoch after W's, which DESIGN.md 2 forbids — "never issued
-    // twice, even by two sides of a split" — but is not this test's rule.)
+    // at the epoch after W's: two groups that each lost the shard's holder
+    // may issue the same epoch, docs/design.md 2.)
     net.ledger.allow_splits();
     let owners = net
         .converged(&[0, 1, 2, 3], Duration::from_secs(10))
@@ -727,14 +776,15 @@ fn a_winner_that_leaves_before_acknowledging_voids_the_conflict() {
     let x_told = net.told_since(x, cut_at);
     assert!(
         x_told.contains(&Told::Deallocated {
-            winner: Some(net.nodes[l].address.clone())
+            winner: Some(net.nodes[l].address.clone()),
+            reason: ReleaseReason::LostConflict,
         }),
         "X should lose to L: {x_told:?}"
     );
     assert!(
-        net.told_since(l, cut_at).contains(&Told::Prolonged {
-            loser: net.nodes[x].address.clone()
-        }),
+        net.told_since(l, cut_at)
+            .iter()
+            .any(|t| matches!(t, Told::Prolonged { loser, .. } if *loser == net.nodes[x].address)),
         "L should be told prolonged(X)"
     );
 }

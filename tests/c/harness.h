@@ -189,6 +189,8 @@ typedef struct {
     uint32_t shard;
     uint64_t epoch;
     char peer[MINISHARD_ADDRESS_MAX]; /* loser or winner; "" for none */
+    minishard_release_reason reason;  /* deallocated: why */
+    uint64_t loser_epoch;             /* prolonged: the loser's epoch, if known */
     minishard_health old_health, new_health;
     pthread_t thread;
     double at_ms;
@@ -317,29 +319,57 @@ static inline int64_t app_score(void *user_data, void *state) {
 }
 
 static inline minishard_result app_prolonged(void *user_data, const char *loser,
-                                      void *state, void **new_state) {
+                                             uint64_t epoch, void *state,
+                                             void **new_state) {
     app *a = user_data;
+    shard_state *s = state;
     event *e;
     pthread_mutex_lock(&a->lock);
     if (state != a->state || *new_state != state) a->discipline_errors++;
-    ((shard_state *)state)->prolonged++;
+    /* The epoch never goes down. */
+    if (epoch < s->epoch) a->discipline_errors++;
+    s->prolonged++;
+    s->epoch = epoch;
     e = app_record(a, EV_PROLONGED);
-    if (e) snprintf(e->peer, sizeof e->peer, "%s", loser);
+    if (e) {
+        snprintf(e->peer, sizeof e->peer, "%s", loser);
+        e->shard = s->shard;
+        e->epoch = epoch;
+    }
     pthread_mutex_unlock(&a->lock);
     return MINISHARD_OK;
 }
 
-static inline void app_deallocated(void *user_data, const char *winner, void *state) {
+static inline void app_deallocated(void *user_data, const char *winner,
+                                   minishard_release_reason reason, void *state) {
     app *a = user_data;
     event *e;
     pthread_mutex_lock(&a->lock);
     if (state == NULL || state != a->state) a->discipline_errors++;
+    /* A winner is named exactly when a conflict was lost. */
+    if ((winner != NULL) != (reason == MINISHARD_RELEASE_LOST_CONFLICT)) a->discipline_errors++;
     e = app_record(a, EV_DEALLOCATED);
-    if (e && state) e->shard = ((shard_state *)state)->shard;
+    if (e && state) {
+        e->shard = ((shard_state *)state)->shard;
+        e->epoch = ((shard_state *)state)->epoch;
+    }
+    if (e) e->reason = reason;
     if (e && winner) snprintf(e->peer, sizeof e->peer, "%s", winner);
     a->state = NULL;
     free(state);
     pthread_mutex_unlock(&a->lock);
+}
+
+/* The reason of the last deallocated an app heard, or -1 for none. */
+static inline int app_last_release(app *a) {
+    int reason = -1;
+    size_t i;
+    pthread_mutex_lock(&a->lock);
+    for (i = 0; i < a->event_count; i++) {
+        if (a->events[i].kind == EV_DEALLOCATED) reason = (int)a->events[i].reason;
+    }
+    pthread_mutex_unlock(&a->lock);
+    return reason;
 }
 
 static inline void app_status_changed(void *user_data, const char *cluster,
@@ -373,8 +403,8 @@ static inline minishard_callbacks app_callbacks(app *a) {
     cb.shard_count = app_shard_count;
     cb.allocated_with_epoch = app_allocated;
     cb.score = app_score;
-    cb.prolonged = app_prolonged;
-    cb.deallocated = app_deallocated;
+    cb.prolonged_with_epoch = app_prolonged;
+    cb.deallocated_with_reason = app_deallocated;
     cb.status_changed = app_status_changed;
     cb.free_user_data = app_free;
     return cb;

@@ -10,7 +10,7 @@
 #define MINISHARD_TESTING
 #include "harness.h"
 
-/* DESIGN.md 7.1's bound, with room for a loaded machine. */
+/* docs/design.md 7.1's bound, with room for a loaded machine. */
 #define BOUND_MS ((250.0 + 750.0 + 100.0) * 4)
 #define GRACE_MS 750.0
 
@@ -72,8 +72,12 @@ static void four_nodes_two_shards_converge_and_agree_on_owners(void) {
     }
     check_callbacks_off_main_thread(&l);
     local_stop(&l);
-    /* Freeing each handle left: each owner heard deallocated(no winner). */
+    /* Freeing each handle left: each owner heard deallocated(no winner),
+     * for a shutdown. */
     CHECK(app_count(&l.apps[owner0 < 0 ? 0 : owner0], EV_DEALLOCATED) == 1);
+    CHECK(app_last_release(&l.apps[owner0 < 0 ? 0 : owner0]) == MINISHARD_RELEASE_SHUTDOWN);
+    CHECK(strcmp(minishard_release_reason_name(MINISHARD_RELEASE_SHUTDOWN), "shutdown") == 0);
+    CHECK(strcmp(minishard_release_reason_name(99), "unknown") == 0);
 }
 
 typedef struct {
@@ -179,8 +183,9 @@ static void a_graceful_leave_hands_over_without_waiting_for_the_grace(void) {
     REQUIRE(leaver >= 0);
     viewer = (leaver + 1) % 4;
     CHECK_RC(minishard_leave(l.nodes[leaver]), MINISHARD_OK);
-    /* leave returned after deallocated(no winner) ran, exactly once. */
+    /* leave returned after deallocated(no winner, left) ran, exactly once. */
     CHECK(app_count(&l.apps[leaver], EV_DEALLOCATED) == 1);
+    CHECK(app_last_release(&l.apps[leaver]) == MINISHARD_RELEASE_LEFT);
     CHECK(l.apps[leaver].events[l.apps[leaver].event_count - 1].kind != EV_ALLOCATED);
     CHECK(l.apps[leaver].state == NULL);
     CHECK_RC(minishard_leave(l.nodes[leaver]), MINISHARD_OK); /* again: no-op */
@@ -233,24 +238,30 @@ static void a_split_two_two_heals_to_the_higher_score(void) {
     /* The right side scores higher: it keeps both shards. */
     CHECK(local_owner(&l, 0, 0) >= 2);
     CHECK(local_owner(&l, 0, 1) >= 2);
-    /* Each loser heard deallocated(winner); the winner heard prolonged(loser)
-     * exactly once. */
+    /* Each loser heard deallocated(winner, lost_conflict); the winner heard
+     * prolonged(loser) exactly once, with an epoch above the loser's: a
+     * store fenced by epochs takes the winner's writes, not the loser's. */
     for (i = 0; i < 2; i++) {
         app *loser = &l.apps[left[i]];
         for (e = 0; e < loser->event_count; e++) {
             event *ev = &loser->events[e];
             size_t w, p, told = 0;
             if (ev->kind != EV_DEALLOCATED || ev->peer[0] == '\0') continue;
+            CHECK(ev->reason == MINISHARD_RELEASE_LOST_CONFLICT);
             for (w = 2; w < 4; w++) {
                 if (strcmp(ev->peer, l.addrs[w]) != 0) continue;
                 for (p = 0; p < l.apps[w].event_count; p++) {
-                    told += l.apps[w].events[p].kind == EV_PROLONGED &&
-                            strcmp(l.apps[w].events[p].peer, l.addrs[left[i]]) == 0;
+                    event *pe = &l.apps[w].events[p];
+                    if (pe->kind != EV_PROLONGED || strcmp(pe->peer, l.addrs[left[i]]) != 0) continue;
+                    told++;
+                    CHECK(pe->shard == ev->shard);
+                    CHECK(pe->epoch > ev->epoch);
                 }
             }
             CHECK(told == 1);
         }
     }
+    for (i = 0; i < 4; i++) CHECK(l.apps[i].discipline_errors == 0);
     {
         size_t lost = 0, scores = 0;
         for (i = 0; i < 2; i++) {

@@ -1,6 +1,7 @@
 // The C++ wrapper: RAII (the handler is released exactly when the Cluster
 // goes), errors as exceptions with their code, exceptions thrown by
-// callbacks contained, lookups as optionals, move semantics.
+// callbacks contained, lookups as optionals (owners with their epoch, the
+// shard count), a cluster's own log sink, move semantics.
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -91,17 +92,23 @@ public:
         allocations++;
     }
     std::int64_t score() override { return 0; }
-    void deallocated(const std::optional<std::string> &) override {
+    void deallocated(const std::optional<std::string> &winner,
+                     minishard::ReleaseReason reason) override {
         std::lock_guard<std::mutex> lock(mutex);
         owned = -1;
         deallocations++;
+        last_reason = reason;
+        if (winner.has_value() != (reason == minishard::ReleaseReason::LostConflict)) {
+            mismatched_winners++;
+        }
     }
 
     bool throw_in_nodes = false;
     std::atomic<bool> refuse_allocations{false};
     std::atomic<int> refused{0};
     std::mutex mutex;
-    int owned = -1, allocations = 0, deallocations = 0;
+    int owned = -1, allocations = 0, deallocations = 0, mismatched_winners = 0;
+    minishard::ReleaseReason last_reason = minishard::ReleaseReason::LostConflict;
 
 private:
     std::vector<std::string> members_;
@@ -169,6 +176,15 @@ static void a_cluster_releases_its_handler_when_it_goes() {
         CHECK(cluster.node_id() == addrs[0]);
         auto mine = cluster.my_shard();
         CHECK(mine && mine->first == 0 && mine->second > 0);
+        CHECK(cluster.shard_count() == 1);
+        auto owner = cluster.get_owner(0);
+        CHECK(owner && owner->node == addrs[0] && mine && owner->epoch == mine->second);
+        try {
+            cluster.get_owner(1);
+            CHECK(false);
+        } catch (const minishard::Error &e) {
+            CHECK(e.code() == MINISHARD_INVALID_ARGUMENT);
+        }
         CHECK(cluster.status_json().find("\"shard_count\":1") != std::string::npos);
         CHECK(cluster.stats().allocations == 1);
         try {
@@ -196,6 +212,9 @@ static void a_cluster_releases_its_handler_when_it_goes() {
     }
     CHECK(handler.use_count() == 1);
     CHECK(handler->deallocations == 1);  // leaving on destruction
+    CHECK(handler->last_reason == minishard::ReleaseReason::Shutdown);
+    CHECK(std::string(minishard::to_string(handler->last_reason)) == "shutdown");
+    CHECK(handler->mismatched_winners == 0);
 }
 
 static void a_throwing_allocated_fails_that_callback_only() {
@@ -218,6 +237,72 @@ static void a_throwing_allocated_fails_that_callback_only() {
     CHECK(refusing->allocations == 0);
     CHECK(willing->allocations == 1);
     CHECK(a.stats().failed_callbacks == static_cast<std::uint64_t>(refusing->refused.load()));
+}
+
+static void without_enough_members_no_shard_has_an_owner() {
+    // Two members keep two shards; only one runs: it stays degraded.
+    auto addrs = free_addresses(2);
+    auto handler = std::make_shared<Recorder>(addrs, 2);
+    auto cluster = minishard::Cluster::join("alone", fast(addrs[0]), handler);
+    CHECK(cluster.shard_count() == 2);
+    CHECK(cluster.health() == Health::Degraded);
+    CHECK(!cluster.get_owner(0) && !cluster.get_owner(1));
+}
+
+/// What a log sink heard, from any thread.
+struct Heard {
+    std::mutex mutex;
+    std::vector<std::pair<minishard::LogLevel, std::string>> lines;
+    bool contains(const std::string &a, const std::string &b) {
+        std::lock_guard<std::mutex> lock(mutex);
+        for (auto &line : lines) {
+            if (line.second.find(a) != std::string::npos && line.second.find(b) != std::string::npos) {
+                return true;
+            }
+        }
+        return false;
+    }
+};
+
+static void a_clusters_own_log_sink_hears_its_lines_only() {
+    auto addrs = free_addresses(2);
+    auto heard = std::make_shared<Heard>();
+    std::atomic<int> calls{0};
+    minishard::LogSink sink;
+    sink.max_level = minishard::LogLevel::Info;
+    sink.write = [heard, &calls](minishard::LogLevel level, std::string_view, std::string_view message) {
+        {
+            std::lock_guard<std::mutex> lock(heard->mutex);
+            heard->lines.emplace_back(level, std::string(message));
+        }
+        if (calls++ == 0) throw std::runtime_error("a sink that throws once");
+    };
+    auto refusing = std::make_shared<Recorder>(addrs, 1);
+    refusing->refuse_allocations = true;
+    auto willing = std::make_shared<Recorder>(addrs, 1);
+    {
+        auto a = minishard::Cluster::join("own-log", fast(addrs[0]), refusing, sink);
+        // Alone, it is members enough for the one shard: it is asked, and refuses.
+        auto deadline = std::chrono::steady_clock::now() + scaled(10s);
+        while (refusing->refused == 0 && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(1ms);
+        }
+        auto b = minishard::Cluster::join("own-log", fast(addrs[1]), willing);
+        a.wait_until(Health::Available, scaled(10s));
+        b.wait_until(Health::Available, scaled(10s));
+    }
+    // Its join and its failed allocated, with its name on them...
+    CHECK(heard->contains("joined", "node=" + addrs[0]));
+    CHECK(heard->contains("callback failed", "callback=\"allocated\""));  // only it refuses
+    // ...nothing of the other node's own lines, nothing past its level, and
+    // the first line's exception stayed in the wrapper.
+    CHECK(!heard->contains("joined", "node=" + addrs[1]));
+    std::lock_guard<std::mutex> lock(heard->mutex);
+    for (auto &line : heard->lines) CHECK(line.first <= minishard::LogLevel::Info);
+    CHECK(calls == static_cast<int>(heard->lines.size()) && calls >= 2);
+    if (failures) {
+        for (auto &line : heard->lines) std::fprintf(stderr, "    heard: %s\n", line.second.c_str());
+    }
 }
 
 static void host_dispatch_runs_handlers_on_the_dispatching_thread() {
@@ -332,6 +417,8 @@ int main() {
     run("errors_are_exceptions_with_their_code", errors_are_exceptions_with_their_code);
     run("a_cluster_releases_its_handler_when_it_goes", a_cluster_releases_its_handler_when_it_goes);
     run("a_throwing_allocated_fails_that_callback_only", a_throwing_allocated_fails_that_callback_only);
+    run("without_enough_members_no_shard_has_an_owner", without_enough_members_no_shard_has_an_owner);
+    run("a_clusters_own_log_sink_hears_its_lines_only", a_clusters_own_log_sink_hears_its_lines_only);
     run("host_dispatch_runs_handlers_on_the_dispatching_thread",
         host_dispatch_runs_handlers_on_the_dispatching_thread);
     run("requests_reach_the_owner_with_futures_and_later_answers",

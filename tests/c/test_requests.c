@@ -1,5 +1,5 @@
 /*
- * Requests through the C ABI (DESIGN.md 11): minishard_request with a reply
+ * Requests through the C ABI (docs/design.md 11): minishard_request with a reply
  * the caller owns and frees, minishard_request_async with a completion
  * function, handle_request answering at once, later from another thread,
  * with an error or not at all; the error codes; node metadata.

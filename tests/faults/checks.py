@@ -1,4 +1,4 @@
-"""Checks of DESIGN.md section 7 (and 6.5) over the events the nodes print.
+"""Checks of docs/design.md section 7 (and 6.5) over the events the nodes print.
 
 Times are the nodes' own `t` (unix ms; every node runs on this machine's
 clock) and the harness's marks, taken on the same clock.
@@ -158,7 +158,7 @@ class History:
     def check_all(self, shard_count: int) -> None:
         """What holds over any history: discipline (read above), epochs
         within each process and across all of them, conflicts resolved as
-        DESIGN.md 6.3 says."""
+        docs/design.md 6.3 says."""
         self.check_epochs()
         self.check_epochs_unique()
         self.check_epochs_successive()
@@ -222,8 +222,8 @@ class History:
             last[(a.proc, a.shard)] = a
 
     def check_epochs_unique(self) -> None:
-        """7.5 / DESIGN.md 2: no epoch is issued twice for a shard anywhere
-        in the cluster, even by two sides of a split."""
+        """7.5: no epoch is issued twice for a shard anywhere in the cluster,
+        even by two sides of a split into two (docs/design.md 2)."""
         first: dict[tuple[int, int], Alloc] = {}
         for a in sorted(self.allocs, key=lambda a: a.start):
             other = first.setdefault((a.shard, a.epoch), a)
@@ -301,7 +301,7 @@ class History:
                 self.v(f"3: winner {w} has {len(pro)} prolonged(loser={a.node}) for the loss of {a}, expected exactly one")
             if a.end is not None and w.end is not None and w.end <= a.end:
                 self.v(f"3: winner {w} gave the shard up before its loser {a}")
-            # DESIGN.md 6.3 exempts an owner whose score failed or was late;
+            # docs/design.md 6.3 exempts an owner whose score failed or was late;
             # the nodes' `score` never fails and prints even when late, so
             # here a conflict decided without both scores is a failure.
             ls = [s for (t, s) in a.scores if t <= a.end]

@@ -269,7 +269,7 @@ class Timing:
     transition: int = 1000
     grace: int = 1500
     settle: int = 20
-    # Shorter than DESIGN.md's 5 s: a scenario that changes a member list
+    # Shorter than the default member_poll of 5 s: a scenario that changes a member list
     # waits for every node to have read it.
     member_poll: int = 1000
 
@@ -283,17 +283,17 @@ class Timing:
 
     @property
     def converge_ms(self) -> int:
-        """DESIGN.md 7.1: heartbeat_timeout + node_grace + 100 ms."""
+        """docs/design.md 7.1: heartbeat_timeout + node_grace + 100 ms."""
         return self.hb_timeout + self.grace + 100
 
     @property
     def degrade_ms(self) -> int:
-        """DESIGN.md 7.2: heartbeat_timeout + transition_timeout + 100 ms."""
+        """docs/design.md 7.2: heartbeat_timeout + transition_timeout + 100 ms."""
         return self.hb_timeout + self.transition + 100
 
 
 DEFAULT = Timing()
-# DESIGN.md's proportions, halved: interval < timeout < transition < grace.
+# The default timings' proportions, halved: interval < timeout < transition < grace.
 FAST = Timing(hb_interval=50, hb_timeout=250, transition=500, grace=750, settle=20)
 
 

@@ -522,7 +522,7 @@ def chain(ctx: Ctx) -> None:
     ctx.notes.append("chain " + " - ".join(f"{names[i]}={c.nodes[i].addr}" for i in (s0, ox, s1, oy)))
     ctx.final.append(lambda h: h.check_no_overlap(ctx.t_begin, ctx.t_stop, "9 (chain)"))
     t_cut = c.cut_links(cuts)
-    # DESIGN.md 7.9: S0 reaches Oy through two hops, so Oy's shard is
+    # docs/design.md 7.9: S0 reaches Oy through two hops, so Oy's shard is
     # reserved to it; no standby claims, no owner degrades.
     _, t_end = ctx.hold(12000)
     ctx.expect_drops("chain", cuts + [(b, a) for (a, b) in cuts])
@@ -553,7 +553,7 @@ def chain(ctx: Ctx) -> None:
 def member_removed_scenario(ctx: Ctx, own_list_updated: bool) -> None:
     """5 members / 2 shards; the owner x of shard 0 is dropped from the
     others' lists, then (if `own_list_updated`) from its own a while later.
-    DESIGN.md 6.6: they disconnect it at once and keep its shard reserved
+    docs/design.md 6.6: they disconnect it at once and keep its shard reserved
     for node_grace; x releases (removed, or degraded for lack of peers);
     only then is the shard re-allocated; never two owners at once."""
     timing = Timing(hb_interval=50, hb_timeout=250, transition=500, grace=750, settle=20, member_poll=200)

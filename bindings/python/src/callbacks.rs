@@ -7,7 +7,7 @@
 //! for an `async def` callback, until its coroutine has finished.
 //!
 //! An exception, or an answer of the wrong type, becomes a
-//! [`CallbackError`], which the engine handles as DESIGN.md section 3 says;
+//! [`CallbackError`], which the engine handles as docs/design.md section 3 says;
 //! it is logged here, once, to `logging.getLogger("minishard.callbacks")`
 //! with its traceback and the `cluster`, `shard` and `callback` as record
 //! attributes. During `join` the first such exception is kept instead, to
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
-use minishard::{CallbackError, Callbacks, Epoch, Health, NodeId, Responder, Shard};
+use minishard::{CallbackError, Callbacks, Epoch, Health, NodeId, ReleaseReason, Responder, Shard};
 use pyo3::exceptions::{PyException, PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{
@@ -177,7 +177,7 @@ fn health<'py>(py: Python<'py>, value: Health) -> PyResult<Bound<'py, PyAny>> {
         .call1((value.as_str(),))
 }
 
-/// What the engine does about a failed callback (DESIGN.md section 3), for
+/// What the engine does about a failed callback (docs/design.md section 3), for
 /// the one log line that reports it.
 fn consequence(callback: &str) -> &'static str {
     match callback {
@@ -293,9 +293,8 @@ pub(crate) struct PyCallbacks {
     status_changed: Option<Py<PyAny>>,
     /// Optional: without it, requests fail saying so.
     handle_request: Option<Py<PyAny>>,
-    /// `allocated` takes a third argument, the allocation's epoch (false
-    /// only for the deprecated two-argument form).
-    allocated_epoch: bool,
+    /// Which of the trailing arguments the application's methods take.
+    shapes: Shapes,
     /// `dispatch="asyncio"`: the loop bridge's `run(method, args)`, which
     /// runs a callback on the event loop and returns its (awaited) result.
     bridge: Option<Py<PyAny>>,
@@ -304,12 +303,26 @@ pub(crate) struct PyCallbacks {
     shard: Option<Shard>,
 }
 
+/// The trailing arguments the application's methods accept (`minishard.join`
+/// looks at their signatures): methods written before an argument was added
+/// keep working without it.
+#[derive(Clone, Copy)]
+pub(crate) struct Shapes {
+    /// `allocated(cluster, shard, epoch)` (false only for the deprecated
+    /// two-argument form).
+    pub allocated_epoch: bool,
+    /// `prolonged(loser, state, epoch)`.
+    pub prolonged_epoch: bool,
+    /// `deallocated(winner, state, reason)`.
+    pub deallocated_reason: bool,
+}
+
 impl PyCallbacks {
     /// Checks that `app` has every callback, callable.
     pub(crate) fn new(
         py: Python<'_>,
         app: &Bound<'_, PyAny>,
-        allocated_epoch: bool,
+        shapes: Shapes,
         bridge: Option<Py<PyAny>>,
         shared: Arc<Shared>,
     ) -> PyResult<PyCallbacks> {
@@ -347,7 +360,7 @@ impl PyCallbacks {
             deallocated: required("deallocated")?,
             status_changed: method("status_changed", false)?,
             handle_request: method("handle_request", false)?,
-            allocated_epoch,
+            shapes,
             bridge,
             shared,
             shard: None,
@@ -497,7 +510,7 @@ impl Callbacks for PyCallbacks {
     ) -> Result<Py<PyAny>, CallbackError> {
         self.shard = Some(shard);
         let state = self.call("allocated", |py| {
-            let args = if self.allocated_epoch {
+            let args = if self.shapes.allocated_epoch {
                 (cluster, shard, epoch).into_pyobject(py)?
             } else {
                 (cluster, shard).into_pyobject(py)?
@@ -519,9 +532,18 @@ impl Callbacks for PyCallbacks {
         })
     }
 
-    fn prolonged(&mut self, loser: &NodeId, state: &mut Py<PyAny>) -> Result<(), CallbackError> {
+    fn prolonged(
+        &mut self,
+        loser: &NodeId,
+        state: &mut Py<PyAny>,
+        epoch: Epoch,
+    ) -> Result<(), CallbackError> {
         self.call("prolonged", |py| {
-            let args = (loser.as_str(), state.bind(py)).into_pyobject(py)?;
+            let args = if self.shapes.prolonged_epoch {
+                (loser.as_str(), state.bind(py), epoch).into_pyobject(py)?
+            } else {
+                (loser.as_str(), state.bind(py)).into_pyobject(py)?
+            };
             let new_state = self.invoke(py, "prolonged", &self.prolonged, args)?;
             // Replaced while attached, so the old state is released now.
             *state = new_state.unbind();
@@ -529,12 +551,21 @@ impl Callbacks for PyCallbacks {
         })
     }
 
-    fn deallocated(&mut self, winner: Option<&NodeId>, state: Py<PyAny>) {
+    fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, state: Py<PyAny>) {
         // The engine has nothing to do about a failure here: it is logged.
         // The state moves in, so the application's last reference to it
         // goes away while attached.
         let _ = self.call("deallocated", |py| {
-            let args = (winner.map(NodeId::as_str), state.into_bound(py)).into_pyobject(py)?;
+            let winner = winner.map(NodeId::as_str);
+            let args = if self.shapes.deallocated_reason {
+                let reason = py
+                    .import("minishard._types")?
+                    .getattr("Reason")?
+                    .call1((reason.as_str(),))?;
+                (winner, state.into_bound(py), reason).into_pyobject(py)?
+            } else {
+                (winner, state.into_bound(py)).into_pyobject(py)?
+            };
             self.invoke(py, "deallocated", &self.deallocated, args)?;
             Ok(())
         });

@@ -10,6 +10,7 @@
 //! while the caller runs the callbacks the leave waits for.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -22,7 +23,7 @@ use minishard::{
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
-use crate::callbacks::{in_callback_of, PyCallbacks, Shared};
+use crate::callbacks::{in_callback_of, PyCallbacks, Shapes, Shared};
 use crate::requests;
 use crate::watch::HealthWatch;
 use crate::{errors, logbridge};
@@ -232,12 +233,8 @@ impl NativeCluster {
     #[new]
     #[pyo3(signature = (
         name, callbacks, listen, cookie, *, advertise=None, observer=false, host_dispatch=false,
-        loop_bridge=None, allocated_epoch=true,
-        heartbeat_interval=None, heartbeat_timeout=None, transition_timeout=None, node_grace=None,
-        settle=None, score_deadline=None, member_poll=None, allocation_retry=None,
-        handshake_timeout=None, frame_limit=None, max_handshakes=None,
-        max_handshakes_per_source=None, send_queue=None, tls_cert=None, tls_key=None, tls_ca=None,
-        metadata=None, max_requests_in_flight=None, max_requests_per_peer=None
+        loop_bridge=None, allocated_epoch=true, prolonged_epoch=true, deallocated_reason=true,
+        seconds=None, counts=None, tls_cert=None, tls_key=None, tls_ca=None, metadata=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -251,25 +248,14 @@ impl NativeCluster {
         host_dispatch: bool,
         loop_bridge: Option<Py<PyAny>>,
         allocated_epoch: bool,
-        heartbeat_interval: Option<f64>,
-        heartbeat_timeout: Option<f64>,
-        transition_timeout: Option<f64>,
-        node_grace: Option<f64>,
-        settle: Option<f64>,
-        score_deadline: Option<f64>,
-        member_poll: Option<f64>,
-        allocation_retry: Option<f64>,
-        handshake_timeout: Option<f64>,
-        frame_limit: Option<usize>,
-        max_handshakes: Option<usize>,
-        max_handshakes_per_source: Option<usize>,
-        send_queue: Option<usize>,
+        prolonged_epoch: bool,
+        deallocated_reason: bool,
+        seconds: Option<HashMap<String, f64>>,
+        counts: Option<HashMap<String, u64>>,
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         tls_ca: Option<PathBuf>,
         metadata: Option<std::collections::BTreeMap<String, String>>,
-        max_requests_in_flight: Option<usize>,
-        max_requests_per_peer: Option<usize>,
     ) -> PyResult<NativeCluster> {
         let mut config = Config::new(listen, cookie.into_owned());
         config.advertise = advertise;
@@ -279,55 +265,18 @@ impl NativeCluster {
         } else {
             Dispatch::Thread
         };
-        let t = &mut config.timings;
-        for (field, name, value) in [
-            (
-                &mut t.heartbeat_interval,
-                "heartbeat_interval",
-                heartbeat_interval,
-            ),
-            (
-                &mut t.heartbeat_timeout,
-                "heartbeat_timeout",
-                heartbeat_timeout,
-            ),
-            (
-                &mut t.transition_timeout,
-                "transition_timeout",
-                transition_timeout,
-            ),
-            (&mut t.node_grace, "node_grace", node_grace),
-            (&mut t.settle, "settle", settle),
-            (&mut t.score_deadline, "score_deadline", score_deadline),
-            (&mut t.member_poll, "member_poll", member_poll),
-            (
-                &mut t.allocation_retry,
-                "allocation_retry",
-                allocation_retry,
-            ),
-        ] {
-            if let Some(value) = value {
-                *field = seconds(py, name, value)?;
-            }
+        // The settings of `minishard::settings`, by name: timings in
+        // seconds, the rest in their unit. The engine checks each range
+        // and names the setting.
+        let engine = |py, error| errors::from_engine(py, error);
+        for (name, value) in seconds.unwrap_or_default() {
+            let value = self::seconds(py, &name, value)?;
+            config
+                .set_duration(&name, value)
+                .map_err(|e| engine(py, e))?;
         }
-        if let Some(value) = handshake_timeout {
-            config.handshake_timeout = seconds(py, "handshake_timeout", value)?;
-        }
-        // Ranges are checked by the join, with the Rust API's messages.
-        for (field, value) in [
-            (&mut config.frame_limit, frame_limit),
-            (&mut config.max_handshakes, max_handshakes),
-            (
-                &mut config.max_handshakes_per_source,
-                max_handshakes_per_source,
-            ),
-            (&mut config.send_queue, send_queue),
-            (&mut config.max_requests_in_flight, max_requests_in_flight),
-            (&mut config.max_requests_per_peer, max_requests_per_peer),
-        ] {
-            if let Some(value) = value {
-                *field = value;
-            }
+        for (name, value) in counts.unwrap_or_default() {
+            config.set(&name, value).map_err(|e| engine(py, e))?;
         }
         config.metadata = metadata.unwrap_or_default();
         // minishard.join checks that the three come together.
@@ -340,7 +289,12 @@ impl NativeCluster {
             name.clone(),
             host_dispatch,
         );
-        let app = PyCallbacks::new(py, callbacks, allocated_epoch, loop_bridge, shared.clone())?;
+        let shapes = Shapes {
+            allocated_epoch,
+            prolonged_epoch,
+            deallocated_reason,
+        };
+        let app = PyCallbacks::new(py, callbacks, shapes, loop_bridge, shared.clone())?;
         logbridge::start(py)?;
         // Join calls `nodes` and `shard_count` on a thread of its own and
         // waits for it: that thread needs the GIL.
@@ -654,7 +608,7 @@ impl NativeCluster {
         self.not_from_own_callback(py, what)
     }
 
-    /// Leaves gracefully (DESIGN.md 6.4); returns once `deallocated` has run
+    /// Leaves gracefully (docs/design.md 6.4); returns once `deallocated` has run
     /// and the connections are closed. Again: does nothing. `pump`: the loop
     /// bridge whose callbacks this thread must run meanwhile.
     #[pyo3(signature = (pump=None))]

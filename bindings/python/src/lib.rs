@@ -21,5 +21,12 @@ fn _minishard(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<requests::PyResponder>()?;
     m.add_function(wrap_pyfunction!(logbridge::shutdown_logging, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The list of settings (minishard/src/settings.rs), for `join`'s
+    // checks and the tests that hold its keywords to it.
+    let settings: Vec<_> = minishard::settings::SETTINGS
+        .iter()
+        .map(|s| (s.name, s.unit.name(), s.default, s.min, s.max, s.doc))
+        .collect();
+    m.add("SETTINGS", pyo3::types::PyTuple::new(m.py(), settings)?)?;
     Ok(())
 }

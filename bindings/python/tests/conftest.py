@@ -26,7 +26,7 @@ FAST: Dict[str, float] = dict(
     allocation_retry=0.3,
 )
 COOKIE = b"test-cookie"
-# DESIGN.md 7.1 (heartbeat_timeout + node_grace + 100 ms), with room for a
+# docs/design.md 7.1 (heartbeat_timeout + node_grace + 100 ms), with room for a
 # loaded 2-core CI machine, as the engine's tests allow.
 BOUND = (0.25 + 0.75 + 0.1) * 4
 
@@ -112,12 +112,16 @@ class Recorder(minishard.Callbacks[Dict[str, Any]]):
         self.journal.push("score", self.score_value)
         return self.score_value
 
-    def prolonged(self, loser: str, state: Dict[str, Any]) -> Dict[str, Any]:
+    def prolonged(self, loser: str, state: Dict[str, Any], epoch: int) -> Dict[str, Any]:
         self.journal.push("prolonged", loser)
-        return dict(state, prolonged=loser)
+        self.journal.push("epoch raised", loser, state["epoch"], epoch)
+        return dict(state, prolonged=loser, epoch=epoch)
 
-    def deallocated(self, winner: Optional[str], state: Dict[str, Any]) -> None:
+    def deallocated(
+        self, winner: Optional[str], state: Dict[str, Any], reason: Optional[minishard.Reason] = None
+    ) -> None:
         self.journal.push("deallocated", winner, state["shard"])
+        self.journal.push("reason", reason, state["epoch"])
 
     def status_changed(self, cluster: str, old: minishard.Health, new: minishard.Health) -> None:
         self.journal.push("status", old, new)

@@ -1,6 +1,6 @@
 """Callbacks that fail or take their time never stop the engine, never
 delay lookups, and are reported through logging, one record per failure
-(DESIGN.md sections 3, 7.6)."""
+(docs/design.md sections 3, 7.6)."""
 
 from __future__ import annotations
 

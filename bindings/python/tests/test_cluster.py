@@ -1,5 +1,5 @@
 """The engine through Python, over loopback: convergence, failover, leave,
-and a 3/3 split healed by score (DESIGN.md section 7)."""
+and a 3/3 split healed by score (docs/design.md section 7)."""
 
 from __future__ import annotations
 
@@ -92,6 +92,8 @@ def test_a_graceful_leave_hands_over_without_waiting_for_the_grace(local):
         pass  # leaving the with block leaves the cluster
     cluster.clusters[leaver] = None
     assert cluster.apps[leaver].journal.of("deallocated") == [("deallocated", None, 0)]
+    [(_, reason, _)] = cluster.apps[leaver].journal.of("reason")
+    assert reason is minishard.Reason.LEFT and reason == "left"
     assert eventually(BOUND, lambda: cluster.owner(viewer, 0) not in (None, leaver))
     cluster.converged()
 
@@ -117,16 +119,28 @@ def test_a_three_three_split_keeps_both_sides_whole_and_the_heal_keeps_the_highe
     cluster.heal()
     shard_map = cluster.converged(BOUND * 2)
     assert all(cluster.index(owner) in right for owner in shard_map), shard_map
-    # Each loser was told who won; each winner heard prolonged once per loser.
+    # Each loser was told who won; each winner heard prolonged once per
+    # loser, with an epoch above the loser's: a store fenced by epochs takes
+    # the winner's writes and refuses the loser's.
     losers = set()
     for i in left:
-        for _, winner, _ in cluster.apps[i].journal.of("deallocated"):
+        released = cluster.apps[i].journal.of("reason")
+        for (_, winner, _), (_, reason, loser_epoch) in zip(
+            cluster.apps[i].journal.of("deallocated"), released
+        ):
             if winner is None:
+                assert reason is not minishard.Reason.LOST_CONFLICT
                 continue
+            assert reason is minishard.Reason.LOST_CONFLICT
             losers.add(i)
             loser = cluster.addresses[i]
-            told = cluster.apps[cluster.index(winner)].journal.of("prolonged")
+            winner_app = cluster.apps[cluster.index(winner)]
+            told = winner_app.journal.of("prolonged")
             assert told.count(("prolonged", loser)) == 1
+            [(_, _, _, new_epoch)] = [
+                e for e in winner_app.journal.of("epoch raised") if e[1] == loser
+            ]
+            assert new_epoch > loser_epoch
     assert len(losers) == 2, "two shards, two losers on the left: " + repr(
         [(cluster.addresses[i], cluster.apps[i].journal.all()) for i in range(6)]
     )

@@ -1,4 +1,4 @@
-"""Requests from Python (DESIGN.md 11): cluster.request and request_async,
+"""Requests from Python (docs/design.md 11): cluster.request and request_async,
 handle_request answering at once, later from another thread, or async on
 the event loop; the errors; node metadata."""
 

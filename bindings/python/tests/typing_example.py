@@ -24,8 +24,11 @@ class Sessions(minishard.Callbacks[State]):
     def score(self, state: State) -> int:
         return state["epoch"]
 
-    def deallocated(self, winner: Optional[str], state: State) -> None:
-        pass
+    def prolonged(self, loser: str, state: State, epoch: int) -> State:
+        return {"epoch": epoch}
+
+    def deallocated(self, winner: Optional[str], state: State, reason: minishard.Reason) -> None:
+        assert reason in (minishard.Reason.LOST_CONFLICT, "left")
 
     def handle_request(self, state: State, data: bytes) -> bytes:
         return data + str(state["epoch"]).encode()
@@ -47,7 +50,9 @@ class AsyncSessions(minishard.Callbacks[State]):
     async def score(self, state: State) -> int:
         return state["epoch"]
 
-    async def deallocated(self, winner: Optional[str], state: State) -> None:
+    async def deallocated(
+        self, winner: Optional[str], state: State, reason: minishard.Reason
+    ) -> None:
         await asyncio.sleep(0)
 
     async def status_changed(

@@ -1,5 +1,5 @@
-//! The allocation lifecycle: this node's one allocation at most (DESIGN.md
-//! 6.2 - 6.4, 6.6).
+//! The allocation lifecycle: this node's one allocation at most
+//! (docs/design.md 6.2 - 6.4, 6.6).
 //!
 //! Standby → claiming (announced, `allocated` running) → active →
 //! releasing (`deallocated` running) → standby; a conflict lost makes an
@@ -14,11 +14,11 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use super::config::Timings;
-use super::events::{Call, CallId, Outbox, Outcome};
+use super::config::{CoreConfig, Timings};
+use super::events::{Call, CallId, Outbox, Outcome, ReleaseReason};
 use super::ids::{Incarnation, NodeId, Role};
 use super::membership::Membership;
-use super::record::{Claim, Epoch, Holding, Record, Shard, Yield};
+use super::record::{epoch_tag, next_epoch, Claim, Epoch, Holding, Record, Shard, Yield};
 use super::snapshot::LocalState;
 use super::time::Instant;
 use super::view::{Liveness, PeerView};
@@ -28,13 +28,35 @@ pub(super) struct Ctx<'a> {
     pub now: Instant,
     pub me: &'a NodeId,
     pub incarnation: Incarnation,
+    /// The low bits of this node's epochs.
+    pub tag: u32,
     pub timings: &'a Timings,
     pub shard_count: u32,
     pub view: &'a PeerView,
     pub members: &'a Membership,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// What the rules may read of a core, at `now`.
+    pub fn of(
+        now: Instant,
+        config: &'a CoreConfig,
+        incarnation: Incarnation,
+        view: &'a PeerView,
+        members: &'a Membership,
+    ) -> Ctx<'a> {
+        Ctx {
+            now,
+            me: &config.me,
+            incarnation,
+            tag: epoch_tag(&config.me, incarnation),
+            timings: &config.timings,
+            shard_count: config.shard_count,
+            view,
+            members,
+        }
+    }
+
     fn claim(&self, epoch: Epoch) -> Claim {
         Claim {
             node: self.me.clone(),
@@ -61,7 +83,22 @@ pub(super) enum After {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct PendingRelease {
     lost: Option<Yield>,
+    reason: ReleaseReason,
     after: After,
+}
+
+/// What an allocation knows of the conflicts it won.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Wins {
+    /// Losses acknowledged: the losers' claims (a restarted loser may
+    /// reuse an epoch).
+    acknowledged: BTreeSet<Claim>,
+    /// Of those, the ones the application has not been told yet: it is,
+    /// once no rival contends any more, with the epoch the win gives.
+    untold: Vec<Claim>,
+    /// The epochs this allocation had before a win raised it: a late loser
+    /// may have yielded to one of them.
+    former: Vec<Epoch>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,9 +117,7 @@ enum Local {
     Active {
         shard: Shard,
         epoch: Epoch,
-        /// Losses already told to the application as `prolonged`: the
-        /// losers' claims (a restarted loser may reuse an epoch).
-        prolonged: BTreeSet<Claim>,
+        wins: Wins,
     },
     /// Lost a conflict and published it; `deallocated(winner)` waits until
     /// the winner acknowledges, so the winner's `prolonged` is certain.
@@ -90,7 +125,7 @@ enum Local {
         shard: Shard,
         epoch: Epoch,
         lost: Yield,
-        prolonged: BTreeSet<Claim>,
+        wins: Wins,
     },
     Releasing {
         shard: Shard,
@@ -106,7 +141,7 @@ enum Local {
 pub(super) struct Allocation {
     local: Local,
     /// The free shard this standby node's pairing gives it, and since when
-    /// (DESIGN.md 6.2): it claims once that has held for `settle`. A peer
+    /// (docs/design.md 6.2): it claims once that has held for `settle`. A peer
     /// claiming the shard paired with it leaves this pairing as it is, so a
     /// split that frees several shards does not make their claims queue.
     paired: Option<Shard>,
@@ -114,13 +149,17 @@ pub(super) struct Allocation {
     /// Claims wait until this instant unless every member is connected, so
     /// a node that starts does not claim before it has met its peers.
     claims_from: Instant,
-    /// The largest epoch seen for each shard.
-    epochs: Vec<Epoch>,
+    /// The highest allocation seen of each shard: who held it, at which
+    /// epoch. A claim goes above it; an owner that learns of one above its
+    /// own (the other side of a healed split) raises its epoch above it.
+    highest: Vec<Option<Claim>>,
     /// Losers acknowledged by the current (or latest) allocation.
     acknowledged: Vec<Claim>,
     /// The latest conflict this node lost, as it publishes it; withdrawn
     /// when the conflict turns out void.
     yielded: Option<Yield>,
+    /// The allocation this node held last, once `deallocated` started.
+    released: Option<(Shard, Epoch)>,
 }
 
 impl Allocation {
@@ -130,9 +169,10 @@ impl Allocation {
             paired: None,
             paired_since: now,
             claims_from: now + timings.heartbeat_timeout,
-            epochs: vec![0; shard_count as usize],
+            highest: vec![None; shard_count as usize],
             acknowledged: Vec::new(),
             yielded: None,
+            released: None,
         }
     }
 
@@ -177,14 +217,26 @@ impl Allocation {
         &self.acknowledged
     }
 
+    /// The allocation this node held last, as published.
+    pub fn released(&self) -> Option<(Shard, Epoch)> {
+        self.released
+    }
+
     /// The conflict this node lost, as published.
     pub fn yielded(&self) -> Option<&Yield> {
         self.yielded.as_ref()
     }
 
-    /// The largest epoch seen for each shard.
-    pub fn epochs(&self) -> &[Epoch] {
-        &self.epochs
+    /// The highest allocation seen of each shard.
+    pub fn highest(&self) -> &[Option<Claim>] {
+        &self.highest
+    }
+
+    fn seen(&self, shard: Shard) -> Epoch {
+        self.highest
+            .get(shard as usize)
+            .and_then(|c| c.as_ref())
+            .map_or(0, |c| c.epoch)
     }
 
     /// The instants a lifecycle rule waits for.
@@ -216,78 +268,87 @@ impl Allocation {
 
     /// The shard count became known (an observer learns it from a member).
     pub fn resize(&mut self, shard_count: u32) {
-        self.epochs = vec![0; shard_count as usize];
+        self.highest = vec![None; shard_count as usize];
     }
 
     /// Any epoch this node has seen counts, even in a record it does not
     /// take, so its own next claim of that shard is above it.
     pub fn note_epochs(&mut self, record: &Record) {
+        let claim = |epoch| Claim {
+            node: record.node.clone(),
+            incarnation: record.incarnation,
+            epoch,
+        };
         if let Some((shard, epoch)) = record.holding.reserved() {
-            self.note_epoch(shard, epoch);
+            self.note(shard, claim(epoch));
         }
         if let Some(offer) = &record.offer {
-            self.note_epoch(offer.shard, offer.epoch);
+            self.note(offer.shard, claim(offer.epoch));
+        }
+        if let Some((shard, epoch)) = record.released {
+            self.note(shard, claim(epoch));
+        }
+        if let Some(lost) = &record.yielded {
+            self.note(lost.shard, claim(lost.epoch));
+            self.note(lost.shard, lost.winner.clone());
         }
     }
 
-    /// A peer's table of the largest epoch it has seen for each shard.
-    pub fn merge_epochs(&mut self, epochs: &[Epoch]) {
-        for (seen, theirs) in self.epochs.iter_mut().zip(epochs) {
-            *seen = (*seen).max(*theirs);
-        }
-    }
-
-    fn note_epoch(&mut self, shard: Shard, epoch: Epoch) {
-        if let Some(seen) = self.epochs.get_mut(shard as usize) {
-            *seen = (*seen).max(epoch);
-        }
-    }
-
-    /// Holds, gives up or takes shards as `can_hold` says (DESIGN.md 5: a
-    /// degraded node, or one that is not a member, holds no shard).
-    pub fn adjust(&mut self, ctx: &Ctx<'_>, can_hold: bool, out: &mut Outbox) {
-        match &self.local {
-            Local::Claiming { .. } | Local::Active { .. } | Local::Yielding { .. } if !can_hold => {
-                self.release(ctx, After::Standby, out);
+    /// A peer's table of the highest allocation it has seen of each shard;
+    /// true if it taught this node of a higher one (which it passes on).
+    pub fn merge_highest(&mut self, theirs: &[Option<Claim>]) -> bool {
+        let mut learned = false;
+        for (shard, claim) in theirs.iter().enumerate().take(self.highest.len()) {
+            if let Some(claim) = claim {
+                learned |= self.note(shard as Shard, claim.clone());
             }
-            Local::Idle { retry_at } if can_hold && retry_at.is_none_or(|at| ctx.now >= at) => {
+        }
+        learned
+    }
+
+    fn note(&mut self, shard: Shard, claim: Claim) -> bool {
+        match self.highest.get_mut(shard as usize) {
+            Some(highest) if highest.as_ref().is_none_or(|h| claim.epoch > h.epoch) => {
+                *highest = Some(claim);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Holds, gives up or takes shards: `cannot_hold` says why this node
+    /// may hold none now, if so (docs/design.md 5, 6.6).
+    pub fn adjust(&mut self, ctx: &Ctx<'_>, cannot_hold: Option<ReleaseReason>, out: &mut Outbox) {
+        match (&self.local, cannot_hold) {
+            (Local::Claiming { .. } | Local::Active { .. } | Local::Yielding { .. }, Some(why)) => {
+                self.release(ctx, After::Standby, why, out);
+            }
+            (Local::Idle { retry_at }, None) if retry_at.is_none_or(|at| ctx.now >= at) => {
                 self.local = Local::Standby;
                 // Peers must see this node on standby before it claims, or
                 // they pair shards without it and race it: a new pairing
                 // starts its settle now.
                 self.paired = None;
             }
-            Local::Standby if !can_hold => self.local = Local::Idle { retry_at: None },
+            (Local::Standby, Some(_)) => self.local = Local::Idle { retry_at: None },
             _ => {}
         }
     }
 
     /// One step of leaving: gives the shard up (no winner) and returns true
     /// once nothing is held any more, so the node can publish that it left.
-    pub fn leave_step(&mut self, ctx: &Ctx<'_>, out: &mut Outbox) -> bool {
+    pub fn leave_step(&mut self, ctx: &Ctx<'_>, why: ReleaseReason, out: &mut Outbox) -> bool {
         match &mut self.local {
             Local::Idle { .. } | Local::Standby => {
                 self.local = Local::Left;
                 true
             }
-            Local::Claiming { release, .. } => {
-                match release {
-                    Some(pending) => pending.after = After::Leave,
-                    None => {
-                        *release = Some(PendingRelease {
-                            lost: None,
-                            after: After::Leave,
-                        })
-                    }
-                }
-                false
-            }
             Local::Releasing { after, .. } => {
                 *after = After::Leave;
                 false
             }
-            Local::Active { .. } | Local::Yielding { .. } => {
-                self.release(ctx, After::Leave, out);
+            Local::Claiming { .. } | Local::Active { .. } | Local::Yielding { .. } => {
+                self.release(ctx, After::Leave, why, out);
                 false
             }
             Local::Left => false,
@@ -295,37 +356,58 @@ impl Allocation {
     }
 
     /// Gives up the shard this node holds or claims, with no winner (it is
-    /// degraded, leaving or no longer a member) — or, if it already
-    /// yielded, to the winner it named: that promise stands, unless the
-    /// winner left or was removed without acknowledging it (the conflict is
-    /// void).
-    fn release(&mut self, ctx: &Ctx<'_>, after: After, out: &mut Outbox) {
+    /// degraded, leaving or no longer a member) — or, if it had yielded and
+    /// the winner acknowledged it (or will, from the last record of a node
+    /// that leaves), to that winner. Any other yield is withdrawn: the
+    /// winner may never learn of it, and must not be named by a loser it
+    /// will not hear `prolonged` for (docs/design.md 6.3).
+    fn release(&mut self, ctx: &Ctx<'_>, after: After, reason: ReleaseReason, out: &mut Outbox) {
         match &mut self.local {
             Local::Claiming { release, .. } => {
                 // `allocated` is still running: `deallocated` follows it.
+                // A yield waiting for it was never published: withdrawn.
                 match release {
-                    Some(pending) => pending.after = pending.after.max(after),
-                    None => *release = Some(PendingRelease { lost: None, after }),
+                    Some(pending) if after > pending.after || pending.lost.is_some() => {
+                        pending.after = pending.after.max(after);
+                        pending.lost = None;
+                        pending.reason = reason;
+                    }
+                    Some(_) => {}
+                    None => {
+                        *release = Some(PendingRelease {
+                            lost: None,
+                            reason,
+                            after,
+                        })
+                    }
                 }
             }
-            Local::Active { shard, epoch, .. } => {
-                let (shard, epoch) = (*shard, *epoch);
-                self.start_deallocated(shard, epoch, None, after, out);
+            Local::Active { .. } => {
+                self.tell_untold(ctx, out);
+                if let Local::Active { shard, epoch, .. } = self.local {
+                    self.start_deallocated(shard, epoch, None, reason, after, out);
+                }
             }
             Local::Yielding {
                 shard, epoch, lost, ..
             } => {
                 let (shard, epoch, lost) = (*shard, *epoch, lost.clone());
                 let mine = ctx.claim(epoch);
-                let winner = match WinnerNews::of(ctx, &lost, &mine) {
-                    WinnerNews::Voided(_) | WinnerNews::Lost(_) => {
-                        // Nobody to give it to: the yield is withdrawn.
-                        self.yielded = None;
-                        None
+                // A node that leaves publishes its yield in its last record,
+                // which the winner acknowledges from: that promise stands.
+                let (winner, reason) = match WinnerNews::of(ctx, &lost, &mine) {
+                    WinnerNews::Acknowledged => {
+                        (Some(lost.winner.node), ReleaseReason::LostConflict)
                     }
-                    _ => Some(lost.winner.node),
+                    WinnerNews::Pending if after == After::Leave => {
+                        (Some(lost.winner.node), ReleaseReason::LostConflict)
+                    }
+                    _ => {
+                        self.yielded = None;
+                        (None, reason)
+                    }
                 };
-                self.start_deallocated(shard, epoch, winner, after, out);
+                self.start_deallocated(shard, epoch, winner, reason, after, out);
             }
             _ => {}
         }
@@ -333,35 +415,36 @@ impl Allocation {
 
     /// This node lost a conflict: it publishes whom it yields to and waits
     /// for the winner's acknowledgement ([`Allocation::finish_yield`]).
-    pub fn yield_to(&mut self, lost: Yield) {
+    pub fn yield_to(&mut self, ctx: &Ctx<'_>, mut lost: Yield, out: &mut Outbox) {
+        // Losers this allocation beat before losing in turn hear of it now.
+        if let Some(epoch) = self.tell_untold(ctx, out) {
+            lost.epoch = epoch;
+        }
         match &mut self.local {
             // Published once `allocated` has returned: a claim that fails
             // yields nothing, and its winner must not hear `prolonged`.
             Local::Claiming { release, .. } if release.is_none() => {
                 *release = Some(PendingRelease {
                     lost: Some(lost),
+                    reason: ReleaseReason::LostConflict,
                     after: After::Standby,
                 });
             }
-            Local::Active {
-                shard,
-                epoch,
-                prolonged,
-            } => {
-                let (shard, epoch, prolonged) = (*shard, *epoch, std::mem::take(prolonged));
+            Local::Active { shard, epoch, wins } => {
+                let (shard, epoch, wins) = (*shard, *epoch, std::mem::take(wins));
                 self.yielded = Some(lost.clone());
                 self.local = Local::Yielding {
                     shard,
                     epoch,
                     lost,
-                    prolonged,
+                    wins,
                 };
             }
             _ => {}
         }
     }
 
-    /// Ends a yield (DESIGN.md 6.3): `deallocated(winner)` once the winner
+    /// Ends a yield (docs/design.md 6.3): `deallocated(winner)` once the winner
     /// acknowledged it; back to active, keeping the shard with no new
     /// allocation, if the winner left or was removed from the member list
     /// without acknowledging (the conflict is void), if it is gone past its
@@ -379,10 +462,24 @@ impl Allocation {
         let mine = ctx.claim(epoch);
         match WinnerNews::of(ctx, &lost, &mine) {
             WinnerNews::Acknowledged => {
-                self.start_deallocated(shard, epoch, Some(lost.winner.node), After::Standby, out);
+                self.start_deallocated(
+                    shard,
+                    epoch,
+                    Some(lost.winner.node),
+                    ReleaseReason::LostConflict,
+                    After::Standby,
+                    out,
+                );
             }
-            WinnerNews::Voided(why) | WinnerNews::Lost(why) | WinnerNews::MovedOn(why) => {
+            WinnerNews::Voided(why) | WinnerNews::Lost(why) => {
+                // The winner's claim may have carried a higher epoch, which
+                // a store saw it write at: `settle` raises this node's above
+                // it once no rival contends.
                 tracing::info!(shard, winner = %lost.winner.node, why, "the yield is withdrawn: this node keeps its shard");
+                self.resume(shard, epoch);
+            }
+            WinnerNews::MovedOn(why) => {
+                tracing::info!(shard, winner = %lost.winner.node, why, "the yield is withdrawn: the conflict goes on");
                 self.resume(shard, epoch);
             }
             WinnerNews::Pending => {}
@@ -390,16 +487,51 @@ impl Allocation {
     }
 
     fn resume(&mut self, shard: Shard, epoch: Epoch) {
-        let Local::Yielding { prolonged, .. } = &mut self.local else {
+        let Local::Yielding { wins, .. } = &mut self.local else {
             return;
         };
-        let prolonged = std::mem::take(prolonged);
-        self.local = Local::Active {
-            shard,
-            epoch,
-            prolonged,
-        };
+        let wins = std::mem::take(wins);
+        self.local = Local::Active { shard, epoch, wins };
         self.yielded = None;
+    }
+
+    /// Raises the allocation's epoch above every epoch seen for its shard
+    /// (so above every loser's and every rival's it outlived), and tells the
+    /// application with `prolonged`, once per loser.
+    fn raise(&mut self, ctx: &Ctx<'_>, losers: Vec<(NodeId, bool)>, out: &mut Outbox) {
+        let Local::Active { shard, epoch, wins } = &mut self.local else {
+            return;
+        };
+        let (shard, old) = (*shard, *epoch);
+        let seen = self
+            .highest
+            .get(shard as usize)
+            .and_then(|c| c.as_ref())
+            .map_or(0, |c| c.epoch)
+            .max(old);
+        if seen > old {
+            match next_epoch(seen, ctx.tag) {
+                Some(new) => {
+                    wins.former.push(old);
+                    *epoch = new;
+                    self.highest[shard as usize] = Some(ctx.claim(new));
+                    tracing::debug!(shard, old, new, "the allocation's epoch is raised above every other seen");
+                }
+                None => tracing::warn!(
+                    shard,
+                    "the epoch cannot be raised: a peer announced the largest possible epoch for this shard"
+                ),
+            }
+        }
+        let epoch = *epoch;
+        for (loser, won) in losers {
+            out.call(Call::Prolonged {
+                shard,
+                epoch,
+                loser,
+                won,
+            });
+        }
     }
 
     /// Tells the application its allocation ended.
@@ -408,14 +540,18 @@ impl Allocation {
         shard: Shard,
         epoch: Epoch,
         winner: Option<NodeId>,
+        reason: ReleaseReason,
         after: After,
         out: &mut Outbox,
     ) {
         out.counters.deallocations += 1;
+        self.released = Some((shard, epoch));
+        tracing::debug!(shard, epoch, ?winner, %reason, "deallocating");
         let call = out.call(Call::Deallocated {
             shard,
             epoch,
             winner,
+            reason,
         });
         self.local = Local::Releasing {
             shard,
@@ -426,7 +562,7 @@ impl Allocation {
     }
 
     /// Claims the free shard paired with this node once that pairing has
-    /// held for `settle` (DESIGN.md 6.2), and only while this node sees
+    /// held for `settle` (docs/design.md 6.2), and only while this node sees
     /// members enough to keep it (`may_claim`). Returns the `allocated`
     /// callback to ask for once the claim has been published: the claim
     /// goes out to every peer before `allocated` runs.
@@ -450,14 +586,14 @@ impl Allocation {
         // top; only a peer announcing 2^64-1 brings one there (found by the
         // core_messages fuzz target). Claiming at the same epoch again would
         // break fencing, so the shard stays unclaimed, and the log says why.
-        let Some(epoch) = self.epochs[shard as usize].checked_add(1) else {
+        let Some(epoch) = next_epoch(self.seen(shard), ctx.tag) else {
             tracing::warn!(
                 shard,
                 "not claiming: a peer announced the largest possible epoch for this shard, so no claim could be fenced above it"
             );
             return None;
         };
-        self.epochs[shard as usize] = epoch;
+        self.highest[shard as usize] = Some(ctx.claim(epoch));
         let call = out.next_call_id();
         self.local = Local::Claiming {
             shard,
@@ -499,7 +635,7 @@ impl Allocation {
         // node to node by how each heard of the loss. Paired early, each
         // standby claims its own shard when its grace ends, with nothing
         // left to settle and no race. A member removed from the list keeps
-        // its shard reserved like any holder (DESIGN.md 6.6).
+        // its shard reserved like any holder (docs/design.md 6.6).
         let mut held: HashSet<Shard> = HashSet::new();
         let mut pending: HashSet<Shard> = HashSet::new();
         for (record, liveness) in view.present_records() {
@@ -534,21 +670,29 @@ impl Allocation {
         Some((shard, !pending.contains(&shard)))
     }
 
-    /// Tells the application `prolonged(loser)` once for each loser that
-    /// published it yielded this allocation's shard to this node — also a
-    /// loser that left right after yielding, whose last record says so.
-    pub fn tell_prolonged(&mut self, ctx: &Ctx<'_>, out: &mut Outbox) {
-        let Local::Active { shard, epoch, .. } = self.local else {
+    /// Acknowledges, in this node's record, each loser that published it
+    /// yielded this allocation's shard to this node — also a loser that left
+    /// right after yielding, whose last record says so, and one that yielded
+    /// to an epoch this allocation had before a win raised it. A loser gives
+    /// its shard up once it sees itself acknowledged (docs/design.md 6.3).
+    pub fn acknowledge_losers(&mut self, ctx: &Ctx<'_>) {
+        let Local::Active { shard, epoch, wins } = &mut self.local else {
             return;
         };
-        let mine = ctx.claim(epoch);
+        let shard = *shard;
+        let mine = |y: &Yield| {
+            y.shard == shard
+                && y.winner.node == *ctx.me
+                && y.winner.incarnation == ctx.incarnation
+                && (y.winner.epoch == *epoch || wins.former.contains(&y.winner.epoch))
+        };
         let losers: Vec<Claim> = ctx
             .view
             .present_records()
             .map(|(r, _)| r)
             .chain(ctx.view.left_records())
             .filter_map(|r| r.yielded.as_ref().map(|y| (r, y)))
-            .filter(|(_, y)| y.shard == shard && y.winner == mine)
+            .filter(|(_, y)| mine(y))
             .map(|(r, y)| Claim {
                 node: r.node.clone(),
                 incarnation: r.incarnation,
@@ -556,18 +700,71 @@ impl Allocation {
             })
             .collect();
         for loser in losers {
-            let Local::Active { prolonged, .. } = &mut self.local else {
-                return;
-            };
-            if prolonged.insert(loser.clone()) {
+            if wins.acknowledged.insert(loser.clone()) {
                 self.acknowledged.push(loser.clone());
-                out.call(Call::Prolonged {
-                    shard,
-                    epoch,
-                    loser: loser.node,
-                });
+                wins.untold.push(loser);
             }
         }
+    }
+
+    /// An allocation that ends, or loses in turn, before its wins settled
+    /// still tells the application of each loser that gave up to it (the
+    /// losers have called `deallocated(winner)`), with an epoch above
+    /// theirs; returns the epoch if there were any.
+    fn tell_untold(&mut self, ctx: &Ctx<'_>, out: &mut Outbox) -> Option<Epoch> {
+        let Local::Active { wins, .. } = &mut self.local else {
+            return None;
+        };
+        if wins.untold.is_empty() {
+            return None;
+        }
+        let untold = std::mem::take(&mut wins.untold)
+            .into_iter()
+            .map(|loser| (loser.node, true))
+            .collect();
+        self.raise(ctx, untold, out);
+        match self.local {
+            Local::Active { epoch, .. } => Some(epoch),
+            _ => None,
+        }
+    }
+
+    /// Once no rival contends any more, settles what the allocation won or
+    /// outlived: its epoch goes above every epoch seen for its shard (a
+    /// loser's, a voided winner's, a rival's on the other side of a healed
+    /// split that a store may have taken writes from), and the application
+    /// hears it as `prolonged`, once per loser acknowledged, or once naming
+    /// the rival whose epoch it went above if no loser is left to tell.
+    pub fn settle(&mut self, ctx: &Ctx<'_>, rivals_left: bool, out: &mut Outbox) {
+        if rivals_left {
+            return;
+        }
+        let Local::Active { shard, epoch, wins } = &mut self.local else {
+            return;
+        };
+        let (shard, epoch) = (*shard, *epoch);
+        // A higher epoch whose holder may still hold the shard is a conflict
+        // to resolve (or a stale record to outlast), not one outlived: two
+        // owners that each raised above the other would never stop.
+        let still_held_elsewhere = ctx.view.present_records().any(|(r, _)| {
+            r.node != *ctx.me && r.holding.reserved().is_some_and(|(s, _)| s == shard)
+        });
+        let above = self
+            .highest
+            .get(shard as usize)
+            .and_then(|c| c.as_ref())
+            .filter(|c| c.epoch > epoch && !still_held_elsewhere)
+            .map(|c| c.node.clone());
+        let mut tell: Vec<(NodeId, bool)> = std::mem::take(&mut wins.untold)
+            .into_iter()
+            .map(|loser| (loser.node, true))
+            .collect();
+        match above {
+            Some(rival) if tell.is_empty() => tell.push((rival, false)),
+            None if tell.is_empty() => return,
+            _ => {}
+        }
+        self.raise(ctx, tell, out);
     }
 
     /// A callback of the lifecycle finished; returns false if `id` is none
@@ -578,7 +775,7 @@ impl Allocation {
         ctx: &Ctx<'_>,
         id: CallId,
         outcome: &Outcome,
-        leaving: &mut bool,
+        leaving: &mut Option<ReleaseReason>,
         out: &mut Outbox,
     ) -> bool {
         match &mut self.local {
@@ -608,16 +805,21 @@ impl Allocation {
                 self.local = Local::Active {
                     shard,
                     epoch,
-                    prolonged: BTreeSet::new(),
+                    wins: Wins::default(),
                 };
                 match release {
                     Some(PendingRelease {
                         lost: Some(lost),
                         after: After::Standby,
-                    }) => self.yield_to(lost),
-                    Some(PendingRelease { lost, after }) => {
+                        ..
+                    }) => self.yield_to(ctx, lost, out),
+                    Some(PendingRelease {
+                        lost,
+                        reason,
+                        after,
+                    }) => {
                         let winner = lost.map(|l| l.winner.node);
-                        self.start_deallocated(shard, epoch, winner, after, out);
+                        self.start_deallocated(shard, epoch, winner, reason, after, out);
                     }
                     None => {}
                 }
@@ -626,7 +828,9 @@ impl Allocation {
             Local::Releasing { call, after, .. } if *call == id => {
                 // Back to the pool; the next evaluation makes it standby or
                 // finishes a leave.
-                *leaving |= *after == After::Leave;
+                if *after == After::Leave {
+                    leaving.get_or_insert(ReleaseReason::Left);
+                }
                 self.local = Local::Idle { retry_at: None };
                 true
             }
@@ -676,11 +880,12 @@ impl WinnerNews {
             return WinnerNews::Lost("the winner is gone past its grace, unacknowledged");
         }
         // Given up for good, not merely yielding, which it may take back.
+        // (A win raises the winner's epoch: a higher one is still its.)
         let holds = |h: Holding| match h {
             Holding::Claiming { shard, epoch }
             | Holding::Active { shard, epoch }
             | Holding::Yielding { shard, epoch } => {
-                (shard, epoch) == (lost.shard, lost.winner.epoch)
+                shard == lost.shard && epoch >= lost.winner.epoch
             }
             _ => false,
         };

@@ -1,11 +1,13 @@
-//! Settings the core runs with, their defaults (DESIGN.md section 10) and the
-//! checks that refuse inconsistent ones before anything starts.
+//! Settings the core runs with, their defaults (declared in
+//! `crate::settings`, docs/design.md section 10) and the checks that refuse
+//! inconsistent ones before anything starts.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
 use super::ids::{NodeId, Role};
+use crate::settings::{self, default_duration as default};
 
 /// A setting, or a combination of settings, that cannot work.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +43,7 @@ pub struct Timings {
     /// How long a lost peer's shard stays reserved to it.
     pub node_grace: Duration,
     /// How long a standby's pairing with a free shard must hold before it
-    /// claims the shard (DESIGN.md 6.2).
+    /// claims the shard (docs/design.md 6.2).
     pub settle: Duration,
     /// How long a `score` callback may take before its owner loses.
     pub score_deadline: Duration,
@@ -54,36 +56,45 @@ pub struct Timings {
 impl Default for Timings {
     fn default() -> Timings {
         Timings {
-            heartbeat_interval: Duration::from_millis(100),
-            heartbeat_timeout: Duration::from_millis(500),
-            transition_timeout: Duration::from_millis(1000),
-            node_grace: Duration::from_millis(1500),
-            settle: Duration::from_millis(20),
-            score_deadline: Duration::from_millis(1000),
-            member_poll: Duration::from_secs(5),
-            allocation_retry: Duration::from_millis(1000),
+            heartbeat_interval: default("heartbeat_interval"),
+            heartbeat_timeout: default("heartbeat_timeout"),
+            transition_timeout: default("transition_timeout"),
+            node_grace: default("node_grace"),
+            settle: default("settle"),
+            score_deadline: default("score_deadline"),
+            member_poll: default("member_poll"),
+            allocation_retry: default("allocation_retry"),
         }
     }
 }
 
 impl Timings {
-    /// Refuses zero durations and orderings that break the guarantees.
+    /// The field of timing `name` (a setting of `crate::settings`): the one
+    /// place a timing's name meets its field.
+    pub fn slot(&mut self, name: &str) -> Option<&mut Duration> {
+        Some(match name {
+            "heartbeat_interval" => &mut self.heartbeat_interval,
+            "heartbeat_timeout" => &mut self.heartbeat_timeout,
+            "transition_timeout" => &mut self.transition_timeout,
+            "node_grace" => &mut self.node_grace,
+            "settle" => &mut self.settle,
+            "score_deadline" => &mut self.score_deadline,
+            "member_poll" => &mut self.member_poll,
+            "allocation_retry" => &mut self.allocation_retry,
+            _ => return None,
+        })
+    }
+
+    /// Refuses timings out of their range and orderings that break the
+    /// guarantees.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let named = [
-            ("heartbeat_interval", self.heartbeat_interval),
-            ("heartbeat_timeout", self.heartbeat_timeout),
-            ("transition_timeout", self.transition_timeout),
-            ("node_grace", self.node_grace),
-            ("settle", self.settle),
-            ("score_deadline", self.score_deadline),
-            ("member_poll", self.member_poll),
-            ("allocation_retry", self.allocation_retry),
-        ];
-        for (name, value) in named {
-            if value.is_zero() {
-                return Err(ConfigError::new(format!(
-                    "{name} must be greater than zero"
-                )));
+        let mut copy = *self;
+        for setting in settings::SETTINGS {
+            if let Some(value) = copy.slot(setting.name) {
+                let ms = settings::whole_millis(*value);
+                setting
+                    .check(ms)
+                    .map_err(|why| ConfigError::new(format!("{} {why}", setting.name)))?;
             }
         }
         if self.heartbeat_interval >= self.heartbeat_timeout {
@@ -92,7 +103,7 @@ impl Timings {
                 self.heartbeat_interval, self.heartbeat_timeout
             )));
         }
-        // DESIGN.md 6.5: the small side of a split must give its shards up
+        // docs/design.md 6.5: the small side of a split must give its shards up
         // before the large side's grace ends. Both sides notice the split
         // within one heartbeat of each other, so that is the least margin.
         if self.transition_timeout + self.heartbeat_interval > self.node_grace {

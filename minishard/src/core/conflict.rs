@@ -1,6 +1,6 @@
 //! Conflicts: two or more nodes that hold the same shard and can reach each
 //! other, directly or through the nodes on a path between them, which relay
-//! their records (DESIGN.md 6.3).
+//! their records (docs/design.md 6.3).
 //!
 //! Every owner computes its score once per conflict episode (from the moment
 //! it sees a rival until it has seen none for a heartbeat timeout, so a
@@ -54,6 +54,8 @@ pub(super) struct Conflicts {
     /// The latest score offer, kept after the conflict so a peer that
     /// learns of it late still ranks the claim the same way.
     offer: Option<ScoreOffer>,
+    /// The last resolution saw a rival contend.
+    rivals: bool,
 }
 
 /// This node's claim in a conflict.
@@ -68,6 +70,11 @@ impl Conflicts {
     /// The offer this node publishes.
     pub fn offer(&self) -> Option<&ScoreOffer> {
         self.offer.as_ref()
+    }
+
+    /// Whether a rival still contended at the last resolution.
+    pub fn has_rivals(&self) -> bool {
+        self.rivals
     }
 
     /// When the score deadline, or the wait for the rivals' scores, ends.
@@ -112,7 +119,7 @@ impl Conflicts {
             .collect()
     }
 
-    /// Runs this node's side of a conflict over its claim (DESIGN.md 6.3),
+    /// Runs this node's side of a conflict over its claim (docs/design.md 6.3),
     /// if it has a contending one. Returns the conflict it lost, if it did.
     pub fn resolve(
         &mut self,
@@ -125,10 +132,12 @@ impl Conflicts {
     ) -> Option<Yield> {
         let Some(me) = me else {
             self.episode = None;
+            self.rivals = false;
             return None;
         };
         let (shard, epoch) = (me.shard, me.claim.epoch);
         let rivals = Self::rivals(view, members, shard);
+        self.rivals = !rivals.is_empty();
         let current = self
             .episode
             .as_mut()

@@ -39,10 +39,18 @@ pub enum Call {
     Prolonged {
         /// The shard.
         shard: Shard,
-        /// The allocation's epoch.
+        /// The allocation's epoch from now on: above every loser's (it may
+        /// be the one it had, if that was above already).
         epoch: Epoch,
-        /// The node that gives the shard up.
+        /// The node that gives the shard up (or whose claim on it lapsed
+        /// while this node had yielded to it: it left, was removed,
+        /// restarted or was lost past its grace before taking it; or whose
+        /// allocation of it, on the other side of a split, this one
+        /// outlived).
         loser: NodeId,
+        /// Whether `loser` yielded to this allocation in a conflict (false:
+        /// this allocation outlived its claim, and only the epoch rises).
+        won: bool,
     },
     /// This node no longer owns `shard`.
     Deallocated {
@@ -50,8 +58,11 @@ pub enum Call {
         shard: Shard,
         /// The allocation's epoch.
         epoch: Epoch,
-        /// Who won the shard from it, or `None` (degraded, leave, shutdown).
+        /// Who won the shard from it (`reason` is then
+        /// [`ReleaseReason::LostConflict`]), or `None`.
         winner: Option<NodeId>,
+        /// Why the allocation ended.
+        reason: ReleaseReason,
     },
     /// This node's view of the cluster's health changed.
     StatusChanged {
@@ -73,6 +84,43 @@ impl Call {
             Call::Deallocated { .. } => "deallocated",
             Call::StatusChanged { .. } => "status_changed",
         }
+    }
+}
+
+/// Why an allocation ended, as `deallocated` tells the application: what
+/// it should do with what it held differs (hand it over, persist it, drop
+/// it), as Kafka's consumer API separates revoked partitions from lost ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReleaseReason {
+    /// It lost a conflict after a split healed; `winner` keeps the shard.
+    LostConflict,
+    /// The application asked to leave (`leave()`).
+    Left,
+    /// The handle was dropped or freed, or the process is exiting.
+    Shutdown,
+    /// Too few members were visible for `transition_timeout`.
+    Degraded,
+    /// This node is no longer in the member list (its own, or every member
+    /// it can reach refuses it as not theirs).
+    Removed,
+}
+
+impl ReleaseReason {
+    /// The lower-case name used in logs, JSON and the bindings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseReason::LostConflict => "lost_conflict",
+            ReleaseReason::Left => "left",
+            ReleaseReason::Shutdown => "shutdown",
+            ReleaseReason::Degraded => "degraded",
+            ReleaseReason::Removed => "removed",
+        }
+    }
+}
+
+impl std::fmt::Display for ReleaseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -130,8 +178,11 @@ pub enum Event {
         /// Why.
         reason: RefusalReason,
     },
-    /// The application asked to leave (or dropped its handle).
+    /// The application asked to leave.
     Leave,
+    /// The application dropped its handle, or the process is exiting: a
+    /// leave, told as such.
+    Shutdown,
     /// The timer set by [`Action::SetTimer`] fired.
     Timeout,
 }
@@ -140,7 +191,7 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RefusalReason {
     /// This node joined as a member and the peer's member list does not
-    /// have it: the peer no longer counts it as one (DESIGN.md 6.6).
+    /// have it: the peer no longer counts it as one (docs/design.md 6.6).
     NotAMember,
     /// Anything else (a wrong cookie, cluster or version): logged only.
     Other,

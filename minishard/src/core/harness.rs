@@ -20,6 +20,12 @@ pub fn n(i: u8) -> NodeId {
 /// Every node's incarnation in the harness, unless a test says otherwise.
 pub const INCARNATION: u64 = 7;
 
+/// The epoch node `i` issues as its `count`-th allocation of a shard (in
+/// its harness incarnation).
+pub fn e(i: u8, count: u64) -> Epoch {
+    (count << super::EPOCH_TAG_BITS) | Epoch::from(super::record::epoch_tag(&n(i), INCARNATION))
+}
+
 /// A peer's record, as a test describes it.
 #[derive(Clone, Debug)]
 pub struct Rec(Record);
@@ -39,6 +45,7 @@ pub fn rec(i: u8) -> Rec {
         yielded: None,
         acknowledged: Vec::new(),
         metadata: Default::default(),
+        released: None,
     })
 }
 
@@ -87,6 +94,12 @@ impl Rec {
             winner_score: Some(1),
             own_score: Some(0),
         });
+        self
+    }
+
+    /// Having held `shard` at `epoch` last.
+    pub fn released(mut self, shard: Shard, epoch: Epoch) -> Rec {
+        self.0.released = Some((shard, epoch));
         self
     }
 

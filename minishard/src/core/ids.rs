@@ -1,6 +1,10 @@
 //! Who is who: node addresses, incarnations and roles.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
+// `core::net`: address values only, no sockets (the core does no I/O).
+use core::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -12,8 +16,54 @@ pub const MAX_ADDRESS_LEN: usize = 261;
 ///
 /// Cloning is a reference-count increment, so lookups can hand out owners
 /// without allocating.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId(Arc<str>);
+///
+/// Node ids are ordered as addresses, not as text: IP addresses first, by
+/// their numeric value (`10.0.0.2` before `10.0.0.10`; IPv4 before IPv6),
+/// then host names, alphabetically; then by port, numerically. Every node
+/// orders ids alike, which the pairing of standbys with shards and the
+/// tie-break of conflicts rely on (docs/design.md 6.2, 6.3).
+#[derive(Clone)]
+pub struct NodeId(Arc<Address>);
+
+#[derive(Debug)]
+struct Address {
+    text: Box<str>,
+    order: (Host, u16),
+}
+
+/// The host part of an address, as it sorts.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Host {
+    Ip(IpAddr),
+    Name(Box<str>),
+}
+
+impl PartialEq for NodeId {
+    fn eq(&self, other: &NodeId) -> bool {
+        self.0.text == other.0.text
+    }
+}
+
+impl Eq for NodeId {}
+
+impl Hash for NodeId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.text.hash(state);
+    }
+}
+
+impl Ord for NodeId {
+    fn cmp(&self, other: &NodeId) -> Ordering {
+        // Text last: two spellings of one host (`Db:1`, `db:1`) still differ.
+        (&self.0.order, &self.0.text).cmp(&(&other.0.order, &other.0.text))
+    }
+}
+
+impl PartialOrd for NodeId {
+    fn partial_cmp(&self, other: &NodeId) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// Why a string is not a node address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,24 +117,31 @@ impl NodeId {
         if bare.is_empty() || !bare.chars().all(allowed) {
             return Err(fail("host has characters not allowed in a name or IP"));
         }
-        Ok(NodeId(Arc::from(text)))
+        let host = match bare.parse::<IpAddr>() {
+            Ok(ip) => Host::Ip(ip),
+            Err(_) => Host::Name(bare.to_ascii_lowercase().into()),
+        };
+        Ok(NodeId(Arc::new(Address {
+            text: text.into(),
+            order: (host, port),
+        })))
     }
 
     /// The address as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.0.text
     }
 }
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.0.text)
     }
 }
 
 impl fmt::Debug for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        write!(f, "{}", self.0.text)
     }
 }
 
@@ -97,7 +154,7 @@ impl std::str::FromStr for NodeId {
 
 impl Serialize for NodeId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        serializer.serialize_str(&self.0.text)
     }
 }
 
@@ -125,6 +182,19 @@ pub enum Role {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_sort_as_addresses_not_as_text() {
+        let id = |s: &str| NodeId::parse(s).unwrap();
+        assert!(id("10.0.0.2:7000") < id("10.0.0.10:7000"));
+        assert!(id("10.0.0.2:7000") < id("10.0.0.2:10000"));
+        assert!(id("9.255.0.1:1") < id("10.0.0.1:1"));
+        assert!(id("10.0.0.1:1") < id("[::1]:1"), "IPv4 before IPv6");
+        assert!(id("[::1]:1") < id("a.example:1"), "addresses before names");
+        assert!(id("a.example:1") < id("b.example:1"));
+        assert_eq!(id("10.0.0.2:7000"), id("10.0.0.2:7000"));
+        assert_ne!(id("Db:1"), id("db:1"));
+    }
 
     #[test]
     fn accepts_hosts_ipv4_and_bracketed_ipv6() {

@@ -1,5 +1,5 @@
 //! Membership: the member list in force, when to ask for it again, and
-//! whether the members still count this node as one of theirs (DESIGN.md 2,
+//! whether the members still count this node as one of theirs (docs/design.md 2,
 //! 6.6).
 //!
 //! A member dropped from the others' lists is refused by them, and its own
@@ -69,6 +69,14 @@ impl Membership {
         self.role == Role::Member && self.set.contains(&self.me)
     }
 
+    /// Whether some member refused this node as not theirs lately, and no
+    /// member is connected to it: it is out of the cluster (docs/design.md 6.6).
+    pub fn turned_away(&self, now: Instant) -> bool {
+        self.refused_by
+            .values()
+            .any(|at| now < *at + self.refusal_memory)
+    }
+
     /// Whether `node` is in the member list.
     pub fn listed(&self, node: &NodeId) -> bool {
         self.set.contains(node)
@@ -98,15 +106,12 @@ impl Membership {
     /// Whether this node counts itself among the visible members: it is one
     /// by its own list, and the members do not all turn it away — while some
     /// member refuses it as a non-member and none is connected to it, it is
-    /// out of the cluster, whatever its own list says (DESIGN.md 6.6).
+    /// out of the cluster, whatever its own list says (docs/design.md 6.6).
     pub fn counts_itself(&self, now: Instant, view: &PeerView) -> bool {
         if !self.am_member() {
             return false;
         }
-        let turned_away = self
-            .refused_by
-            .values()
-            .any(|at| now < *at + self.refusal_memory);
+        let turned_away = self.turned_away(now);
         let accepted = view
             .links()
             .any(|(peer, role, _)| role == Role::Member && self.set.contains(peer));

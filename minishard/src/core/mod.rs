@@ -45,10 +45,11 @@ pub mod watcher;
 use std::sync::Arc;
 
 pub use config::{ConfigError, CoreConfig, Timings, MAX_SHARDS};
-pub use events::{Action, Call, CallId, Event, Outcome, RefusalReason};
+pub use events::{Action, Call, CallId, Event, Outcome, RefusalReason, ReleaseReason};
 pub use ids::{AddressError, Incarnation, NodeId, Role};
 pub use record::{
-    Ack, Claim, Epoch, Holding, Metadata, PeerMessage, Record, ScoreOffer, Shard, Sighting, Yield,
+    next_epoch, Ack, Claim, Epoch, Holding, Metadata, PeerMessage, Record, ScoreOffer, Shard,
+    Sighting, Yield, EPOCH_TAG_BITS,
 };
 pub use snapshot::{CoreCounters, LocalState, NodeState, Owner, Snapshot};
 pub use time::Instant;
@@ -75,7 +76,8 @@ pub struct Core {
     allocation: Allocation,
     conflicts: Conflicts,
     own: OwnRecord,
-    leaving: bool,
+    /// Leaving, and why (left or shut down).
+    leaving: Option<ReleaseReason>,
     closed: bool,
     snapshot: Option<Arc<Snapshot>>,
     timer: Option<Instant>,
@@ -112,7 +114,7 @@ impl Core {
             ),
             config,
             incarnation,
-            leaving: false,
+            leaving: None,
             closed: false,
             snapshot: None,
             timer: None,
@@ -150,6 +152,11 @@ impl Core {
     }
 
     /// The record this node last published about itself.
+    pub fn highest_seen(&self, shard: Shard) -> Option<&Claim> {
+        self.allocation.highest().get(shard as usize)?.as_ref()
+    }
+
+    /// This node's record, as it publishes it.
     pub fn record(&self) -> &Arc<Record> {
         self.own.published()
     }
@@ -202,7 +209,12 @@ impl Core {
             Event::RefusedBy { peer, reason } => {
                 self.membership.refused(now, &peer, reason);
             }
-            Event::Leave => self.leaving = true,
+            Event::Leave => {
+                self.leaving.get_or_insert(ReleaseReason::Left);
+            }
+            Event::Shutdown => {
+                self.leaving.get_or_insert(ReleaseReason::Shutdown);
+            }
             Event::Timeout => {}
         }
     }
@@ -226,8 +238,10 @@ impl Core {
             self.relays
                 .on_connect(view, &peer, |n| membership.listed(n), &mut self.out);
         }
-        self.out
-            .send(peer, PeerMessage::Epochs(self.allocation.epochs().to_vec()));
+        self.out.send(
+            peer,
+            PeerMessage::Epochs(self.allocation.highest().to_vec()),
+        );
         self.relays.mark_dirty();
     }
 
@@ -235,8 +249,22 @@ impl Core {
         let (record, current) = match message {
             PeerMessage::Record(record) if record.node == *from => (record, true),
             PeerMessage::Relay { record, current } => (record, current),
-            PeerMessage::Epochs(epochs) => {
-                self.allocation.merge_epochs(&epochs);
+            PeerMessage::Epochs(highest) => {
+                // Passed on when it taught this node something: an owner
+                // beyond the sender may hold a shard below an epoch a store
+                // has seen (docs/design.md 7.5).
+                if self.allocation.merge_highest(&highest) {
+                    let table = self.allocation.highest().to_vec();
+                    let peers: Vec<NodeId> = self
+                        .view
+                        .links()
+                        .map(|(peer, _, _)| peer.clone())
+                        .filter(|peer| peer != from)
+                        .collect();
+                    for peer in peers {
+                        self.out.send(peer, PeerMessage::Epochs(table.clone()));
+                    }
+                }
                 return;
             }
             PeerMessage::Record(record) => {
@@ -317,15 +345,13 @@ impl Core {
             }
             return;
         }
-        let ctx = Ctx {
+        let ctx = Ctx::of(
             now,
-            me: &self.config.me,
-            incarnation: self.incarnation,
-            timings: &self.config.timings,
-            shard_count: self.config.shard_count,
-            view: &self.view,
-            members: &self.membership,
-        };
+            &self.config,
+            self.incarnation,
+            &self.view,
+            &self.membership,
+        );
         if self
             .allocation
             .on_call_done(&ctx, id, &outcome, &mut self.leaving, &mut self.out)
@@ -368,24 +394,36 @@ impl Core {
     /// Applies every allocation rule to the current picture: leave, hold or
     /// release, end a yield, resolve a conflict, acknowledge losers, claim.
     fn manage(&mut self, now: Instant) {
-        let ctx = Ctx {
+        let ctx = Ctx::of(
             now,
-            me: &self.config.me,
-            incarnation: self.incarnation,
-            timings: &self.config.timings,
-            shard_count: self.config.shard_count,
-            view: &self.view,
-            members: &self.membership,
-        };
+            &self.config,
+            self.incarnation,
+            &self.view,
+            &self.membership,
+        );
         let out = &mut self.out;
-        if self.leaving {
-            if self.allocation.leave_step(&ctx, out) {
+        if let Some(why) = self.leaving {
+            if self.allocation.leave_step(&ctx, why, out) {
                 self.finish_leave(now);
             }
             return;
         }
-        let can_hold = self.membership.am_member() && self.watcher.health() != Health::Degraded;
-        self.allocation.adjust(&ctx, can_hold, out);
+        // docs/design.md 5, 6.6: a degraded node, or one that is not a member,
+        // holds no shard.
+        let cannot_hold = if !self.membership.am_member() {
+            Some(ReleaseReason::Removed)
+        } else if self.watcher.health() == Health::Degraded {
+            // Degraded because every member it reaches refuses it as not
+            // theirs: it was removed, whatever its own list says.
+            Some(if self.membership.turned_away(now) {
+                ReleaseReason::Removed
+            } else {
+                ReleaseReason::Degraded
+            })
+        } else {
+            None
+        };
+        self.allocation.adjust(&ctx, cannot_hold, out);
         self.allocation.finish_yield(&ctx, out);
         let contender = self
             .allocation
@@ -409,9 +447,13 @@ impl Core {
             (t.heartbeat_timeout, t.score_deadline),
             out,
         ) {
-            self.allocation.yield_to(lost);
+            self.allocation.yield_to(&ctx, lost, out);
         }
-        self.allocation.tell_prolonged(&ctx, out);
+        self.allocation.acknowledge_losers(&ctx);
+        // The win is settled once no rival contends any more: then the
+        // winner takes an epoch above every other seen and is told.
+        let rivals_left = self.conflicts.has_rivals();
+        self.allocation.settle(&ctx, rivals_left, out);
         let may_claim = !self.watcher.too_few();
         if let Some((id, call)) = self.allocation.try_claim(&ctx, may_claim, out) {
             // The claim goes out to every peer before `allocated` runs.
@@ -421,7 +463,7 @@ impl Core {
     }
 
     fn finish_leave(&mut self, now: Instant) {
-        // Peers take the shard at once on seeing this (DESIGN.md 6.4).
+        // Peers take the shard at once on seeing this (docs/design.md 6.4).
         self.publish(now);
         self.publish_snapshot();
         self.closed = true;
@@ -441,7 +483,7 @@ impl Core {
         let settled_ownership = self.shard_holders().iter().all(|holders| {
             match holders.sole {
                 // An owner out of this node's reach that a path of sightings
-                // still leads to is an owner all the same (DESIGN.md 5, 6.1);
+                // still leads to is an owner all the same (docs/design.md 5, 6.1);
                 // a member removed from the list that still holds its shard
                 // is not one (6.6).
                 Some((node, Holding::Active { .. })) => {
@@ -478,7 +520,7 @@ impl Core {
 
     /// Who holds each shard in this view, this node included, gathered in
     /// one pass over the peers. A member removed from the list still counts
-    /// while its record does: it may still hold the shard (DESIGN.md 6.6).
+    /// while its record does: it may still hold the shard (docs/design.md 6.6).
     fn shard_holders(&self) -> Vec<ShardHolders<'_>> {
         let mut shards = vec![ShardHolders::default(); self.config.shard_count as usize];
         let own = self.allocation.holding();
@@ -515,6 +557,7 @@ impl Core {
             yielded: self.allocation.yielded().cloned(),
             acknowledged: self.allocation.acknowledged().to_vec(),
             metadata: self.config.metadata.clone(),
+            released: self.allocation.released(),
         };
         if self
             .own

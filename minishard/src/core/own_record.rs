@@ -1,5 +1,5 @@
 //! This node's own record: what it publishes about itself, and when
-//! (DESIGN.md 8: sent in full on connect and as changes after; a node is the
+//! (docs/design.md 8.6: sent in full on connect and as changes after; a node is the
 //! only author of its own record).
 
 use std::sync::Arc;
@@ -7,7 +7,9 @@ use std::sync::Arc;
 use super::config::Timings;
 use super::events::Outbox;
 use super::ids::{Incarnation, NodeId, Role};
-use super::record::{Claim, Holding, Metadata, PeerMessage, Record, ScoreOffer, Sighting, Yield};
+use super::record::{
+    Claim, Epoch, Holding, Metadata, PeerMessage, Record, ScoreOffer, Shard, Sighting, Yield,
+};
 use super::time::Instant;
 use super::view::PeerView;
 use super::watcher::Health;
@@ -23,6 +25,7 @@ pub(super) struct Draft {
     pub yielded: Option<Yield>,
     pub acknowledged: Vec<Claim>,
     pub metadata: Arc<Metadata>,
+    pub released: Option<(Shard, Epoch)>,
 }
 
 /// The record this node last published.
@@ -49,6 +52,7 @@ impl OwnRecord {
                 yielded: None,
                 acknowledged: Vec::new(),
                 metadata: Arc::default(),
+                released: None,
             }),
             sees_due: None,
         }
@@ -79,6 +83,7 @@ impl OwnRecord {
         let old = &self.published;
         let urgent = old.holding != draft.holding
             || old.acknowledged != draft.acknowledged
+            || old.released != draft.released
             || old.health != draft.health
             || old.shard_count != draft.shard_count
             || old.offer != draft.offer
@@ -124,6 +129,7 @@ impl OwnRecord {
             yielded: draft.yielded,
             acknowledged: draft.acknowledged,
             metadata: draft.metadata,
+            released: draft.released,
         });
         tracing::trace!(
             version = record.version,

@@ -1,5 +1,5 @@
 //! Reachability: the peers a path of current sightings leads to from this
-//! node (DESIGN.md 6.1).
+//! node (docs/design.md 6.1).
 //!
 //! A node publishes the peers it sees. A peer this node is not connected to
 //! is still part of its cluster when a path of such sightings leads to it —
@@ -113,6 +113,7 @@ mod tests {
             yielded: None,
             acknowledged: Vec::new(),
             metadata: Default::default(),
+            released: None,
         }
     }
 

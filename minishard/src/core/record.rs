@@ -2,7 +2,7 @@
 //!
 //! A node is the only author of its own record. It sends it in full on
 //! connect and again on every change; peers relay it to nodes that cannot see
-//! its author (DESIGN.md 6.1, 6.3), unchanged, so the highest `version` of an
+//! its author (docs/design.md 6.1, 6.3), unchanged, so the highest `version` of an
 //! incarnation is always the truth.
 
 use std::collections::BTreeMap;
@@ -16,14 +16,47 @@ use super::watcher::Health;
 /// A shard number, `0 .. shard_count`.
 pub type Shard = u32;
 
-/// Fencing number of an allocation: larger than any epoch its owner had seen
-/// for that shard.
+/// Fencing number of an allocation (docs/design.md 2): larger than any epoch its
+/// owner had seen for that shard, not issued twice for a shard, and raised
+/// above every loser's when the allocation wins a conflict. The high 32 bits
+/// count allocations of the shard (and wins); the low [`EPOCH_TAG_BITS`]
+/// are the claimant's [`epoch_tag`], so two claims of a shard made at once
+/// on the two sides of a split still differ. A store that accepts a write
+/// only at an epoch at least the highest it has seen refuses every deposed
+/// owner.
 pub type Epoch = u64;
 
 /// The small string map a node publishes with its record (its own HTTP
 /// address, a zone...): for applications that route with their own
 /// transport. Fixed for an incarnation; `Config::validate` bounds its size.
 pub type Metadata = BTreeMap<String, String>;
+/// The bits of an epoch that hold the claimant's tag.
+pub const EPOCH_TAG_BITS: u32 = 32;
+
+/// The low bits of every epoch a node incarnation issues: a hash of its id
+/// and its random incarnation. A tag names no list position, so member
+/// lists that differ (a member added or removed, a stale list) cannot make
+/// two nodes share one, and a restarted node that forgot everything issues
+/// other epochs than before; two incarnations share a tag with probability
+/// 2^-32.
+pub fn epoch_tag(node: &NodeId, incarnation: Incarnation) -> u32 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    node.hash(&mut hasher);
+    incarnation.hash(&mut hasher);
+    let hash = hasher.finish();
+    (hash ^ (hash >> 32)) as u32
+}
+
+/// The epoch a claim by a node with `tag` takes when `seen` is the largest
+/// it has seen for the shard: one count more, with its tag in the low bits.
+/// `None` once the count is exhausted (only a peer announcing a forged
+/// epoch gets it there).
+pub fn next_epoch(seen: Epoch, tag: u32) -> Option<Epoch> {
+    let count = (seen >> EPOCH_TAG_BITS).checked_add(1)?;
+    let epoch = count.checked_shl(EPOCH_TAG_BITS)?;
+    (epoch >> EPOCH_TAG_BITS == count).then_some(epoch | Epoch::from(tag))
+}
 
 /// What a node holds, as it publishes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -193,6 +226,10 @@ pub struct Record {
     /// The node's metadata, as configured (the same in every version of an
     /// incarnation's record).
     pub metadata: Arc<Metadata>,
+    /// The allocation its author held last, kept once it ended: a peer
+    /// that only sees the record after (relays send the latest version)
+    /// still learns its epoch, which a store may have taken writes at.
+    pub released: Option<(Shard, Epoch)>,
 }
 
 impl Record {
@@ -230,8 +267,10 @@ pub enum PeerMessage {
         /// no claim to contend with.
         current: bool,
     },
-    /// The largest epoch the sender has seen for each shard, sent on
-    /// connect: a restarted node learns the epochs its previous incarnation
-    /// used, and claims above them.
-    Epochs(Vec<Epoch>),
+    /// The highest allocation the sender has seen of each shard (who held
+    /// it, at which epoch), sent on connect and passed on when it teaches
+    /// the receiver something: a restarted node learns the epochs its
+    /// previous incarnation used and claims above them, and an owner learns
+    /// of a higher epoch a rival had on the other side of a split.
+    Epochs(Vec<Option<Claim>>),
 }

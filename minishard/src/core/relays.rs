@@ -1,4 +1,4 @@
-//! Relays: which records to pass on to which peer (DESIGN.md 6.1, 6.3).
+//! Relays: which records to pass on to which peer (docs/design.md 6.1, 6.3).
 //!
 //! A peer that does not see a record's author gets the record from this
 //! node, unchanged, once per version, with whether this node knows it to be
@@ -256,6 +256,7 @@ mod tests {
             yielded: None,
             acknowledged: Vec::new(),
             metadata: Default::default(),
+            released: None,
         })
     }
 

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::harness::{n, rec, Harness};
-use super::{Ack, Call, Health, Holding, ScoreOffer};
+use super::harness::{e, n, rec, Harness};
+use super::{Ack, Call, Epoch, Health, Holding, ReleaseReason, ScoreOffer};
 
 fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
@@ -97,31 +97,51 @@ fn no_shard_is_claimed_while_too_few_members_are_visible() {
     assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
 }
 
-/// This node, 1, owns shard 0 at epoch 1; node 2, connected, claims it at
-/// epoch 2 and offers a better score, acknowledging this node's episode:
-/// this node loses and yields to 2.
+/// This node, 1, owns shard 0 at its first epoch; node 2, connected,
+/// claims it at its second and offers a better score, acknowledging this
+/// node's episode: this node loses and yields to 2.
 fn yielded_to_2() -> Harness {
     let mut h = Harness::new(1, &[1, 2, 3], 1);
     h.wait(ms(1000));
     assert_eq!(allocated(&h.answer_all()), vec![0]);
-    h.connect(2).record(rec(2).sees(&[1]).active(0, 2));
+    h.connect(2).record(rec(2).sees(&[1]).active(0, e(2, 2)));
     h.answer_all(); // score 0
-    let mut offer = rec(2).v(2).sees(&[1]).active(0, 2);
+    let mut offer = rec(2).v(2).sees(&[1]).active(0, e(2, 2));
     offer.set_offer(ScoreOffer {
         shard: 0,
-        epoch: 2,
+        epoch: e(2, 2),
         episode: 1,
         score: Some(9),
         acks: vec![Ack {
             node: n(1),
-            epoch: 1,
+            epoch: e(1, 1),
             episode: 1,
         }],
     });
     h.record(offer);
-    assert_eq!(h.holding(), Holding::Yielding { shard: 0, epoch: 1 });
+    assert_eq!(
+        h.holding(),
+        Holding::Yielding {
+            shard: 0,
+            epoch: e(1, 1)
+        }
+    );
     assert_eq!(h.yielded().map(|y| y.winner.node.clone()), Some(n(2)));
     h
+}
+
+/// The calls that say this allocation kept its shard against `rival`
+/// without a conflict won: its new epoch, if exactly one.
+fn outlived(calls: &[Call], rival: u8) -> Option<Epoch> {
+    match calls {
+        [Call::Prolonged {
+            loser,
+            epoch,
+            won: false,
+            ..
+        }] if *loser == n(rival) => Some(*epoch),
+        _ => None,
+    }
 }
 
 #[test]
@@ -129,10 +149,16 @@ fn a_loser_gives_its_shard_up_only_once_the_winner_acknowledged() {
     let mut h = yielded_to_2();
     h.wait(ms(500));
     assert_eq!(h.answer_all(), Vec::<Call>::new());
-    h.record(rec(2).v(3).sees(&[1]).active(0, 2).acknowledged(&[(1, 1)]));
+    h.record(
+        rec(2)
+            .v(3)
+            .sees(&[1])
+            .active(0, e(2, 2))
+            .acknowledged(&[(1, e(1, 1))]),
+    );
     assert!(matches!(
         h.answer_all().as_slice(),
-        [Call::Deallocated { winner: Some(w), .. }] if *w == n(2)
+        [Call::Deallocated { winner: Some(w), reason: ReleaseReason::LostConflict, .. }] if *w == n(2)
     ));
 }
 
@@ -140,8 +166,18 @@ fn a_loser_gives_its_shard_up_only_once_the_winner_acknowledged() {
 fn a_winner_that_leaves_before_acknowledging_voids_the_conflict_and_the_loser_keeps_its_shard() {
     let mut h = yielded_to_2();
     h.record(rec(2).v(3).holding(Holding::Left));
-    assert_eq!(h.holding(), Holding::Active { shard: 0, epoch: 1 });
     assert!(h.yielded().is_none());
+    // The same allocation goes on, with no new `allocated`, but above the
+    // epoch the winner had claimed at (a store may have taken its writes).
+    let raised = outlived(&h.answer_all(), 2).expect("prolonged(2), not a won conflict");
+    assert!(raised > e(2, 2));
+    assert_eq!(
+        h.holding(),
+        Holding::Active {
+            shard: 0,
+            epoch: raised
+        }
+    );
     h.wait(ms(3000));
     assert_eq!(h.answer_all(), Vec::<Call>::new());
 }
@@ -151,8 +187,15 @@ fn a_winner_lost_past_its_grace_before_acknowledging_leaves_the_loser_its_shard(
     let mut h = yielded_to_2();
     let grace = h.timings().node_grace;
     h.lose(2).wait(grace + ms(1));
-    assert_eq!(h.holding(), Holding::Active { shard: 0, epoch: 1 });
-    assert_eq!(h.answer_all(), Vec::<Call>::new());
+    let raised = outlived(&h.answer_all(), 2).expect("prolonged(2), not a won conflict");
+    assert!(raised > e(2, 2));
+    assert_eq!(
+        h.holding(),
+        Holding::Active {
+            shard: 0,
+            epoch: raised
+        }
+    );
 }
 
 #[test]
@@ -160,13 +203,72 @@ fn a_winner_is_told_prolonged_by_a_loser_whose_last_record_says_it_left_after_yi
     let mut h = Harness::new(1, &[1, 2, 3], 1);
     h.wait(ms(1000));
     h.answer_all();
-    let left = rec(2).v(5).holding(Holding::Left).yielded(0, 2, 1, 1);
+    // The loser had claimed above this node's epoch.
+    let left = rec(2)
+        .v(5)
+        .holding(Holding::Left)
+        .yielded(0, e(2, 2), 1, e(1, 1));
     h.connect(2).record(left);
-    assert!(matches!(
-        h.answer_all().as_slice(),
-        [Call::Prolonged { loser, .. }] if *loser == n(2)
-    ));
+    let calls = h.answer_all();
+    assert!(
+        matches!(
+            calls.as_slice(),
+            [Call::Prolonged { loser, epoch, won: true, .. }] if *loser == n(2) && *epoch > e(2, 2)
+        ),
+        "{calls:?}"
+    );
     // Answered once per loss.
     h.wait(ms(100));
     assert_eq!(h.answer_all(), Vec::<Call>::new());
+}
+
+#[test]
+fn an_owner_that_learns_of_a_higher_epoch_it_outlived_goes_above_it() {
+    // Node 2 held shard 0 at a higher epoch beyond a split, and gave it up
+    // (degraded) before the heal: a store may have taken its writes.
+    let mut h = Harness::new(1, &[1, 2, 3], 1);
+    h.wait(ms(1000));
+    assert_eq!(allocated(&h.answer_all()), vec![0]);
+    h.connect(2).record(rec(2).sees(&[1]).released(0, e(2, 3)));
+    let raised = outlived(&h.answer_all(), 2).expect("prolonged(2), not a won conflict");
+    assert!(raised > e(2, 3));
+    assert_eq!(h.owner(0), Some(n(1)));
+    h.wait(ms(1000));
+    assert_eq!(h.answer_all(), Vec::<Call>::new(), "raised once");
+}
+
+#[test]
+fn a_higher_epoch_whose_holder_may_still_hold_the_shard_is_not_outlived() {
+    // Node 2's record, relayed by 3 and not known to be current, still
+    // holds shard 0 at a higher epoch: a conflict to resolve or a record to
+    // outlast, not a rival gone. Raising now, each owner above the other,
+    // would never end.
+    let mut h = Harness::new(1, &[1, 2, 3], 1);
+    h.wait(ms(1000));
+    assert_eq!(allocated(&h.answer_all()), vec![0]);
+    h.connect(3).record(rec(3).sees(&[1, 2]));
+    h.relay(3, rec(2).sees(&[3]).active(0, e(2, 3)), false);
+    h.wait(ms(500));
+    assert!(h
+        .answer_all()
+        .iter()
+        .all(|c| !matches!(c, Call::Prolonged { won: false, .. })));
+}
+
+#[test]
+fn an_owner_asked_to_leave_is_told_it_left() {
+    let mut h = Harness::new(1, &[1, 2], 1);
+    h.wait(ms(1000));
+    assert_eq!(allocated(&h.answer_all()), vec![0]);
+    let asked = h.now();
+    h.leave();
+    assert!(matches!(
+        h.answer_all().as_slice(),
+        [Call::Deallocated {
+            winner: None,
+            reason: ReleaseReason::Left,
+            ..
+        }]
+    ));
+    assert_eq!(h.now(), asked, "at once: a leave waits for no timer");
 }

@@ -1,5 +1,5 @@
 //! The peer view: which peers are up, unreachable, suspect or down, and the
-//! latest record of each (DESIGN.md 6.1).
+//! latest record of each (docs/design.md 6.1).
 //!
 //! Liveness is derived, never stored by hand: a peer is up while its link is;
 //! unreachable while a path of current sightings leads to it ([`reach`]);
@@ -234,7 +234,7 @@ impl PeerView {
         }
         // A member removed from the list is still known by the record it
         // published while it was one: its shard stays reserved by that
-        // record (DESIGN.md 6.6), and its newer versions (it gave the shard
+        // record (docs/design.md 6.6), and its newer versions (it gave the shard
         // up, say) are taken like any member's.
         let known_member = self
             .peers
@@ -317,7 +317,7 @@ impl PeerView {
             return false;
         }
         // Whom a path of current sightings leads to: an unreachable peer
-        // stays reserved instead of going suspect (DESIGN.md 6.1).
+        // stays reserved instead of going suspect (docs/design.md 6.1).
         let reached: BTreeSet<NodeId> = {
             let peers = &self.peers;
             let linked = peers
@@ -514,6 +514,7 @@ mod tests {
             yielded: None,
             acknowledged: Vec::new(),
             metadata: Default::default(),
+            released: None,
         })
     }
 

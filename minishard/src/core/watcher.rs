@@ -1,4 +1,4 @@
-//! The watcher: this node's view of the cluster's health (DESIGN.md 5).
+//! The watcher: this node's view of the cluster's health (docs/design.md 5).
 
 use std::time::Duration;
 

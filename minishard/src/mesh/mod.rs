@@ -1,5 +1,5 @@
 //! The mesh: a listener, a dialer per member, and the registry of live
-//! connections, one per peer (DESIGN.md 8).
+//! connections, one per peer (docs/design.md 8.1).
 //!
 //! Every node dials the members it is not connected to, with exponential
 //! back-off and jitter. To keep one connection per pair, the node with the
@@ -187,8 +187,8 @@ impl Mesh {
     /// Dials the members it should and accepts handshakes from them. A
     /// member-role peer no longer in the list is disconnected at once (the
     /// core hears it is lost when its connection ends, and the peer is
-    /// refused when it dials again, and so learns it was removed: DESIGN.md
-    /// 6.6).
+    /// refused when it dials again, and so learns it was removed:
+    /// docs/design.md 6.6).
     pub(crate) fn set_members(&mut self, members: &[NodeId]) {
         self.shared.members.store(Arc::new(members.to_vec()));
         for (peer, live) in &self.live {
@@ -554,7 +554,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
             Err(refusal) => {
                 match refusal.refuser {
                     // The core hears of it: a member that refuses this node
-                    // as a non-member may mean it was removed (DESIGN.md 6.6).
+                    // as a non-member may mean it was removed (docs/design.md 6.6).
                     Refuser::Peer => {
                         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                         let event = ConnEvent::RefusedBy {

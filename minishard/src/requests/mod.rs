@@ -1,4 +1,4 @@
-//! Requests to a shard's owner (DESIGN.md 11): what the application sees
+//! Requests to a shard's owner (docs/design.md 11): what the application sees
 //! ([`Reply`], [`RequestError`], [`Responder`], [`PendingReply`]) and the
 //! two halves behind it, [`client`] (send, route, retry, time out) and
 //! [`server`] (admit, queue for the handler, answer).

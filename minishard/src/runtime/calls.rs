@@ -5,7 +5,7 @@
 //! application — on a callback thread of the handle's own, or inside
 //! `dispatch` on the host's thread — and sends the outcome back to the core.
 //! Panics are caught and become failures, so an application bug never stops
-//! the engine (DESIGN.md 3).
+//! the engine (docs/design.md 3).
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -179,17 +179,17 @@ impl<C: Callbacks> AppRunner<C> {
                 Some(state) => {
                     self.epoch = Some(*epoch);
                     self.app
-                        .prolonged(loser, state)
+                        .prolonged(loser, state, *epoch)
                         .map_or_else(|e| Outcome::Failed(e.0), |()| Outcome::Done)
                 }
                 None => Outcome::Failed("prolonged asked with no allocation".into()),
             },
-            Call::Deallocated { winner, .. } => {
+            Call::Deallocated { winner, reason, .. } => {
                 self.shard = None;
                 self.epoch = None;
                 match self.state.take() {
                     Some(state) => {
-                        self.app.deallocated(winner.as_ref(), state);
+                        self.app.deallocated(winner.as_ref(), *reason, state);
                         Outcome::Done
                     }
                     None => Outcome::Failed("deallocated asked with no allocation".into()),

@@ -33,6 +33,7 @@ use calls::{AppRunner, CallQueue};
 
 enum Command {
     Leave,
+    Shutdown,
     #[cfg(feature = "testing")]
     Crash,
 }
@@ -349,7 +350,7 @@ impl Engine {
         Ok(self.calls.dispatch(max))
     }
 
-    /// Sends a request and waits for its outcome (DESIGN.md 11).
+    /// Sends a request and waits for its outcome (docs/design.md 11).
     pub(crate) fn request(
         &self,
         shard: crate::core::Shard,
@@ -430,6 +431,15 @@ impl Engine {
     }
 
     pub(crate) fn leave(&self) -> Result<(), Error> {
+        self.end(Command::Leave)
+    }
+
+    /// Leaves because the handle is dropped (`deallocated` hears "shutdown").
+    pub(crate) fn shut_down(&self) -> Result<(), Error> {
+        self.end(Command::Shutdown)
+    }
+
+    fn end(&self, how: Command) -> Result<(), Error> {
         if self.calls.is_callback_thread() {
             return Err(Error::InvalidArgument(
                 "leave cannot be called from inside a callback: it waits for callbacks to finish"
@@ -440,7 +450,7 @@ impl Engine {
         if self.left.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let _ = self.commands.send(Command::Leave);
+        let _ = self.commands.send(how);
         self.finish(false);
         tracing::info!(cluster = %self.name, node = %self.me, "left");
         Ok(())
@@ -607,6 +617,7 @@ impl Driver {
                 () = wake => Some(Event::Timeout),
                 command = commands.recv() => match command {
                     Some(Command::Leave) => Some(Event::Leave),
+                    Some(Command::Shutdown) => Some(Event::Shutdown),
                     #[cfg(feature = "testing")]
                     Some(Command::Crash) => return,
                     None => return,

@@ -3,11 +3,13 @@
 //! Every callback a node's application receives goes through here; the ledger
 //! keeps each allocation's life (`allocated` → `score`/`prolonged`* →
 //! `deallocated`) and records a violation the moment the discipline of
-//! DESIGN.md section 3 breaks.
+//! docs/design.md section 3 breaks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::core::{Call, Epoch, Health, Incarnation, Instant, NodeId, Outcome, Role, Shard};
+use crate::core::{
+    Call, Epoch, Health, Incarnation, Instant, NodeId, Outcome, ReleaseReason, Role, Shard,
+};
 
 /// How an allocation ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +20,8 @@ pub enum Ending {
         at: Instant,
         /// The winner, if it lost a conflict.
         winner: Option<NodeId>,
+        /// Why, as the application was told.
+        reason: ReleaseReason,
     },
     /// The node crashed while holding it.
     Crashed(Instant),
@@ -32,16 +36,21 @@ pub struct Allocation {
     pub incarnation: Incarnation,
     /// The shard.
     pub shard: Shard,
-    /// The epoch.
+    /// The epoch now: the one it started with, raised by `prolonged`.
     pub epoch: Epoch,
+    /// Every epoch it had, in order.
+    pub epochs: Vec<Epoch>,
     /// When `allocated` was called.
     pub start: Instant,
     /// When it ended, if it did.
     pub end: Option<Ending>,
     /// Every score the application returned, in order.
     pub scores: Vec<i64>,
-    /// Every `prolonged` loser, in order.
+    /// Every `prolonged` loser that yielded to it, in order.
     pub prolonged: Vec<NodeId>,
+    /// Every `prolonged` naming a rival it only outlived (its epoch rose
+    /// above the rival's), in order.
+    pub outlived: Vec<NodeId>,
 }
 
 impl Allocation {
@@ -70,6 +79,9 @@ pub struct Ledger {
     pub failovers: u64,
     /// When each node incarnation was asked to leave.
     leaves: BTreeMap<(NodeId, Incarnation), Instant>,
+    /// Every epoch any allocation of a shard had: fencing tokens, which
+    /// must never be handed out twice, split or not.
+    issued: BTreeMap<Shard, BTreeSet<Epoch>>,
 }
 
 impl Ledger {
@@ -116,6 +128,7 @@ impl Ledger {
                 if !succeeded {
                     return;
                 }
+                self.issue(at, node, *shard, *epoch);
                 let previous = self.allocations.iter().rev().find(|a| a.shard == *shard);
                 if previous.is_some_and(|p| !matches!(p.end, Some(Ending::Deallocated { .. }))) {
                     self.failovers += 1;
@@ -125,53 +138,134 @@ impl Ledger {
                     incarnation,
                     shard: *shard,
                     epoch: *epoch,
+                    epochs: vec![*epoch],
                     start: at,
                     end: None,
                     scores: Vec::new(),
                     prolonged: Vec::new(),
+                    outlived: Vec::new(),
                 });
                 self.open.insert(key, self.allocations.len() - 1);
             }
-            Call::Score { shard, epoch } | Call::Prolonged { shard, epoch, .. } => {
-                let name = call.name();
-                match open.map(|i| &mut self.allocations[i]) {
-                    Some(a) if a.shard == *shard && a.epoch == *epoch => {
-                        if let (Call::Score { .. }, Some(score)) = (call, score) {
-                            a.scores.push(score);
-                        }
-                        if let Call::Prolonged { loser, .. } = call {
-                            a.prolonged.push(loser.clone());
-                        }
-                    }
-                    _ => self.violation(
-                        at,
-                        node,
-                        format!("{name}({shard}, epoch {epoch}) outside of that allocation"),
-                    ),
-                }
-            }
-            Call::Deallocated {
-                shard,
-                epoch,
-                winner,
-            } => match open.map(|i| &mut self.allocations[i]) {
+            Call::Score { shard, epoch } => match open.map(|i| &mut self.allocations[i]) {
                 Some(a) if a.shard == *shard && a.epoch == *epoch => {
-                    a.end = Some(Ending::Deallocated {
-                        at,
-                        winner: winner.clone(),
-                    });
-                    self.open.remove(&key);
+                    if let Some(score) = score {
+                        a.scores.push(score);
+                    }
                 }
                 _ => self.violation(
                     at,
                     node,
-                    format!("deallocated({shard}, epoch {epoch}) without that allocation"),
+                    format!("score({shard}, epoch {epoch}) outside of that allocation"),
                 ),
             },
+            Call::Prolonged {
+                shard,
+                epoch,
+                loser,
+                won,
+            } => self.prolonged(at, node, open, (*shard, *epoch, loser, *won)),
+            Call::Deallocated {
+                shard,
+                epoch,
+                winner,
+                reason,
+            } => {
+                let leaving = self.leaves.contains_key(&key);
+                match open.map(|i| &mut self.allocations[i]) {
+                    Some(a) if a.shard == *shard && a.epoch == *epoch => {
+                        a.end = Some(Ending::Deallocated {
+                            at,
+                            winner: winner.clone(),
+                            reason: *reason,
+                        });
+                        self.open.remove(&key);
+                    }
+                    _ => self.violation(
+                        at,
+                        node,
+                        format!("deallocated({shard}, epoch {epoch}) without that allocation"),
+                    ),
+                }
+                if let Some(wrong) = wrong_reason(winner.as_ref(), *reason, leaving) {
+                    self.violation(at, node, format!("deallocated({shard}): {wrong}"));
+                }
+            }
             Call::StatusChanged { old, new } => {
                 self.health_changes.push((at, node.clone(), *old, *new));
             }
             Call::Nodes => {}
+        }
+    }
+
+    /// An epoch is handed to an application: never one handed out before
+    /// for the shard.
+    fn issue(&mut self, at: Instant, node: &NodeId, shard: Shard, epoch: Epoch) {
+        if !self.issued.entry(shard).or_default().insert(epoch) {
+            self.violation(
+                at,
+                node,
+                format!("epoch {epoch} of shard {shard} handed out twice: a fenced store could not tell the two owners apart"),
+            );
+        }
+    }
+
+    /// `prolonged(loser)`: the winner's epoch from now on is not below its
+    /// own and, if `loser` yielded to it, above the loser's, so a store
+    /// fenced by epochs refuses the loser and takes the winner.
+    fn prolonged(
+        &mut self,
+        at: Instant,
+        node: &NodeId,
+        open: Option<usize>,
+        (shard, epoch, loser, won): (Shard, Epoch, &NodeId, bool),
+    ) {
+        let Some(index) = open.filter(|&i| self.allocations[i].shard == shard) else {
+            self.violation(
+                at,
+                node,
+                format!("prolonged({shard}, epoch {epoch}) outside of an allocation of it"),
+            );
+            return;
+        };
+        let old = self.allocations[index].epoch;
+        if epoch < old {
+            self.violation(
+                at,
+                node,
+                format!("prolonged({shard}) lowered the epoch from {old} to {epoch}"),
+            );
+            return;
+        }
+        if epoch > old {
+            self.issue(at, node, shard, epoch);
+        }
+        // A rival this allocation only outlived may still hold the shard
+        // beyond a split, at an epoch raised since: what the node could know
+        // of it is checked once its group settles (`checks::fencing`).
+        let losers_epoch = self
+            .allocations
+            .iter()
+            .rev()
+            .find(|a| a.node == *loser && a.shard == shard)
+            .filter(|_| won)
+            .map(|a| a.epoch);
+        if let Some(theirs) = losers_epoch.filter(|&e| e >= epoch) {
+            self.violation(
+                at,
+                node,
+                format!("prolonged({shard}) against {loser} at epoch {epoch}, not above the loser's {theirs}: a fenced store would still take the loser's writes"),
+            );
+        }
+        let a = &mut self.allocations[index];
+        a.epoch = epoch;
+        if epoch > old {
+            a.epochs.push(epoch);
+        }
+        if won {
+            a.prolonged.push(loser.clone());
+        } else {
+            a.outlived.push(loser.clone());
         }
     }
 
@@ -195,5 +289,22 @@ impl Ledger {
     /// Allocations still open.
     pub fn open_allocations(&self) -> impl Iterator<Item = &Allocation> {
         self.open.values().map(|i| &self.allocations[*i])
+    }
+}
+
+/// What is wrong with the reason `deallocated` gave, if anything: a winner
+/// comes exactly with a lost conflict, and "left" only from a node asked to
+/// leave. (A node asked to leave may still hear another reason: the call
+/// can have been decided before the request, and run after it.)
+fn wrong_reason(winner: Option<&NodeId>, reason: ReleaseReason, leaving: bool) -> Option<String> {
+    match (winner, reason) {
+        (Some(_), ReleaseReason::LostConflict) => None,
+        (Some(w), other) => Some(format!("winner {w} named, but the reason is {other}")),
+        (None, ReleaseReason::LostConflict) => Some("a lost conflict with no winner".into()),
+        (None, ReleaseReason::Left) if !leaving => {
+            Some("left, but it was not asked to leave".into())
+        }
+        (None, ReleaseReason::Shutdown) => Some("shutdown, but nothing shut it down".into()),
+        (None, _) => None,
     }
 }

@@ -7,7 +7,7 @@
 //! failing), and injects faults: cuts in one or both directions, splits,
 //! crashes, restarts with new incarnations and graceful leaves. The
 //! [`Ledger`] checks callback discipline as it happens; [`schedule`] runs
-//! random fault schedules and checks DESIGN.md section 7 after each.
+//! random fault schedules and checks docs/design.md section 7 after each.
 //!
 //! Scenario tests script it directly:
 //! ```
@@ -29,8 +29,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::core::{
-    Action, Call, CallId, Core, CoreConfig, Epoch, Event, Health, Incarnation, Instant, NodeId,
-    Outcome, PeerMessage, RefusalReason, Role, Snapshot, Timings, Yield,
+    Action, Call, CallId, Claim, Core, CoreConfig, Epoch, Event, Health, Holding, Incarnation,
+    Instant, NodeId, Outcome, PeerMessage, RefusalReason, Role, Shard, Snapshot, Timings, Yield,
 };
 pub use ledger::{Allocation, Ending, Ledger};
 use network::{Delivery, Net};
@@ -131,7 +131,7 @@ struct Node {
     list: Vec<NodeId>,
     /// The member list its mesh enforces, as its core last set it: it
     /// accepts these as members (and observers not among them) and drops
-    /// any other member-role peer at once (DESIGN.md 6.6).
+    /// any other member-role peer at once (docs/design.md 6.6).
     admits: Vec<NodeId>,
 }
 
@@ -210,12 +210,13 @@ pub struct Sim {
     health_log: Vec<(Instant, NodeId, Health, Health)>,
     /// Losers told `deallocated(winner)` while no path led to the winner:
     /// (loser, shard, epoch). A winner cut off before it acknowledged may
-    /// never learn of the loss (DESIGN.md 6.3).
+    /// never learn of the loss (docs/design.md 6.3).
     cut_off_losses: Vec<(NodeId, u32, Epoch)>,
-    /// Yields withdrawn while no path led to the winner (it crashed, or
-    /// was cut off): (loser, shard, epoch). The winner may have
-    /// acknowledged unseen.
-    cut_off_withdrawals: Vec<(NodeId, u32, Epoch)>,
+    /// Yields withdrawn before the winner's acknowledgement was seen: no
+    /// path led to the winner (it crashed, or was cut off), or the loser
+    /// gave its shard up for another reason (it degraded, or was removed):
+    /// (loser, shard, epoch). The winner may have acknowledged unseen.
+    unseen_withdrawals: Vec<(NodeId, u32, Epoch)>,
     trace: bool,
     delivered: Delivered,
 }
@@ -286,7 +287,7 @@ impl Sim {
             failed_claims: Vec::new(),
             health_log: Vec::new(),
             cut_off_losses: Vec::new(),
-            cut_off_withdrawals: Vec::new(),
+            unseen_withdrawals: Vec::new(),
             trace: false,
             delivered: Delivered::default(),
         }
@@ -342,6 +343,11 @@ impl Sim {
         self.nodes[i].snapshot.as_ref()
     }
 
+    /// The highest allocation of `shard` node `i` has seen, if it runs.
+    pub fn highest_seen(&self, i: usize, shard: Shard) -> Option<&Claim> {
+        self.nodes[i].core.as_ref()?.highest_seen(shard)
+    }
+
     /// Node `i`'s health, if it is running.
     pub fn health(&self, i: usize) -> Option<Health> {
         self.nodes[i].core.as_ref().map(Core::health)
@@ -358,10 +364,11 @@ impl Sim {
         &self.cut_off_losses
     }
 
-    /// Yields withdrawn while no path led to the winner: (loser, shard,
-    /// epoch).
-    pub fn cut_off_withdrawals(&self) -> &[(NodeId, u32, Epoch)] {
-        &self.cut_off_withdrawals
+    /// Yields withdrawn before the winner's acknowledgement was seen: no
+    /// path led to the winner, or the loser gave its shard up for another
+    /// reason. (loser, shard, epoch).
+    pub fn unseen_withdrawals(&self) -> &[(NodeId, u32, Epoch)] {
+        &self.unseen_withdrawals
     }
 
     /// Every change of health so far, as the cores decided it.
@@ -413,7 +420,7 @@ impl Sim {
         self.members.contains(&self.nodes[i].id)
     }
 
-    /// Whether node `i`'s mesh accepts node `j` (DESIGN.md 2): a member-role
+    /// Whether node `i`'s mesh accepts node `j` (docs/design.md 2): a member-role
     /// peer only if it is in `i`'s list, an observer only if it is not.
     pub fn admits(&self, i: usize, j: usize) -> bool {
         let listed = self.nodes[i].admits.contains(&self.nodes[j].id);
@@ -544,7 +551,7 @@ impl Sim {
 
     /// Node `i`'s core set the member list its mesh enforces: the mesh drops
     /// every member-role peer no longer in it at once, telling it why, and
-    /// dials the members it may now reach (DESIGN.md 6.6).
+    /// dials the members it may now reach (docs/design.md 6.6).
     fn set_admitted(&mut self, i: usize, list: Vec<NodeId>) {
         self.nodes[i].admits = list;
         for j in 0..self.nodes.len() {
@@ -681,7 +688,7 @@ impl Sim {
 
     /// The groups of running members connected by paths of links between
     /// members, each sorted. Observers watch; they connect no groups
-    /// (DESIGN.md 6.1: paths of sightings run through members).
+    /// (docs/design.md 6.1: paths of sightings run through members).
     pub fn components(&self) -> Vec<Vec<usize>> {
         let n = self.nodes.len();
         let mut group: Vec<Option<usize>> = vec![None; n];
@@ -1002,9 +1009,11 @@ impl Sim {
                     note(offer.shard, offer.epoch);
                 }
             }
-            PeerMessage::Epochs(epochs) => {
-                for (shard, epoch) in epochs.iter().enumerate() {
-                    note(shard as u32, *epoch);
+            PeerMessage::Epochs(highest) => {
+                for (shard, claim) in highest.iter().enumerate() {
+                    if let Some(claim) = claim {
+                        note(shard as u32, claim.epoch);
+                    }
                 }
             }
         }
@@ -1115,6 +1124,7 @@ impl Sim {
                     shard,
                     epoch,
                     winner: Some(winner),
+                    ..
                 } = &call
                 {
                     let reached = self.index_of(winner).is_some_and(|w| {
@@ -1175,9 +1185,13 @@ impl Sim {
                         .iter()
                         .any(|g| g.contains(&i) && g.contains(&w))
                 });
-                if !reached {
+                let released = !matches!(
+                    core.record().holding,
+                    Holding::Active { .. } | Holding::Yielding { .. }
+                );
+                if !reached || released {
                     let entry = (id.clone(), withdrawn.shard, withdrawn.epoch);
-                    self.cut_off_withdrawals.push(entry);
+                    self.unseen_withdrawals.push(entry);
                 }
             }
             let id = id.clone();

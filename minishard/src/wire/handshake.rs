@@ -1,5 +1,5 @@
 //! The handshake, as a sans-IO state machine: mutual authentication of two
-//! nodes with the cluster's cookie (DESIGN.md 8).
+//! nodes with the cluster's cookie (docs/design.md 8.3).
 //!
 //! ```text
 //! dialer                                  listener
@@ -131,7 +131,7 @@ pub struct Established {
 }
 
 /// Why a handshake was refused. A node acts on this, never on the text: a
-/// member refused as not in the list stops counting itself (DESIGN.md 6.6),
+/// member refused as not in the list stops counting itself (docs/design.md 6.6),
 /// and refusals are counted per kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RefusalKind {

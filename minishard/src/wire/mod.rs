@@ -1,5 +1,5 @@
 //! What goes over a connection: frames, their encoding and their limits
-//! (DESIGN.md 8).
+//! (docs/design.md 8.2).
 //!
 //! A frame is a 4-byte big-endian length and then the bincode encoding of a
 //! [`Frame`] ([`codec`]); after the handshake that encoding is sealed
@@ -28,7 +28,7 @@ pub use handshake::{Challenge, Hello, Proof};
 /// 3: requests and replies ([`request`]); records carry metadata.
 pub const PROTOCOL_VERSION: u16 = 3;
 
-/// The default largest frame, in bytes (DESIGN.md 10).
+/// The default largest frame, in bytes (docs/design.md 10).
 pub const DEFAULT_FRAME_LIMIT: usize = 1 << 20;
 
 /// The largest frame limit a configuration may set.
@@ -78,7 +78,7 @@ pub enum Frame {
     },
     /// A message for the peer's core.
     Peer(PeerMessage),
-    /// A request for the shard the peer owns (DESIGN.md 11).
+    /// A request for the shard the peer owns (docs/design.md 11).
     Request(request::Request),
     /// The answer to a request the peer sent.
     Reply(request::Reply),

@@ -1,4 +1,4 @@
-//! Request frames: a request for a shard's owner and its reply (DESIGN.md
+//! Request frames: a request for a shard's owner and its reply (docs/design.md
 //! 11). They travel on a connection's request lane, behind heartbeats and
 //! the cores' messages, so a burst of requests never delays either.
 

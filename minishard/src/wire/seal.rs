@@ -1,7 +1,7 @@
 //! Frames after the handshake, sealed: each is encrypted and authenticated
 //! with ChaCha20-Poly1305 under keys only the two ends of this one
 //! connection can derive, and under a nonce that is its sequence number in
-//! its direction (DESIGN.md 8).
+//! its direction (docs/design.md 8.4).
 //!
 //! - **Keys.** HKDF-SHA256 with the cookie as the secret and both handshake
 //!   nonces as the salt, expanded under two labels into one key per

@@ -106,6 +106,7 @@ fn record() -> impl Strategy<Value = Record> {
                 yielded,
                 acknowledged: Vec::new(),
                 metadata: Default::default(),
+                released: None,
             },
         )
 }
@@ -164,7 +165,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                     current,
                 })
             }),
-        prop::collection::vec(any::<u64>(), 0..16)
+        prop::collection::vec(prop::option::of(claim()), 0..16)
             .prop_map(|e| Frame::Peer(PeerMessage::Epochs(e))),
         (
             any::<u64>(),

@@ -9,7 +9,9 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use minishard::{CallbackError, Callbacks, Cluster, Config, Health, NodeId, Responder, Timings};
+use minishard::{
+    CallbackError, Callbacks, Cluster, Config, Health, NodeId, ReleaseReason, Responder, Timings,
+};
 
 /// What one application was told, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,9 +23,11 @@ pub enum Told {
     Score(i64),
     Prolonged {
         loser: String,
+        epoch: u64,
     },
     Deallocated {
         winner: Option<String>,
+        reason: ReleaseReason,
     },
     Status {
         old: Health,
@@ -91,16 +95,23 @@ impl Callbacks for App {
         Ok(score)
     }
 
-    fn prolonged(&mut self, loser: &NodeId, _state: &mut u32) -> Result<(), CallbackError> {
+    fn prolonged(
+        &mut self,
+        loser: &NodeId,
+        _state: &mut u32,
+        epoch: u64,
+    ) -> Result<(), CallbackError> {
         self.journal.push(Told::Prolonged {
             loser: loser.to_string(),
+            epoch,
         });
         Ok(())
     }
 
-    fn deallocated(&mut self, winner: Option<&NodeId>, _state: u32) {
+    fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, _state: u32) {
         self.journal.push(Told::Deallocated {
             winner: winner.map(|w| w.to_string()),
+            reason,
         });
     }
 

@@ -41,6 +41,7 @@ from ._types import (
     LocalState,
     NodeState,
     Owner,
+    Reason,
     Stats,
     Status,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "Callbacks",
     "CallbacksLike",
     "Health",
+    "Reason",
     "HealthName",
     "DispatchMode",
     "Status",

@@ -46,27 +46,13 @@ __all__ = ["Cluster", "join"]
 
 _DISPATCH_MODES = ("thread", "asyncio", "host")
 _HEALTHS = ("degraded", "transition", "available")
-_TIMINGS = (
-    "heartbeat_interval",
-    "heartbeat_timeout",
-    "transition_timeout",
-    "node_grace",
-    "settle",
-    "score_deadline",
-    "member_poll",
-    "allocation_retry",
-    "handshake_timeout",
-)
-# Limits counted in whole units, with the unit their messages name; join
-# checks their ranges (README's configuration table).
-_LIMITS = {
-    "frame_limit": "bytes",
-    "max_handshakes": "connections",
-    "max_handshakes_per_source": "connections",
-    "send_queue": "frames",
-    "max_requests_in_flight": "requests",
-    "max_requests_per_peer": "requests",
-}
+# The numeric settings come from the engine's list (minishard/src/settings.rs):
+# each is a keyword of join (tests/test_settings.py holds them to the list).
+# Timings are given in seconds.
+_TIMINGS = tuple(name for name, unit, *_ in _minishard.SETTINGS if unit == "ms")
+# The others count whole units, named in their messages; the engine checks
+# every range, naming the setting (README's configuration table).
+_LIMITS = {name: unit for name, unit, *_ in _minishard.SETTINGS if unit != "ms"}
 # The largest count the engine takes (a usize).
 _COUNT_MAX = 2**64 - 1
 # The callbacks that may be `async def` (with dispatch="asyncio"): nodes and
@@ -161,7 +147,7 @@ class Cluster(_minishard.NativeCluster):
 
     def request(self, shard: int, data: Data, *, timeout: float = 5.0) -> bytes:
         """Sends ``data`` to the owner of ``shard`` and returns its reply
-        (DESIGN.md 11), waiting with the GIL released. Any node may ask,
+        (docs/design.md 11), waiting with the GIL released. Any node may ask,
         members and observers alike. While no owner is known (a failover, a
         hand-over) it waits for one; a node that is no longer the owner
         passes it on; it is sent to an owner at most once.
@@ -452,10 +438,15 @@ def _answer_when_done(future: "concurrent.futures.Future[Any]", responder: Any) 
 
 def _takes_epoch(callbacks: Any) -> bool:
     """Whether ``callbacks.allocated`` accepts ``(cluster, shard, epoch)``."""
+    return _takes(callbacks, "allocated", 3)
+
+
+def _takes(callbacks: Any, name: str, count: int) -> bool:
+    """Whether ``callbacks.<name>`` accepts ``count`` positional arguments."""
     import inspect
 
     try:
-        inspect.signature(callbacks.allocated).bind(None, None, None)
+        inspect.signature(getattr(callbacks, name)).bind(*([None] * count))
     except (AttributeError, TypeError, ValueError):
         return False
     return True
@@ -516,12 +507,12 @@ def join(
     max_handshakes: Optional[int] = None,
     max_handshakes_per_source: Optional[int] = None,
     send_queue: Optional[int] = None,
+    max_requests_in_flight: Optional[int] = None,
+    max_requests_per_peer: Optional[int] = None,
     tls_cert: Optional[StrPath] = None,
     tls_key: Optional[StrPath] = None,
     tls_ca: Optional[StrPath] = None,
     metadata: Optional[Dict[str, str]] = None,
-    max_requests_in_flight: Optional[int] = None,
-    max_requests_per_peer: Optional[int] = None,
 ) -> Cluster:
     """Joins ``cluster`` as the node listening on ``listen`` (``"host:port"``;
     port 0 picks a free one, then the node is known by the bound address).
@@ -530,11 +521,13 @@ def join(
     (with ``dispatch="asyncio"``, all but ``nodes`` and ``shard_count`` may
     be ``async def``).
     ``cookie`` is the cluster's shared secret (a ``str`` is UTF-8 encoded).
-    Timings are in seconds; unset ones take the defaults of DESIGN.md
-    section 10, as do the limits: ``frame_limit`` (bytes, 4096 to 64 MiB),
-    ``max_handshakes`` and ``max_handshakes_per_source`` (connections in
-    their handshake, 1 to 65536), ``send_queue`` (frames per peer, 64 to
-    1048576). ``dispatch`` says where callbacks run: ``"thread"`` (a callback
+    The numeric settings are README's configuration table (the engine's
+    list, ``minishard._minishard.SETTINGS``): timings in seconds, the others
+    in whole units (``frame_limit`` in bytes, ``max_handshakes`` and
+    ``max_handshakes_per_source`` in connections, ``send_queue`` in frames,
+    ``max_requests_in_flight`` and ``max_requests_per_peer`` in requests);
+    unset ones keep their defaults, and one out of its range raises
+    ``ConfigError`` naming it. ``dispatch`` says where callbacks run: ``"thread"`` (a callback
     thread of the cluster's own), ``"asyncio"`` (on ``loop``, by default the
     running loop: callbacks then never run concurrently with your
     coroutines; async callbacks are awaited there before the engine moves
@@ -635,8 +628,12 @@ def join(
     bridge = None if loop is None else LoopBridge(loop)
     given = locals()
     # Any: the native constructor's keywords have a type each.
-    timings: Dict[str, Any] = {name: _number(name, given[name]) for name in _TIMINGS}
-    limits: Dict[str, Any] = {name: _count(name, given[name]) for name in _LIMITS}
+    seconds: Dict[str, Any] = {
+        name: _number(name, given[name]) for name in _TIMINGS if given[name] is not None
+    }
+    counts: Dict[str, Any] = {
+        name: _count(name, given[name]) for name in _LIMITS if given[name] is not None
+    }
 
     node = Cluster.__new__(
         Cluster,
@@ -649,12 +646,14 @@ def join(
         host_dispatch=dispatch == "host",
         loop_bridge=None if bridge is None else bridge.run,
         allocated_epoch=takes_epoch,
+        prolonged_epoch=_takes(callbacks, "prolonged", 3),
+        deallocated_reason=_takes(callbacks, "deallocated", 3),
         tls_cert=tls_paths["tls_cert"],
         tls_key=tls_paths["tls_key"],
         tls_ca=tls_paths["tls_ca"],
         metadata=metadata,
-        **timings,
-        **limits,
+        seconds=seconds,
+        counts=counts,
     )
     node._dispatch = dispatch
     node._bridge = bridge

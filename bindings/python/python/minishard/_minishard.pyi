@@ -7,6 +7,9 @@ _C = TypeVar("_C", bound="NativeCluster")
 _HealthName = Literal["degraded", "transition", "available"]
 
 __version__: str
+# Every numeric setting: (name, unit, default, min, max, doc), the unit
+# "ms" for a timing (minishard/src/settings.rs).
+SETTINGS: Tuple[Tuple[str, str, int, int, int, str], ...]
 
 def shutdown_logging() -> None: ...
 
@@ -23,25 +26,14 @@ class NativeCluster:
         host_dispatch: bool = ...,
         loop_bridge: Optional[Callable[[Callable[..., Any], Tuple[Any, ...]], Any]] = ...,
         allocated_epoch: bool = ...,
-        heartbeat_interval: Optional[float] = ...,
-        heartbeat_timeout: Optional[float] = ...,
-        transition_timeout: Optional[float] = ...,
-        node_grace: Optional[float] = ...,
-        settle: Optional[float] = ...,
-        score_deadline: Optional[float] = ...,
-        member_poll: Optional[float] = ...,
-        allocation_retry: Optional[float] = ...,
-        handshake_timeout: Optional[float] = ...,
-        frame_limit: Optional[int] = ...,
-        max_handshakes: Optional[int] = ...,
-        max_handshakes_per_source: Optional[int] = ...,
-        send_queue: Optional[int] = ...,
+        prolonged_epoch: bool = ...,
+        deallocated_reason: bool = ...,
+        seconds: Optional[Dict[str, float]] = ...,
+        counts: Optional[Dict[str, int]] = ...,
         tls_cert: Optional[str] = ...,
         tls_key: Optional[str] = ...,
         tls_ca: Optional[str] = ...,
         metadata: Optional[Dict[str, str]] = ...,
-        max_requests_in_flight: Optional[int] = ...,
-        max_requests_per_peer: Optional[int] = ...,
     ) -> _C: ...
     @property
     def name(self) -> str:

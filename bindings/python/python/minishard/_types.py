@@ -32,6 +32,7 @@ __all__ = [
     "HealthName",
     "DispatchMode",
     "Health",
+    "Reason",
     "NodeState",
     "LocalState",
     "Owner",
@@ -54,7 +55,7 @@ LocalStateName = Literal["idle", "standby", "allocated"]
 
 
 class Health(str, enum.Enum):
-    """The health of a cluster as one node sees it (DESIGN.md section 5).
+    """The health of a cluster as one node sees it (docs/design.md section 5).
 
     Members are strings: ``Health.AVAILABLE == "available"`` is true.
     """
@@ -67,6 +68,28 @@ class Health(str, enum.Enum):
     progress, a conflict being resolved."""
     AVAILABLE = "available"
     """Enough members visible, every shard has exactly one owner."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Reason(str, enum.Enum):
+    """Why this node's allocation ended, as ``deallocated`` hears it: what
+    to do with the state differs (hand it to the winner, persist it, drop
+    it). Members are strings: ``Reason.LEFT == "left"`` is true."""
+
+    LOST_CONFLICT = "lost_conflict"
+    """It lost a conflict after a split healed: ``winner`` keeps the shard."""
+    LEFT = "left"
+    """The application left (``leave()``, or the ``with`` block ended)."""
+    SHUTDOWN = "shutdown"
+    """The cluster object went away without leaving first (collected, or
+    the interpreter exited)."""
+    DEGRADED = "degraded"
+    """Too few members were visible for ``transition_timeout``."""
+    REMOVED = "removed"
+    """This node is no longer in the member list (its own, or every member
+    it reaches refuses it as not theirs)."""
 
     def __str__(self) -> str:
         return self.value
@@ -139,12 +162,12 @@ class CallbacksLike(Protocol):
     def shard_count(self, cluster: str) -> int: ...
     def allocated(self, cluster: str, shard: int, epoch: int) -> Any: ...
     def score(self, state: Any) -> Any: ...
-    def prolonged(self, loser: str, state: Any) -> Any: ...
-    def deallocated(self, winner: Optional[str], state: Any) -> Any: ...
+    def prolonged(self, loser: str, state: Any, epoch: int) -> Any: ...
+    def deallocated(self, winner: Optional[str], state: Any, reason: Reason) -> Any: ...
 
 
 class Callbacks(Generic[S]):
-    """Base class for an application's callbacks (DESIGN.md section 3).
+    """Base class for an application's callbacks (docs/design.md section 3).
 
     Subclass it and override at least ``nodes``, ``shard_count`` and
     ``allocated``; ``S`` is the type of the state ``allocated`` returns.
@@ -183,15 +206,25 @@ class Callbacks(Generic[S]):
         counts as failed."""
         return 0
 
-    def prolonged(self, loser: str, state: S) -> Union[S, Awaitable[S]]:
+    def prolonged(self, loser: str, state: S, epoch: int) -> Union[S, Awaitable[S]]:
         """This node kept its shard against ``loser``: return the state to
-        keep (default: unchanged)."""
+        keep (default: unchanged). ``epoch`` is the allocation's epoch from
+        now on, above the loser's: a store that takes writes only at an
+        epoch at least the highest it has seen refuses the loser and takes
+        this node. (A ``prolonged(self, loser, state)`` without it still
+        works.)"""
         return state
 
-    def deallocated(self, winner: Optional[str], state: S) -> Optional[Awaitable[None]]:
-        """This node no longer owns its shard: ``winner`` took it, or nobody
-        did (``None``: degraded, leave, exit). The hand-over completes once
-        this returns (an ``async def`` one: once its coroutine finishes)."""
+    def deallocated(
+        self, winner: Optional[str], state: S, reason: Reason
+    ) -> Optional[Awaitable[None]]:
+        """This node no longer owns its shard, for ``reason``: ``winner``
+        took it (``Reason.LOST_CONFLICT``), or nobody did (``None``: it left,
+        degraded, was removed from the member list, or went away). The
+        hand-over completes once this returns (an ``async def`` one: once
+        its coroutine finishes). A failed ``allocated`` is followed by no
+        ``deallocated``. (A ``deallocated(self, winner, state)`` without
+        ``reason`` still works.)"""
         return None
 
     def status_changed(

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use std::collections::HashMap;
 
-use minishard::{CallbackError, Callbacks, Health, MeshNotice, NodeId, Responder};
+use minishard::{CallbackError, Callbacks, Health, MeshNotice, NodeId, ReleaseReason, Responder};
 use serde_json::{json, Map, Value};
 
 /// How `score` answers.
@@ -314,7 +314,13 @@ impl Callbacks for PrintingApp {
         Ok(score)
     }
 
-    fn prolonged(&mut self, loser: &NodeId, state: &mut Held) -> Result<(), CallbackError> {
+    fn prolonged(
+        &mut self,
+        loser: &NodeId,
+        state: &mut Held,
+        epoch: u64,
+    ) -> Result<(), CallbackError> {
+        state.epoch = epoch;
         self.printer.event(
             "prolonged",
             json!({ "shard": state.shard, "epoch": state.epoch, "loser": loser.as_str() }),
@@ -322,10 +328,15 @@ impl Callbacks for PrintingApp {
         Ok(())
     }
 
-    fn deallocated(&mut self, winner: Option<&NodeId>, state: Held) {
+    fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, state: Held) {
         self.printer.event(
             "deallocated",
-            json!({ "shard": state.shard, "epoch": state.epoch, "winner": winner.map(NodeId::as_str) }),
+            json!({
+                "shard": state.shard,
+                "epoch": state.epoch,
+                "winner": winner.map(NodeId::as_str),
+                "reason": reason.as_str(),
+            }),
         );
     }
 

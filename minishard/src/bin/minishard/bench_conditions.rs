@@ -1,6 +1,6 @@
 //! `minishard bench` rows for the times the tests check only as conditions
 //! or orderings, never as limits: a restarted owner's old claim voided, a
-//! small side degrading after a split (DESIGN.md 7.2), lookups while a
+//! small side degrading after a split (docs/design.md 7.2), lookups while a
 //! callback blocks (7.6), and a node flooded with garbage frames (7.8).
 
 use std::io::{Read, Write};
@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use minishard::{CallbackError, Callbacks, Cluster, Config, Health, NodeId, Timings};
+use minishard::{
+    CallbackError, Callbacks, Cluster, Config, Health, NodeId, ReleaseReason, Timings,
+};
 
 use crate::app::ScoreMode;
 use crate::bench::{median, ms, Row};
@@ -124,10 +126,10 @@ impl Callbacks for Blocking {
     fn score(&mut self, _: &mut ()) -> Result<i64, CallbackError> {
         Ok(0)
     }
-    fn prolonged(&mut self, _: &NodeId, _: &mut ()) -> Result<(), CallbackError> {
+    fn prolonged(&mut self, _: &NodeId, _: &mut (), _: u64) -> Result<(), CallbackError> {
         Ok(())
     }
-    fn deallocated(&mut self, _: Option<&NodeId>, _: ()) {}
+    fn deallocated(&mut self, _: Option<&NodeId>, _: ReleaseReason, _: ()) {}
 }
 
 /// `get_node` on every node of a 3-node cluster while one node's

@@ -1,4 +1,4 @@
-//! `minishard bench` rows for requests (DESIGN.md 11), each next to a bare
+//! `minishard bench` rows for requests (docs/design.md 11), each next to a bare
 //! tokio TCP echo over loopback measured in the same run: round trips to a
 //! remote and to the local owner, throughput with 1 and 16 requesters, and
 //! the time to the first successful reply after an owner's crash and after
@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use minishard::{CallbackError, Callbacks, Cluster, Config, NodeId, Responder, Timings};
+use minishard::{
+    CallbackError, Callbacks, Cluster, Config, Epoch, NodeId, ReleaseReason, Responder, Timings,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -42,10 +44,10 @@ impl Callbacks for EchoApp {
     fn score(&mut self, _: &mut ()) -> Result<i64, CallbackError> {
         Ok(0)
     }
-    fn prolonged(&mut self, _: &NodeId, _: &mut ()) -> Result<(), CallbackError> {
+    fn prolonged(&mut self, _: &NodeId, _: &mut (), _: Epoch) -> Result<(), CallbackError> {
         Ok(())
     }
-    fn deallocated(&mut self, _: Option<&NodeId>, _: ()) {}
+    fn deallocated(&mut self, _: Option<&NodeId>, _: ReleaseReason, _: ()) {}
     fn handle_request(&mut self, _: &mut (), payload: Vec<u8>, responder: Responder) {
         responder.respond(payload);
     }

@@ -12,7 +12,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::app::{Handler, MemberSource, Printer, PrintingApp, ScoreMode};
-use crate::options::{CookieArgs, TimingArgs, TlsArgs};
+use crate::options::{CookieArgs, SettingArgs, TlsArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,7 +44,7 @@ pub struct Args {
     #[command(flatten)]
     cookie: CookieArgs,
     #[command(flatten)]
-    timings: TimingArgs,
+    settings: SettingArgs,
     #[command(flatten)]
     tls: TlsArgs,
     /// What `score` answers in a conflict: uptime (of the allocation, in ms)
@@ -143,7 +143,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let printer = Printer::new(name, args.json, Box::new(std::io::stdout()));
     let mut config = Config::new(args.listen.clone(), cookie);
     config.advertise = args.advertise.clone();
-    config.timings = args.timings.timings();
+    args.settings.apply(&mut config)?;
     config.tls = args.tls.files();
     config.metadata = args.metadata.iter().cloned().collect();
     let hook_printer = printer.clone();

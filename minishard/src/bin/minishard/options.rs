@@ -1,9 +1,9 @@
-//! Options shared by the subcommands: the cookie and the timings.
+//! Options shared by the subcommands: the cookie, the settings and TLS.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use minishard::{Timings, TlsFiles};
+use minishard::settings::{show, show_range, SETTINGS};
+use minishard::{Config, TlsFiles};
 
 /// Where the cluster's cookie comes from.
 #[derive(clap::Args, Clone, Debug)]
@@ -45,44 +45,63 @@ impl CookieArgs {
     }
 }
 
-/// Protocol timings, each defaulting to DESIGN.md section 10.
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct TimingArgs {
-    /// How often each connection carries a heartbeat.
-    #[arg(long, value_name = "MS")]
-    pub heartbeat_interval_ms: Option<u64>,
-    /// Silence after which a connection is lost.
-    #[arg(long, value_name = "MS")]
-    pub heartbeat_timeout_ms: Option<u64>,
-    /// How long too few members may last before the node is degraded.
-    #[arg(long, value_name = "MS")]
-    pub transition_timeout_ms: Option<u64>,
-    /// How long a lost peer's shard stays reserved to it.
-    #[arg(long, value_name = "MS")]
-    pub node_grace_ms: Option<u64>,
-    /// How long a standby's pairing with a free shard must hold before it claims it.
-    #[arg(long, value_name = "MS")]
-    pub settle_ms: Option<u64>,
-    /// How often the member list is asked for again.
-    #[arg(long, value_name = "MS")]
-    pub member_poll_ms: Option<u64>,
+/// Every numeric setting as a flag, built from the list of settings
+/// (`minishard::settings`): `--NAME` in its unit, `--NAME-ms` for a timing.
+/// A flag not given keeps the setting's default.
+#[derive(Clone, Debug, Default)]
+pub struct SettingArgs {
+    given: Vec<(&'static str, u64)>,
 }
 
-impl TimingArgs {
-    pub fn timings(&self) -> Timings {
-        let mut t = Timings::default();
-        let set = |slot: &mut Duration, ms: Option<u64>| {
-            if let Some(ms) = ms {
-                *slot = Duration::from_millis(ms);
+impl SettingArgs {
+    /// Applies the settings given on the command line to `config`.
+    pub fn apply(&self, config: &mut Config) -> Result<(), String> {
+        for (name, value) in &self.given {
+            config.set(name, *value).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+impl clap::FromArgMatches for SettingArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<SettingArgs, clap::Error> {
+        let mut args = SettingArgs::default();
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        for setting in SETTINGS {
+            if let Some(value) = matches.get_one::<u64>(setting.name) {
+                self.given.retain(|(name, _)| *name != setting.name);
+                self.given.push((setting.name, *value));
             }
-        };
-        set(&mut t.heartbeat_interval, self.heartbeat_interval_ms);
-        set(&mut t.heartbeat_timeout, self.heartbeat_timeout_ms);
-        set(&mut t.transition_timeout, self.transition_timeout_ms);
-        set(&mut t.node_grace, self.node_grace_ms);
-        set(&mut t.settle, self.settle_ms);
-        set(&mut t.member_poll, self.member_poll_ms);
-        t
+        }
+        Ok(())
+    }
+}
+
+impl clap::Args for SettingArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        SETTINGS.iter().fold(command, |command, setting| {
+            let unit = setting.unit.name().to_uppercase();
+            command.arg(
+                clap::Arg::new(setting.name)
+                    .long(setting.flag())
+                    .value_name(unit)
+                    .value_parser(clap::value_parser!(u64))
+                    .help(format!(
+                        "{} (default {}, {})",
+                        setting.doc.replace('`', ""),
+                        show(setting.unit, setting.default),
+                        show_range(setting.unit, setting.min, setting.max)
+                    )),
+            )
+        })
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        SettingArgs::augment_args(command)
     }
 }
 
@@ -111,5 +130,55 @@ impl TlsArgs {
             }),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, FromArgMatches};
+
+    fn parse(flags: &[&str]) -> Result<SettingArgs, clap::Error> {
+        let command = SettingArgs::augment_args(clap::Command::new("node"));
+        let matches =
+            command.try_get_matches_from(std::iter::once("node").chain(flags.iter().copied()))?;
+        SettingArgs::from_arg_matches(&matches)
+    }
+
+    #[test]
+    fn every_setting_is_a_flag_in_its_unit() {
+        let command = SettingArgs::augment_args(clap::Command::new("node"));
+        for setting in SETTINGS {
+            assert!(
+                command
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some(setting.flag().as_str())),
+                "no --{}",
+                setting.flag()
+            );
+        }
+        let mut config = Config::new("127.0.0.1:7000", b"s".to_vec());
+        parse(&["--send-queue", "100", "--node-grace-ms", "3000"])
+            .unwrap()
+            .apply(&mut config)
+            .unwrap();
+        assert_eq!(config.send_queue, 100);
+        assert_eq!(config.timings.node_grace, std::time::Duration::from_secs(3));
+        assert_eq!(
+            config.get("settle"),
+            Some(20),
+            "a flag not given keeps the default"
+        );
+    }
+
+    #[test]
+    fn a_flag_out_of_range_is_refused_with_the_settings_message() {
+        let mut config = Config::new("127.0.0.1:7000", b"s".to_vec());
+        let err = parse(&["--send-queue", "10"])
+            .unwrap()
+            .apply(&mut config)
+            .unwrap_err();
+        assert!(err.contains("send_queue must be between 64"), "{err}");
+        assert!(parse(&["--send-queue", "-1"]).is_err());
     }
 }

@@ -7,7 +7,7 @@ use minishard::{Cluster, Config};
 use serde_json::json;
 
 use crate::node::error_kind;
-use crate::options::{CookieArgs, TimingArgs, TlsArgs};
+use crate::options::{CookieArgs, SettingArgs, TlsArgs};
 use crate::status::Watch;
 
 #[derive(clap::Args)]
@@ -27,7 +27,7 @@ pub struct Args {
     #[command(flatten)]
     cookie: CookieArgs,
     #[command(flatten)]
-    timings: TimingArgs,
+    settings: SettingArgs,
     #[command(flatten)]
     tls: TlsArgs,
     /// How long to wait for the reply, waiting for an owner included.
@@ -44,7 +44,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), String> {
     let mut config = Config::new(args.listen.clone(), args.cookie.load()?);
     config.observer = true;
-    config.timings = args.timings.timings();
+    args.settings.apply(&mut config)?;
     config.tls = args.tls.files();
     let watch = Watch {
         connect: args.connect.clone(),

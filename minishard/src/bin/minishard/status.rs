@@ -3,10 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use minishard::{CallbackError, Callbacks, Cluster, Config, NodeId, NodeState, Snapshot};
+use minishard::{
+    CallbackError, Callbacks, Cluster, Config, NodeId, NodeState, ReleaseReason, Snapshot,
+};
 use serde_json::{json, Value};
 
-use crate::options::{CookieArgs, TimingArgs, TlsArgs};
+use crate::options::{CookieArgs, SettingArgs, TlsArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,7 +24,7 @@ pub struct Args {
     #[command(flatten)]
     cookie: CookieArgs,
     #[command(flatten)]
-    timings: TimingArgs,
+    settings: SettingArgs,
     #[command(flatten)]
     tls: TlsArgs,
     /// How long to wait for the member to answer.
@@ -52,10 +54,10 @@ impl Callbacks for Watch {
     fn score(&mut self, _: &mut ()) -> Result<i64, CallbackError> {
         Err("an observer holds no shard".into())
     }
-    fn prolonged(&mut self, _: &NodeId, _: &mut ()) -> Result<(), CallbackError> {
+    fn prolonged(&mut self, _: &NodeId, _: &mut (), _: u64) -> Result<(), CallbackError> {
         Ok(())
     }
-    fn deallocated(&mut self, _: Option<&NodeId>, _: ()) {}
+    fn deallocated(&mut self, _: Option<&NodeId>, _: ReleaseReason, _: ()) {}
 }
 
 fn state_name(state: &NodeState) -> String {
@@ -72,7 +74,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let connect = NodeId::parse(&args.connect).map_err(|e| e.to_string())?;
     let mut config = Config::new(args.listen.clone(), args.cookie.load()?);
     config.observer = true;
-    config.timings = args.timings.timings();
+    args.settings.apply(&mut config)?;
     config.tls = args.tls.files();
     let watch = Watch {
         connect: args.connect.clone(),

@@ -1,4 +1,4 @@
-//! DESIGN.md section 7 as checks on the simulated world: what must hold of
+//! docs/design.md section 7 as checks on the simulated world: what must hold of
 //! every group of connected nodes once the network has stood still for the
 //! bound, what must never happen at any instant, and how every conflict must
 //! have ended. Each returns the problems it found, one line each.
@@ -39,7 +39,7 @@ pub(super) fn degradation_bound(t: &Timings) -> Duration {
 /// Whether node `i` takes part as a member: it is in the operator's list,
 /// or it was removed but its own list still names it and no member it can
 /// reach refuses it — cut off by the network, it cannot know it was
-/// removed, and acts as any member cut off would (DESIGN.md 6.6).
+/// removed, and acts as any member cut off would (docs/design.md 6.6).
 pub(super) fn acts_as_member(sim: &Sim, i: usize) -> bool {
     if !sim.is_running(i) || sim.is_observer(i) {
         return false;
@@ -54,7 +54,7 @@ pub(super) fn acts_as_member(sim: &Sim, i: usize) -> bool {
 }
 
 /// The members node `i` sees directly, itself included if it takes part as
-/// one: what its health counts (DESIGN.md 5, 6.1).
+/// one: what its health counts (docs/design.md 5, 6.1).
 pub(super) fn visible_members(sim: &Sim, i: usize) -> usize {
     let peers = (0..sim.len())
         .filter(|&j| sim.is_member(j) && sim.linked(i, j))
@@ -69,7 +69,7 @@ pub(super) fn capable(sim: &Sim, i: usize) -> bool {
 }
 
 /// Whether node `i` sees too few members to hold shards, so it must be
-/// degraded and hold nothing (DESIGN.md 5, 7.2).
+/// degraded and hold nothing (docs/design.md 5, 7.2).
 pub(super) fn must_degrade(sim: &Sim, i: usize) -> bool {
     sim.is_running(i)
         && !sim.is_observer(i)
@@ -167,6 +167,44 @@ pub(super) fn group_problem(sim: &Sim, group: &[usize]) -> Option<String> {
             }
         }
     }
+    fencing_problem(sim, group, &holders)
+}
+
+/// docs/design.md 7.5, as a store fenced by epochs sees it (it takes a
+/// write only at an epoch at least the highest it has seen): once a group
+/// has settled, each shard's owner holds it at an epoch no node of the
+/// group knows to be exceeded — every allocation of it the group heard of
+/// (a loser's, the other side of a healed split's, a paused owner's) is
+/// below, so its writes are taken and theirs refused. An allocation no
+/// running node ever heard of (alone on its side of a split, and crashed
+/// since) is out of anyone's reach.
+fn fencing_problem(sim: &Sim, group: &[usize], holders: &[Vec<usize>]) -> Option<String> {
+    for (shard, list) in holders.iter().enumerate() {
+        let holder = sim.id(list[0]);
+        let held = sim.ledger().open_of(holder, sim.incarnation(list[0]))?;
+        let reported = sim.snapshot(list[0]).and_then(|s| s.owners[shard].as_ref());
+        if reported.map(|o| o.epoch) != Some(held.epoch) {
+            return Some(format!(
+                "{holder} reports shard {shard} at epoch {:?}; its application holds it at {}",
+                reported.map(|o| o.epoch),
+                held.epoch
+            ));
+        }
+        for &i in group {
+            if let Some(seen) = sim
+                .highest_seen(i, shard as Shard)
+                .filter(|seen| seen.epoch > held.epoch)
+            {
+                return Some(format!(
+                    "fencing: {holder} holds shard {shard} at epoch {}, below epoch {} of {}'s allocation, which {} knows of: a fenced store would refuse the owner",
+                    held.epoch,
+                    seen.epoch,
+                    seen.node,
+                    sim.id(i)
+                ));
+            }
+        }
+    }
     None
 }
 
@@ -188,7 +226,7 @@ pub(super) fn moves_since(sim: &Sim, since: Instant) -> usize {
 }
 
 /// The same, on the operator's members only: a node removed from the list
-/// that cannot hear the members refuse it acts on its own (DESIGN.md 6.6).
+/// that cannot hear the members refuse it acts on its own (docs/design.md 6.6).
 pub(super) fn members_moves_since(sim: &Sim, since: Instant) -> usize {
     let listed = |a: &&Allocation| sim.member_list().contains(&a.node);
     let allocations = &sim.ledger().allocations;
@@ -204,7 +242,7 @@ pub(super) fn members_moves_since(sim: &Sim, since: Instant) -> usize {
             .count()
 }
 
-/// DESIGN.md 7.7: while the network stands still, each shard moves at most
+/// docs/design.md 7.7: while the network stands still, each shard moves at most
 /// once — in each group at most one new allocation of it, and no
 /// allocation that both starts and ends meanwhile.
 pub(super) fn churn_problems(sim: &Sim, since: Instant, groups: &[Vec<usize>]) -> Vec<String> {
@@ -235,7 +273,7 @@ pub(super) fn churn_problems(sim: &Sim, since: Instant, groups: &[Vec<usize>]) -
     problems
 }
 
-/// DESIGN.md 6.5, 6.6: no two allocations of a shard open at one instant
+/// docs/design.md 6.5, 6.6: no two allocations of a shard open at one instant
 /// after `since`.
 pub(super) fn overlaps(sim: &Sim, since: Instant) -> Vec<String> {
     let allocations = &sim.ledger().allocations;
@@ -267,7 +305,7 @@ fn standing_yield<'a>(
         .and_then(|(_, _, y)| y.as_ref())
 }
 
-/// DESIGN.md 7.3 and 6.3: each loser lost to a better-ranked claim, by
+/// docs/design.md 7.3 and 6.3: each loser lost to a better-ranked claim, by
 /// scores the applications returned; a loser is told `deallocated(winner)`
 /// exactly when its winner was told `prolonged(loser)`, except where the
 /// winner crashed or was cut off before it could be; a winner that left or
@@ -335,7 +373,7 @@ pub(super) fn conflict_problems(
             a.node == *winner
                 && a.incarnation == lost.winner.incarnation
                 && a.shard == loser.shard
-                && a.epoch == lost.winner.epoch
+                && a.epochs.contains(&lost.winner.epoch)
         });
         let Some((wi, w)) = won else {
             continue;
@@ -412,11 +450,12 @@ pub(super) fn conflict_problems(
                 .filter(|a| a.node == *loser && a.shard == w.shard)
                 .filter(|a| matches!(a.end, Some(Ending::Crashed(_))))
                 .count();
-            // ...and a loser that lost its winner before it saw the
-            // acknowledgement: it kept its shard, though the winner may have
-            // acknowledged unseen...
+            // ...and a loser that withdrew its yield before it saw the
+            // acknowledgement (it lost its winner and kept its shard, or it
+            // degraded and gave the shard up to no one), though the winner
+            // may have acknowledged unseen...
             let withdrawn = sim
-                .cut_off_withdrawals()
+                .unseen_withdrawals()
                 .iter()
                 .filter(|(n, s, _)| n == loser && *s == w.shard)
                 .count();
@@ -434,7 +473,7 @@ pub(super) fn conflict_problems(
     (conflicts, problems)
 }
 
-/// DESIGN.md 6.3's rule, written again independently of the core's: the
+/// docs/design.md 6.3's rule, written again independently of the core's: the
 /// highest score wins, a failed score loses, a tie goes to the older epoch,
 /// then to the smaller node id.
 fn outranks(a: (Option<i64>, &Claim), b: (Option<i64>, &Claim)) -> bool {

@@ -1,4 +1,4 @@
-//! Random fault schedules, each checked against DESIGN.md section 7.
+//! Random fault schedules, each checked against docs/design.md section 7.
 //!
 //! A schedule starts a cluster of random shape and applies a random sequence
 //! of phases. Most change the network or the member list and then hold it
@@ -559,7 +559,7 @@ impl Run {
     }
 
     /// The network and the member lists stand still from now until `end`.
-    /// If the world is calm, checks what DESIGN.md section 7 promises of a
+    /// If the world is calm, checks what docs/design.md section 7 promises of a
     /// world that stands still (see the module's documentation).
     fn hold_still(&mut self, phase: &Phase, end: Instant) {
         let t = self.timings();
@@ -657,7 +657,7 @@ impl Run {
                 );
             }
         }
-        // DESIGN.md 6.5 and 6.6: from a settled cluster in one group, when
+        // docs/design.md 6.5 and 6.6: from a settled cluster in one group, when
         // the change leaves at most one group with members enough to hold
         // every shard, no shard ever has two holders at once. (Nodes that
         // were cut off before the change knew nothing current of the
@@ -725,7 +725,7 @@ impl Run {
                 .all(|i| home.contains(&i))
     }
 
-    /// DESIGN.md 7.7: a node cut off from everyone again and again, each
+    /// docs/design.md 7.7: a node cut off from everyone again and again, each
     /// time for less than `node_grace`, makes no shard move.
     fn flap_node(&mut self, hold: Duration) {
         let phase = self.begin(false);
@@ -744,7 +744,7 @@ impl Run {
         self.flap(&phase, &links, hold, &format!("node {i}"));
     }
 
-    /// DESIGN.md 7.7: a link that goes down for longer than the heartbeat
+    /// docs/design.md 7.7: a link that goes down for longer than the heartbeat
     /// timeout (so the connection dies) but shorter than the grace, again
     /// and again, makes no shard move.
     fn flap_link(&mut self, hold: Duration) {

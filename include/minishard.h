@@ -1072,6 +1072,36 @@ minishard_result minishard_config_set_max_requests_per_peer(struct minishard_con
                                                             size_t n);
 
 /**
+ * How long a next owner's `allocated` (or a conflict winner's `prolonged`)
+ * waits for a hand-off still arriving, in milliseconds (default 1000);
+ * see docs/design.md 11.8. Hand-offs are not yet exposed in C: this
+ * bounds the wait of a node whose peers are Rust applications.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+ * for 0 or over a day (86400000).
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_hand_off_wait_ms(struct minishard_config *cfg,
+                                                       uint64_t ms);
+
+/**
+ * The largest hand-off this node takes, in bytes (default 67108864); a
+ * larger one is refused and the next owner gets none.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+ * for more than 1073741824.
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_hand_off_limit(struct minishard_config *cfg,
+                                                     size_t bytes);
+
+/**
  * Adds a member's advertised address, `"host:port"`, to the list a `nodes`
  * callback is building. The string is copied.
  *

@@ -647,3 +647,41 @@ pub unsafe extern "C" fn minishard_config_set_max_requests_per_peer(
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
     unsafe { set_setting(cfg, "max_requests_per_peer", n as u64) }
 }
+
+/// How long a next owner's `allocated` (or a conflict winner's `prolonged`)
+/// waits for a hand-off still arriving, in milliseconds (default 1000);
+/// see docs/design.md 11.8. Hand-offs are not yet exposed in C: this
+/// bounds the wait of a node whose peers are Rust applications.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+/// for 0 or over a day (86400000).
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_hand_off_wait_ms(
+    cfg: *mut minishard_config,
+    ms: u64,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_setting(cfg, "hand_off_wait", ms) }
+}
+
+/// The largest hand-off this node takes, in bytes (default 67108864); a
+/// larger one is refused and the next owner gets none.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+/// for more than 1073741824.
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_hand_off_limit(
+    cfg: *mut minishard_config,
+    bytes: usize,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_setting(cfg, "hand_off_limit", bytes as u64) }
+}

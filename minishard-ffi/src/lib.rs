@@ -50,10 +50,10 @@ pub use error::{
 };
 pub use health::{minishard_health, minishard_health_code};
 pub use log::*;
-pub use request::*;
 pub use reason::{
     minishard_release_reason, minishard_release_reason_code, minishard_release_reason_name,
 };
+pub use request::*;
 #[cfg(feature = "testing")]
 pub use testing::*;
 

@@ -11,6 +11,7 @@ use crate::core::{
     Epoch, Health, LocalState, Metadata, NodeId, NodeState, Owner, ReleaseReason, Shard, Snapshot,
 };
 use crate::error::{CallbackError, Error};
+use crate::requests::handoff::HandOff;
 use crate::requests::{PendingReply, Reply, RequestError, Responder};
 use crate::runtime::Engine;
 
@@ -90,6 +91,52 @@ pub trait Callbacks: Send + 'static {
         responder: Responder,
     ) {
         responder.fail("this node has no request handler");
+    }
+
+    /// [`Callbacks::allocated`], with what the shard's previous owner
+    /// handed off (docs/design.md 11.8): `None` when it gave nothing, or
+    /// when its hand-off was lost (it crashed, or its connection broke
+    /// before the last byte). Override this instead of `allocated` to take
+    /// hand-offs; the default calls `allocated`.
+    fn allocated_with_hand_off(
+        &mut self,
+        cluster: &str,
+        shard: Shard,
+        epoch: Epoch,
+        hand_off: Option<HandOff>,
+    ) -> Result<Self::State, CallbackError> {
+        let _ = hand_off;
+        self.allocated(cluster, shard, epoch)
+    }
+
+    /// [`Callbacks::prolonged`], with what the loser handed off when it
+    /// gave the shard up to this node (`None`: nothing, or lost). The
+    /// default calls `prolonged`.
+    fn prolonged_with_hand_off(
+        &mut self,
+        loser: &NodeId,
+        state: &mut Self::State,
+        epoch: Epoch,
+        hand_off: Option<HandOff>,
+    ) -> Result<(), CallbackError> {
+        let _ = hand_off;
+        self.prolonged(loser, state, epoch)
+    }
+
+    /// [`Callbacks::deallocated`], returning bytes for the shard's next
+    /// owner: the winner when the conflict was lost
+    /// ([`ReleaseReason::LostConflict`]), the standby that takes the shard
+    /// after a [`ReleaseReason::Left`]. Anything returned for another
+    /// reason has no next owner and is dropped. The default calls
+    /// `deallocated` and hands nothing off.
+    fn deallocated_with_hand_off(
+        &mut self,
+        winner: Option<&NodeId>,
+        reason: ReleaseReason,
+        state: Self::State,
+    ) -> Option<Vec<u8>> {
+        self.deallocated(winner, reason, state);
+        None
     }
 }
 

@@ -137,6 +137,11 @@ pub struct Config {
     /// Requests in flight to one peer, and from one peer waiting here for
     /// this node's handler; beyond it `Overloaded`.
     pub max_requests_per_peer: usize,
+    /// How long a next owner's `allocated` (or a winner's `prolonged`)
+    /// waits for a hand-off still arriving (docs/design.md 11.8).
+    pub hand_off_wait: Duration,
+    /// The largest hand-off this node takes, in bytes.
+    pub hand_off_limit: usize,
 }
 
 impl fmt::Debug for Config {
@@ -157,6 +162,8 @@ impl fmt::Debug for Config {
             .field("metadata", &self.metadata)
             .field("max_requests_in_flight", &self.max_requests_in_flight)
             .field("max_requests_per_peer", &self.max_requests_per_peer)
+            .field("hand_off_wait", &self.hand_off_wait)
+            .field("hand_off_limit", &self.hand_off_limit)
             .finish()
     }
 }
@@ -181,6 +188,8 @@ impl Config {
             metadata: Metadata::new(),
             max_requests_in_flight: default_count("max_requests_in_flight"),
             max_requests_per_peer: default_count("max_requests_per_peer"),
+            hand_off_wait: default_duration("hand_off_wait"),
+            hand_off_limit: default_count("hand_off_limit"),
         }
     }
 
@@ -265,6 +274,8 @@ impl Config {
             "send_queue" => Slot::Count(&mut self.send_queue),
             "max_requests_in_flight" => Slot::Count(&mut self.max_requests_in_flight),
             "max_requests_per_peer" => Slot::Count(&mut self.max_requests_per_peer),
+            "hand_off_wait" => Slot::Duration(&mut self.hand_off_wait),
+            "hand_off_limit" => Slot::Count(&mut self.hand_off_limit),
             _ => Slot::Duration(self.timings.slot(name)?),
         };
         // A field of the wrong kind for its unit would convert wrongly.

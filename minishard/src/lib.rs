@@ -59,4 +59,5 @@ pub use core::{
     Timings,
 };
 pub use error::{CallbackError, Error};
+pub use requests::handoff::HandOff;
 pub use requests::{PendingReply, Reply, RequestError, Responder, FRAME_OVERHEAD};

@@ -219,6 +219,22 @@ pub const SETTINGS: &[Setting] = &[
         doc: "requests in flight to one peer, and from one peer waiting here; \
               beyond it `Overloaded`",
     },
+    Setting {
+        name: "hand_off_wait",
+        unit: Unit::Millis,
+        default: 1000,
+        min: 1,
+        max: DAY,
+        doc: "how long a next owner's `allocated` or `prolonged` waits for a hand-off under way",
+    },
+    Setting {
+        name: "hand_off_limit",
+        unit: Unit::Bytes,
+        default: 64 << 20,
+        min: 0,
+        max: 1 << 30,
+        doc: "the largest hand-off this node takes; a larger one is refused (the next owner gets none)",
+    },
 ];
 
 /// The setting called `name`.

@@ -547,6 +547,7 @@ async fn read_loop(
             // sender takes them straight from here.
             Frame::Request(request) => link.requests.request(peer, lane, request),
             Frame::Reply(reply) => link.requests.reply(peer, link.conn, reply),
+            Frame::HandOff(frame) => link.requests.hand_off(peer, frame),
             Frame::Refused { reason, .. } => {
                 return format!("refused by the peer: {}", peer_text(&reason))
             }

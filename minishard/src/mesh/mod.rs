@@ -53,6 +53,8 @@ pub(crate) trait RequestSink: Send + Sync {
     fn request(&self, from: &NodeId, lane: &Lane, request: Request);
     /// A peer's reply to a request this node sent on connection `conn`.
     fn reply(&self, from: &NodeId, conn: ConnId, reply: Reply);
+    /// Part of a hand-off from a peer (docs/design.md 11.8).
+    fn hand_off(&self, from: &NodeId, frame: crate::wire::request::HandOff);
 }
 
 struct Live {
@@ -608,6 +610,7 @@ mod tests {
 
     impl RequestSink for NoRequests {
         fn request(&self, _: &NodeId, _: &Lane, _: Request) {}
+        fn hand_off(&self, _: &NodeId, _: crate::wire::request::HandOff) {}
         fn reply(&self, _: &NodeId, _: ConnId, _: Reply) {}
     }
 

@@ -12,6 +12,7 @@
 //! one at a time, so "inside the allocation" is exact there.
 
 pub(crate) mod client;
+pub(crate) mod handoff;
 pub(crate) mod server;
 
 use std::fmt;

@@ -18,7 +18,9 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::Callbacks;
 use crate::config::Dispatch;
+use crate::core::ReleaseReason;
 use crate::core::{Call, CallId, Epoch, NodeId, Outcome};
+use crate::requests::handoff::{HandOffs, Outgoing};
 use crate::requests::server::RequestJob;
 
 /// Something that turns a [`Call`] into an [`Outcome`]: the application.
@@ -43,16 +45,18 @@ pub(crate) struct AppRunner<C: Callbacks> {
     shard: Option<u32>,
     /// The epoch of the current allocation, as its callbacks last gave it.
     epoch: Option<Epoch>,
+    hand_offs: Arc<HandOffs>,
 }
 
 impl<C: Callbacks> AppRunner<C> {
-    pub(crate) fn new(cluster: String, app: C) -> AppRunner<C> {
+    pub(crate) fn new(cluster: String, app: C, hand_offs: Arc<HandOffs>) -> AppRunner<C> {
         AppRunner {
             cluster,
             app,
             state: None,
             shard: None,
             epoch: None,
+            hand_offs,
         }
     }
 }
@@ -155,7 +159,11 @@ impl<C: Callbacks> AppRunner<C> {
             Call::Allocated { shard, epoch } => {
                 self.shard = Some(*shard);
                 self.epoch = Some(*epoch);
-                match self.app.allocated(cluster, *shard, *epoch) {
+                let hand_off = self.hand_offs.for_allocation(*shard);
+                match self
+                    .app
+                    .allocated_with_hand_off(cluster, *shard, *epoch, hand_off)
+                {
                     Ok(state) => {
                         self.state = Some(state);
                         Outcome::Done
@@ -175,21 +183,50 @@ impl<C: Callbacks> AppRunner<C> {
                 }
                 None => Outcome::Failed("score asked with no allocation".into()),
             },
-            Call::Prolonged { loser, epoch, .. } => match self.state.as_mut() {
+            Call::Prolonged {
+                shard,
+                loser,
+                epoch,
+                won,
+            } => match self.state.as_mut() {
                 Some(state) => {
                     self.epoch = Some(*epoch);
+                    // A loser that yielded says what it hands off, or that
+                    // it has nothing; one only outlived hands off nothing.
+                    let hand_off = won
+                        .then(|| self.hand_offs.from_loser(*shard, loser))
+                        .flatten();
                     self.app
-                        .prolonged(loser, state, *epoch)
+                        .prolonged_with_hand_off(loser, state, *epoch, hand_off)
                         .map_or_else(|e| Outcome::Failed(e.0), |()| Outcome::Done)
                 }
                 None => Outcome::Failed("prolonged asked with no allocation".into()),
             },
-            Call::Deallocated { winner, reason, .. } => {
+            Call::Deallocated {
+                shard,
+                epoch,
+                winner,
+                reason,
+            } => {
                 self.shard = None;
                 self.epoch = None;
                 match self.state.take() {
                     Some(state) => {
-                        self.app.deallocated(winner.as_ref(), *reason, state);
+                        let data =
+                            self.app
+                                .deallocated_with_hand_off(winner.as_ref(), *reason, state);
+                        // Queued before the outcome goes back, so the engine
+                        // sends it ahead of the record that frees the shard.
+                        let tell_winner = *reason == ReleaseReason::LostConflict;
+                        if tell_winner || data.is_some() {
+                            self.hand_offs.released(Outgoing {
+                                shard: *shard,
+                                epoch: *epoch,
+                                reason: *reason,
+                                winner: winner.clone(),
+                                data,
+                            });
+                        }
                         Outcome::Done
                     }
                     None => Outcome::Failed("deallocated asked with no allocation".into()),

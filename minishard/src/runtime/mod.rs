@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::api::{Callbacks, Stats};
@@ -24,6 +25,7 @@ use crate::error::Error;
 use crate::mesh::faults::Faults;
 use crate::mesh::{ConnEvent, ConnId, Mesh, MeshStats, RequestSink, Settings, Tls};
 use crate::requests::client::{Client, Limits};
+use crate::requests::handoff::{self, HandOffs};
 use crate::requests::server::{Server, View};
 use crate::requests::{Lane, PendingReply, Reply, RequestError, FRAME_OVERHEAD};
 use crate::wire::handshake::Identity;
@@ -56,6 +58,7 @@ impl Changes {
 pub(crate) struct Requests {
     client: Arc<Client>,
     server: Server,
+    hand_offs: Arc<HandOffs>,
 }
 
 impl RequestSink for Requests {
@@ -65,6 +68,10 @@ impl RequestSink for Requests {
 
     fn reply(&self, from: &NodeId, conn: ConnId, reply: ReplyFrame) {
         self.client.on_reply(from, conn, reply);
+    }
+
+    fn hand_off(&self, from: &NodeId, frame: crate::wire::request::HandOff) {
+        self.hand_offs.on_frame(from, frame);
     }
 }
 
@@ -106,7 +113,17 @@ impl Engine {
         }
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         let (results, results_rx) = mpsc::unbounded_channel();
-        let runner = Box::new(AppRunner::new(name.to_owned(), callbacks));
+        // Kept for anyone to take until a failover has surely ended.
+        let hand_offs = Arc::new(HandOffs::new(
+            config.hand_off_wait,
+            config.hand_off_limit as u64,
+            2 * config.timings.node_grace + config.hand_off_wait,
+        ));
+        let runner = Box::new(AppRunner::new(
+            name.to_owned(),
+            callbacks,
+            hand_offs.clone(),
+        ));
         let calls = CallQueue::new(runner, results, config.dispatch)
             .map_err(|e| Error::Io(format!("cannot create the callback queue: {e}")))?;
         let (members, shard_count) = calls
@@ -175,6 +192,7 @@ impl Engine {
                 config.max_requests_in_flight,
                 max_payload,
             ),
+            hand_offs,
         });
         let settings = Settings {
             identity: Identity {
@@ -211,6 +229,9 @@ impl Engine {
             requests: requests.clone(),
             observer: config.observer,
             dialled: Arc::from(Vec::new()),
+            chunk: handoff::chunk_size(config.frame_limit),
+            hand_off_wait: config.hand_off_wait,
+            streams: Vec::new(),
         };
         let mesh_parts = MeshParts {
             listener,
@@ -526,6 +547,11 @@ struct Driver {
     observer: bool,
     /// The members the mesh dials.
     dialled: Arc<[NodeId]>,
+    /// The largest chunk of a hand-off.
+    chunk: usize,
+    hand_off_wait: Duration,
+    /// Hand-offs being streamed to their next owner.
+    streams: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Refusals are logged at most [`RefusalLog::PER_SECOND`] a second, so a
@@ -613,7 +639,10 @@ impl Driver {
             };
             let event = tokio::select! {
                 Some(event) = conn_events.recv() => self.on_mesh_event(&mut mesh, event),
-                Some((id, outcome)) = results.recv() => Some(Event::CallDone { id, outcome }),
+                Some((id, outcome)) = results.recv() => {
+                    self.send_hand_offs(&mut mesh);
+                    Some(Event::CallDone { id, outcome })
+                }
                 () = wake => Some(Event::Timeout),
                 command = commands.recv() => match command {
                     Some(Command::Leave) => Some(Event::Leave),
@@ -631,6 +660,7 @@ impl Driver {
                 if let Ok(event) = conn_events.try_recv() {
                     batch.extend(self.on_mesh_event(&mut mesh, event));
                 } else if let Ok((id, outcome)) = results.try_recv() {
+                    self.send_hand_offs(&mut mesh);
                     batch.push(Event::CallDone { id, outcome });
                 } else {
                     break;
@@ -642,6 +672,13 @@ impl Driver {
             }
         }
         timers.abort();
+        // Hand-offs under way finish before the connections close (a
+        // leaving node's goes to the standbys), within `hand_off_wait`.
+        let until = tokio::time::Instant::now() + self.hand_off_wait;
+        for stream in self.streams.drain(..) {
+            let _ = tokio::time::timeout_at(until, stream).await;
+        }
+        self.requests.hand_offs.close();
         mesh.shutdown(self.grace, &mut conn_events).await;
     }
 
@@ -652,8 +689,12 @@ impl Driver {
                 if let Some((conn, lane)) = mesh.lane(peer) {
                     self.requests.client.link_up(peer.clone(), conn, lane);
                 }
+                self.requests.hand_offs.link(peer, true);
             }
-            Some(Event::Lost { peer }) => self.requests.client.link_down(peer),
+            Some(Event::Lost { peer }) => {
+                self.requests.client.link_down(peer);
+                self.requests.hand_offs.link(peer, false);
+            }
             _ => {}
         }
         if let Some(notice) = notice {
@@ -693,6 +734,52 @@ impl Driver {
             all.sort();
             self.dialled = Arc::from(all);
             mesh.set_members(&self.dialled);
+        }
+    }
+
+    /// Sends what `deallocated` handed off, before the core hears that it
+    /// returned: the `Start` goes on the core lane ahead of the record that
+    /// frees the shard, so the next owner knows to wait for the bytes. A
+    /// conflict's loser sends to its winner; a leaving node to every
+    /// standby, since the next owner is chosen after it left.
+    fn send_hand_offs(&mut self, mesh: &mut Mesh) {
+        self.streams.retain(|s| !s.is_finished());
+        for out in self.requests.hand_offs.take_outgoing() {
+            let targets: Vec<NodeId> = match (out.reason, &out.winner) {
+                (core::ReleaseReason::LostConflict, Some(winner)) => vec![winner.clone()],
+                (core::ReleaseReason::Left, _) if out.data.is_some() => self
+                    .snapshot
+                    .load()
+                    .nodes
+                    .iter()
+                    .filter(|(n, s)| *s == core::NodeState::Standby && n != self.core.me())
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if targets.is_empty() && out.data.is_some() {
+                tracing::info!(shard = out.shard, reason = %out.reason, "a hand-off has no next owner to go to: dropped");
+            }
+            let data = out.data.map(Bytes::from);
+            for to in targets {
+                let Some((_, lane)) = mesh.lane(&to) else {
+                    tracing::info!(shard = out.shard, %to, "the next owner is not connected: the hand-off is lost");
+                    continue;
+                };
+                let start = crate::wire::request::HandOff::Start {
+                    shard: out.shard,
+                    epoch: out.epoch,
+                    len: data.as_ref().map(|d| d.len() as u64),
+                };
+                if mesh.send(&to, Frame::HandOff(start)) {
+                    continue;
+                }
+                if let Some(data) = data.clone() {
+                    self.streams.push(tokio::spawn(handoff::stream(
+                        lane, out.shard, out.epoch, data, self.chunk,
+                    )));
+                }
+            }
         }
     }
 

@@ -82,6 +82,8 @@ pub enum Frame {
     Request(request::Request),
     /// The answer to a request the peer sent.
     Reply(request::Reply),
+    /// Part of a hand-off to this node (docs/design.md 11.8).
+    HandOff(request::HandOff),
 }
 
 impl Frame {
@@ -98,6 +100,7 @@ impl Frame {
             Frame::Peer(_) => "peer message",
             Frame::Request(_) => "request",
             Frame::Reply(_) => "reply",
+            Frame::HandOff(_) => "hand-off",
         }
     }
 }

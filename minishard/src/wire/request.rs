@@ -54,3 +54,31 @@ pub enum ReplyOutcome {
     /// Too many requests are waiting here already: the handler did not run.
     Overloaded,
 }
+
+/// Part of a hand-off (docs/design.md 11.8): the data a node's `deallocated`
+/// gave for the shard's next owner. `Start` goes on the connection's core
+/// lane, ahead of the record that frees the shard; the data follows in
+/// `Chunk`s on the request lane, in order, behind heartbeats.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HandOff {
+    /// A hand-off of `len` bytes for `shard` begins, from the sender's
+    /// allocation at `epoch`; `None`: the sender has nothing to hand off
+    /// (a conflict's loser tells its winner so, which then stops waiting).
+    Start {
+        /// The shard.
+        shard: Shard,
+        /// The epoch of the sender's allocation that ended.
+        epoch: Epoch,
+        /// The data's length, or none.
+        len: Option<u64>,
+    },
+    /// The next bytes of the hand-off for `shard` at `epoch`.
+    Chunk {
+        /// The shard.
+        shard: Shard,
+        /// The epoch its `Start` named.
+        epoch: Epoch,
+        /// The bytes.
+        bytes: Bytes,
+    },
+}

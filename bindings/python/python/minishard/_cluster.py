@@ -509,6 +509,8 @@ def join(
     send_queue: Optional[int] = None,
     max_requests_in_flight: Optional[int] = None,
     max_requests_per_peer: Optional[int] = None,
+    hand_off_wait: Optional[float] = None,
+    hand_off_limit: Optional[int] = None,
     tls_cert: Optional[StrPath] = None,
     tls_key: Optional[StrPath] = None,
     tls_ca: Optional[StrPath] = None,

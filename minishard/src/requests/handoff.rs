@@ -220,7 +220,7 @@ impl HandOffs {
     /// What the winner of a conflict over `shard` receives from `loser`:
     /// waits (at most `hand_off_wait`) for the loser to say, unless its
     /// connection is down.
-    pub(crate) fn from_loser(&self, shard: Shard, loser: &NodeId) -> Option<HandOff> {
+    pub(crate) fn loser_hand_off(&self, shard: Shard, loser: &NodeId) -> Option<HandOff> {
         let deadline = Instant::now() + self.wait;
         let mut inner = lock(&self.inner);
         loop {

@@ -194,7 +194,7 @@ impl<C: Callbacks> AppRunner<C> {
                     // A loser that yielded says what it hands off, or that
                     // it has nothing; one only outlived hands off nothing.
                     let hand_off = won
-                        .then(|| self.hand_offs.from_loser(*shard, loser))
+                        .then(|| self.hand_offs.loser_hand_off(*shard, loser))
                         .flatten();
                     self.app
                         .prolonged_with_hand_off(loser, state, *epoch, hand_off)

@@ -360,6 +360,12 @@ typedef struct minishard_cluster minishard_cluster;
 typedef struct minishard_config minishard_config;
 
 /**
+ * Where `deallocated_with_hand_off` writes the bytes for the shard's next
+ * owner, with `minishard_hand_off_write`, during that call only.
+ */
+typedef struct minishard_hand_off_writer minishard_hand_off_writer;
+
+/**
  * The member list being built by a `nodes` callback: an opaque handle,
  * valid only during that callback. Fill it with `minishard_node_list_push`.
  */
@@ -402,6 +408,29 @@ typedef void (*minishard_log_callback)(void *user_data,
                                        minishard_log_level level,
                                        const char *target,
                                        const char *message);
+
+/**
+ * What the previous owner of a shard handed off, as a receiving callback
+ * sees it: valid during that call only (copy what you keep).
+ */
+typedef struct minishard_hand_off {
+  /**
+   * The node whose allocation ended, `"host:port"`.
+   */
+  const char *from;
+  /**
+   * The epoch of that allocation.
+   */
+  uint64_t epoch;
+  /**
+   * Its bytes (NULL when `len` is 0).
+   */
+  const uint8_t *data;
+  /**
+   * How many.
+   */
+  size_t len;
+} minishard_hand_off;
 
 /**
  * The callbacks of one join: what minishard tells the application and asks
@@ -590,6 +619,44 @@ typedef struct minishard_callbacks {
                          const uint8_t *payload,
                          size_t len,
                          struct minishard_responder *responder);
+  /**
+   * Optional (may be NULL). `allocated` with what the shard's previous
+   * owner handed off (docs/design.md 11.8): `hand_off_or_null` is NULL
+   * when it gave nothing or its hand-off was lost (it crashed, or the
+   * connection broke first), and valid during the call only. When set,
+   * it is called instead of `allocated_with_epoch` and `allocated`.
+   */
+  minishard_result (*allocated_with_hand_off)(void *user_data,
+                                              const char *cluster,
+                                              uint32_t shard,
+                                              uint64_t epoch,
+                                              const struct minishard_hand_off *hand_off_or_null,
+                                              void **state);
+  /**
+   * Optional (may be NULL). `prolonged_with_epoch` with what the loser
+   * handed off when it gave the shard up to this node (NULL: nothing,
+   * or lost). When set, it is called instead of the other two.
+   */
+  minishard_result (*prolonged_with_hand_off)(void *user_data,
+                                              const char *loser,
+                                              uint64_t epoch,
+                                              const struct minishard_hand_off *hand_off_or_null,
+                                              void *state,
+                                              void **new_state);
+  /**
+   * Optional (may be NULL). `deallocated_with_reason`, which may write
+   * bytes for the shard's next owner with `minishard_hand_off_write(
+   * hand_off, ...)` during the call: the winner for
+   * `MINISHARD_RELEASE_LOST_CONFLICT`, the standby that takes the shard
+   * for `MINISHARD_RELEASE_LEFT` (for other reasons there is no next
+   * owner and the bytes are dropped). When set, it is called instead of
+   * the other two.
+   */
+  void (*deallocated_with_hand_off)(void *user_data,
+                                    const char *winner_or_null,
+                                    minishard_release_reason reason,
+                                    void *state,
+                                    struct minishard_hand_off_writer *hand_off);
 } minishard_callbacks;
 
 /**
@@ -1074,8 +1141,7 @@ minishard_result minishard_config_set_max_requests_per_peer(struct minishard_con
 /**
  * How long a next owner's `allocated` (or a conflict winner's `prolonged`)
  * waits for a hand-off still arriving, in milliseconds (default 1000);
- * see docs/design.md 11.8. Hand-offs are not yet exposed in C: this
- * bounds the wait of a node whose peers are Rust applications.
+ * see docs/design.md 11.8.
  *
  * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
  * for 0 or over a day (86400000).
@@ -1405,6 +1471,24 @@ minishard_result minishard_dispatch(struct minishard_cluster *cluster,
  * `cluster`: NULL or a live handle.
  */
 int minishard_event_fd(const struct minishard_cluster *cluster);
+
+/**
+ * Appends a copy of `len` bytes at `data` to the hand-off being written:
+ * the shard's next owner receives everything written (one call with `len`
+ * 0 hands off zero bytes, which is not the same as none). Only inside the
+ * `deallocated_with_hand_off` call that got `writer`.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `writer`, or a NULL
+ * `data` with `len` > 0 (nothing is appended).
+ *
+ * # Safety
+ *
+ * `writer`: NULL or the one `deallocated_with_hand_off` got, during that
+ * call; `data`: NULL or `len` readable bytes.
+ */
+minishard_result minishard_hand_off_write(struct minishard_hand_off_writer *writer,
+                                          const uint8_t *data,
+                                          size_t len);
 
 /**
  * Answers the request with `len` bytes at `payload` (copied), and frees

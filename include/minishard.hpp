@@ -326,6 +326,13 @@ inline const char *to_string(ReleaseReason reason) {
     return minishard_release_reason_name(static_cast<std::uint32_t>(reason));
 }
 
+/// What the previous owner of a shard handed off (docs/design.md 11.8).
+struct HandOff {
+    std::string from;                ///< the node whose allocation ended
+    std::uint64_t epoch = 0;         ///< that allocation's epoch
+    std::vector<std::uint8_t> data;  ///< what its deallocated returned
+};
+
 /// The application's side of a cluster: override these. They run one at a
 /// time (see the top of this file); an exception thrown from one makes that
 /// callback fail.
@@ -367,6 +374,29 @@ public:
     virtual void handle_request(const std::vector<std::uint8_t> &payload, Responder &responder) {
         (void)payload;
         responder.fail("this node has no request handler");
+    }
+    /// allocated(), with what the shard's previous owner handed off
+    /// (nullopt: nothing, or lost). The default calls allocated().
+    virtual void allocated_with_hand_off(const std::string &cluster, std::uint32_t shard,
+                                         std::uint64_t epoch,
+                                         const std::optional<HandOff> &hand_off) {
+        (void)hand_off;
+        allocated(cluster, shard, epoch);
+    }
+    /// prolonged(), with what the loser handed off. The default calls
+    /// prolonged().
+    virtual void prolonged_with_hand_off(const std::string &loser, std::uint64_t epoch,
+                                         const std::optional<HandOff> &hand_off) {
+        (void)hand_off;
+        prolonged(loser, epoch);
+    }
+    /// deallocated(), returning bytes for the shard's next owner (the
+    /// winner of a conflict, or the standby that takes the shard after a
+    /// leave). The default calls deallocated() and hands nothing off.
+    virtual std::optional<std::vector<std::uint8_t>> deallocated_with_hand_off(
+        const std::optional<std::string> &winner, ReleaseReason reason) {
+        deallocated(winner, reason);
+        return std::nullopt;
     }
 };
 
@@ -416,6 +446,54 @@ inline minishard_result on_allocated(void *user_data, const char *cluster, std::
         return MINISHARD_OK;
     } catch (...) {
         return MINISHARD_CALLBACK_FAILED;
+    }
+}
+
+inline std::optional<HandOff> hand_off_of(const minishard_hand_off *h) {
+    if (h == nullptr) return std::nullopt;
+    HandOff out;
+    out.from = h->from;
+    out.epoch = h->epoch;
+    if (h->len > 0) out.data.assign(h->data, h->data + h->len);
+    return out;
+}
+
+inline minishard_result on_allocated_hand_off(void *user_data, const char *cluster,
+                                              std::uint32_t shard, std::uint64_t epoch,
+                                              const minishard_hand_off *hand_off, void **state) {
+    *state = nullptr;  // the handler keeps its own state
+    try {
+        holder(user_data).handler->allocated_with_hand_off(cluster, shard, epoch,
+                                                           hand_off_of(hand_off));
+        return MINISHARD_OK;
+    } catch (...) {
+        return MINISHARD_CALLBACK_FAILED;
+    }
+}
+
+inline minishard_result on_prolonged_hand_off(void *user_data, const char *loser,
+                                              std::uint64_t epoch,
+                                              const minishard_hand_off *hand_off, void *,
+                                              void **) {
+    try {
+        holder(user_data).handler->prolonged_with_hand_off(loser, epoch, hand_off_of(hand_off));
+        return MINISHARD_OK;
+    } catch (...) {
+        return MINISHARD_CALLBACK_FAILED;
+    }
+}
+
+inline void on_deallocated_hand_off(void *user_data, const char *winner,
+                                    minishard_release_reason reason, void *,
+                                    minishard_hand_off_writer *writer) {
+    try {
+        std::optional<std::vector<std::uint8_t>> data =
+            holder(user_data).handler->deallocated_with_hand_off(
+                winner ? std::optional<std::string>(winner) : std::nullopt,
+                static_cast<ReleaseReason>(reason));
+        if (data) minishard_hand_off_write(writer, data->data(), data->size());
+    } catch (...) {
+        // Nothing to fail: the shard is gone either way.
     }
 }
 
@@ -527,6 +605,9 @@ public:
         cb.deallocated_with_reason = detail::on_deallocated;
         cb.status_changed = detail::on_status_changed;
         cb.handle_request = detail::on_handle_request;
+        cb.allocated_with_hand_off = detail::on_allocated_hand_off;
+        cb.prolonged_with_hand_off = detail::on_prolonged_hand_off;
+        cb.deallocated_with_hand_off = detail::on_deallocated_hand_off;
         cb.free_user_data = detail::on_free;
         if (holder->log.write) {
             cb.log = detail::on_log;

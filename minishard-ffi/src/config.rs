@@ -650,8 +650,7 @@ pub unsafe extern "C" fn minishard_config_set_max_requests_per_peer(
 
 /// How long a next owner's `allocated` (or a conflict winner's `prolonged`)
 /// waits for a hand-off still arriving, in milliseconds (default 1000);
-/// see docs/design.md 11.8. Hand-offs are not yet exposed in C: this
-/// bounds the wait of a node whose peers are Rust applications.
+/// see docs/design.md 11.8.
 ///
 /// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
 /// for 0 or over a day (86400000).

@@ -30,6 +30,7 @@ mod callbacks;
 
 mod cluster;
 
+mod handoff;
 mod request;
 
 mod log;
@@ -48,6 +49,7 @@ pub use config::*;
 pub use error::{
     minishard_last_error, minishard_result, minishard_result_code, minishard_result_name,
 };
+pub use handoff::*;
 pub use health::{minishard_health, minishard_health_code};
 pub use log::*;
 pub use reason::{

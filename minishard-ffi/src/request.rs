@@ -66,7 +66,11 @@ unsafe fn take_responder(
 /// # Safety
 ///
 /// `ptr`: NULL or `len` readable bytes.
-unsafe fn bytes_arg<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8], Failure> {
+pub(crate) unsafe fn bytes_arg<'a>(
+    ptr: *const u8,
+    len: usize,
+    what: &str,
+) -> Result<&'a [u8], Failure> {
     if ptr.is_null() {
         if len == 0 {
             return Ok(&[]);

@@ -485,6 +485,14 @@ typedef struct {
     int with_metadata;
     /* When set, every node's cap on requests in flight. */
     size_t max_requests_in_flight;
+    /* When set, every node's hand-off callbacks (see test_requests.c). */
+    minishard_result (*allocated_with_hand_off)(void *user_data, const char *cluster,
+                                                uint32_t shard, uint64_t epoch,
+                                                const minishard_hand_off *hand_off_or_null,
+                                                void **state);
+    void (*deallocated_with_hand_off)(void *user_data, const char *winner_or_null,
+                                      minishard_release_reason reason, void *state,
+                                      minishard_hand_off_writer *hand_off);
 } local;
 
 /* Joins node i. */
@@ -495,6 +503,8 @@ static inline int local_join(local *l, size_t i) {
     char meta[32];
     if (cfg == NULL) return 0;
     cb.handle_request = l->handle_request;
+    cb.allocated_with_hand_off = l->allocated_with_hand_off;
+    cb.deallocated_with_hand_off = l->deallocated_with_hand_off;
     snprintf(meta, sizeof meta, "node-%zu", i);
     if ((l->with_metadata && minishard_config_set_metadata(cfg, "http", meta) != MINISHARD_OK) ||
         (l->max_requests_in_flight != 0 &&

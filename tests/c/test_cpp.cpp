@@ -397,6 +397,67 @@ static void requests_reach_the_owner_with_futures_and_later_answers() {
     CHECK(!a.node_metadata(addrs[1], "nope").has_value());
 }
 
+/// Hands "data of <its address>" off when it gives its shard up, and keeps
+/// what it was handed.
+class Keeper : public Recorder {
+public:
+    Keeper(std::vector<std::string> members, std::int64_t shards, std::string me)
+        : Recorder(std::move(members), shards), me_(std::move(me)) {}
+    void allocated_with_hand_off(const std::string &cluster, std::uint32_t shard,
+                                 std::uint64_t epoch,
+                                 const std::optional<minishard::HandOff> &hand_off) override {
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            if (hand_off) received = *hand_off;
+        }
+        allocated(cluster, shard, epoch);
+    }
+    std::optional<std::vector<std::uint8_t>> deallocated_with_hand_off(
+        const std::optional<std::string> &winner, minishard::ReleaseReason reason) override {
+        deallocated(winner, reason);
+        std::string data = "data of " + me_;
+        return std::vector<std::uint8_t>(data.begin(), data.end());
+    }
+    std::optional<minishard::HandOff> received;
+
+private:
+    std::string me_;
+};
+
+static void a_leaving_owner_hands_its_data_to_the_next_owner() {
+    auto addrs = free_addresses(3);
+    std::vector<std::shared_ptr<Keeper>> handlers;
+    std::vector<minishard::Cluster> nodes;
+    for (const auto &addr : addrs) {
+        handlers.push_back(std::make_shared<Keeper>(addrs, 2, addr));
+        nodes.push_back(minishard::Cluster::join("cpp-hand-off", fast(addr), handlers.back()));
+    }
+    for (auto &node : nodes) node.wait_until(Health::Available, scaled(10s));
+    auto deadline = std::chrono::steady_clock::now() + scaled(10s);
+    while ((!nodes[0].get_node(0) || !nodes[0].get_node(1)) &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(1ms);
+    }
+    auto owner = nodes[0].get_node(0);
+    CHECK(owner.has_value());
+    if (!owner) return;
+    std::size_t leaver = 0;
+    while (addrs[leaver] != *owner) leaver++;
+    nodes[leaver].leave();
+    std::optional<minishard::HandOff> got;
+    while (!got && std::chrono::steady_clock::now() < deadline + scaled(10s)) {
+        for (std::size_t i = 0; i < handlers.size(); i++) {
+            std::lock_guard<std::mutex> lock(handlers[i]->mutex);
+            if (i != leaver && handlers[i]->received) got = handlers[i]->received;
+        }
+        std::this_thread::sleep_for(1ms);
+    }
+    CHECK(got.has_value());
+    if (!got) return;
+    CHECK(got->from == *owner);
+    CHECK(std::string(got->data.begin(), got->data.end()) == "data of " + *owner);
+}
+
 static void a_blocking_request_to_its_own_shard_runs_the_handler_in_host_dispatch() {
     auto addrs = free_addresses(1);
     auto handler = std::make_shared<Echo>(addrs, 1);
@@ -425,6 +486,8 @@ int main() {
         requests_reach_the_owner_with_futures_and_later_answers);
     run("a_blocking_request_to_its_own_shard_runs_the_handler_in_host_dispatch",
         a_blocking_request_to_its_own_shard_runs_the_handler_in_host_dispatch);
+    run("a_leaving_owner_hands_its_data_to_the_next_owner",
+        a_leaving_owner_hands_its_data_to_the_next_owner);
     std::printf("c++-wrapper: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

@@ -284,11 +284,89 @@ static void metadata_is_set_in_the_config_and_read_on_every_node(void) {
     local_stop(&l);
 }
 
+/* ---- hand-off ------------------------------------------------------------ */
+
+/* What the last allocated_with_hand_off received: from whom, and the bytes
+ * (or "(none)"). */
+static pthread_mutex_t received_lock = PTHREAD_MUTEX_INITIALIZER;
+static char received_from[MINISHARD_ADDRESS_MAX];
+static char received[64];
+static int received_count;
+
+static minishard_result handoff_allocated(void *user_data, const char *cluster, uint32_t shard,
+                                          uint64_t epoch, const minishard_hand_off *hand_off,
+                                          void **state) {
+    pthread_mutex_lock(&received_lock);
+    if (hand_off != NULL) {
+        snprintf(received_from, sizeof received_from, "%s", hand_off->from);
+        snprintf(received, sizeof received, "%.*s", (int)hand_off->len,
+                 (const char *)hand_off->data);
+    } else {
+        received_from[0] = 0;
+        snprintf(received, sizeof received, "(none)");
+    }
+    received_count++;
+    pthread_mutex_unlock(&received_lock);
+    return app_allocated(user_data, cluster, shard, epoch, state);
+}
+
+/* Hands off "data of shard <n>", written in two pieces. */
+static void handoff_deallocated(void *user_data, const char *winner,
+                                minishard_release_reason reason, void *state,
+                                minishard_hand_off_writer *hand_off) {
+    char data[32];
+    int n = snprintf(data, sizeof data, "data of shard %u", ((shard_state *)state)->shard);
+    minishard_hand_off_write(hand_off, (const uint8_t *)data, 5);
+    minishard_hand_off_write(hand_off, (const uint8_t *)data + 5, (size_t)n - 5);
+    CHECK(minishard_hand_off_write(NULL, (const uint8_t *)data, 1) ==
+          MINISHARD_INVALID_ARGUMENT);
+    app_deallocated(user_data, winner, reason, state);
+}
+
+static void a_leaving_owner_hands_its_data_to_the_next_owner(void) {
+    local l;
+    int owner, next = 0;
+    size_t i;
+    double deadline;
+    char leaver[64];
+    REQUIRE(local_prepare(&l, "c-hand-off", 3, 2, MINISHARD_DISPATCH_THREAD));
+    l.allocated_with_hand_off = handoff_allocated;
+    l.deallocated_with_hand_off = handoff_deallocated;
+    for (i = 0; i < 3; i++) REQUIRE(local_join(&l, i));
+    REQUIRE(local_converged(&l, 2, 10000.0 * (double)time_scale()));
+    owner = local_owner(&l, 0, 0);
+    REQUIRE(owner >= 0);
+    snprintf(leaver, sizeof leaver, "%s", l.addrs[owner]);
+    pthread_mutex_lock(&received_lock);
+    received_count = 0;
+    pthread_mutex_unlock(&received_lock);
+    CHECK(minishard_leave(l.nodes[owner]) == MINISHARD_OK);
+    /* The next owner's allocated_with_hand_off has run once it says so. */
+    deadline = now_ms() + 10000.0 * (double)time_scale();
+    while (now_ms() < deadline) {
+        pthread_mutex_lock(&received_lock);
+        next = received_count;
+        pthread_mutex_unlock(&received_lock);
+        if (next > 0) break;
+        pause_ms(5);
+    }
+    pthread_mutex_lock(&received_lock);
+    CHECK(received_count == 1);
+    CHECK(strcmp(received_from, leaver) == 0);
+    CHECK(strcmp(received, "data of shard 0") == 0);
+    if (strcmp(received, "data of shard 0") != 0) {
+        fprintf(stderr, "  received \"%s\" from \"%s\"\n", received, received_from);
+    }
+    pthread_mutex_unlock(&received_lock);
+    local_stop(&l);
+}
+
 int main(void) {
     RUN(every_node_reaches_every_owner_and_owns_the_reply);
     RUN(async_requests_complete_once_even_when_answered_from_another_thread);
     RUN(handler_errors_and_bad_arguments_have_their_codes);
     RUN(too_many_requests_in_flight_is_overloaded);
     RUN(metadata_is_set_in_the_config_and_read_on_every_node);
+    RUN(a_leaving_owner_hands_its_data_to_the_next_owner);
     return finish("requests");
 }

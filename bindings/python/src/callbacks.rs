@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
-use minishard::{CallbackError, Callbacks, Epoch, Health, NodeId, ReleaseReason, Responder, Shard};
+use minishard::{
+    CallbackError, Callbacks, Epoch, HandOff, Health, NodeId, ReleaseReason, Responder, Shard,
+};
 use pyo3::exceptions::{PyException, PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{
@@ -315,6 +317,10 @@ pub(crate) struct Shapes {
     pub prolonged_epoch: bool,
     /// `deallocated(winner, state, reason)`.
     pub deallocated_reason: bool,
+    /// `allocated(cluster, shard, epoch, hand_off)`.
+    pub allocated_hand_off: bool,
+    /// `prolonged(loser, state, epoch, hand_off)`.
+    pub prolonged_hand_off: bool,
 }
 
 impl PyCallbacks {
@@ -508,9 +514,22 @@ impl Callbacks for PyCallbacks {
         shard: Shard,
         epoch: Epoch,
     ) -> Result<Py<PyAny>, CallbackError> {
+        self.allocated_with_hand_off(cluster, shard, epoch, None)
+    }
+
+    fn allocated_with_hand_off(
+        &mut self,
+        cluster: &str,
+        shard: Shard,
+        epoch: Epoch,
+        hand_off: Option<HandOff>,
+    ) -> Result<Py<PyAny>, CallbackError> {
         self.shard = Some(shard);
         let state = self.call("allocated", |py| {
-            let args = if self.shapes.allocated_epoch {
+            let args = if self.shapes.allocated_hand_off {
+                let hand_off = py_hand_off(py, hand_off)?;
+                (cluster, shard, epoch, hand_off).into_pyobject(py)?
+            } else if self.shapes.allocated_epoch {
                 (cluster, shard, epoch).into_pyobject(py)?
             } else {
                 (cluster, shard).into_pyobject(py)?
@@ -538,8 +557,21 @@ impl Callbacks for PyCallbacks {
         state: &mut Py<PyAny>,
         epoch: Epoch,
     ) -> Result<(), CallbackError> {
+        self.prolonged_with_hand_off(loser, state, epoch, None)
+    }
+
+    fn prolonged_with_hand_off(
+        &mut self,
+        loser: &NodeId,
+        state: &mut Py<PyAny>,
+        epoch: Epoch,
+        hand_off: Option<HandOff>,
+    ) -> Result<(), CallbackError> {
         self.call("prolonged", |py| {
-            let args = if self.shapes.prolonged_epoch {
+            let args = if self.shapes.prolonged_hand_off {
+                let hand_off = py_hand_off(py, hand_off)?;
+                (loser.as_str(), state.bind(py), epoch, hand_off).into_pyobject(py)?
+            } else if self.shapes.prolonged_epoch {
                 (loser.as_str(), state.bind(py), epoch).into_pyobject(py)?
             } else {
                 (loser.as_str(), state.bind(py)).into_pyobject(py)?
@@ -552,10 +584,19 @@ impl Callbacks for PyCallbacks {
     }
 
     fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, state: Py<PyAny>) {
+        self.deallocated_with_hand_off(winner, reason, state);
+    }
+
+    fn deallocated_with_hand_off(
+        &mut self,
+        winner: Option<&NodeId>,
+        reason: ReleaseReason,
+        state: Py<PyAny>,
+    ) -> Option<Vec<u8>> {
         // The engine has nothing to do about a failure here: it is logged.
         // The state moves in, so the application's last reference to it
-        // goes away while attached.
-        let _ = self.call("deallocated", |py| {
+        // goes away while attached. Bytes returned are the hand-off.
+        let hand_off = self.call("deallocated", |py| {
             let winner = winner.map(NodeId::as_str);
             let args = if self.shapes.deallocated_reason {
                 let reason = py
@@ -566,10 +607,20 @@ impl Callbacks for PyCallbacks {
             } else {
                 (winner, state.into_bound(py)).into_pyobject(py)?
             };
-            self.invoke(py, "deallocated", &self.deallocated, args)?;
-            Ok(())
+            let returned = self.invoke(py, "deallocated", &self.deallocated, args)?;
+            if returned.is_none() {
+                return Ok(None);
+            }
+            match Answer::of(&returned) {
+                Ok(Answer::Now(bytes)) => Ok(Some(bytes)),
+                _ => Err(PyTypeError::new_err(format!(
+                    "deallocated returned {}: return bytes to hand off, or None",
+                    short_repr(&returned)
+                ))),
+            }
         });
         self.shard = None;
+        hand_off.ok().flatten()
     }
 
     fn handle_request(&mut self, state: &mut Py<PyAny>, payload: Vec<u8>, responder: Responder) {
@@ -607,5 +658,18 @@ impl Callbacks for PyCallbacks {
             self.invoke(py, "status_changed", method, args)?;
             Ok(())
         });
+    }
+}
+
+/// A hand-off as Python sees it: `minishard.HandOff(node, epoch, data)`,
+/// or None.
+fn py_hand_off(py: Python<'_>, hand_off: Option<HandOff>) -> PyResult<Py<PyAny>> {
+    match hand_off {
+        None => Ok(py.None()),
+        Some(h) => Ok(py
+            .import("minishard._types")?
+            .getattr("HandOff")?
+            .call1((h.from.as_str(), h.epoch, PyBytes::new(py, &h.data)))?
+            .unbind()),
     }
 }

@@ -234,7 +234,7 @@ impl NativeCluster {
     #[pyo3(signature = (
         name, callbacks, listen, cookie, *, advertise=None, observer=false, host_dispatch=false,
         loop_bridge=None, allocated_epoch=true, prolonged_epoch=true, deallocated_reason=true,
-        seconds=None, counts=None, tls_cert=None, tls_key=None, tls_ca=None, metadata=None
+        allocated_hand_off=false, prolonged_hand_off=false, seconds=None, counts=None, tls_cert=None, tls_key=None, tls_ca=None, metadata=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -250,6 +250,8 @@ impl NativeCluster {
         allocated_epoch: bool,
         prolonged_epoch: bool,
         deallocated_reason: bool,
+        allocated_hand_off: bool,
+        prolonged_hand_off: bool,
         seconds: Option<HashMap<String, f64>>,
         counts: Option<HashMap<String, u64>>,
         tls_cert: Option<PathBuf>,
@@ -293,6 +295,8 @@ impl NativeCluster {
             allocated_epoch,
             prolonged_epoch,
             deallocated_reason,
+            allocated_hand_off,
+            prolonged_hand_off,
         };
         let app = PyCallbacks::new(py, callbacks, shapes, loop_bridge, shared.clone())?;
         logbridge::start(py)?;

@@ -186,3 +186,44 @@ def test_metadata_is_published_and_seen(local: Callable[..., Local]) -> None:
         minishard.join(
             "x", nodes.apps[0], listen=addresses[0], cookie=b"c", metadata={"k": "x" * 5000}
         )
+
+
+class Keeper(Recorder):
+    """Hands its shard's data off when it gives the shard up, and records
+    what it was handed."""
+
+    def allocated(  # type: ignore[override]
+        self, cluster: str, shard: int, epoch: int, hand_off: Optional[minishard.HandOff]
+    ) -> Dict[str, Any]:
+        self.journal.push("handed", shard, hand_off)
+        return super().allocated(cluster, shard, epoch)
+
+    def deallocated(  # type: ignore[override]
+        self, winner: Optional[str], state: Dict[str, Any], reason: minishard.Reason
+    ) -> bytes:
+        super().deallocated(winner, state, reason)
+        return f"data of shard {state['shard']} from {self.me}".encode()
+
+
+def test_a_leaving_owner_hands_its_data_to_the_next_owner(local: Callable[..., Local]) -> None:
+    nodes = local("py-hand-off", 3, 2, app=Keeper)
+    nodes.converged()
+    owner = nodes.index(nodes[0].get_node(0))
+    leaver = nodes.addresses[owner]
+    nodes[owner].leave()
+
+    def received() -> Optional[minishard.HandOff]:
+        for i, app in enumerate(nodes.apps):
+            if i == owner:
+                continue
+            for entry in app.journal.of("handed"):
+                if entry[1] == 0 and entry[2] is not None:
+                    return entry[2]
+        return None
+
+    assert eventually(BOUND, lambda: received() is not None), [a.journal.all() for a in nodes.apps]
+    hand_off = received()
+    assert hand_off is not None
+    assert hand_off.node == leaver
+    assert hand_off.data == f"data of shard 0 from {leaver}".encode()
+    assert hand_off.epoch > 0

@@ -119,13 +119,19 @@ impl HandOffs {
         }
     }
 
+    /// Drops what nobody took in time: a later allocation of the shard
+    /// here must not get data that missed its own.
+    fn prune(&self, inner: &mut Inner, now: Instant) {
+        inner
+            .incoming
+            .retain(|i| now.saturating_duration_since(i.since) < self.keep);
+    }
+
     /// A hand-off frame from `from`.
     pub(crate) fn on_frame(&self, from: &NodeId, frame: HandOffFrame) {
         let now = Instant::now();
         let mut inner = lock(&self.inner);
-        inner
-            .incoming
-            .retain(|i| now.saturating_duration_since(i.since) < self.keep);
+        self.prune(&mut inner, now);
         match frame {
             HandOffFrame::Start { shard, epoch, len } => {
                 inner
@@ -179,6 +185,7 @@ impl HandOffs {
     pub(crate) fn for_allocation(&self, shard: Shard) -> Option<HandOff> {
         let deadline = Instant::now() + self.wait;
         let mut inner = lock(&self.inner);
+        self.prune(&mut inner, Instant::now());
         loop {
             let arriving = inner
                 .incoming
@@ -223,6 +230,7 @@ impl HandOffs {
     pub(crate) fn loser_hand_off(&self, shard: Shard, loser: &NodeId) -> Option<HandOff> {
         let deadline = Instant::now() + self.wait;
         let mut inner = lock(&self.inner);
+        self.prune(&mut inner, Instant::now());
         loop {
             let at = inner
                 .incoming
@@ -288,5 +296,87 @@ pub(crate) async fn stream(lane: Lane, shard: Shard, epoch: Epoch, data: Bytes, 
             return;
         }
         at = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> NodeId {
+        NodeId::parse(name).unwrap()
+    }
+
+    fn start(shard: Shard, epoch: Epoch, len: Option<u64>) -> HandOffFrame {
+        HandOffFrame::Start { shard, epoch, len }
+    }
+
+    fn chunk(shard: Shard, epoch: Epoch, bytes: &'static [u8]) -> HandOffFrame {
+        HandOffFrame::Chunk {
+            shard,
+            epoch,
+            bytes: Bytes::from_static(bytes),
+        }
+    }
+
+    fn hand_offs(keep: Duration) -> HandOffs {
+        HandOffs::new(Duration::from_millis(20), 8, keep)
+    }
+
+    #[test]
+    fn a_complete_hand_off_goes_to_the_shards_next_allocation_once() {
+        let h = hand_offs(Duration::from_secs(60));
+        let a = node("a:1");
+        h.link(&a, true);
+        h.on_frame(&a, start(3, 7, Some(5)));
+        h.on_frame(&a, chunk(3, 7, b"he"));
+        h.on_frame(&a, chunk(3, 7, b"llo"));
+        assert_eq!(h.for_allocation(2), None, "another shard's");
+        let got = h.for_allocation(3).unwrap();
+        assert_eq!((got.from, got.epoch, got.data), (a, 7, b"hello".to_vec()));
+        assert_eq!(h.for_allocation(3), None, "used up");
+    }
+
+    #[test]
+    fn an_unfinished_or_oversized_or_stale_hand_off_is_none() {
+        let h = hand_offs(Duration::from_secs(60));
+        let (a, b) = (node("a:1"), node("b:1"));
+        h.link(&a, true);
+        h.link(&b, true);
+        // Still arriving when the wait ends.
+        h.on_frame(&a, start(0, 1, Some(4)));
+        h.on_frame(&a, chunk(0, 1, b"ab"));
+        assert_eq!(h.for_allocation(0), None);
+        // Its sender's connection broke.
+        h.on_frame(&a, start(0, 1, Some(4)));
+        h.link(&a, false);
+        assert_eq!(h.for_allocation(0), None);
+        // Over hand_off_limit (8 bytes here), or longer than announced.
+        h.on_frame(&b, start(1, 1, Some(9)));
+        h.on_frame(&b, chunk(1, 1, b"123456789"));
+        assert_eq!(h.for_allocation(1), None);
+        h.on_frame(&b, start(1, 2, Some(2)));
+        h.on_frame(&b, chunk(1, 2, b"abc"));
+        assert_eq!(h.for_allocation(1), None);
+        // Kept no longer than `keep`.
+        let brief = hand_offs(Duration::ZERO);
+        brief.link(&b, true);
+        brief.on_frame(&b, start(2, 1, Some(1)));
+        brief.on_frame(&b, chunk(2, 1, b"x"));
+        assert_eq!(brief.for_allocation(2), None);
+    }
+
+    #[test]
+    fn a_winner_waits_for_its_loser_to_say_and_no_longer() {
+        let h = hand_offs(Duration::from_secs(60));
+        let (a, b) = (node("a:1"), node("b:1"));
+        h.link(&a, true);
+        h.on_frame(&a, start(0, 4, None));
+        assert_eq!(h.loser_hand_off(0, &a), None, "it had nothing");
+        h.on_frame(&a, start(0, 5, Some(1)));
+        h.on_frame(&a, chunk(0, 5, b"z"));
+        assert_eq!(h.loser_hand_off(0, &a).unwrap().data, b"z".to_vec());
+        // A loser not connected has nothing to send.
+        assert_eq!(h.loser_hand_off(0, &b), None);
     }
 }

@@ -438,7 +438,7 @@ def _answer_when_done(future: "concurrent.futures.Future[Any]", responder: Any) 
 
 def _takes_epoch(callbacks: Any) -> bool:
     """Whether ``callbacks.allocated`` accepts ``(cluster, shard, epoch)``."""
-    return _takes(callbacks, "allocated", 3)
+    return _takes(callbacks, "allocated", 3) or _takes(callbacks, "allocated", 4)
 
 
 def _takes(callbacks: Any, name: str, count: int) -> bool:
@@ -650,6 +650,8 @@ def join(
         allocated_epoch=takes_epoch,
         prolonged_epoch=_takes(callbacks, "prolonged", 3),
         deallocated_reason=_takes(callbacks, "deallocated", 3),
+        allocated_hand_off=_takes(callbacks, "allocated", 4),
+        prolonged_hand_off=_takes(callbacks, "prolonged", 4),
         tls_cert=tls_paths["tls_cert"],
         tls_key=tls_paths["tls_key"],
         tls_ca=tls_paths["tls_ca"],

@@ -28,6 +28,8 @@ class NativeCluster:
         allocated_epoch: bool = ...,
         prolonged_epoch: bool = ...,
         deallocated_reason: bool = ...,
+        allocated_hand_off: bool = ...,
+        prolonged_hand_off: bool = ...,
         seconds: Optional[Dict[str, float]] = ...,
         counts: Optional[Dict[str, int]] = ...,
         tls_cert: Optional[str] = ...,

@@ -95,6 +95,21 @@ class Reason(str, enum.Enum):
         return self.value
 
 
+class HandOff(NamedTuple):
+    """What the previous owner of a shard handed off (docs/design.md 11.8):
+    the bytes its ``deallocated`` returned, given to ``allocated`` (after it
+    left) or ``prolonged`` (after it lost a conflict) when they take a
+    ``hand_off`` argument; ``None`` there when it gave nothing or the
+    hand-off was lost."""
+
+    node: str
+    """The node whose allocation ended."""
+    epoch: int
+    """The epoch of that allocation."""
+    data: bytes
+    """The bytes."""
+
+
 class NodeState(NamedTuple):
     """How this node sees one node: ``state`` is ``"unavailable"``,
     ``"connected"`` (an observer), ``"standby"``, ``"active"`` (then

@@ -190,6 +190,11 @@ pub struct Stats {
     pub protocol_errors: u64,
     /// The latest heartbeat round trip to any peer, in microseconds.
     pub heartbeat_rtt_micros: u64,
+    /// Log lines and mesh notices dropped because the log sink (the
+    /// `tracing` subscriber, a log callback, the notice hook) did not keep
+    /// up: they leave the engine's thread through a bounded queue, so a
+    /// slow sink never delays heartbeats.
+    pub log_lines_dropped: u64,
 }
 
 impl Cluster {

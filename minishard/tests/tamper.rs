@@ -327,7 +327,9 @@ fn a_tampered_frame_in_a_live_stream_closes_that_connection_and_nothing_else() {
             before,
             "{attack:?}"
         );
-        // No other connection went down.
+        // No other connection went down. The attacked pair may flap while it
+        // reconnects: both ends redial, and the connection one end keeps may
+        // not be the one the other end registered first.
         for (i, node) in p.notices.iter().enumerate() {
             let downs = peer_downs(&node.lock().unwrap()[seen[i]..]);
             let expected = match i {
@@ -336,7 +338,7 @@ fn a_tampered_frame_in_a_live_stream_closes_that_connection_and_nothing_else() {
                 _ => None,
             };
             assert!(
-                downs.iter().all(|(down, _)| Some(down) == expected) && downs.len() <= 1,
+                downs.iter().all(|(down, _)| Some(down) == expected),
                 "{attack:?}: node {i} lost {downs:?}"
             );
         }

@@ -21,13 +21,28 @@ class Alloc:
     proc: str
     node: str
     shard: int
-    epoch: int
+    epoch: int                           # the epoch it was allocated at
     start: float
     end: Optional[float] = None          # None: still held
     how: str = "open"                    # deallocated | killed | exited | open
     winner: Optional[str] = None
     scores: list = field(default_factory=list)      # (t, score)
-    prolonged: list = field(default_factory=list)   # (t, loser)
+    prolonged: list = field(default_factory=list)   # (t, loser, epoch)
+    raises: list = field(default_factory=list)      # (t, epoch): raised by a prolonged
+    reason: Optional[str] = None                    # deallocated's reason
+
+    @property
+    def current(self) -> int:
+        """The epoch it carries now (or carried last)."""
+        return self.raises[-1][1] if self.raises else self.epoch
+
+    def epoch_before(self, t: float) -> int:
+        """The epoch it carried just before t."""
+        return max([e for (rt, e) in self.raises if rt < t], default=self.epoch)
+
+    @property
+    def epochs(self) -> list[int]:
+        return [self.epoch] + [e for (_, e) in self.raises]
 
     def holds_at(self, t: float) -> bool:
         return self.start <= t and (self.end is None or t < self.end)
@@ -63,6 +78,7 @@ class History:
     def _read(self, stopped: dict) -> None:
         held: dict[str, Alloc] = {}
         left: set[str] = set()
+        leaving: set[str] = set()
         kills = {e.data["proc"]: e.t for e in self.events if e.event == "mark" and e.data.get("what") == "kill9"}
         for e in self.events:
             if e.proc == "harness":
@@ -78,21 +94,34 @@ class History:
                 a = Alloc(e.proc, e.node, d["shard"], d["epoch"], e.t)
                 self.allocs.append(a)
                 held[e.proc] = a
+            elif e.event == "prolonged" and cur is not None and cur.shard == d.get("shard"):
+                # The winner's epoch is raised above its loser's (6.3).
+                if d.get("epoch", -1) < cur.current:
+                    self.v(f"5: {e.node} prolonged against {d.get('loser')} at {e.t:.0f} with epoch "
+                           f"{d.get('epoch')}, below its allocation's {cur.current}")
+                    continue
+                if d["epoch"] != cur.current:
+                    cur.raises.append((e.t, d["epoch"]))
+                cur.prolonged.append((e.t, d["loser"], d["epoch"]))
             elif e.event in ("score", "prolonged"):
-                if cur is None or cur.shard != d.get("shard") or cur.epoch != d.get("epoch"):
+                if cur is None or cur.shard != d.get("shard") or cur.current != d.get("epoch"):
                     self.v(f"4: {e.node} got `{e.event}` for shard {d.get('shard')} epoch {d.get('epoch')} at {e.t:.0f} "
                            f"while holding {cur.shard if cur else 'nothing'}")
                     continue
-                if e.event == "score":
-                    cur.scores.append((e.t, d["score"]))
-                else:
-                    cur.prolonged.append((e.t, d["loser"]))
+                cur.scores.append((e.t, d["score"]))
             elif e.event == "deallocated":
-                if cur is None or cur.shard != d.get("shard") or cur.epoch != d.get("epoch"):
+                if cur is None or cur.shard != d.get("shard") or cur.current != d.get("epoch"):
                     self.v(f"4: {e.node} deallocated shard {d.get('shard')} epoch {d.get('epoch')} at {e.t:.0f} "
                            f"without a matching allocated (holding {cur.shard if cur else 'nothing'})")
                     continue
                 cur.end, cur.how, cur.winner = e.t, "deallocated", d.get("winner")
+                cur.reason = d.get("reason")
+                if e.proc in leaving and cur.reason not in ("left", "lost_conflict"):
+                    self.v(f"4: {cur} ended while its node was leaving, with reason {cur.reason}: expected left")
+                # Why it ended: only a lost conflict names a winner.
+                if (cur.winner is not None) != (cur.reason == "lost_conflict"):
+                    self.v(f"4: {cur} ended with reason {cur.reason} and winner {cur.winner}: "
+                           f"a winner is named exactly when the reason is lost_conflict")
                 del held[e.proc]
             elif e.event == "status":
                 self.health.setdefault(e.proc, []).append((e.t, d["new"]))
@@ -100,6 +129,8 @@ class History:
                 self.links.setdefault((e.proc, d["peer"]), []).append((e.t, True))
             elif e.event == "peer_down":
                 self.links.setdefault((e.proc, d["peer"]), []).append((e.t, False))
+            elif e.event == "leaving":
+                leaving.add(e.proc)
             elif e.event == "left":
                 if cur is not None:
                     self.v(f"4: {e.node} printed `left` at {e.t:.0f} still holding shard {cur.shard}: no deallocated on leave")
@@ -216,9 +247,9 @@ class History:
         last: dict[tuple[str, int], Alloc] = {}
         for a in sorted(self.allocs, key=lambda a: a.start):
             prev = last.get((a.proc, a.shard))
-            if prev is not None and a.epoch <= prev.epoch:
+            if prev is not None and a.epoch <= prev.current:
                 self.v(f"5: {a.node} allocated shard {a.shard} with epoch {a.epoch} at {a.start:.0f}, "
-                       f"not above its earlier epoch {prev.epoch}")
+                       f"not above its earlier epoch {prev.current}")
             last[(a.proc, a.shard)] = a
 
     def check_epochs_unique(self) -> None:
@@ -226,10 +257,11 @@ class History:
         even by two sides of a split into two (docs/design.md 2)."""
         first: dict[tuple[int, int], Alloc] = {}
         for a in sorted(self.allocs, key=lambda a: a.start):
-            other = first.setdefault((a.shard, a.epoch), a)
-            if other is not a:
-                self.v(f"5: shard {a.shard} epoch {a.epoch} issued twice: by {other.node} at {other.start:.0f} "
-                       f"and by {a.node} at {a.start:.0f}")
+            for epoch in a.epochs:
+                other = first.setdefault((a.shard, epoch), a)
+                if other is not a:
+                    self.v(f"5: shard {a.shard} epoch {epoch} issued twice: by {other.node} at {other.start:.0f} "
+                           f"and by {a.node} at {a.start:.0f}")
 
     def check_epochs_successive(self) -> None:
         """7.5 across processes: an allocation of a shard that starts once
@@ -243,10 +275,10 @@ class History:
                 before = [a for a in allocs if a.end is not None and a.end <= b.start]
                 if not before:
                     continue
-                top = max(before, key=lambda a: a.epoch)
-                if b.epoch <= top.epoch:
+                top = max(before, key=lambda a: a.current)
+                if b.epoch <= top.current:
                     self.v(f"5: shard {shard}: {b.node} allocated epoch {b.epoch} at {b.start:.0f}, after "
-                           f"{top.node}'s epoch {top.epoch} ended at {top.end:.0f}: successive epochs must grow")
+                           f"{top.node}'s epoch {top.current} ended at {top.end:.0f}: successive epochs must grow")
 
     def check_epochs_global(self) -> None:
         """Where the cluster never split: a shard's allocations follow each
@@ -299,6 +331,10 @@ class History:
             pro = [p for p in w.prolonged if p[1] == a.node and p[0] >= a.start]
             if len(pro) != 1:
                 self.v(f"3: winner {w} has {len(pro)} prolonged(loser={a.node}) for the loss of {a}, expected exactly one")
+            # Fencing: a store that took the loser's writes takes the winner's.
+            if pro and pro[0][2] <= a.current:
+                self.v(f"5: winner {w} kept epoch {pro[0][2]} against {a.node}'s {a.current}: "
+                       f"a winner's epoch is raised above its loser's")
             if a.end is not None and w.end is not None and w.end <= a.end:
                 self.v(f"3: winner {w} gave the shard up before its loser {a}")
             # docs/design.md 6.3 exempts an owner whose score failed or was late;
@@ -315,11 +351,12 @@ class History:
             if not ls or not ws:
                 continue
             lscore, wscore = ls[-1], ws[-1]
-            key_w = (wscore, -w.epoch, _neg(w.node))
-            key_l = (lscore, -a.epoch, _neg(a.node))
+            w_epoch = w.epoch_before(pro[0][0]) if pro else w.current
+            key_w = (wscore, -w_epoch, _neg(w.node))
+            key_l = (lscore, -a.current, _neg(a.node))
             if key_w < key_l:
-                self.v(f"3: shard {a.shard}: {w.node} (score {wscore}, epoch {w.epoch}) beat {a.node} "
-                       f"(score {lscore}, epoch {a.epoch}); the higher score (then older epoch, then smaller NodeId) must win")
+                self.v(f"3: shard {a.shard}: {w.node} (score {wscore}, epoch {w_epoch}) beat {a.node} "
+                       f"(score {lscore}, epoch {a.current}); the higher score (then older epoch, then smaller NodeId) must win")
 
     def link_events(self, a: str, b: str, since: float = float("-inf"),
                     until: float = float("inf")) -> list[tuple[float, str, bool]]:

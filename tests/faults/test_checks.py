@@ -28,8 +28,9 @@ def alloc(t, node, shard, epoch):
     return (t, node, "allocated", {"shard": shard, "epoch": epoch})
 
 
-def dealloc(t, node, shard, epoch, winner=None):
-    return (t, node, "deallocated", {"shard": shard, "epoch": epoch, "winner": winner})
+def dealloc(t, node, shard, epoch, winner=None, reason=None):
+    reason = reason or ("lost_conflict" if winner else "left")
+    return (t, node, "deallocated", {"shard": shard, "epoch": epoch, "winner": winner, "reason": reason})
 
 
 def score(t, node, shard, epoch, s):
@@ -111,7 +112,7 @@ class Conflicts(unittest.TestCase):
     def base(self, winner, loser, ws, ls, n_prolonged=1):
         rows = [alloc(1, winner, 0, 1), alloc(2, loser, 0, 1), score(10, winner, 0, 1, ws),
                 score(10, loser, 0, 1, ls)]
-        rows += [prolonged(11, winner, 0, 1, loser)] * n_prolonged
+        rows += [prolonged(11, winner, 0, 2, loser)] * n_prolonged
         rows += [dealloc(11, loser, 0, 1, winner)]
         h = hist(*rows)
         h.check_conflicts()
@@ -127,13 +128,44 @@ class Conflicts(unittest.TestCase):
         self.assertEqual(self.base(A, B, 7, 7), [])
         self.assertTrue(any("must win" in v for v in self.base(B, A, 7, 7)))
 
+    def test_a_winner_not_raised_above_its_loser(self):
+        rows = [alloc(1, A, 0, 1), alloc(2, B, 0, 2), score(10, A, 0, 1, 50), score(10, B, 0, 2, 10),
+                prolonged(11, A, 0, 1, B), dealloc(11, B, 0, 2, A)]
+        h = hist(*rows)
+        h.check_conflicts()
+        self.assertTrue(any("raised above its loser" in v for v in h.violations), h.violations)
+
+    def test_a_raised_epoch_is_what_later_callbacks_carry(self):
+        rows = [alloc(1, A, 0, 1), alloc(2, B, 0, 2), score(10, A, 0, 1, 50), score(10, B, 0, 2, 10),
+                prolonged(11, A, 0, 3, B), dealloc(11, B, 0, 2, A), dealloc(20, A, 0, 3)]
+        h = hist(*rows)
+        h.check_all(1)
+        self.assertEqual(h.violations, [])
+        h = hist(*rows[:-1], dealloc(20, A, 0, 1))
+        self.assertTrue(any("without a matching allocated" in v for v in h.violations), h.violations)
+
+    def test_a_raised_epoch_is_never_issued_again(self):
+        h = hist(alloc(1, A, 0, 1), prolonged(5, A, 0, 3, B), dealloc(9, A, 0, 3), alloc(10, B, 0, 3))
+        h.check_all(1)
+        self.assertTrue(any("issued twice" in v for v in h.violations), h.violations)
+
+    def test_only_a_lost_conflict_names_a_winner(self):
+        h = hist(alloc(1, A, 0, 1), dealloc(5, A, 0, 1, winner=B, reason="degraded"))
+        self.assertTrue(any("exactly when the reason is lost_conflict" in v for v in h.violations), h.violations)
+        h = hist(alloc(1, A, 0, 1), dealloc(5, A, 0, 1, reason="lost_conflict"))
+        self.assertTrue(any("exactly when the reason is lost_conflict" in v for v in h.violations), h.violations)
+
+    def test_a_node_that_leaves_says_left(self):
+        h = hist(alloc(1, A, 0, 1), (4, A, "leaving", {"signal": "SIGTERM"}), dealloc(5, A, 0, 1, reason="shutdown"))
+        self.assertTrue(any("expected left" in v for v in h.violations), h.violations)
+
     def test_prolonged_twice(self):
         self.assertTrue(any("expected exactly one" in v for v in self.base(A, B, 50, 10, 2)))
 
     def without(self, who):
         rows = [alloc(1, A, 0, 1), alloc(2, B, 0, 1)]
         rows += [score(10, n, 0, 1, 7) for n in (A, B) if n != who]
-        rows += [prolonged(11, A, 0, 1, B), dealloc(11, B, 0, 1, A)]
+        rows += [prolonged(11, A, 0, 2, B), dealloc(11, B, 0, 1, A)]
         h = hist(*rows)
         h.check_conflicts()
         return h.violations

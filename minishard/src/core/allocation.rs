@@ -146,6 +146,13 @@ pub(super) struct Allocation {
     /// split that frees several shards does not make their claims queue.
     paired: Option<Shard>,
     paired_since: Instant,
+    /// Held shards this node would be paired with if their holder let go
+    /// of them alone, with the holder, and since when. When the holder
+    /// leaves (its record says so) and this node sees every member, the
+    /// pairing has held since then: every standby computed the same
+    /// successor from the same records, and a successor that has held it
+    /// for `settle` claims with nothing left to settle (docs/design.md 6.4).
+    successions: Vec<(Shard, NodeId, Instant)>,
     /// Claims wait until this instant unless every member is connected, so
     /// a node that starts does not claim before it has met its peers.
     claims_from: Instant,
@@ -168,6 +175,7 @@ impl Allocation {
             local: Local::Idle { retry_at: None },
             paired: None,
             paired_since: now,
+            successions: Vec::new(),
             claims_from: now + timings.heartbeat_timeout,
             highest: vec![None; shard_count as usize],
             acknowledged: Vec::new(),
@@ -573,12 +581,38 @@ impl Allocation {
         out: &mut Outbox,
     ) -> Option<(CallId, Call)> {
         let pairing = self.paired_shard(ctx).filter(|_| may_claim);
-        let shard = pairing.map(|(shard, _)| shard);
+        let shard = pairing.as_ref().and_then(|p| p.paired).map(|(s, _)| s);
         if shard != self.paired {
             self.paired = shard;
-            self.paired_since = ctx.now;
+            // The successor of a holder that left, seen by every member as
+            // this node sees them: the pairing has held since then. (A
+            // shard freed any other way, or in a partial view, where
+            // standbys may disagree, waits `settle` from now.)
+            let sees_everyone = pairing.as_ref().is_some_and(|p| p.sees_everyone);
+            let left = |holder: &NodeId| {
+                ctx.view
+                    .record(holder)
+                    .is_some_and(|r| r.holding == Holding::Left)
+            };
+            self.paired_since = self
+                .successions
+                .iter()
+                .find(|(s, holder, _)| Some(*s) == shard && sees_everyone && left(holder))
+                .map_or(ctx.now, |(_, _, since)| *since);
         }
-        let (shard, free) = pairing?;
+        let succeeds = pairing.as_ref().map_or(&[][..], |p| &p.succeeds[..]);
+        self.successions
+            .retain(|(s, holder, _)| succeeds.iter().any(|(t, h)| t == s && h == holder));
+        for (shard, holder) in succeeds {
+            if !self
+                .successions
+                .iter()
+                .any(|(s, h, _)| s == shard && h == holder)
+            {
+                self.successions.push((*shard, holder.clone(), ctx.now));
+            }
+        }
+        let (shard, free) = pairing?.paired?;
         if !free || ctx.now < self.paired_since + ctx.timings.settle {
             return None;
         }
@@ -606,9 +640,9 @@ impl Allocation {
     }
 
     /// The shard the deterministic pairing gives this node, if it is on
-    /// standby and may claim at all, and whether it is free now (not still
-    /// reserved to a suspect holder).
-    fn paired_shard(&self, ctx: &Ctx<'_>) -> Option<(Shard, bool)> {
+    /// standby and may claim at all, whether it is free now (not still
+    /// reserved to a suspect holder), and the held shards it would succeed.
+    fn paired_shard(&self, ctx: &Ctx<'_>) -> Option<Pairing> {
         if self.local != Local::Standby {
             return None;
         }
@@ -623,8 +657,11 @@ impl Allocation {
         if ctx.now < self.claims_from && !everyone_met {
             return None;
         }
-        // A peer whose record has not arrived yet may hold anything.
-        let unheard = |id: &NodeId| !view.is_fresh(id) && ctx.is_member(id);
+        // A peer whose record has not arrived yet may hold anything (one
+        // whose record says it left, its connection not closed yet, holds
+        // nothing).
+        let left = |id: &NodeId| view.record(id).is_some_and(|r| r.holding == Holding::Left);
+        let unheard = |id: &NodeId| !view.is_fresh(id) && ctx.is_member(id) && !left(id);
         if view.up().any(|(id, _)| unheard(id)) {
             return None;
         }
@@ -638,6 +675,7 @@ impl Allocation {
         // its shard reserved like any holder (docs/design.md 6.6).
         let mut held: HashSet<Shard> = HashSet::new();
         let mut pending: HashSet<Shard> = HashSet::new();
+        let mut holders: Vec<(Shard, &NodeId)> = Vec::new();
         for (record, liveness) in view.present_records() {
             let Some((shard, _)) = record.holding.reserved() else {
                 continue;
@@ -647,11 +685,12 @@ impl Allocation {
             }
             if matches!(liveness, Liveness::Up | Liveness::Unreachable) {
                 held.insert(shard);
+                holders.push((shard, &record.node));
             } else {
                 pending.insert(shard);
             }
         }
-        let free = (0..ctx.shard_count).filter(|s| !held.contains(s));
+        let free: Vec<Shard> = (0..ctx.shard_count).filter(|s| !held.contains(s)).collect();
         // Standby members this node can reach, directly or by a path.
         let mut standbys: Vec<&NodeId> = view
             .present_records()
@@ -666,8 +705,24 @@ impl Allocation {
         standbys.push(ctx.me);
         standbys.sort();
         let position = standbys.iter().position(|n| *n == ctx.me)?;
-        let shard = free.into_iter().nth(position)?;
-        Some((shard, !pending.contains(&shard)))
+        // A held shard freed alone would take its place among the free
+        // ones; this node succeeds the sole holders of those it would then
+        // be paired with.
+        let succeeds: Vec<(Shard, NodeId)> = holders
+            .iter()
+            .filter(|(shard, _)| holders.iter().filter(|(s, _)| s == shard).count() == 1)
+            .filter(|(shard, _)| free.iter().filter(|s| *s < shard).count() == position)
+            .map(|(shard, holder)| (*shard, (*holder).clone()))
+            .collect();
+        let paired = free
+            .get(position)
+            .map(|&shard| (shard, !pending.contains(&shard)));
+        let sees_everyone = everyone_met && view.up().all(|(id, _)| view.is_fresh(id) || left(id));
+        Some(Pairing {
+            paired,
+            succeeds,
+            sees_everyone,
+        })
     }
 
     /// Acknowledges, in this node's record, each loser that published it
@@ -837,6 +892,19 @@ impl Allocation {
             _ => false,
         }
     }
+}
+
+/// What the pairing gives this node (docs/design.md 6.2).
+struct Pairing {
+    /// The free shard paired with it, if any, and whether that shard is
+    /// free now (not still reserved to a suspect).
+    paired: Option<(Shard, bool)>,
+    /// The held shards it would be paired with if their holder let go of
+    /// them alone, with that holder.
+    succeeds: Vec<(Shard, NodeId)>,
+    /// Whether it is connected to every member (but those that left),
+    /// with each one's record in: then every standby pairs alike.
+    sees_everyone: bool,
 }
 
 /// What this node knows of the winner it yielded to.

@@ -102,7 +102,7 @@ impl Core {
                 refusal_memory,
             ),
             view: PeerView::new(config.me.clone(), t.heartbeat_timeout * 2),
-            relays: Relays::new(now, t.heartbeat_timeout),
+            relays: Relays::new(config.me.clone(), now, t.heartbeat_timeout),
             watcher: Watcher::new(t.transition_timeout),
             allocation: Allocation::new(now, config.shard_count, &t),
             conflicts: Conflicts::default(),

@@ -272,3 +272,88 @@ fn an_owner_asked_to_leave_is_told_it_left() {
     ));
     assert_eq!(h.now(), asked, "at once: a leave waits for no timer");
 }
+
+/// 2 owns the only shard; this node, 1, and 3 wait on standby. Freed alone,
+/// the shard would be paired with 1 (before 3): 1 is its successor.
+fn successor() -> Harness {
+    let mut h = Harness::new(1, &[1, 2, 3], 1);
+    h.connect(2).record(rec(2).sees(&[1, 3]).active(0, 1));
+    h.connect(3).record(rec(3).sees(&[1, 2]));
+    h
+}
+
+#[test]
+fn the_successor_of_an_owner_that_leaves_takes_its_shard_with_nothing_left_to_settle() {
+    let mut h = successor();
+    h.wait(ms(1000));
+    assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
+    let releasing = Holding::Releasing { shard: 0, epoch: 1 };
+    h.record(rec(2).v(2).sees(&[1, 3]).holding(releasing));
+    assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
+    // Its successor for a second, as every standby computes it: claimed
+    // on the spot, without a `settle` after the leave.
+    h.record(rec(2).v(3).holding(Holding::Left)).lose(2);
+    assert_eq!(allocated(&h.answer_all()), vec![0]);
+}
+
+#[test]
+fn a_successor_of_less_than_settle_still_waits_until_its_pairing_has_held_for_settle() {
+    let mut h = successor();
+    // 2 leaves at once: 1 has been its successor for no time yet.
+    h.record(rec(2).v(2).holding(Holding::Left)).lose(2);
+    let left_at = h.now();
+    let mut claimed = Vec::new();
+    while claimed.is_empty() && h.now() - left_at < ms(1000) {
+        h.wait(ms(1));
+        claimed = allocated(&h.answer_all());
+    }
+    assert_eq!(claimed, vec![0]);
+    assert_eq!(h.now() - left_at, h.timings().settle);
+}
+
+#[test]
+fn a_leaving_owner_keeps_its_shard_reserved_until_its_deallocated_has_returned() {
+    // What its successor relies on: the shard is free once the record says
+    // Left, never while the application still holds it.
+    let mut h = Harness::new(1, &[1, 2], 1);
+    h.connect(2).record(rec(2).sees(&[1]));
+    h.wait(ms(1000));
+    assert_eq!(allocated(&h.answer_all()), vec![0]);
+    h.leave();
+    let calls = h.calls();
+    assert!(
+        matches!(
+            calls[..],
+            [(
+                _,
+                Call::Deallocated {
+                    shard: 0,
+                    winner: None,
+                    ..
+                }
+            )]
+        ),
+        "{calls:?}"
+    );
+    assert_eq!(
+        h.holding(),
+        Holding::Releasing {
+            shard: 0,
+            epoch: e(1, 1)
+        }
+    );
+    h.answer(calls[0].0, super::Outcome::Done);
+    assert_eq!(h.holding(), Holding::Left);
+}
+
+#[test]
+fn a_standby_that_is_not_the_successor_never_claims_the_shard_of_an_owner_that_leaves() {
+    // The same cluster seen by 3, which the pairing puts after 1.
+    let mut h = Harness::new(3, &[1, 2, 3], 1);
+    h.connect(1).record(rec(1).sees(&[2, 3]));
+    h.connect(2).record(rec(2).sees(&[1, 3]).active(0, 1));
+    h.wait(ms(1000));
+    h.record(rec(2).v(2).holding(Holding::Left)).lose(2);
+    h.wait(ms(5000));
+    assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
+}

@@ -142,6 +142,14 @@ pub struct PeerView {
     peers: BTreeMap<NodeId, Peer>,
     /// Something liveness depends on changed since the last `refresh`.
     changed: bool,
+    /// Something reachability depends on (links, sightings, which records
+    /// are current) changed since it was last worked out; most record
+    /// versions change what their author holds, not whom it sees.
+    reach_changed: bool,
+    /// The peers out of this node's reach that a path led to, as last
+    /// worked out, and which peers were asked about.
+    reached: BTreeSet<NodeId>,
+    asked: BTreeSet<NodeId>,
     confirmation_window: Duration,
 }
 
@@ -155,6 +163,9 @@ impl PeerView {
             me,
             peers: BTreeMap::new(),
             changed: false,
+            reach_changed: false,
+            reached: BTreeSet::new(),
+            asked: BTreeSet::new(),
             confirmation_window,
         }
     }
@@ -169,6 +180,7 @@ impl PeerView {
         role: Role,
     ) -> bool {
         self.changed = true;
+        self.reach_changed = true;
         let peer = self.peers.entry(node.clone()).or_insert_with(Peer::new);
         peer.link = Link::Up {
             since: now,
@@ -186,6 +198,7 @@ impl PeerView {
         match self.peers.get_mut(node) {
             Some(peer) if matches!(peer.link, Link::Up { .. }) => {
                 self.changed = true;
+                self.reach_changed = true;
                 peer.link = Link::Down;
                 // From now on its record may go stale unnoticed.
                 peer.fresh = false;
@@ -269,6 +282,7 @@ impl PeerView {
                 peer.just_confirmed |= confirmed;
                 self.changed |= confirmed;
                 let newly = confirmed && !peer.fresh;
+                self.reach_changed |= newly;
                 peer.fresh |= confirmed;
                 // Newly confirmed: peers this node relays it to may be owed
                 // the confirmation.
@@ -279,6 +293,13 @@ impl PeerView {
                 })
             }
             _ => {
+                let same_reach = peer.fresh == confirms
+                    && peer.record.as_ref().is_some_and(|old| {
+                        old.incarnation == record.incarnation
+                            && old.role == record.role
+                            && old.sees == record.sees
+                    });
+                self.reach_changed |= !same_reach;
                 peer.record = Some(record);
                 peer.fresh = confirms;
                 peer.just_confirmed = confirms;
@@ -317,24 +338,38 @@ impl PeerView {
             return false;
         }
         // Whom a path of current sightings leads to: an unreachable peer
-        // stays reserved instead of going suspect (docs/design.md 6.1).
-        let reached: BTreeSet<NodeId> = {
+        // stays reserved instead of going suspect (docs/design.md 6.1). Asked
+        // only of the peers out of reach that hold something, and only
+        // again when something it depends on changed.
+        let asked: BTreeSet<&NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(p.link, Link::Down))
+            .filter(|(_, p)| {
+                p.record
+                    .as_ref()
+                    .is_some_and(|r| r.holding != Holding::Left)
+            })
+            .map(|(id, _)| id)
+            .collect();
+        if std::mem::take(&mut self.reach_changed) || !asked.iter().copied().eq(&self.asked) {
             let peers = &self.peers;
             let linked = peers
                 .iter()
                 .filter(|(_, p)| matches!(p.link, Link::Up { .. }))
                 .map(|(id, _)| id);
-            reach::reached(linked, |node| {
+            let found = reach::reached(linked, &asked, |node| {
                 peers.get(node).map(|p| Known {
                     record: p.record.as_deref(),
                     current: p.fresh,
                 })
-            })
-            .into_iter()
-            .cloned()
-            .collect()
-        };
+            });
+            self.reached = found.into_iter().cloned().collect();
+            self.asked = asked.into_iter().cloned().collect();
+        }
+        let reached = &self.reached;
         let mut changed = false;
+        let mut reach_changed = false;
         for (id, peer) in &mut self.peers {
             let left = peer
                 .record
@@ -370,6 +405,7 @@ impl PeerView {
                 // Out of reach too long: what it holds may have changed
                 // unseen, and a newer version, if any, is on its way.
                 peer.fresh = false;
+                reach_changed = true;
             }
             // Current until now if reached now, or reached until now.
             if peer.fresh && (reached || was_reached) {
@@ -380,6 +416,7 @@ impl PeerView {
                 changed = true;
             }
         }
+        self.reach_changed |= reach_changed;
         changed
     }
 

@@ -280,9 +280,27 @@ async fn connect_from(source: Option<IpAddr>, target: SocketAddr) -> io::Result<
     } else {
         TcpSocket::new_v6()?
     };
+    defer_source_port(&socket);
     socket.bind(SocketAddr::new(source, 0))?;
     socket.connect(target).await
 }
+
+/// Binding to `(ip, 0)` would reserve a port of the ephemeral range for
+/// this socket alone, from the range port-0 listeners take theirs from: a
+/// node of a large mesh holds one per dial, and a listener probed free a
+/// moment earlier finds its port taken. IP_BIND_ADDRESS_NO_PORT picks the
+/// port at connect time instead, shared with any connection to another
+/// peer, and never one a socket is bound to.
+#[cfg(target_os = "linux")]
+fn defer_source_port(socket: &TcpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
+    if let Err(error) = setsockopt(socket, IpBindAddressNoPort, &true) {
+        tracing::debug!(%error, "IP_BIND_ADDRESS_NO_PORT not set: the dial reserves its port at bind");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn defer_source_port(_: &TcpSocket) {}
 
 /// What the listener checks of a dialer besides the cookie.
 pub(crate) struct Admission<A, P> {

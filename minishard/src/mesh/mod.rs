@@ -41,7 +41,14 @@ use crate::wire::handshake::{PeerFacts, Refusal, RefusalKind, Refuser};
 use crate::wire::request::{Reply, Request};
 use crate::wire::Frame;
 
-const BACKOFF_START: Duration = Duration::from_millis(50);
+/// A dial that found nobody listening (or failed on the way) is tried again
+/// this soon at first: in a cold start the peer is usually a few
+/// milliseconds from binding its listener, and a refused connect costs one
+/// packet. Waiting 50 ms there was most of a 5-node cold start.
+const BACKOFF_START: Duration = Duration::from_millis(5);
+/// A peer that refused this node (its cookie, the member list) is asked
+/// again no sooner than this.
+const REFUSED_BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// How long the larger address waits to be dialled before dialling itself.
 const DIAL_FALLBACK: Duration = Duration::from_secs(1);
@@ -74,6 +81,10 @@ struct Shared {
     members: ArcSwap<Vec<NodeId>>,
     /// The peers with a live connection, and their incarnations.
     connected: Mutex<HashMap<NodeId, Incarnation>>,
+    /// Wakes a peer's dialer when its connection goes: a connected dialer
+    /// sleeps until then instead of looking every heartbeat interval (an
+    /// idle node's wake-ups are most of its CPU).
+    lost: Mutex<HashMap<NodeId, Arc<Notify>>>,
     stopping: AtomicBool,
     next_conn: AtomicU64,
     #[cfg(feature = "testing")]
@@ -87,6 +98,15 @@ struct Shared {
 }
 
 impl Shared {
+    fn lost_signal(&self, peer: &NodeId) -> Arc<Notify> {
+        self.lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(peer.clone())
+            .or_default()
+            .clone()
+    }
+
     fn is_connected(&self, peer: &NodeId) -> bool {
         self.connected
             .lock()
@@ -163,6 +183,7 @@ impl Mesh {
             events,
             members: ArcSwap::from_pointee(Vec::new()),
             connected: Mutex::new(HashMap::new()),
+            lost: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
             #[cfg(feature = "testing")]
@@ -359,6 +380,7 @@ impl Mesh {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(peer);
+        self.shared.lost_signal(peer).notify_one();
     }
 
     /// Queues a frame for a peer. A peer whose queue is full has fallen too
@@ -521,9 +543,13 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
     // A retry waits at most this long, so a link that comes back after a
     // flap is redialled well within the transition timeout.
     let cap = BACKOFF_CAP.min(shared.settings.heartbeat_timeout);
-    // Once two nodes have been connected, both redial when the connection
-    // is lost: waiting for the other side would add a whole fallback delay.
-    let mut eager = eager;
+    // Once two nodes have been connected, the larger address redials a lost
+    // connection too, after a heartbeat interval instead of the whole
+    // fallback delay: the smaller one redials at once, and when a link comes
+    // back (a heal of many nodes, say) one connection per pair comes up,
+    // not two of which one is thrown away.
+    let mut fallback = if eager { Duration::ZERO } else { DIAL_FALLBACK };
+    let lost = shared.lost_signal(&peer);
     loop {
         if shared.stopping.load(Ordering::Relaxed) {
             return;
@@ -534,12 +560,21 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
         #[cfg(not(feature = "testing"))]
         let connected_or_cut = connected;
         if connected_or_cut {
-            eager |= connected;
+            if connected {
+                fallback = fallback.min(idle);
+            }
+            if connected {
+                // Until the connection goes (a loss before this wait left
+                // a permit: no loss is missed).
+                lost.notified().await;
+            } else {
+                // Cut off in a test: looked at again every interval.
+                tokio::time::sleep(idle).await;
+            }
             waiting_since = tokio::time::Instant::now();
-            tokio::time::sleep(idle).await;
             continue;
         }
-        if !eager && waiting_since.elapsed() < DIAL_FALLBACK {
+        if waiting_since.elapsed() < fallback {
             tokio::time::sleep(idle).await;
             continue;
         }
@@ -550,10 +585,13 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
                 // Its own task, so stopping the dialer at shutdown does not
                 // cut the connection before it has flushed.
                 let _ = shared.tracker.spawn(conn::run(link, streams)).await;
-                eager = true;
+                fallback = fallback.min(idle);
                 waiting_since = tokio::time::Instant::now();
             }
             Err(refusal) => {
+                if refusal.refuser != Refuser::Neither {
+                    backoff = backoff.max(REFUSED_BACKOFF_START);
+                }
                 match refusal.refuser {
                     // The core hears of it: a member that refuses this node
                     // as a non-member may mean it was removed (docs/design.md 6.6).

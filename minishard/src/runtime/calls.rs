@@ -90,14 +90,25 @@ impl<C: Callbacks> Runner for AppRunner<C> {
                 | Call::Deallocated { shard, .. } => Some(*shard),
                 _ => self.shard,
             };
-            tracing::warn!(
-                callback = call.name(),
-                cluster = %self.cluster,
-                shard = ?shard,
-                %reason,
-                callback_failure = true,
-                "callback failed"
-            );
+            // One record per failure, its fields plain values (a shard is a
+            // number, or absent), so a log bridge can hand them on as is.
+            match shard {
+                Some(shard) => tracing::warn!(
+                    callback = call.name(),
+                    cluster = %self.cluster,
+                    shard,
+                    %reason,
+                    callback_failure = true,
+                    "callback failed"
+                ),
+                None => tracing::warn!(
+                    callback = call.name(),
+                    cluster = %self.cluster,
+                    %reason,
+                    callback_failure = true,
+                    "callback failed"
+                ),
+            }
         }
         outcome
     }

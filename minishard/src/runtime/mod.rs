@@ -8,6 +8,8 @@
 
 pub(crate) mod calls;
 
+mod logs;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -18,7 +20,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::api::{Callbacks, Stats};
-use crate::config::{listen_port, Config, Dispatch, NoticeHook};
+use crate::config::{listen_port, Config, Dispatch};
 use crate::core::{self, Action, CallId, Core, CoreConfig, Event, NodeId, Outcome, Role, Snapshot};
 use crate::error::Error;
 #[cfg(feature = "testing")]
@@ -32,6 +34,7 @@ use crate::wire::handshake::Identity;
 use crate::wire::request::{Reply as ReplyFrame, Request};
 use crate::wire::{Frame, MAX_CLUSTER_NAME_LEN};
 use calls::{AppRunner, CallQueue};
+use logs::LogQueue;
 
 enum Command {
     Leave,
@@ -93,6 +96,7 @@ pub(crate) struct Engine {
     faults: Arc<Faults>,
     mesh_stats: Arc<MeshStats>,
     requests: Arc<Requests>,
+    logs: Arc<LogQueue>,
 }
 
 impl Engine {
@@ -217,13 +221,18 @@ impl Engine {
                 .map(|address| address.ip())
                 .filter(|ip| !ip.is_unspecified()),
         };
+        let span = tracing::info_span!("minishard", cluster = %name, node = %me);
+        let logs = Arc::new(
+            LogQueue::start(name, span.clone(), config.notice_hook.clone())
+                .map_err(|e| Error::Io(format!("cannot start the log thread: {e}")))?,
+        );
         let driver = Driver {
             core,
             base,
             snapshot: snapshot.clone(),
             changes: changes.clone(),
             calls: calls.clone(),
-            hook: config.notice_hook.clone(),
+            logs: logs.clone(),
             grace: config.timings.heartbeat_timeout,
             refusal_log: RefusalLog::default(),
             requests: requests.clone(),
@@ -246,10 +255,12 @@ impl Engine {
             .start(name)
             .map_err(|e| Error::Io(format!("cannot start the callback thread: {e}")))?;
         let thread_stopped = stopped.clone();
-        let span = tracing::info_span!("minishard", cluster = %name, node = %me);
+        let offload = logs.offload();
         let thread = std::thread::Builder::new()
             .name(format!("minishard-{name}"))
             .spawn(move || {
+                // Lines logged on this thread go through the log queue.
+                let _default = tracing::dispatcher::set_default(&offload);
                 let _entered = span.enter();
                 match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -264,6 +275,7 @@ impl Engine {
             })
             .map_err(|e| {
                 calls.close();
+                logs.finish();
                 Error::Io(format!("cannot start the engine thread: {e}"))
             })?;
         tracing::info!(cluster = %name, node = %me, shard_count, "joined");
@@ -282,6 +294,7 @@ impl Engine {
             faults,
             mesh_stats,
             requests,
+            logs,
         })
     }
 
@@ -319,6 +332,7 @@ impl Engine {
             refused_handshakes: m.refused.load(Ordering::Relaxed),
             protocol_errors: m.protocol_errors.load(Ordering::Relaxed),
             heartbeat_rtt_micros: m.rtt_micros.load(Ordering::Relaxed),
+            log_lines_dropped: self.logs.dropped(),
         }
     }
 
@@ -502,6 +516,7 @@ impl Engine {
             self.calls.dispatch(usize::MAX);
         }
         let _ = thread.join();
+        self.logs.finish();
         if abandon {
             self.calls.abandon();
         }
@@ -540,7 +555,7 @@ struct Driver {
     snapshot: Arc<ArcSwap<Snapshot>>,
     changes: Arc<Changes>,
     calls: Arc<CallQueue>,
-    hook: Option<NoticeHook>,
+    logs: Arc<LogQueue>,
     grace: Duration,
     refusal_log: RefusalLog,
     requests: Arc<Requests>,
@@ -707,9 +722,7 @@ impl Driver {
                     self.refusal_log.log(peer, reason)
                 }
             }
-            if let Some(hook) = &self.hook {
-                hook(&notice);
-            }
+            self.logs.notice(notice);
         }
         event
     }

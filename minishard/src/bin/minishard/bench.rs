@@ -14,6 +14,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::app::{MemberSource, PrintingApp, ScoreMode};
 use crate::bench_conditions;
+use crate::bench_processes;
 use crate::local::{LocalCluster, Wiring, COOKIE};
 
 #[derive(clap::Args)]
@@ -35,6 +36,10 @@ pub struct Args {
     /// fault), next to a bare tokio echo.
     #[arg(long)]
     only_requests: bool,
+    /// Only the scale scenarios of `--sizes` (cold start, failover, heal,
+    /// idle cost).
+    #[arg(long)]
+    scale_only: bool,
     /// Internal: measure one idle cluster of this size in this process and
     /// print one JSON line (the parent runs it in a fresh process so that
     /// the memory it measures is that cluster's only).
@@ -88,6 +93,21 @@ pub fn run(args: Args) -> Result<(), String> {
     }
     check_fd_limit(args.sizes.iter().copied().max().unwrap_or(5))?;
 
+    // Real processes, as an application runs them: the cold start and what
+    // each costs at idle.
+    if let Err(error) = bench_processes::node_processes(
+        args.runs,
+        5,
+        Duration::from_secs(args.idle_secs),
+        &mut rows,
+    ) {
+        rows.push(Row {
+            what: "5 node processes: FAILED".into(),
+            median: f64::NAN,
+            unit: "",
+            note: error,
+        });
+    }
     for &size in &args.sizes {
         // A size that does not converge is a result, not the end of the run.
         if let Err(error) = scale(size, &args, t, &mut rows) {
@@ -98,6 +118,10 @@ pub fn run(args: Args) -> Result<(), String> {
                 note: error,
             });
         }
+    }
+    if args.scale_only {
+        print_rows(&args, rows);
+        return Ok(());
     }
     let (mut failover, mut excess, mut handover) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..args.runs {
@@ -441,21 +465,9 @@ fn idle_in_fresh_process(
     if unsealed {
         command.arg("--unsealed");
     }
-    // The probe's nodes listen on ports found free a moment before; in a
-    // large cluster a node started earlier sometimes dials out from one of
-    // them first. That is the probe's set-up failing, not a result: try
-    // again with other ports.
-    let mut attempts = 0;
-    let out = loop {
-        attempts += 1;
-        let out = command
-            .output()
-            .map_err(|e| format!("cannot run the idle probe: {e}"))?;
-        let taken = String::from_utf8_lossy(&out.stderr).contains("Address already in use");
-        if !taken || attempts == 5 {
-            break out;
-        }
-    };
+    let out = command
+        .output()
+        .map_err(|e| format!("cannot run the idle probe: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).map_err(|e| {
         format!(

@@ -6,7 +6,7 @@
 //! the benchmarks need), straight through `Cluster::cut` and `crash`.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -55,20 +55,43 @@ pub struct LocalCluster {
     faults: Faults,
 }
 
-/// Free loopback ports, found by binding port 0.
+/// Free loopback ports, each reserved for the rest of this process.
 #[cfg(feature = "testing")]
 pub fn free_addresses(n: usize) -> Result<Vec<String>, String> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}")))
-        .collect::<Result<_, _>>()?;
-    listeners
-        .iter()
-        .map(|l| {
-            l.local_addr()
-                .map(|a| a.to_string())
-                .map_err(|e| e.to_string())
-        })
+    let loopback = std::net::Ipv4Addr::LOCALHOST.into();
+    (0..n)
+        .map(|_| reserve_port(loopback).map(|a| a.to_string()))
         .collect()
+}
+
+/// Ports probed free and held for the rest of this process, so that no
+/// other socket is given them before (or between) the nodes that listen on
+/// them: a probe released at once could be handed to a dial socket, or to
+/// another probe, before its node binds it ("Address already in use" at 50
+/// nodes).
+static RESERVED: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
+
+/// A free port on `ip`, reserved: a probe bound to it with SO_REUSEADDR and
+/// never listening stays open, so the kernel gives the port to no port-0
+/// bind and no dial, while a node's listener (std binds with SO_REUSEADDR
+/// too) can bind it and listen, as often as the node restarts.
+pub fn reserve_port(ip: std::net::IpAddr) -> Result<SocketAddr, String> {
+    use socket2::{Domain, Socket, Type};
+    let fail = |e: std::io::Error| format!("no free port on {ip}: {e}");
+    let probe =
+        Socket::new(Domain::for_address((ip, 0).into()), Type::STREAM, None).map_err(fail)?;
+    probe.set_reuse_address(true).map_err(fail)?;
+    probe.bind(&SocketAddr::new(ip, 0).into()).map_err(fail)?;
+    let address = probe
+        .local_addr()
+        .map_err(fail)?
+        .as_socket()
+        .ok_or_else(|| format!("no free port on {ip}: not an IP socket"))?;
+    RESERVED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(probe);
+    Ok(address)
 }
 
 impl LocalCluster {
@@ -313,12 +336,9 @@ fn extract<T>(items: &mut Vec<T>, f: impl Fn(&T) -> bool) -> Vec<T> {
     taken
 }
 
-/// A port free right now on node `i`'s own loopback address.
+/// A port on node `i`'s own loopback address, reserved (see `reserve_port`).
 fn free_port_on(i: usize) -> Result<SocketAddr, String> {
-    let ip = node_ip(i)?;
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port on {ip}: {e}"))
+    reserve_port(node_ip(i)?)
 }
 
 /// A writer shared by every node's printer.

@@ -8,6 +8,8 @@ mod bench;
 #[cfg(feature = "testing")]
 mod bench_conditions;
 #[cfg(feature = "testing")]
+mod bench_processes;
+#[cfg(feature = "testing")]
 mod bench_requests;
 mod demo;
 mod local;

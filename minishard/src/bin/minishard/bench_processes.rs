@@ -1,0 +1,157 @@
+//! `minishard bench` rows for real node processes: n `minishard node`
+//! processes started at once, until every one has printed that the cluster
+//! is available, then the CPU each one spends at idle.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::bench::{median, ms, Row};
+use crate::local::free_addresses;
+
+/// The instant each node first printed `available`, by node index.
+type Available = Arc<Mutex<Vec<Option<Instant>>>>;
+
+struct Nodes {
+    children: Vec<Child>,
+    available: Available,
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start(run: usize, n: usize) -> Result<(Nodes, Instant), String> {
+    let addresses = free_addresses(n)?;
+    let members = addresses.join(",");
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let available: Available = Arc::new(Mutex::new(vec![None; n]));
+    let mut nodes = Nodes {
+        children: Vec::new(),
+        available: available.clone(),
+    };
+    let started = Instant::now();
+    for (i, address) in addresses.iter().enumerate() {
+        let mut child = Command::new(&exe)
+            .args(["node", "--cluster", &format!("bench-procs-{run}")])
+            .args(["--listen", address, "--nodes", &members])
+            .args(["--shards", &(n / 2).max(1).to_string(), "--json"])
+            .env("MINISHARD_COOKIE", "bench-processes")
+            .env("RUST_LOG", "minishard=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start a node process: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        nodes.children.push(child);
+        let available = available.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if event["event"] == "status" && event["new"] == "available" {
+                    let mut available = available.lock().unwrap_or_else(|p| p.into_inner());
+                    available[i].get_or_insert_with(Instant::now);
+                }
+            }
+        });
+    }
+    Ok((nodes, started))
+}
+
+/// CPU seconds a process has used so far, summed over its threads from
+/// their schedstat (nanoseconds: an idle node uses a few ms a second, below
+/// what /proc/PID/stat's clock ticks resolve).
+fn cpu_seconds_of(pid: u32) -> Result<f64, String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| e.to_string())?;
+    let mut nanos = 0u64;
+    for task in tasks.flatten() {
+        // A thread that ended meanwhile is simply not counted.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        nanos += stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(nanos as f64 / 1e9)
+}
+
+/// Cold start of `n` node processes, and their CPU at idle over `idle`.
+pub fn node_processes(
+    runs: usize,
+    n: usize,
+    idle: Duration,
+    rows: &mut Vec<Row>,
+) -> Result<(), String> {
+    let mut cold = Vec::new();
+    let mut cpu = Vec::new();
+    for run in 0..runs {
+        let (nodes, started) = start(run, n)?;
+        let deadline = started + Duration::from_secs(30);
+        let last = loop {
+            let seen = nodes
+                .available
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(last) = seen.iter().copied().collect::<Option<Vec<Instant>>>() {
+                break last.into_iter().max().ok_or("no nodes")?;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{n} node processes not available within 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        cold.push(ms(last - started));
+        // The idle cost, once the start-up's timers have died down; only
+        // in the first run (it takes `idle`).
+        if run == 0 {
+            std::thread::sleep(Duration::from_secs(2));
+            let pids: Vec<u32> = nodes.children.iter().map(Child::id).collect();
+            let before: Vec<f64> = pids
+                .iter()
+                .map(|p| cpu_seconds_of(*p))
+                .collect::<Result<_, _>>()?;
+            let t0 = Instant::now();
+            std::thread::sleep(idle);
+            let secs = t0.elapsed().as_secs_f64();
+            for (pid, before) in pids.iter().zip(before) {
+                cpu.push((cpu_seconds_of(*pid)? - before) / secs * 100.0);
+            }
+        }
+    }
+    rows.push(Row {
+        what: format!(
+            "{n} `minishard node` processes / {} shards: cold start, until each says available",
+            (n / 2).max(1)
+        ),
+        median: median(cold),
+        unit: "ms",
+        note: "from spawning the first process".into(),
+    });
+    rows.push(Row {
+        what: format!(
+            "{n} `minishard node` processes: CPU per process at idle, over {} s",
+            idle.as_secs()
+        ),
+        median: median(cpu.clone()),
+        unit: "% core",
+        note: format!(
+            "median over processes; highest {:.3}%",
+            cpu.iter().copied().fold(0.0, f64::max)
+        ),
+    });
+    Ok(())
+}

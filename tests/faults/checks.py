@@ -225,7 +225,10 @@ class History:
                 if e.event != "reply":
                     continue
                 owner, shard, epoch, sent = e.data["owner"], e.data["shard"], e.data["epoch"], e.data["sent"]
-                held = any(a.node == owner and a.shard == shard and a.epoch == epoch and a.start <= e.t
+                # A won conflict raises an allocation's epoch (6.3); its
+                # replies carry the raised one from the moment the core
+                # raised it, which its `prolonged` line follows.
+                held = any(a.node == owner and a.shard == shard and epoch in a.epochs and a.start <= e.t
                            and (a.end is None or a.end >= sent) for a in self.allocs)
                 if not held:
                     self.v(f"10: {proc}'s request {e.data['id']} for shard {shard} was answered by {owner} "

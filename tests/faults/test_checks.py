@@ -280,6 +280,14 @@ class Requests(unittest.TestCase):
         h.check_requests()
         self.assertTrue(any("did not hold it" in v for v in h.violations), h.violations)
 
+    def test_a_reply_at_an_epoch_a_won_conflict_raised_it_to(self):
+        h = hist(alloc(1, A, 0, 1), prolonged(4, A, 0, 7, C), reply(6, B, 1, 0, A, 7, 5))
+        h.check_requests()
+        self.assertEqual(h.violations, [])
+        h = hist(alloc(1, A, 0, 1), prolonged(4, A, 0, 7, C), reply(6, B, 1, 0, A, 8, 5))
+        h.check_requests()
+        self.assertTrue(any("did not hold it" in v for v in h.violations), h.violations)
+
     def test_a_failure_after_the_faults_stopped(self):
         h = hist(alloc(1, A, 0, 1), failed(9, B, 1, 0, 8), failed(12, B, 2, 0, 11))
         h.check_requests(quiet_since=10)

@@ -64,6 +64,18 @@ impl View {
         View { me, snapshot }
     }
 
+    /// The epoch of this node's allocation of `shard` as the core last
+    /// published it: a won conflict raises it before `prolonged` tells the
+    /// application (which may wait for the loser's hand-off), and a reply
+    /// names the allocation as it stands.
+    fn my_epoch(&self, shard: Shard) -> Option<Epoch> {
+        self.snapshot
+            .load()
+            .my_shard()
+            .filter(|(mine, _)| *mine == shard)
+            .map(|(_, epoch)| epoch)
+    }
+
     /// The owner of `shard` this node sees, other than itself.
     fn owner(&self, shard: Shard) -> Option<(NodeId, Epoch)> {
         let snapshot = self.snapshot.load();
@@ -109,8 +121,13 @@ impl RequestJob {
     }
 
     /// The payload and a responder for the handler of the allocation at
-    /// `epoch`.
+    /// `epoch` (or above: raised by a won conflict the application has not
+    /// been told of yet).
     pub(crate) fn start(mut self, epoch: Epoch) -> (Vec<u8>, Responder) {
+        let epoch = self
+            .view
+            .my_epoch(self.shard)
+            .map_or(epoch, |e| e.max(epoch));
         let (to, ticket) = self.reply.take().expect("a job starts once");
         let payload = std::mem::take(&mut self.payload);
         let responder = Responder::new(to, ticket, self.shard, epoch, self.max_payload);

@@ -635,7 +635,9 @@ typedef struct minishard_callbacks {
   /**
    * Optional (may be NULL). `prolonged_with_epoch` with what the loser
    * handed off when it gave the shard up to this node (NULL: nothing,
-   * or lost). When set, it is called instead of the other two.
+   * or lost). When set, it is called instead of the other two, after
+   * waiting (at most `hand_off_wait`) for the loser to say what it
+   * hands off; when NULL, `prolonged` comes without that wait.
    */
   minishard_result (*prolonged_with_hand_off)(void *user_data,
                                               const char *loser,

@@ -383,8 +383,12 @@ public:
         (void)hand_off;
         allocated(cluster, shard, epoch);
     }
-    /// prolonged(), with what the loser handed off. The default calls
-    /// prolonged().
+    /// Whether prolonged_with_hand_off takes hand-offs (read at join):
+    /// then, after a won conflict, it waits for the loser's bytes. False by
+    /// default, so prolonged() comes without that wait.
+    virtual bool takes_hand_offs() const { return false; }
+    /// prolonged(), with what the loser handed off (nullopt unless
+    /// takes_hand_offs()). The default calls prolonged().
     virtual void prolonged_with_hand_off(const std::string &loser, std::uint64_t epoch,
                                          const std::optional<HandOff> &hand_off) {
         (void)hand_off;
@@ -606,7 +610,9 @@ public:
         cb.status_changed = detail::on_status_changed;
         cb.handle_request = detail::on_handle_request;
         cb.allocated_with_hand_off = detail::on_allocated_hand_off;
-        cb.prolonged_with_hand_off = detail::on_prolonged_hand_off;
+        if (holder->handler->takes_hand_offs()) {
+            cb.prolonged_with_hand_off = detail::on_prolonged_hand_off;
+        }
         cb.deallocated_with_hand_off = detail::on_deallocated_hand_off;
         cb.free_user_data = detail::on_free;
         if (holder->log.write) {

@@ -285,7 +285,9 @@ pub struct minishard_callbacks {
     >,
     /// Optional (may be NULL). `prolonged_with_epoch` with what the loser
     /// handed off when it gave the shard up to this node (NULL: nothing,
-    /// or lost). When set, it is called instead of the other two.
+    /// or lost). When set, it is called instead of the other two, after
+    /// waiting (at most `hand_off_wait`) for the loser to say what it
+    /// hands off; when NULL, `prolonged` comes without that wait.
     pub prolonged_with_hand_off: Option<
         unsafe extern "C" fn(
             user_data: *mut c_void,
@@ -695,6 +697,10 @@ impl Callbacks for CApp {
         epoch: u64,
     ) -> Result<(), CallbackError> {
         self.prolonged_with_hand_off(loser, state, epoch, None)
+    }
+
+    fn takes_hand_offs(&self) -> bool {
+        matches!(self.prolonged, Prolong::WithHandOff(_))
     }
 
     fn prolonged_with_hand_off(

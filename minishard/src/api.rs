@@ -109,9 +109,18 @@ pub trait Callbacks: Send + 'static {
         self.allocated(cluster, shard, epoch)
     }
 
+    /// Whether `prolonged_with_hand_off` takes hand-offs: then, after a
+    /// won conflict, it waits (at most `hand_off_wait`) for the loser's
+    /// `deallocated` to say what it hands off. False by default, so an
+    /// application that takes none hears `prolonged` without that wait.
+    fn takes_hand_offs(&self) -> bool {
+        false
+    }
+
     /// [`Callbacks::prolonged`], with what the loser handed off when it
-    /// gave the shard up to this node (`None`: nothing, or lost). The
-    /// default calls `prolonged`.
+    /// gave the shard up to this node (`None`: nothing, or lost; always
+    /// `None` unless [`Callbacks::takes_hand_offs`]). The default calls
+    /// `prolonged`.
     fn prolonged_with_hand_off(
         &mut self,
         loser: &NodeId,

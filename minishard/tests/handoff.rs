@@ -63,6 +63,9 @@ impl Callbacks for Store {
     fn score(&mut self, _: &mut Vec<u8>) -> Result<i64, CallbackError> {
         Ok(0)
     }
+    fn takes_hand_offs(&self) -> bool {
+        true
+    }
     fn prolonged(&mut self, _: &NodeId, _: &mut Vec<u8>, _: u64) -> Result<(), CallbackError> {
         unreachable!("prolonged_with_hand_off is overridden")
     }

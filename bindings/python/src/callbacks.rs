@@ -560,6 +560,10 @@ impl Callbacks for PyCallbacks {
         self.prolonged_with_hand_off(loser, state, epoch, None)
     }
 
+    fn takes_hand_offs(&self) -> bool {
+        self.shapes.prolonged_hand_off
+    }
+
     fn prolonged_with_hand_off(
         &mut self,
         loser: &NodeId,

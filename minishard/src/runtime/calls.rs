@@ -204,7 +204,7 @@ impl<C: Callbacks> AppRunner<C> {
                     self.epoch = Some(*epoch);
                     // A loser that yielded says what it hands off, or that
                     // it has nothing; one only outlived hands off nothing.
-                    let hand_off = won
+                    let hand_off = (*won && self.app.takes_hand_offs())
                         .then(|| self.hand_offs.loser_hand_off(*shard, loser))
                         .flatten();
                     self.app

@@ -275,7 +275,9 @@ class History:
             by_shard.setdefault(a.shard, []).append(a)
         for shard, allocs in by_shard.items():
             for b in allocs:
-                before = [a for a in allocs if a.end is not None and a.end <= b.start]
+                # Not b itself: an allocation that ends within the
+                # millisecond it started (a claim finished as its node left).
+                before = [a for a in allocs if a is not b and a.end is not None and a.end <= b.start]
                 if not before:
                     continue
                 top = max(before, key=lambda a: a.current)

@@ -86,6 +86,11 @@ class Epochs(unittest.TestCase):
         h.check_epochs_successive()
         self.assertTrue(any("successive epochs must grow" in v for v in h.violations), h.violations)
 
+    def test_an_allocation_that_ends_within_its_first_millisecond(self):
+        h = hist(alloc(1, A, 0, 5), dealloc(1, A, 0, 5), alloc(2, B, 0, 6))
+        h.check_epochs_successive()
+        self.assertEqual(h.violations, [])
+
     def test_overlapping_sides_only_need_distinct_epochs(self):
         # B's claim (epoch 3) starts while A's (epoch 5) still runs: a split.
         h = hist(alloc(1, A, 0, 5), alloc(2, B, 0, 3), dealloc(6, A, 0, 5), dealloc(8, B, 0, 3),

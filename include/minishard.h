@@ -174,12 +174,27 @@ enum minishard_result
    */
   MINISHARD_PANIC = 9,
   /**
+   * Too many requests in flight (from this handle, to that owner, or
+   * waiting at it): the handler did not run; try again later.
+   */
+  MINISHARD_OVERLOADED = 10,
+  /**
+   * The owner's request handler failed (the message is its own), or
+   * dropped its responder without answering.
+   */
+  MINISHARD_HANDLER_FAILED = 11,
+  /**
+   * The connection to the owner was lost after the request was sent:
+   * the handler may or may not have run. Requests are never sent twice.
+   */
+  MINISHARD_UNCERTAIN = 12,
+  /**
    * No member accepts this node and some refuse it (a wrong cookie,
    * cluster name or version, or not in their member list): it is part of
    * no cluster and cannot become available. The message names the
    * members that refuse it and what they said (docs/design.md 6.8).
    */
-  MINISHARD_MISCONFIGURED = 10,
+  MINISHARD_MISCONFIGURED = 13,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -357,10 +372,31 @@ typedef struct minishard_cluster minishard_cluster;
 typedef struct minishard_config minishard_config;
 
 /**
+ * Where `deallocated_with_hand_off` writes the bytes for the shard's next
+ * owner, with `minishard_hand_off_write`, during that call only.
+ */
+typedef struct minishard_hand_off_writer minishard_hand_off_writer;
+
+/**
  * The member list being built by a `nodes` callback: an opaque handle,
  * valid only during that callback. Fill it with `minishard_node_list_push`.
  */
 typedef struct minishard_node_list minishard_node_list;
+
+/**
+ * The owner's reply to a request: its bytes, the node that answered and
+ * the epoch of its allocation. Owned by the caller of `minishard_request`,
+ * freed with `minishard_reply_free`; read it with the `minishard_reply_*`
+ * functions.
+ */
+typedef struct minishard_reply minishard_reply;
+
+/**
+ * Answers one request: handed to `handle_request`, answered exactly once
+ * with `minishard_respond` or `minishard_respond_error` (which free it),
+ * from any thread, or freed unanswered with `minishard_responder_free`.
+ */
+typedef struct minishard_responder minishard_responder;
 
 /**
  * A `minishard_release_reason` as C passes it: any `uint32_t`.
@@ -384,6 +420,29 @@ typedef void (*minishard_log_callback)(void *user_data,
                                        minishard_log_level level,
                                        const char *target,
                                        const char *message);
+
+/**
+ * What the previous owner of a shard handed off, as a receiving callback
+ * sees it: valid during that call only (copy what you keep).
+ */
+typedef struct minishard_hand_off {
+  /**
+   * The node whose allocation ended, `"host:port"`.
+   */
+  const char *from;
+  /**
+   * The epoch of that allocation.
+   */
+  uint64_t epoch;
+  /**
+   * Its bytes (NULL when `len` is 0).
+   */
+  const uint8_t *data;
+  /**
+   * How many.
+   */
+  size_t len;
+} minishard_hand_off;
 
 /**
  * The callbacks of one join: what minishard tells the application and asks
@@ -554,6 +613,64 @@ typedef struct minishard_callbacks {
                                   const char *winner_or_null,
                                   minishard_release_reason reason,
                                   void *state);
+  /**
+   * Optional (may be NULL: requests then fail with
+   * `MINISHARD_HANDLER_FAILED`). A request for this node's shard
+   * (`minishard_request` on any node): `payload` (`len` bytes, valid
+   * during the call) for the allocation whose state is `state`. It runs
+   * only inside the allocation — after `allocated` returned, before
+   * `deallocated` starts — one at a time with the other callbacks.
+   * Answer exactly once through `responder`, here or later from any
+   * thread: `minishard_respond` or `minishard_respond_error` (each frees
+   * it), or `minishard_responder_free` to give up (the request then
+   * fails with `MINISHARD_HANDLER_FAILED`). A responder never answered
+   * leaks, and its request ends at its timeout.
+   */
+  void (*handle_request)(void *user_data,
+                         void *state,
+                         const uint8_t *payload,
+                         size_t len,
+                         struct minishard_responder *responder);
+  /**
+   * Optional (may be NULL). `allocated` with what the shard's previous
+   * owner handed off (docs/design.md 11.8): `hand_off_or_null` is NULL
+   * when it gave nothing or its hand-off was lost (it crashed, or the
+   * connection broke first), and valid during the call only. When set,
+   * it is called instead of `allocated_with_epoch` and `allocated`.
+   */
+  minishard_result (*allocated_with_hand_off)(void *user_data,
+                                              const char *cluster,
+                                              uint32_t shard,
+                                              uint64_t epoch,
+                                              const struct minishard_hand_off *hand_off_or_null,
+                                              void **state);
+  /**
+   * Optional (may be NULL). `prolonged_with_epoch` with what the loser
+   * handed off when it gave the shard up to this node (NULL: nothing,
+   * or lost). When set, it is called instead of the other two, after
+   * waiting (at most `hand_off_wait`) for the loser to say what it
+   * hands off; when NULL, `prolonged` comes without that wait.
+   */
+  minishard_result (*prolonged_with_hand_off)(void *user_data,
+                                              const char *loser,
+                                              uint64_t epoch,
+                                              const struct minishard_hand_off *hand_off_or_null,
+                                              void *state,
+                                              void **new_state);
+  /**
+   * Optional (may be NULL). `deallocated_with_reason`, which may write
+   * bytes for the shard's next owner with `minishard_hand_off_write(
+   * hand_off, ...)` during the call: the winner for
+   * `MINISHARD_RELEASE_LOST_CONFLICT`, the standby that takes the shard
+   * for `MINISHARD_RELEASE_LEFT` (for other reasons there is no next
+   * owner and the bytes are dropped). When set, it is called instead of
+   * the other two.
+   */
+  void (*deallocated_with_hand_off)(void *user_data,
+                                    const char *winner_or_null,
+                                    minishard_release_reason reason,
+                                    void *state,
+                                    struct minishard_hand_off_writer *hand_off);
 } minishard_callbacks;
 
 /**
@@ -605,6 +722,17 @@ typedef struct minishard_stats {
    */
   uint64_t heartbeat_rtt_micros;
 } minishard_stats;
+
+/**
+ * What `minishard_request_async` calls with a request's outcome: on
+ * success `result` is `MINISHARD_OK` and `reply` the reply (valid during
+ * the call: copy what you keep); otherwise `reply` is NULL and `message`
+ * says why (valid during the call).
+ */
+typedef void (*minishard_request_done)(void *user_data,
+                                       minishard_result result,
+                                       const struct minishard_reply *reply,
+                                       const char *message);
 
 #ifdef __cplusplus
 extern "C" {
@@ -971,6 +1099,89 @@ minishard_result minishard_config_set_tls(struct minishard_config *cfg,
                                           const char *ca_path);
 
 /**
+ * Adds `key = value` to the metadata this node publishes with its record
+ * (replacing the value of a key set before; a NULL `value` removes the
+ * key). Other nodes read it with `minishard_node_metadata`, and
+ * `minishard_status_json` shows it: e.g. `"http" = "10.0.0.1:8080"`, for
+ * applications that route with their own transport. At most 64 entries
+ * and 4096 bytes of keys and values together; keys are 1 to 128 bytes
+ * without control characters.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg` or `key`, or
+ * non-UTF-8; `MINISHARD_CONFIG` when the entry breaks a limit; the
+ * configuration is then unchanged.
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration; `key`: NULL or a NUL-terminated
+ * string; `value`: NULL or a NUL-terminated string.
+ */
+minishard_result minishard_config_set_metadata(struct minishard_config *cfg,
+                                               const char *key,
+                                               const char *value);
+
+/**
+ * How many requests this handle may have in flight at once
+ * (default 4096 requests): waiting for an owner, sent, or queued for its own handler; beyond
+ * it `minishard_request` fails with `MINISHARD_OVERLOADED` at once. Also
+ * the most requests from all peers that may wait here for this node's
+ * `handle_request`.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+ * for 0 or more than 1048576.
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_max_requests_in_flight(struct minishard_config *cfg,
+                                                             size_t n);
+
+/**
+ * How many requests may be in flight to one peer, and wait here from one
+ * peer for `handle_request` (default 1024 requests); beyond it
+ * `MINISHARD_OVERLOADED`.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+ * for 0 or more than 1048576.
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_max_requests_per_peer(struct minishard_config *cfg,
+                                                            size_t n);
+
+/**
+ * How long a next owner's `allocated` (or a conflict winner's `prolonged`)
+ * waits for a hand-off still arriving, in milliseconds (default 1000);
+ * see docs/design.md 11.8.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+ * for 0 or over a day (86400000).
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_hand_off_wait_ms(struct minishard_config *cfg,
+                                                       uint64_t ms);
+
+/**
+ * The largest hand-off this node takes, in bytes (default 67108864); a
+ * larger one is refused and the next owner gets none.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+ * for more than 1073741824.
+ *
+ * # Safety
+ *
+ * `cfg`: NULL or a live configuration.
+ */
+minishard_result minishard_config_set_hand_off_limit(struct minishard_config *cfg,
+                                                     size_t bytes);
+
+/**
  * Adds a member's advertised address, `"host:port"`, to the list a `nodes`
  * callback is building. The string is copied.
  *
@@ -1279,6 +1490,202 @@ minishard_result minishard_dispatch(struct minishard_cluster *cluster,
  * `cluster`: NULL or a live handle.
  */
 int minishard_event_fd(const struct minishard_cluster *cluster);
+
+/**
+ * Appends a copy of `len` bytes at `data` to the hand-off being written:
+ * the shard's next owner receives everything written (one call with `len`
+ * 0 hands off zero bytes, which is not the same as none). Only inside the
+ * `deallocated_with_hand_off` call that got `writer`.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `writer`, or a NULL
+ * `data` with `len` > 0 (nothing is appended).
+ *
+ * # Safety
+ *
+ * `writer`: NULL or the one `deallocated_with_hand_off` got, during that
+ * call; `data`: NULL or `len` readable bytes.
+ */
+minishard_result minishard_hand_off_write(struct minishard_hand_off_writer *writer,
+                                          const uint8_t *data,
+                                          size_t len);
+
+/**
+ * Answers the request with `len` bytes at `payload` (copied), and frees
+ * `responder`. Any thread, once per responder. A reply over the frame
+ * limit is answered as a failure instead (the requester gets
+ * `MINISHARD_HANDLER_FAILED` saying so).
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `responder`, or a NULL
+ * `payload` with `len` > 0 (the responder is then answered with that
+ * error and freed all the same).
+ *
+ * # Safety
+ *
+ * `responder`: NULL or one not answered or freed yet; `payload`: NULL or
+ * `len` readable bytes.
+ */
+minishard_result minishard_respond(struct minishard_responder *responder,
+                                   const uint8_t *payload,
+                                   size_t len);
+
+/**
+ * Answers that the handler failed with `message` (NULL: a generic one;
+ * copied), and frees `responder`: the requester gets
+ * `MINISHARD_HANDLER_FAILED` with the message. Any thread, once.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `responder` or a
+ * non-UTF-8 message (then answered with a generic message and freed).
+ *
+ * # Safety
+ *
+ * `responder`: NULL or one not answered or freed yet; `message`: NULL or
+ * a NUL-terminated string.
+ */
+minishard_result minishard_respond_error(struct minishard_responder *responder,
+                                         const char *message);
+
+/**
+ * Frees a responder without answering: the requester gets
+ * `MINISHARD_HANDLER_FAILED` ("dropped its responder"). NULL is a no-op.
+ *
+ * # Safety
+ *
+ * `responder`: NULL or one not answered or freed yet.
+ */
+void minishard_responder_free(struct minishard_responder *responder);
+
+/**
+ * The epoch of the allocation the request runs in (what the reply
+ * carries), or 0 for NULL. Any thread.
+ *
+ * # Safety
+ *
+ * `responder`: NULL or one not answered or freed yet.
+ */
+uint64_t minishard_responder_epoch(const struct minishard_responder *responder);
+
+/**
+ * Sends `len` bytes at `payload` to the owner of `shard` and waits for
+ * its reply, for at most `timeout_ms` (waiting for an owner included),
+ * then stores the reply in `*out` (free it with `minishard_reply_free`).
+ *
+ * Any node may ask, members and observers alike; for this node's own
+ * shard no network is used (with `MINISHARD_DISPATCH_HOST` this call then
+ * runs the pending callbacks itself while it waits). While no owner is
+ * known (a failover, a hand-over) it waits for one; a node that is no
+ * longer the owner passes it on. A request is sent to an owner at most
+ * once, and ends in exactly one reply or one error. Payloads are at most
+ * the frame limit less 64 bytes: send larger data in parts.
+ *
+ * Errors: `MINISHARD_TIMEOUT`, `MINISHARD_OVERLOADED`,
+ * `MINISHARD_HANDLER_FAILED` (the handler's message), `MINISHARD_UNCERTAIN`
+ * (the connection was lost after sending), `MINISHARD_CLOSED`,
+ * `MINISHARD_INVALID_ARGUMENT` (NULL, a shard that does not exist, a
+ * payload too large, or a request for this node's own shard from inside
+ * one of its callbacks, which would wait for itself: use
+ * `minishard_request_async` there). `*out` is NULL on failure. Any thread.
+ *
+ * # Safety
+ *
+ * `cluster`: NULL or a live handle; `payload`: NULL or `len` readable
+ * bytes; `out`: NULL or writable.
+ */
+minishard_result minishard_request(const struct minishard_cluster *cluster,
+                                   uint32_t shard,
+                                   const uint8_t *payload,
+                                   size_t len,
+                                   uint64_t timeout_ms,
+                                   struct minishard_reply **out);
+
+/**
+ * Sends a request like `minishard_request` without waiting: `done` gets
+ * its outcome with `user_data`, exactly once, where callbacks run (the
+ * handle's callback thread, or `minishard_dispatch` with
+ * `MINISHARD_DISPATCH_HOST`), one at a time with them — also when the
+ * request fails at once, and when the handle leaves first (then with
+ * `MINISHARD_CLOSED` or `MINISHARD_UNCERTAIN`, inside the leave). It may
+ * be called from inside a callback, for this node's own shard too (the
+ * handler then runs after that callback).
+ *
+ * Errors (then `done` is never called): `MINISHARD_INVALID_ARGUMENT` for
+ * a NULL `cluster` or `done`, or a NULL `payload` with `len` > 0.
+ *
+ * # Safety
+ *
+ * `cluster`: NULL or a live handle; `payload`: NULL or `len` readable
+ * bytes; `done`: NULL or a function of that type.
+ */
+minishard_result minishard_request_async(const struct minishard_cluster *cluster,
+                                         uint32_t shard,
+                                         const uint8_t *payload,
+                                         size_t len,
+                                         uint64_t timeout_ms,
+                                         minishard_request_done done,
+                                         void *user_data);
+
+/**
+ * The reply's bytes; their count goes into `*len` (if `len` is not NULL).
+ * Valid until `minishard_reply_free`. NULL for a NULL reply.
+ *
+ * # Safety
+ *
+ * `reply`: NULL or a live reply; `len`: NULL or writable.
+ */
+const uint8_t *minishard_reply_data(const struct minishard_reply *reply,
+                                    size_t *len);
+
+/**
+ * The address of the node that answered, `"host:port"`. Valid until
+ * `minishard_reply_free`; NULL for a NULL reply.
+ *
+ * # Safety
+ *
+ * `reply`: NULL or a live reply.
+ */
+const char *minishard_reply_node(const struct minishard_reply *reply);
+
+/**
+ * The epoch of the answering node's allocation of the shard when it
+ * answered (0 for a NULL reply): compare it with the epochs your store
+ * has seen to fence out a deposed owner.
+ *
+ * # Safety
+ *
+ * `reply`: NULL or a live reply.
+ */
+uint64_t minishard_reply_epoch(const struct minishard_reply *reply);
+
+/**
+ * Frees a reply from `minishard_request`. NULL is a no-op.
+ *
+ * # Safety
+ *
+ * `reply`: NULL or a reply from `minishard_request` not freed yet.
+ */
+void minishard_reply_free(struct minishard_reply *reply);
+
+/**
+ * The value of `key` in the metadata `node` (`"host:port"`) published,
+ * written into `buf` like `minishard_get_node` (same `*written` and
+ * `MINISHARD_BUFFER_TOO_SMALL` convention). `minishard_status_json` has
+ * every node's whole map.
+ *
+ * Errors: `MINISHARD_NOT_FOUND` (the node is not in view, or published no
+ * such key), `MINISHARD_INVALID_ARGUMENT` (NULL, non-UTF-8, an address
+ * that does not parse), `MINISHARD_BUFFER_TOO_SMALL`. Any thread; no lock.
+ *
+ * # Safety
+ *
+ * `cluster`: NULL or a live handle; `node`, `key`: NULL or NUL-terminated
+ * strings; `buf`: NULL or `len` writable bytes; `written`: NULL or
+ * writable.
+ */
+minishard_result minishard_node_metadata(const struct minishard_cluster *cluster,
+                                         const char *node,
+                                         const char *key,
+                                         char *buf,
+                                         size_t len,
+                                         size_t *written);
 
 /**
  * Sets the process-wide log callback: `callback` gets every line of level

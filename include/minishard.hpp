@@ -7,6 +7,10 @@
  *   - Callbacks are the virtual methods of a minishard::Handler. A node holds
  *     at most one shard at a time, so the handler keeps the state of its
  *     current shard itself, between allocated() and deallocated().
+ *   - Requests (docs/design.md 11): Cluster::request / request_async (a
+ *     std::future) send bytes to a shard's owner, whose
+ *     Handler::handle_request answers through a minishard::Responder, at
+ *     once or later from any thread.
  *   - Errors are minishard::Error exceptions carrying the minishard_result
  *     and the library's message. An exception thrown by a callback never
  *     crosses into the library: it makes that callback fail (docs/design.md
@@ -27,6 +31,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -213,6 +218,20 @@ public:
         detail::check(minishard_config_set_send_queue(cfg_.get(), frames));
         return *this;
     }
+    /// Publishes `key` = `value` with this node's record (see
+    /// minishard_config_set_metadata).
+    Config &metadata(const std::string &key, const std::string &value) {
+        detail::check(minishard_config_set_metadata(cfg_.get(), key.c_str(), value.c_str()));
+        return *this;
+    }
+    Config &max_requests_in_flight(std::size_t n) {
+        detail::check(minishard_config_set_max_requests_in_flight(cfg_.get(), n));
+        return *this;
+    }
+    Config &max_requests_per_peer(std::size_t n) {
+        detail::check(minishard_config_set_max_requests_per_peer(cfg_.get(), n));
+        return *this;
+    }
 
     /// The C handle, still owned by this Config.
     const minishard_config *get() const noexcept { return cfg_.get(); }
@@ -226,6 +245,66 @@ private:
         void operator()(minishard_config *cfg) const noexcept { minishard_config_free(cfg); }
     };
     std::unique_ptr<minishard_config, Free> cfg_;
+};
+
+/// The owner's reply to a request.
+struct Reply {
+    std::vector<std::uint8_t> payload;  ///< the handler's bytes
+    std::string node;                   ///< the node that answered
+    std::uint64_t epoch = 0;            ///< its allocation's epoch then
+
+    /// The payload as a string.
+    std::string text() const { return std::string(payload.begin(), payload.end()); }
+
+    /// Copies a C reply.
+    static Reply from(const minishard_reply *reply) {
+        std::size_t len = 0;
+        const std::uint8_t *data = minishard_reply_data(reply, &len);
+        Reply out;
+        out.payload.assign(data, data + len);
+        out.node = minishard_reply_node(reply);
+        out.epoch = minishard_reply_epoch(reply);
+        return out;
+    }
+};
+
+/// Answers one request, exactly once: respond() or fail(), here or later
+/// from any thread. Move-only; destroyed unanswered, it answers that the
+/// handler failed.
+class Responder {
+public:
+    explicit Responder(minishard_responder *raw) noexcept : raw_(raw) {}
+    Responder(Responder &&other) noexcept : raw_(std::exchange(other.raw_, nullptr)) {}
+    Responder &operator=(Responder &&other) noexcept {
+        if (this != &other) {
+            minishard_responder_free(raw_);
+            raw_ = std::exchange(other.raw_, nullptr);
+        }
+        return *this;
+    }
+    Responder(const Responder &) = delete;
+    Responder &operator=(const Responder &) = delete;
+    ~Responder() { minishard_responder_free(raw_); }
+
+    /// The epoch of the allocation the request runs in.
+    std::uint64_t epoch() const noexcept { return minishard_responder_epoch(raw_); }
+
+    /// Answers with these bytes.
+    void respond(std::string_view bytes) {
+        detail::check(minishard_respond(std::exchange(raw_, nullptr),
+                                        reinterpret_cast<const std::uint8_t *>(bytes.data()),
+                                        bytes.size()));
+    }
+    void respond(const std::vector<std::uint8_t> &bytes) {
+        detail::check(minishard_respond(std::exchange(raw_, nullptr), bytes.data(), bytes.size()));
+    }
+    /// Answers that the handler failed, with `message`.
+    void fail(const std::string &message) {
+        detail::check(minishard_respond_error(std::exchange(raw_, nullptr), message.c_str()));
+    }
+
+private:
+    minishard_responder *raw_;
 };
 
 /// Why this node's allocation ended (minishard_release_reason).
@@ -246,6 +325,13 @@ enum class ReleaseReason : std::uint32_t {
 inline const char *to_string(ReleaseReason reason) {
     return minishard_release_reason_name(static_cast<std::uint32_t>(reason));
 }
+
+/// What the previous owner of a shard handed off (docs/design.md 11.8).
+struct HandOff {
+    std::string from;                ///< the node whose allocation ended
+    std::uint64_t epoch = 0;         ///< that allocation's epoch
+    std::vector<std::uint8_t> data;  ///< what its deallocated returned
+};
 
 /// The application's side of a cluster: override these. They run one at a
 /// time (see the top of this file); an exception thrown from one makes that
@@ -279,6 +365,42 @@ public:
         (void)cluster;
         (void)old_health;
         (void)new_health;
+    }
+    /// A request for this node's shard, inside its allocation: answer
+    /// through `responder`, or move it out to answer later from any thread.
+    /// Left unanswered here, it answers that the handler failed (with the
+    /// exception's message if one is thrown). The default answers that
+    /// there is no handler.
+    virtual void handle_request(const std::vector<std::uint8_t> &payload, Responder &responder) {
+        (void)payload;
+        responder.fail("this node has no request handler");
+    }
+    /// allocated(), with what the shard's previous owner handed off
+    /// (nullopt: nothing, or lost). The default calls allocated().
+    virtual void allocated_with_hand_off(const std::string &cluster, std::uint32_t shard,
+                                         std::uint64_t epoch,
+                                         const std::optional<HandOff> &hand_off) {
+        (void)hand_off;
+        allocated(cluster, shard, epoch);
+    }
+    /// Whether prolonged_with_hand_off takes hand-offs (read at join):
+    /// then, after a won conflict, it waits for the loser's bytes. False by
+    /// default, so prolonged() comes without that wait.
+    virtual bool takes_hand_offs() const { return false; }
+    /// prolonged(), with what the loser handed off (nullopt unless
+    /// takes_hand_offs()). The default calls prolonged().
+    virtual void prolonged_with_hand_off(const std::string &loser, std::uint64_t epoch,
+                                         const std::optional<HandOff> &hand_off) {
+        (void)hand_off;
+        prolonged(loser, epoch);
+    }
+    /// deallocated(), returning bytes for the shard's next owner (the
+    /// winner of a conflict, or the standby that takes the shard after a
+    /// leave). The default calls deallocated() and hands nothing off.
+    virtual std::optional<std::vector<std::uint8_t>> deallocated_with_hand_off(
+        const std::optional<std::string> &winner, ReleaseReason reason) {
+        deallocated(winner, reason);
+        return std::nullopt;
     }
 };
 
@@ -331,6 +453,54 @@ inline minishard_result on_allocated(void *user_data, const char *cluster, std::
     }
 }
 
+inline std::optional<HandOff> hand_off_of(const minishard_hand_off *h) {
+    if (h == nullptr) return std::nullopt;
+    HandOff out;
+    out.from = h->from;
+    out.epoch = h->epoch;
+    if (h->len > 0) out.data.assign(h->data, h->data + h->len);
+    return out;
+}
+
+inline minishard_result on_allocated_hand_off(void *user_data, const char *cluster,
+                                              std::uint32_t shard, std::uint64_t epoch,
+                                              const minishard_hand_off *hand_off, void **state) {
+    *state = nullptr;  // the handler keeps its own state
+    try {
+        holder(user_data).handler->allocated_with_hand_off(cluster, shard, epoch,
+                                                           hand_off_of(hand_off));
+        return MINISHARD_OK;
+    } catch (...) {
+        return MINISHARD_CALLBACK_FAILED;
+    }
+}
+
+inline minishard_result on_prolonged_hand_off(void *user_data, const char *loser,
+                                              std::uint64_t epoch,
+                                              const minishard_hand_off *hand_off, void *,
+                                              void **) {
+    try {
+        holder(user_data).handler->prolonged_with_hand_off(loser, epoch, hand_off_of(hand_off));
+        return MINISHARD_OK;
+    } catch (...) {
+        return MINISHARD_CALLBACK_FAILED;
+    }
+}
+
+inline void on_deallocated_hand_off(void *user_data, const char *winner,
+                                    minishard_release_reason reason, void *,
+                                    minishard_hand_off_writer *writer) {
+    try {
+        std::optional<std::vector<std::uint8_t>> data =
+            holder(user_data).handler->deallocated_with_hand_off(
+                winner ? std::optional<std::string>(winner) : std::nullopt,
+                static_cast<ReleaseReason>(reason));
+        if (data) minishard_hand_off_write(writer, data->data(), data->size());
+    } catch (...) {
+        // Nothing to fail: the shard is gone either way.
+    }
+}
+
 inline std::int64_t on_score(void *user_data, void *) {
     try {
         return holder(user_data).handler->score();
@@ -366,6 +536,38 @@ inline void on_status_changed(void *user_data, const char *cluster, minishard_he
         holder(user_data).handler->status_changed(cluster, static_cast<Health>(old_health),
                                                   static_cast<Health>(new_health));
     } catch (...) {
+    }
+}
+
+inline void on_handle_request(void *user_data, void *, const std::uint8_t *payload,
+                              std::size_t len, minishard_responder *responder) {
+    Responder answer(responder);
+    try {
+        std::vector<std::uint8_t> bytes(payload, payload + len);
+        holder(user_data).handler->handle_request(bytes, answer);
+    } catch (const std::exception &e) {
+        // Unless the handler answered or took it before throwing.
+        try {
+            answer.fail(e.what());
+        } catch (...) {
+        }
+    } catch (...) {
+    }
+}
+
+/// A request_async's promise, handed to the C completion as user_data.
+inline void on_request_done(void *user_data, minishard_result result,
+                            const minishard_reply *reply, const char *message) {
+    std::unique_ptr<std::promise<Reply>> promise(static_cast<std::promise<Reply> *>(user_data));
+    try {
+        if (result == MINISHARD_OK) {
+            promise->set_value(Reply::from(reply));
+        } else {
+            promise->set_exception(
+                std::make_exception_ptr(Error(result, message ? message : "")));
+        }
+    } catch (...) {
+        promise->set_exception(std::current_exception());
     }
 }
 
@@ -406,6 +608,12 @@ public:
         cb.prolonged_with_epoch = detail::on_prolonged;
         cb.deallocated_with_reason = detail::on_deallocated;
         cb.status_changed = detail::on_status_changed;
+        cb.handle_request = detail::on_handle_request;
+        cb.allocated_with_hand_off = detail::on_allocated_hand_off;
+        if (holder->handler->takes_hand_offs()) {
+            cb.prolonged_with_hand_off = detail::on_prolonged_hand_off;
+        }
+        cb.deallocated_with_hand_off = detail::on_deallocated_hand_off;
         cb.free_user_data = detail::on_free;
         if (holder->log.write) {
             cb.log = detail::on_log;
@@ -510,6 +718,41 @@ public:
         return stats;
     }
 
+    /// Sends `payload` to the owner of `shard` and waits for its reply
+    /// (see minishard_request). Throws Error: MINISHARD_TIMEOUT,
+    /// MINISHARD_OVERLOADED, MINISHARD_HANDLER_FAILED, MINISHARD_UNCERTAIN...
+    Reply request(std::uint32_t shard, std::string_view payload,
+                  std::chrono::milliseconds timeout) const {
+        minishard_reply *raw = nullptr;
+        detail::check(minishard_request(raw_, shard,
+                                        reinterpret_cast<const std::uint8_t *>(payload.data()),
+                                        payload.size(), ms(timeout), &raw));
+        std::unique_ptr<minishard_reply, void (*)(minishard_reply *)> owned(raw,
+                                                                            minishard_reply_free);
+        return Reply::from(owned.get());
+    }
+
+    /// request() without waiting: the future gets the reply or the Error,
+    /// set where callbacks run (so do not wait on it from a callback).
+    std::future<Reply> request_async(std::uint32_t shard, std::string_view payload,
+                                     std::chrono::milliseconds timeout) const {
+        auto promise = std::make_unique<std::promise<Reply>>();
+        std::future<Reply> future = promise->get_future();
+        detail::check(minishard_request_async(
+            raw_, shard, reinterpret_cast<const std::uint8_t *>(payload.data()), payload.size(),
+            ms(timeout), detail::on_request_done, promise.get()));
+        promise.release();  // on_request_done owns it now
+        return future;
+    }
+
+    /// The value of `key` in the metadata `node` published, or nullopt.
+    std::optional<std::string> node_metadata(const std::string &node,
+                                             const std::string &key) const {
+        return detail::read_string([&](char *buf, std::size_t len, std::size_t *written) {
+            return minishard_node_metadata(raw_, node.c_str(), key.c_str(), buf, len, written);
+        });
+    }
+
     /// Host dispatch: runs up to `max` pending callbacks here; how many ran.
     std::size_t dispatch(std::size_t max = SIZE_MAX) {
         std::size_t ran = 0;
@@ -529,6 +772,9 @@ public:
 
 private:
     explicit Cluster(minishard_cluster *raw) noexcept : raw_(raw) {}
+    static std::uint64_t ms(std::chrono::milliseconds timeout) {
+        return timeout.count() > 0 ? static_cast<std::uint64_t>(timeout.count()) : 0;
+    }
     minishard_cluster *raw_;
 };
 

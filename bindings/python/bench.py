@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import statistics
 import sys
+import time
 import timeit
 
 import minishard
@@ -38,6 +39,9 @@ class Idle(minishard.Callbacks[None]):
 
     def allocated(self, cluster: str, shard: int, epoch: int) -> None:
         return None
+
+    def handle_request(self, state: None, data: bytes) -> bytes:
+        return data
 
 
 def main() -> None:
@@ -71,6 +75,25 @@ def main() -> None:
     print(f"{'Python get_node = cluster.get_node; get_node(k)':44} {bound:8.1f} ns/call")
     print(f"{'Python cluster.shard_map() (2 shards)':44} {shard_map:8.1f} ns/call")
     print(f"{'(empty timeit loop, per call)':44} {loop:8.1f} ns/call")
+    # Requests: a round trip to the owner of the shard in another node (p50)
+    # and to this node's own shard (the handler runs in Python either way).
+    own = cluster.my_shard()
+    remote = 1 if own is not None and own[0] == 0 else 0
+    for size in (100, 64 << 10):
+        data = b"x" * size
+        samples = []
+        for _ in range(2000):
+            started = time.perf_counter()
+            cluster.request(remote, data, timeout=5.0)
+            samples.append((time.perf_counter() - started) * 1e6)
+        label = f"Python cluster.request, remote owner, {size // 1024 if size >= 1024 else size} {'KiB' if size >= 1024 else 'B'}"
+        print(f"{label:44} {statistics.median(samples):8.1f} us p50")
+    if own is not None:
+        n = 20000
+        started = time.perf_counter()
+        for _ in range(n):
+            cluster.request(own[0], b"x", timeout=5.0)
+        print(f"{'Python cluster.request, own shard':44} {(time.perf_counter() - started) / n * 1e6:8.1f} us")
     for c in clusters:
         c.leave()
 

@@ -12,7 +12,9 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CString};
 use std::sync::{Arc, Mutex};
 
-use minishard::{CallbackError, Callbacks, Health, NodeId, ReleaseReason};
+use minishard::{CallbackError, Callbacks, HandOff, Health, NodeId, ReleaseReason, Responder};
+
+use crate::handoff::{minishard_hand_off, minishard_hand_off_writer, Received};
 
 use crate::buffer::{mut_arg, str_arg};
 use crate::error::{call, minishard_result, minishard_result_code, Failure};
@@ -246,6 +248,72 @@ pub struct minishard_callbacks {
             state: *mut c_void,
         ),
     >,
+    /// Optional (may be NULL: requests then fail with
+    /// `MINISHARD_HANDLER_FAILED`). A request for this node's shard
+    /// (`minishard_request` on any node): `payload` (`len` bytes, valid
+    /// during the call) for the allocation whose state is `state`. It runs
+    /// only inside the allocation — after `allocated` returned, before
+    /// `deallocated` starts — one at a time with the other callbacks.
+    /// Answer exactly once through `responder`, here or later from any
+    /// thread: `minishard_respond` or `minishard_respond_error` (each frees
+    /// it), or `minishard_responder_free` to give up (the request then
+    /// fails with `MINISHARD_HANDLER_FAILED`). A responder never answered
+    /// leaks, and its request ends at its timeout.
+    pub handle_request: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            state: *mut c_void,
+            payload: *const u8,
+            len: usize,
+            responder: *mut crate::request::minishard_responder,
+        ),
+    >,
+    /// Optional (may be NULL). `allocated` with what the shard's previous
+    /// owner handed off (docs/design.md 11.8): `hand_off_or_null` is NULL
+    /// when it gave nothing or its hand-off was lost (it crashed, or the
+    /// connection broke first), and valid during the call only. When set,
+    /// it is called instead of `allocated_with_epoch` and `allocated`.
+    pub allocated_with_hand_off: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            cluster: *const c_char,
+            shard: u32,
+            epoch: u64,
+            hand_off_or_null: *const crate::handoff::minishard_hand_off,
+            state: *mut *mut c_void,
+        ) -> minishard_result_code,
+    >,
+    /// Optional (may be NULL). `prolonged_with_epoch` with what the loser
+    /// handed off when it gave the shard up to this node (NULL: nothing,
+    /// or lost). When set, it is called instead of the other two, after
+    /// waiting (at most `hand_off_wait`) for the loser to say what it
+    /// hands off; when NULL, `prolonged` comes without that wait.
+    pub prolonged_with_hand_off: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            loser: *const c_char,
+            epoch: u64,
+            hand_off_or_null: *const crate::handoff::minishard_hand_off,
+            state: *mut c_void,
+            new_state: *mut *mut c_void,
+        ) -> minishard_result_code,
+    >,
+    /// Optional (may be NULL). `deallocated_with_reason`, which may write
+    /// bytes for the shard's next owner with `minishard_hand_off_write(
+    /// hand_off, ...)` during the call: the winner for
+    /// `MINISHARD_RELEASE_LOST_CONFLICT`, the standby that takes the shard
+    /// for `MINISHARD_RELEASE_LEFT` (for other reasons there is no next
+    /// owner and the bytes are dropped). When set, it is called instead of
+    /// the other two.
+    pub deallocated_with_hand_off: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            winner_or_null: *const c_char,
+            reason: minishard_release_reason,
+            state: *mut c_void,
+            hand_off: *mut crate::handoff::minishard_hand_off_writer,
+        ),
+    >,
 }
 
 // SAFETY: repr(C), `struct_size` first, all-zero is valid (NULL pointers,
@@ -255,7 +323,8 @@ unsafe impl crate::growing::GrowingStruct for minishard_callbacks {
     const BOUNDARIES: &'static [usize] = crate::growing::boundaries!(minishard_callbacks;
         user_data, nodes, shard_count, allocated, score, prolonged, deallocated,
         status_changed, free_user_data, allocated_with_epoch, log_max_level, log,
-        prolonged_with_epoch, deallocated_with_reason);
+        prolonged_with_epoch, deallocated_with_reason, handle_request, allocated_with_hand_off,
+        prolonged_with_hand_off, deallocated_with_hand_off);
     /// The first version with `struct_size` (0.1.0) ends with
     /// `allocated_with_epoch`.
     const MIN_SIZE: usize = std::mem::offset_of!(minishard_callbacks, allocated_with_epoch)
@@ -330,20 +399,54 @@ type DeallocatedReasonFn =
     unsafe extern "C" fn(*mut c_void, *const c_char, minishard_release_reason, *mut c_void);
 type StatusFn =
     unsafe extern "C" fn(*mut c_void, *const c_char, minishard_health, minishard_health);
+type HandleRequestFn = unsafe extern "C" fn(
+    *mut c_void,
+    *mut c_void,
+    *const u8,
+    usize,
+    *mut crate::request::minishard_responder,
+);
+
+type AllocatedHandOffFn = unsafe extern "C" fn(
+    *mut c_void,
+    *const c_char,
+    u32,
+    u64,
+    *const minishard_hand_off,
+    *mut *mut c_void,
+) -> u32;
+type ProlongedHandOffFn = unsafe extern "C" fn(
+    *mut c_void,
+    *const c_char,
+    u64,
+    *const minishard_hand_off,
+    *mut c_void,
+    *mut *mut c_void,
+) -> u32;
+type DeallocatedHandOffFn = unsafe extern "C" fn(
+    *mut c_void,
+    *const c_char,
+    minishard_release_reason,
+    *mut c_void,
+    *mut minishard_hand_off_writer,
+);
 
 enum Allocate {
     Plain(AllocatedFn),
     WithEpoch(AllocatedEpochFn),
+    WithHandOff(AllocatedHandOffFn),
 }
 
 enum Prolong {
     Plain(ProlongedFn),
     WithEpoch(ProlongedEpochFn),
+    WithHandOff(ProlongedHandOffFn),
 }
 
 enum Deallocate {
     Plain(DeallocatedFn),
     WithReason(DeallocatedReasonFn),
+    WithHandOff(DeallocatedHandOffFn),
 }
 
 /// The C application behind one handle.
@@ -356,6 +459,7 @@ pub(crate) struct CApp {
     prolonged: Prolong,
     deallocated: Deallocate,
     status_changed: Option<StatusFn>,
+    handle_request: Option<HandleRequestFn>,
     cluster: CString,
     handle: u64,
     /// Set when an answer at join was unusable as configuration (rather
@@ -419,20 +523,35 @@ impl Taken {
         let missing =
             |name: &str| Failure::invalid(format_args!("callbacks.{name} is NULL; it is required"));
         let cb = &self.cb;
-        let allocated = match (cb.allocated_with_epoch, cb.allocated) {
-            (Some(f), _) => Allocate::WithEpoch(f),
-            (None, Some(f)) => Allocate::Plain(f),
-            (None, None) => return Err(missing("allocated")),
+        let allocated = match (
+            cb.allocated_with_hand_off,
+            cb.allocated_with_epoch,
+            cb.allocated,
+        ) {
+            (Some(f), _, _) => Allocate::WithHandOff(f),
+            (None, Some(f), _) => Allocate::WithEpoch(f),
+            (None, None, Some(f)) => Allocate::Plain(f),
+            (None, None, None) => return Err(missing("allocated")),
         };
-        let prolonged = match (cb.prolonged_with_epoch, cb.prolonged) {
-            (Some(f), _) => Prolong::WithEpoch(f),
-            (None, Some(f)) => Prolong::Plain(f),
-            (None, None) => return Err(missing("prolonged")),
+        let prolonged = match (
+            cb.prolonged_with_hand_off,
+            cb.prolonged_with_epoch,
+            cb.prolonged,
+        ) {
+            (Some(f), _, _) => Prolong::WithHandOff(f),
+            (None, Some(f), _) => Prolong::WithEpoch(f),
+            (None, None, Some(f)) => Prolong::Plain(f),
+            (None, None, None) => return Err(missing("prolonged")),
         };
-        let deallocated = match (cb.deallocated_with_reason, cb.deallocated) {
-            (Some(f), _) => Deallocate::WithReason(f),
-            (None, Some(f)) => Deallocate::Plain(f),
-            (None, None) => return Err(missing("deallocated")),
+        let deallocated = match (
+            cb.deallocated_with_hand_off,
+            cb.deallocated_with_reason,
+            cb.deallocated,
+        ) {
+            (Some(f), _, _) => Deallocate::WithHandOff(f),
+            (None, Some(f), _) => Deallocate::WithReason(f),
+            (None, None, Some(f)) => Deallocate::Plain(f),
+            (None, None, None) => return Err(missing("deallocated")),
         };
         Ok(CApp {
             nodes: cb.nodes.ok_or_else(|| missing("nodes"))?,
@@ -442,6 +561,7 @@ impl Taken {
             prolonged,
             deallocated,
             status_changed: cb.status_changed,
+            handle_request: cb.handle_request,
             cluster: CString::new(cluster)
                 .map_err(|_| Failure::invalid("cluster contains a NUL byte"))?,
             handle,
@@ -508,13 +628,40 @@ impl Callbacks for CApp {
 
     fn allocated(
         &mut self,
-        _cluster: &str,
+        cluster: &str,
         shard: u32,
         epoch: u64,
     ) -> Result<CState, CallbackError> {
+        self.allocated_with_hand_off(cluster, shard, epoch, None)
+    }
+
+    fn allocated_with_hand_off(
+        &mut self,
+        _cluster: &str,
+        shard: u32,
+        epoch: u64,
+        hand_off: Option<HandOff>,
+    ) -> Result<CState, CallbackError> {
         let mut state: *mut c_void = std::ptr::null_mut();
+        let received = hand_off.map(Received::new);
+        let view = received.as_ref().map(Received::view);
+        let view_ptr = view
+            .as_ref()
+            .map_or(std::ptr::null(), |v| v as *const minishard_hand_off);
         let _running = Running::enter(self.handle);
         let (name, code) = match self.allocated {
+            // SAFETY: as in `nodes`; `view_ptr` is NULL or lives through the
+            // call, and `state` is a valid place for the answer.
+            Allocate::WithHandOff(f) => ("allocated_with_hand_off", unsafe {
+                f(
+                    self.user_data.ptr,
+                    self.cluster.as_ptr(),
+                    shard,
+                    epoch,
+                    view_ptr,
+                    &mut state,
+                )
+            }),
             // SAFETY: as in `nodes`; `state` is a valid place for the answer.
             Allocate::Plain(f) => ("allocated", unsafe {
                 f(self.user_data.ptr, self.cluster.as_ptr(), shard, &mut state)
@@ -549,13 +696,40 @@ impl Callbacks for CApp {
         state: &mut CState,
         epoch: u64,
     ) -> Result<(), CallbackError> {
+        self.prolonged_with_hand_off(loser, state, epoch, None)
+    }
+
+    fn takes_hand_offs(&self) -> bool {
+        matches!(self.prolonged, Prolong::WithHandOff(_))
+    }
+
+    fn prolonged_with_hand_off(
+        &mut self,
+        loser: &NodeId,
+        state: &mut CState,
+        epoch: u64,
+        hand_off: Option<HandOff>,
+    ) -> Result<(), CallbackError> {
         let loser = c_address(loser);
         let mut new_state = state.0;
+        let received = hand_off.map(Received::new);
+        let view = received.as_ref().map(Received::view);
+        let view_ptr = view
+            .as_ref()
+            .map_or(std::ptr::null(), |v| v as *const minishard_hand_off);
         let _running = Running::enter(self.handle);
-        // SAFETY: as in `score`; `loser` lives through the call and
-        // `new_state` is a valid place for the answer.
+        // SAFETY: as in `score`; `loser` and `view_ptr` (NULL or not) live
+        // through the call and `new_state` is a valid place for the answer.
         let code = unsafe {
             match self.prolonged {
+                Prolong::WithHandOff(f) => f(
+                    self.user_data.ptr,
+                    loser.as_ptr(),
+                    epoch,
+                    view_ptr,
+                    state.0,
+                    &mut new_state,
+                ),
                 Prolong::Plain(f) => f(self.user_data.ptr, loser.as_ptr(), state.0, &mut new_state),
                 Prolong::WithEpoch(f) => f(
                     self.user_data.ptr,
@@ -574,18 +748,57 @@ impl Callbacks for CApp {
     }
 
     fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, state: CState) {
+        self.deallocated_with_hand_off(winner, reason, state);
+    }
+
+    fn deallocated_with_hand_off(
+        &mut self,
+        winner: Option<&NodeId>,
+        reason: ReleaseReason,
+        state: CState,
+    ) -> Option<Vec<u8>> {
         let winner = winner.map(c_address);
         let winner_ptr = winner.as_ref().map_or(std::ptr::null(), |w| w.as_ptr());
+        let mut writer = minishard_hand_off_writer { data: None };
         let _running = Running::enter(self.handle);
         // SAFETY: as in `score`; `winner_ptr` is NULL or lives through the
-        // call, and the state is handed back for the last time.
+        // call, as does `writer`, and the state is handed back for the last
+        // time.
         unsafe {
             match self.deallocated {
+                Deallocate::WithHandOff(f) => f(
+                    self.user_data.ptr,
+                    winner_ptr,
+                    reason.into(),
+                    state.0,
+                    &mut writer,
+                ),
                 Deallocate::Plain(f) => f(self.user_data.ptr, winner_ptr, state.0),
                 Deallocate::WithReason(f) => {
                     f(self.user_data.ptr, winner_ptr, reason.into(), state.0)
                 }
             }
+        };
+        writer.data
+    }
+
+    fn handle_request(&mut self, state: &mut CState, payload: Vec<u8>, responder: Responder) {
+        let Some(handle_request) = self.handle_request else {
+            return responder.fail("this node has no handle_request callback");
+        };
+        let responder = crate::request::minishard_responder::boxed(responder);
+        let _running = Running::enter(self.handle);
+        // SAFETY: as in `score`; `payload` lives through the call, and the
+        // responder is the application's from here on (it answers or frees
+        // it, once).
+        unsafe {
+            handle_request(
+                self.user_data.ptr,
+                state.0,
+                payload.as_ptr(),
+                payload.len(),
+                responder,
+            )
         };
     }
 

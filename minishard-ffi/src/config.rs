@@ -566,3 +566,121 @@ pub unsafe extern "C" fn minishard_config_set_tls(
     // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
     unsafe { set(cfg, body) }
 }
+
+/// Adds `key = value` to the metadata this node publishes with its record
+/// (replacing the value of a key set before; a NULL `value` removes the
+/// key). Other nodes read it with `minishard_node_metadata`, and
+/// `minishard_status_json` shows it: e.g. `"http" = "10.0.0.1:8080"`, for
+/// applications that route with their own transport. At most 64 entries
+/// and 4096 bytes of keys and values together; keys are 1 to 128 bytes
+/// without control characters.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg` or `key`, or
+/// non-UTF-8; `MINISHARD_CONFIG` when the entry breaks a limit; the
+/// configuration is then unchanged.
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration; `key`: NULL or a NUL-terminated
+/// string; `value`: NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_metadata(
+    cfg: *mut minishard_config,
+    key: *const c_char,
+    value: *const c_char,
+) -> minishard_result {
+    let body = |config: &mut Config| {
+        // SAFETY: NULL or NUL-terminated, by the caller's contract.
+        let key = unsafe { str_arg(key, "key") }?;
+        let mut metadata = config.metadata.clone();
+        if value.is_null() {
+            metadata.remove(key);
+        } else {
+            // SAFETY: non-NULL and NUL-terminated, by the caller's contract.
+            let value = unsafe { str_arg(value, "value") }?;
+            metadata.insert(key.to_owned(), value.to_owned());
+        }
+        minishard::validate_metadata(&metadata)?;
+        config.metadata = metadata;
+        Ok(())
+    };
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set(cfg, body) }
+}
+
+/// How many requests this handle may have in flight at once
+/// (default 4096 requests): waiting for an owner, sent, or queued for its own handler; beyond
+/// it `minishard_request` fails with `MINISHARD_OVERLOADED` at once. Also
+/// the most requests from all peers that may wait here for this node's
+/// `handle_request`.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+/// for 0 or more than 1048576.
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_max_requests_in_flight(
+    cfg: *mut minishard_config,
+    n: usize,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_setting(cfg, "max_requests_in_flight", n as u64) }
+}
+
+/// How many requests may be in flight to one peer, and wait here from one
+/// peer for `handle_request` (default 1024 requests); beyond it
+/// `MINISHARD_OVERLOADED`.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+/// for 0 or more than 1048576.
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_max_requests_per_peer(
+    cfg: *mut minishard_config,
+    n: usize,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_setting(cfg, "max_requests_per_peer", n as u64) }
+}
+
+/// How long a next owner's `allocated` (or a conflict winner's `prolonged`)
+/// waits for a hand-off still arriving, in milliseconds (default 1000);
+/// see docs/design.md 11.8.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+/// for 0 or over a day (86400000).
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_hand_off_wait_ms(
+    cfg: *mut minishard_config,
+    ms: u64,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_setting(cfg, "hand_off_wait", ms) }
+}
+
+/// The largest hand-off this node takes, in bytes (default 67108864); a
+/// larger one is refused and the next owner gets none.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for a NULL `cfg`, `MINISHARD_CONFIG`
+/// for more than 1073741824.
+///
+/// # Safety
+///
+/// `cfg`: NULL or a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_hand_off_limit(
+    cfg: *mut minishard_config,
+    bytes: usize,
+) -> minishard_result {
+    // SAFETY: NULL or a live, unshared configuration, by the caller's contract.
+    unsafe { set_setting(cfg, "hand_off_limit", bytes as u64) }
+}

@@ -46,11 +46,20 @@ pub enum minishard_result {
     /// minishard itself panicked; the call did nothing useful. Please report
     /// it with the message.
     MINISHARD_PANIC = 9,
+    /// Too many requests in flight (from this handle, to that owner, or
+    /// waiting at it): the handler did not run; try again later.
+    MINISHARD_OVERLOADED = 10,
+    /// The owner's request handler failed (the message is its own), or
+    /// dropped its responder without answering.
+    MINISHARD_HANDLER_FAILED = 11,
+    /// The connection to the owner was lost after the request was sent:
+    /// the handler may or may not have run. Requests are never sent twice.
+    MINISHARD_UNCERTAIN = 12,
     /// No member accepts this node and some refuse it (a wrong cookie,
     /// cluster name or version, or not in their member list): it is part of
     /// no cluster and cannot become available. The message names the
     /// members that refuse it and what they said (docs/design.md 6.8).
-    MINISHARD_MISCONFIGURED = 10,
+    MINISHARD_MISCONFIGURED = 13,
 }
 
 use minishard_result::*;
@@ -68,12 +77,15 @@ impl minishard_result {
             MINISHARD_CLOSED => c"MINISHARD_CLOSED",
             MINISHARD_CALLBACK_FAILED => c"MINISHARD_CALLBACK_FAILED",
             MINISHARD_PANIC => c"MINISHARD_PANIC",
+            MINISHARD_OVERLOADED => c"MINISHARD_OVERLOADED",
+            MINISHARD_HANDLER_FAILED => c"MINISHARD_HANDLER_FAILED",
+            MINISHARD_UNCERTAIN => c"MINISHARD_UNCERTAIN",
             MINISHARD_MISCONFIGURED => c"MINISHARD_MISCONFIGURED",
         }
     }
 
     pub(crate) fn from_raw(raw: u32) -> Option<minishard_result> {
-        const ALL: [minishard_result; 11] = [
+        const ALL: [minishard_result; 14] = [
             MINISHARD_OK,
             MINISHARD_INVALID_ARGUMENT,
             MINISHARD_CONFIG,
@@ -84,6 +96,9 @@ impl minishard_result {
             MINISHARD_CLOSED,
             MINISHARD_CALLBACK_FAILED,
             MINISHARD_PANIC,
+            MINISHARD_OVERLOADED,
+            MINISHARD_HANDLER_FAILED,
+            MINISHARD_UNCERTAIN,
             MINISHARD_MISCONFIGURED,
         ];
         ALL.into_iter().find(|r| *r as u32 == raw)
@@ -126,6 +141,21 @@ impl From<Error> for Failure {
             Error::Callback { .. } => MINISHARD_CALLBACK_FAILED,
             Error::InvalidArgument(_) => MINISHARD_INVALID_ARGUMENT,
             Error::Misconfigured(_) => MINISHARD_MISCONFIGURED,
+        };
+        Failure::new(code, error)
+    }
+}
+
+impl From<minishard::RequestError> for Failure {
+    fn from(error: minishard::RequestError) -> Failure {
+        use minishard::RequestError as E;
+        let code = match &error {
+            E::Timeout => MINISHARD_TIMEOUT,
+            E::Overloaded => MINISHARD_OVERLOADED,
+            E::HandlerFailed(_) => MINISHARD_HANDLER_FAILED,
+            E::Uncertain => MINISHARD_UNCERTAIN,
+            E::Closed => MINISHARD_CLOSED,
+            _ => MINISHARD_INVALID_ARGUMENT,
         };
         Failure::new(code, error)
     }

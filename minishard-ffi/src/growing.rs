@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn the_growing_structs_follow_the_rule() {
         check_layout::<minishard_callbacks>(
-            offset_of!(minishard_callbacks, deallocated_with_reason) + size_of::<usize>(),
+            offset_of!(minishard_callbacks, deallocated_with_hand_off) + size_of::<usize>(),
         );
         check_layout::<minishard_stats>(
             offset_of!(minishard_stats, heartbeat_rtt_micros) + size_of::<u64>(),

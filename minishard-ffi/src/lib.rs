@@ -30,6 +30,9 @@ mod callbacks;
 
 mod cluster;
 
+mod handoff;
+mod request;
+
 mod log;
 
 #[cfg(feature = "testing")]
@@ -46,11 +49,13 @@ pub use config::*;
 pub use error::{
     minishard_last_error, minishard_result, minishard_result_code, minishard_result_name,
 };
+pub use handoff::*;
 pub use health::{minishard_health, minishard_health_code};
 pub use log::*;
 pub use reason::{
     minishard_release_reason, minishard_release_reason_code, minishard_release_reason_name,
 };
+pub use request::*;
 #[cfg(feature = "testing")]
 pub use testing::*;
 

@@ -56,6 +56,18 @@ impl Fallback for *const c_char {
     }
 }
 
+impl Fallback for *const u8 {
+    fn after_panic() -> Self {
+        std::ptr::null()
+    }
+}
+
+impl Fallback for u64 {
+    fn after_panic() -> Self {
+        0
+    }
+}
+
 /// Runs `body`, turning a panic into `T::after_panic()` and a message.
 ///
 /// `AssertUnwindSafe` is right here: after a panic the caller only sees the

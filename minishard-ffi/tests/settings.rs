@@ -13,6 +13,7 @@ const NOT_NUMERIC: &[&str] = &[
     "observer",
     "dispatch",
     "tls",
+    "metadata",
 ];
 
 fn header() -> String {

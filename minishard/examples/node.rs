@@ -3,7 +3,10 @@
 //!   target/debug/examples/node 127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003
 //! It keeps one shard fewer than it has members (one node on standby), and
 //! runs until Ctrl-C (or for --seconds N once available), then leaves.
-use minishard::{CallbackError, Callbacks, Cluster, Config, Health, NodeId, ReleaseReason};
+use minishard::{
+    CallbackError, Callbacks, Cluster, Config, Health, NodeId, ReleaseReason, RequestError,
+    Responder,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +43,10 @@ impl Callbacks for Sessions {
         let winner = winner.map_or("no one".into(), NodeId::to_string);
         println!("gave it up to {winner} ({reason})"); // lost_conflict, left, degraded, ...
     }
+    fn handle_request(&mut self, state: &mut Vec<u8>, payload: Vec<u8>, responder: Responder) {
+        state.extend_from_slice(&payload); // runs on the owner, inside its allocation
+        responder.respond(state.clone()); // now, or later from another thread
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -65,6 +72,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .get_node(0)
         .map_or("nobody".into(), |n| n.to_string());
     println!("shard 0 lives on {owner}");
+    match cluster.request(0, b"hello".to_vec(), Duration::from_secs(5)) {
+        Ok(reply) => println!("{} answered at epoch {}", reply.node, reply.epoch),
+        Err(RequestError::Uncertain) => println!("sent, then the owner was lost: it may have run"),
+        Err(other) => println!("the request failed: {other}"),
+    }
     let until = seconds.map(|s| Instant::now() + s);
     while !stop.load(Ordering::Relaxed) && until.is_none_or(|t| Instant::now() < t) {
         std::thread::sleep(Duration::from_millis(100)); // the callbacks run on their own thread

@@ -8,10 +8,12 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::core::{
-    Epoch, Health, LocalState, NodeId, NodeState, Owner, PeerRefusals, ReleaseReason, Shard,
-    Snapshot,
+    Epoch, Health, LocalState, Metadata, NodeId, NodeState, Owner, PeerRefusals, ReleaseReason,
+    Shard, Snapshot,
 };
 use crate::error::{CallbackError, Error};
+use crate::requests::handoff::HandOff;
+use crate::requests::{PendingReply, Reply, RequestError, Responder};
 use crate::runtime::Engine;
 
 /// The application's side of a cluster (docs/design.md 3).
@@ -73,6 +75,79 @@ pub trait Callbacks: Send + 'static {
 
     /// This node's view of the cluster's health changed.
     fn status_changed(&mut self, _cluster: &str, _old: Health, _new: Health) {}
+
+    /// A request for this node's shard (docs/design.md 11), made with
+    /// [`Cluster::request`] on any node. It runs only inside the
+    /// allocation — after `allocated` returned, before `deallocated` starts
+    /// — one at a time with the other callbacks. Answer through
+    /// `responder`, here or later from any thread, exactly once; a
+    /// responder dropped unanswered answers that the handler failed. The
+    /// reply carries [`Responder::epoch`], the allocation's epoch.
+    ///
+    /// The default answers that this node has no handler.
+    fn handle_request(
+        &mut self,
+        _state: &mut Self::State,
+        _payload: Vec<u8>,
+        responder: Responder,
+    ) {
+        responder.fail("this node has no request handler");
+    }
+
+    /// [`Callbacks::allocated`], with what the shard's previous owner
+    /// handed off (docs/design.md 11.8): `None` when it gave nothing, or
+    /// when its hand-off was lost (it crashed, or its connection broke
+    /// before the last byte). Override this instead of `allocated` to take
+    /// hand-offs; the default calls `allocated`.
+    fn allocated_with_hand_off(
+        &mut self,
+        cluster: &str,
+        shard: Shard,
+        epoch: Epoch,
+        hand_off: Option<HandOff>,
+    ) -> Result<Self::State, CallbackError> {
+        let _ = hand_off;
+        self.allocated(cluster, shard, epoch)
+    }
+
+    /// Whether `prolonged_with_hand_off` takes hand-offs: then, after a
+    /// won conflict, it waits (at most `hand_off_wait`) for the loser's
+    /// `deallocated` to say what it hands off. False by default, so an
+    /// application that takes none hears `prolonged` without that wait.
+    fn takes_hand_offs(&self) -> bool {
+        false
+    }
+
+    /// [`Callbacks::prolonged`], with what the loser handed off when it
+    /// gave the shard up to this node (`None`: nothing, or lost; always
+    /// `None` unless [`Callbacks::takes_hand_offs`]). The default calls
+    /// `prolonged`.
+    fn prolonged_with_hand_off(
+        &mut self,
+        loser: &NodeId,
+        state: &mut Self::State,
+        epoch: Epoch,
+        hand_off: Option<HandOff>,
+    ) -> Result<(), CallbackError> {
+        let _ = hand_off;
+        self.prolonged(loser, state, epoch)
+    }
+
+    /// [`Callbacks::deallocated`], returning bytes for the shard's next
+    /// owner: the winner when the conflict was lost
+    /// ([`ReleaseReason::LostConflict`]), the standby that takes the shard
+    /// after a [`ReleaseReason::Left`]. Anything returned for another
+    /// reason has no next owner and is dropped. The default calls
+    /// `deallocated` and hands nothing off.
+    fn deallocated_with_hand_off(
+        &mut self,
+        winner: Option<&NodeId>,
+        reason: ReleaseReason,
+        state: Self::State,
+    ) -> Option<Vec<u8>> {
+        self.deallocated(winner, reason, state);
+        None
+    }
 }
 
 /// A handle on one node's membership of one cluster. Dropping it leaves.
@@ -99,6 +174,9 @@ pub struct Status {
     pub nodes: Vec<(NodeId, NodeState)>,
     /// What this node is doing.
     pub local: LocalState,
+    /// The metadata each node in view published (those with none are left
+    /// out), this node's included.
+    pub metadata: std::collections::BTreeMap<NodeId, Metadata>,
     /// Every member that refused this node for a misconfiguration (a wrong
     /// cookie, cluster or version, or not in its member list), with how
     /// many times and what it said last (docs/design.md 6.8).
@@ -120,6 +198,11 @@ impl Status {
             owners: s.owners.clone(),
             nodes: s.nodes.clone(),
             local: s.local,
+            metadata: s
+                .metadata
+                .iter()
+                .map(|(node, m)| (node.clone(), (**m).clone()))
+                .collect(),
             refusals: s.refusals.clone(),
             misconfigured: s.misconfigured,
         }
@@ -247,6 +330,63 @@ impl Cluster {
     /// [`Error::Io`] if `peer` is not connected, [`Error::Timeout`].
     pub fn peer_status(&self, peer: &NodeId, timeout: Duration) -> Result<String, Error> {
         self.engine.ask_status(peer, timeout)
+    }
+
+    /// The metadata `node` published with its config, if it is in view
+    /// (this node included) and published some. Lock-free.
+    pub fn node_metadata(&self, node: &NodeId) -> Option<Arc<Metadata>> {
+        self.engine.with_snapshot(|s| s.metadata(node).cloned())
+    }
+
+    /// Sends `payload` to the owner of `shard` and waits for its reply, for
+    /// at most `timeout` (docs/design.md 11). Any node may ask, members and
+    /// observers alike; a request for this node's own shard makes no
+    /// network hop. While no owner is known (a failover, a hand-over) the
+    /// request waits for one; a node that is no longer the owner sends it
+    /// on to the next. It is sent to an owner at most once: every request
+    /// ends in exactly one reply or one [`RequestError`].
+    ///
+    /// Payloads are at most the frame limit less
+    /// [`crate::FRAME_OVERHEAD`]: send larger data in parts, or through
+    /// your own transport (see [`Cluster::node_metadata`]).
+    pub fn request(
+        &self,
+        shard: Shard,
+        payload: impl Into<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Reply, RequestError> {
+        self.engine.request(shard, payload.into(), timeout)
+    }
+
+    /// [`Cluster::request`] for async code: the future needs no particular
+    /// runtime, and works from inside a callback (for this node's own shard
+    /// it completes once that callback has returned).
+    pub fn request_async(
+        &self,
+        shard: Shard,
+        payload: impl Into<Vec<u8>>,
+        timeout: Duration,
+    ) -> PendingReply {
+        self.engine.request_async(shard, payload.into(), timeout)
+    }
+
+    /// [`Cluster::request`] without waiting: `then` gets the outcome where
+    /// callbacks run (the callback thread, or [`Cluster::dispatch`] with
+    /// host dispatch), one at a time with them.
+    pub fn request_then(
+        &self,
+        shard: Shard,
+        payload: impl Into<Vec<u8>>,
+        timeout: Duration,
+        then: impl FnOnce(Result<Reply, RequestError>) + Send + 'static,
+    ) {
+        self.engine
+            .request_then(shard, payload.into(), timeout, then)
+    }
+
+    /// Requests of this handle in flight now.
+    pub fn requests_in_flight(&self) -> usize {
+        self.engine.requests_in_flight()
     }
 
     /// Blocks until the health is `health`, for at most `timeout`. A wait

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::core::{NodeId, Timings};
+use crate::core::{Metadata, NodeId, Timings};
 use crate::error::Error;
 use crate::settings::{self, default_count, default_duration, Unit};
 
@@ -21,6 +21,16 @@ pub const MAX_SEND_QUEUE: usize = 1 << 20;
 /// The most connections a listener lets handshake at once, in all or from
 /// one address: more sockets than a process may usually open.
 pub const MAX_HANDSHAKES: usize = 1 << 16;
+
+/// The most bytes of metadata (keys and values together) a node publishes.
+pub const MAX_METADATA_BYTES: usize = 4096;
+/// The most metadata entries a node publishes.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// The longest metadata key, in bytes.
+pub const MAX_METADATA_KEY_LEN: usize = 128;
+/// The most requests a handle may have in flight, and a peer in its queue
+/// here, that a configuration may set.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 1 << 20;
 
 /// Where callbacks run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,6 +122,26 @@ pub struct Config {
     pub notice_hook: Option<NoticeHook>,
     /// Mutual TLS between the nodes, if set; plain TCP otherwise.
     pub tls: Option<TlsFiles>,
+    /// A small string map published with this node's record (e.g. the
+    /// address of its own HTTP endpoint), for applications that route with
+    /// their own transport: see [`crate::Cluster::node_metadata`]. At most
+    /// [`MAX_METADATA_ENTRIES`] entries and [`MAX_METADATA_BYTES`] bytes;
+    /// keys are 1 to [`MAX_METADATA_KEY_LEN`] bytes without control
+    /// characters.
+    pub metadata: Metadata,
+    /// Requests this handle may have in flight at once (waiting for an
+    /// owner, sent, or queued for its own handler); beyond it a request
+    /// fails `Overloaded` at once. Also the most requests from all peers
+    /// that may wait here for this node's handler.
+    pub max_requests_in_flight: usize,
+    /// Requests in flight to one peer, and from one peer waiting here for
+    /// this node's handler; beyond it `Overloaded`.
+    pub max_requests_per_peer: usize,
+    /// How long a next owner's `allocated` (or a winner's `prolonged`)
+    /// waits for a hand-off still arriving (docs/design.md 11.8).
+    pub hand_off_wait: Duration,
+    /// The largest hand-off this node takes, in bytes.
+    pub hand_off_limit: usize,
 }
 
 impl fmt::Debug for Config {
@@ -129,6 +159,11 @@ impl fmt::Debug for Config {
             .field("max_handshakes_per_source", &self.max_handshakes_per_source)
             .field("send_queue", &self.send_queue)
             .field("tls", &self.tls)
+            .field("metadata", &self.metadata)
+            .field("max_requests_in_flight", &self.max_requests_in_flight)
+            .field("max_requests_per_peer", &self.max_requests_per_peer)
+            .field("hand_off_wait", &self.hand_off_wait)
+            .field("hand_off_limit", &self.hand_off_limit)
             .finish()
     }
 }
@@ -150,6 +185,11 @@ impl Config {
             send_queue: default_count("send_queue"),
             notice_hook: None,
             tls: None,
+            metadata: Metadata::new(),
+            max_requests_in_flight: default_count("max_requests_in_flight"),
+            max_requests_per_peer: default_count("max_requests_per_peer"),
+            hand_off_wait: default_duration("hand_off_wait"),
+            hand_off_limit: default_count("hand_off_limit"),
         }
     }
 
@@ -174,7 +214,7 @@ impl Config {
                 .check(value)
                 .map_err(|why| Error::Config(format!("{} {why}", setting.name)))?;
         }
-        Ok(())
+        validate_metadata(&self.metadata)
     }
 
     /// Sets the numeric setting `name` (one of [`crate::settings::SETTINGS`])
@@ -232,6 +272,10 @@ impl Config {
             "max_handshakes" => Slot::Count(&mut self.max_handshakes),
             "max_handshakes_per_source" => Slot::Count(&mut self.max_handshakes_per_source),
             "send_queue" => Slot::Count(&mut self.send_queue),
+            "max_requests_in_flight" => Slot::Count(&mut self.max_requests_in_flight),
+            "max_requests_per_peer" => Slot::Count(&mut self.max_requests_per_peer),
+            "hand_off_wait" => Slot::Duration(&mut self.hand_off_wait),
+            "hand_off_limit" => Slot::Count(&mut self.hand_off_limit),
             _ => Slot::Duration(self.timings.slot(name)?),
         };
         // A field of the wrong kind for its unit would convert wrongly.
@@ -245,6 +289,36 @@ impl Config {
 enum Slot<'a> {
     Duration(&'a mut Duration),
     Count(&'a mut usize),
+}
+
+/// Checks a node's metadata against the limits of [`Config::metadata`].
+pub fn validate_metadata(metadata: &Metadata) -> Result<(), Error> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(Error::Config(format!(
+            "metadata has {} entries; at most {MAX_METADATA_ENTRIES} are allowed",
+            metadata.len()
+        )));
+    }
+    let mut total = 0;
+    for (key, value) in metadata {
+        if key.is_empty() || key.len() > MAX_METADATA_KEY_LEN {
+            return Err(Error::Config(format!(
+                "metadata key {key:?} must be 1 to {MAX_METADATA_KEY_LEN} bytes long"
+            )));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(Error::Config(format!(
+                "metadata key {key:?} contains a control character"
+            )));
+        }
+        total += key.len() + value.len();
+    }
+    if total > MAX_METADATA_BYTES {
+        return Err(Error::Config(format!(
+            "metadata is {total} bytes (keys and values); at most {MAX_METADATA_BYTES} are allowed"
+        )));
+    }
+    Ok(())
 }
 
 /// The port of a `host:port` listen address (0 allowed).
@@ -323,6 +397,14 @@ mod tests {
         assert_eq!(range("max_handshakes_per_source").1, MAX_HANDSHAKES as u64);
         assert_eq!(range("frame_limit").1, crate::wire::MAX_FRAME_LIMIT as u64);
         assert_eq!(
+            range("max_requests_in_flight").1,
+            MAX_REQUESTS_IN_FLIGHT as u64
+        );
+        assert_eq!(
+            range("max_requests_per_peer").1,
+            MAX_REQUESTS_IN_FLIGHT as u64
+        );
+        assert_eq!(
             range("frame_limit").2,
             crate::wire::DEFAULT_FRAME_LIMIT as u64
         );
@@ -387,6 +469,38 @@ mod tests {
                     ..ok.clone()
                 },
                 "max_handshakes must be between 1 and 65536 connections",
+            ),
+            (
+                Config {
+                    metadata: [("".to_owned(), "x".to_owned())].into_iter().collect(),
+                    ..ok.clone()
+                },
+                "metadata key",
+            ),
+            (
+                Config {
+                    metadata: [("k".to_owned(), "x".repeat(MAX_METADATA_BYTES))]
+                        .into_iter()
+                        .collect(),
+                    ..ok.clone()
+                },
+                "at most 4096",
+            ),
+            (
+                Config {
+                    metadata: (0..=MAX_METADATA_ENTRIES)
+                        .map(|i| (format!("k{i}"), String::new()))
+                        .collect(),
+                    ..ok.clone()
+                },
+                "entries",
+            ),
+            (
+                Config {
+                    max_requests_per_peer: 0,
+                    ..ok.clone()
+                },
+                "max_requests_per_peer",
             ),
             (
                 Config {

@@ -42,6 +42,7 @@ mod config;
 pub mod core;
 mod error;
 mod mesh;
+mod requests;
 mod runtime;
 pub mod settings;
 pub mod sim;
@@ -49,11 +50,14 @@ pub mod wire;
 
 pub use api::{Callbacks, Cluster, Stats, Status};
 pub use config::{
-    Config, Dispatch, MeshNotice, NoticeHook, TlsFiles, MAX_HANDSHAKES, MAX_SEND_QUEUE,
-    MIN_SEND_QUEUE,
+    validate_metadata, Config, Dispatch, MeshNotice, NoticeHook, TlsFiles, MAX_HANDSHAKES,
+    MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LEN, MAX_REQUESTS_IN_FLIGHT,
+    MAX_SEND_QUEUE, MIN_SEND_QUEUE,
 };
 pub use core::{
-    Epoch, Health, LocalState, NodeId, NodeState, Owner, PeerRefusals, RefusalReason,
+    Epoch, Health, LocalState, Metadata, NodeId, NodeState, Owner, PeerRefusals, RefusalReason,
     ReleaseReason, Shard, Snapshot, Timings, EPOCH_TAG_BITS,
 };
 pub use error::{CallbackError, Error};
+pub use requests::handoff::HandOff;
+pub use requests::{PendingReply, Reply, RequestError, Responder, FRAME_OVERHEAD};

@@ -51,6 +51,8 @@ pub enum Unit {
     Connections,
     /// A number of frames.
     Frames,
+    /// A number of requests.
+    Requests,
 }
 
 impl Unit {
@@ -61,6 +63,7 @@ impl Unit {
             Unit::Bytes => "bytes",
             Unit::Connections => "connections",
             Unit::Frames => "frames",
+            Unit::Requests => "requests",
         }
     }
 }
@@ -197,6 +200,40 @@ pub const SETTINGS: &[Setting] = &[
         min: 64,
         max: 1 << 20,
         doc: "a peer that falls further behind is disconnected",
+    },
+    Setting {
+        name: "max_requests_in_flight",
+        unit: Unit::Requests,
+        default: 4096,
+        min: 1,
+        max: 1 << 20,
+        doc: "requests of this handle in flight, and from all peers waiting for its handler; \
+              beyond it `Overloaded`",
+    },
+    Setting {
+        name: "max_requests_per_peer",
+        unit: Unit::Requests,
+        default: 1024,
+        min: 1,
+        max: 1 << 20,
+        doc: "requests in flight to one peer, and from one peer waiting here; \
+              beyond it `Overloaded`",
+    },
+    Setting {
+        name: "hand_off_wait",
+        unit: Unit::Millis,
+        default: 1000,
+        min: 1,
+        max: DAY,
+        doc: "how long a next owner's `allocated` or `prolonged` waits for a hand-off under way",
+    },
+    Setting {
+        name: "hand_off_limit",
+        unit: Unit::Bytes,
+        default: 64 << 20,
+        min: 0,
+        max: 1 << 30,
+        doc: "the largest hand-off this node takes; a larger one is refused (the next owner gets none)",
     },
 ];
 

@@ -23,6 +23,8 @@ fn the_demo_runs_every_step_to_the_end() {
         "handed over to",
         "the 2-side is degraded",
         "resolved in",
+        "waited for the new owner",
+        "land on the winners",
         "demo finished",
     ] {
         assert!(

@@ -26,6 +26,7 @@ fn member_record(node: &str, shard_count: u32) -> PeerMessage {
         offer: None,
         yielded: None,
         acknowledged: Vec::new(),
+        metadata: Default::default(),
         released: None,
     }))
 }
@@ -43,6 +44,7 @@ fn an_observer_does_not_learn_an_absurd_shard_count() {
         members: vec![id(member)],
         shard_count: 0,
         timings: Timings::default(),
+        metadata: Default::default(),
     };
     config.validate().unwrap();
     let mut core = Core::new(config, 7, Instant::ZERO);
@@ -92,6 +94,7 @@ fn a_configuration_over_the_shard_limit_is_refused() {
         shard_count: MAX_SHARDS + 1,
         members,
         timings: Timings::default(),
+        metadata: Default::default(),
     };
     let err = config.validate().unwrap_err().to_string();
     assert!(err.contains("over the limit"), "{err}");
@@ -112,6 +115,7 @@ fn a_node_never_claims_at_an_epoch_it_cannot_raise() {
         members: vec![id(me), id(peer)],
         shard_count: 1,
         timings: Timings::default(),
+        metadata: Default::default(),
     };
     let mut core = Core::new(config, 7, Instant::ZERO);
     let mut now = Instant::ZERO;

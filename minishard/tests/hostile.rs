@@ -284,6 +284,7 @@ fn forged_record(node: &str) -> Frame {
         offer: None,
         yielded: None,
         acknowledged: Vec::new(),
+        metadata: Default::default(),
         released: None,
     })))
 }

@@ -68,6 +68,7 @@ fn forged_record(sender: &NodeId) -> Frame {
         offer: None,
         yielded: None,
         acknowledged: Vec::new(),
+        metadata: Default::default(),
         released: None,
     })))
 }

@@ -17,3 +17,9 @@ gcc -std=c99 -Wall -Wextra -Werror -pedantic -O2 -pthread -Iinclude \
 echo "minishard get_node: 3-node 2-shard loopback cluster, lookups alternate shards 0 and 1 ($(nproc) cores)"
 "$build/bench_get_node" "$runs" "$iterations"
 target/release/examples/bench_get_node "$runs" "$iterations"
+
+# Requests from C (minishard bench prints the Rust rows).
+gcc -std=c99 -Wall -Wextra -Werror -pedantic -O2 -pthread -Iinclude \
+    tests/c/bench_requests.c -o "$build/bench_requests" \
+    -Ltarget/release -lminishard -Wl,-rpath,"$PWD/target/release"
+"$build/bench_requests"

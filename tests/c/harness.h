@@ -478,6 +478,21 @@ typedef struct {
     const char *tls_cert[MAX_NODES], *tls_key[MAX_NODES], *tls_ca[MAX_NODES];
     /* When set, every node's node_grace (ms, before TIME_SCALE). */
     uint64_t node_grace_ms;
+    /* When set, every node's handle_request (see test_requests.c). */
+    void (*handle_request)(void *user_data, void *state, const uint8_t *payload, size_t len,
+                           minishard_responder *responder);
+    /* When set, node i publishes the metadata "http" = "node-<i>". */
+    int with_metadata;
+    /* When set, every node's cap on requests in flight. */
+    size_t max_requests_in_flight;
+    /* When set, every node's hand-off callbacks (see test_requests.c). */
+    minishard_result (*allocated_with_hand_off)(void *user_data, const char *cluster,
+                                                uint32_t shard, uint64_t epoch,
+                                                const minishard_hand_off *hand_off_or_null,
+                                                void **state);
+    void (*deallocated_with_hand_off)(void *user_data, const char *winner_or_null,
+                                      minishard_release_reason reason, void *state,
+                                      minishard_hand_off_writer *hand_off);
 } local;
 
 /* Joins node i. */
@@ -485,7 +500,20 @@ static inline int local_join(local *l, size_t i) {
     minishard_callbacks cb = app_callbacks(&l->apps[i]);
     minishard_config *cfg = fast_config(l->addrs[i], l->dispatch);
     minishard_result rc;
+    char meta[32];
     if (cfg == NULL) return 0;
+    cb.handle_request = l->handle_request;
+    cb.allocated_with_hand_off = l->allocated_with_hand_off;
+    cb.deallocated_with_hand_off = l->deallocated_with_hand_off;
+    snprintf(meta, sizeof meta, "node-%zu", i);
+    if ((l->with_metadata && minishard_config_set_metadata(cfg, "http", meta) != MINISHARD_OK) ||
+        (l->max_requests_in_flight != 0 &&
+         minishard_config_set_max_requests_in_flight(cfg, l->max_requests_in_flight) !=
+             MINISHARD_OK)) {
+        print_last_error();
+        minishard_config_free(cfg);
+        return 0;
+    }
     if (l->node_grace_ms != 0 &&
         minishard_config_set_node_grace_ms(cfg, l->node_grace_ms * time_scale()) != MINISHARD_OK) {
         print_last_error();

@@ -60,7 +60,7 @@ gcc -std=c99 -Wall -Wextra -Werror -pedantic -DMINISHARD_TESTING $cflags -c "$bu
 gcc "${c_flags[@]}" -DMINISHARD_TESTING $cflags tests/c/test_errors.c -o "$build/test_errors" $testing_libs
 gcc "${c_flags[@]}" $cflags tests/c/test_cluster.c -o "$build/test_cluster" $testing_libs
 # As released.
-for t in test_abi test_host_dispatch test_process test_tls; do
+for t in test_abi test_host_dispatch test_process test_tls test_requests; do
     gcc "${c_flags[@]}" $cflags "tests/c/$t.c" -o "$build/$t" $libs
 done
 g++ "${cxx_flags[@]}" $cflags tests/c/test_cpp.cpp -o "$build/test_cpp" $libs
@@ -230,6 +230,7 @@ run cluster "$build/test_cluster"
 run host-dispatch "$build/test_host_dispatch"
 run process "$build/test_process"
 run tls "$build/test_tls"
+run requests "$build/test_requests"
 run c++-wrapper "$build/test_cpp"
 readme="$build/readme"
 run readme-c-example three_members "$readme/node" "$readme/node" "$readme/node-static"
@@ -252,6 +253,7 @@ if [[ -z "${SKIP_VALGRIND:-}" ]]; then
     run valgrind-host-dispatch "${vg[@]}" "$build/test_host_dispatch"
     run valgrind-process "${vg[@]}" "$build/test_process"
     run valgrind-tls "${vg[@]}" "$build/test_tls"
+    run valgrind-requests "${vg[@]}" "$build/test_requests"
     run valgrind-c++-wrapper "${vg[@]}" "$build/test_cpp"
     # One member alone keeps its one shard.
     run valgrind-c-example "${vg[@]}" "$readme/node" --seconds 1 $(free_ports 1)

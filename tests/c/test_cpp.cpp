@@ -320,6 +320,160 @@ static void host_dispatch_runs_handlers_on_the_dispatching_thread() {
     CHECK(handler->allocations == 1);
 }
 
+/// Echoes "<shard> <epoch> <payload>"; keeps the responder of "later".
+class Echo : public Recorder {
+public:
+    using Recorder::Recorder;
+    void handle_request(const std::vector<std::uint8_t> &payload,
+                        minishard::Responder &responder) override {
+        std::string text(payload.begin(), payload.end());
+        if (text == "later") {
+            std::lock_guard<std::mutex> lock(mutex);
+            kept.emplace_back(std::move(responder));
+            return;
+        }
+        if (text == "throw") throw std::runtime_error("thrown by the handler");
+        std::lock_guard<std::mutex> lock(mutex);
+        responder.respond(std::to_string(owned) + " " + std::to_string(responder.epoch()) + " " +
+                          text);
+    }
+    std::vector<minishard::Responder> kept;
+};
+
+static void requests_reach_the_owner_with_futures_and_later_answers() {
+    auto addrs = free_addresses(2);
+    auto a_handler = std::make_shared<Echo>(addrs, 1);
+    auto b_handler = std::make_shared<Echo>(addrs, 1);
+    auto a = minishard::Cluster::join("cpp-req", fast(addrs[0]).metadata("http", "a:80"), a_handler);
+    auto b = minishard::Cluster::join("cpp-req", fast(addrs[1]).metadata("http", "b:80"), b_handler);
+    a.wait_until(Health::Available, scaled(10s));
+    b.wait_until(Health::Available, scaled(10s));
+    auto owner = a.get_node(0);
+    CHECK(owner.has_value());
+    bool a_owns = owner == addrs[0];
+    auto &asker = a_owns ? b : a;
+    auto &owner_handler = a_owns ? *a_handler : *b_handler;
+    auto reply = asker.request(0, "hello", scaled(5s));
+    CHECK(reply.node == *owner);
+    CHECK(reply.text() == "0 " + std::to_string(reply.epoch) + " hello");
+    auto later = asker.request_async(0, "later", scaled(5s));
+    auto deadline = std::chrono::steady_clock::now() + scaled(5s);
+    for (;;) {
+        {
+            std::lock_guard<std::mutex> lock(owner_handler.mutex);
+            if (!owner_handler.kept.empty()) break;
+        }
+        if (std::chrono::steady_clock::now() > deadline) break;
+        std::this_thread::sleep_for(1ms);
+    }
+    std::thread answerer([&] {
+        std::lock_guard<std::mutex> lock(owner_handler.mutex);
+        for (auto &r : owner_handler.kept) r.respond(std::string("from a thread"));
+        owner_handler.kept.clear();
+    });
+    answerer.join();
+    CHECK(later.wait_for(scaled(5s)) == std::future_status::ready);
+    CHECK(later.get().text() == "from a thread");
+    try {
+        asker.request(0, "throw", scaled(5s));
+        CHECK(false);
+    } catch (const minishard::Error &e) {
+        CHECK(e.code() == MINISHARD_HANDLER_FAILED);
+        CHECK(std::string(e.what()).find("thrown by the handler") != std::string::npos);
+    }
+    auto failing = asker.request_async(7, "x", scaled(5s));
+    try {
+        failing.get();
+        CHECK(false);
+    } catch (const minishard::Error &e) {
+        CHECK(e.code() == MINISHARD_INVALID_ARGUMENT);
+    }
+    deadline = std::chrono::steady_clock::now() + scaled(5s);
+    while (a.node_metadata(addrs[1], "http") != std::optional<std::string>("b:80") &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(1ms);
+    }
+    CHECK(a.node_metadata(addrs[1], "http") == std::optional<std::string>("b:80"));
+    CHECK(!a.node_metadata(addrs[1], "nope").has_value());
+}
+
+/// Hands "data of <its address>" off when it gives its shard up, and keeps
+/// what it was handed.
+class Keeper : public Recorder {
+public:
+    Keeper(std::vector<std::string> members, std::int64_t shards, std::string me)
+        : Recorder(std::move(members), shards), me_(std::move(me)) {}
+    void allocated_with_hand_off(const std::string &cluster, std::uint32_t shard,
+                                 std::uint64_t epoch,
+                                 const std::optional<minishard::HandOff> &hand_off) override {
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            if (hand_off) received = *hand_off;
+        }
+        allocated(cluster, shard, epoch);
+    }
+    std::optional<std::vector<std::uint8_t>> deallocated_with_hand_off(
+        const std::optional<std::string> &winner, minishard::ReleaseReason reason) override {
+        deallocated(winner, reason);
+        std::string data = "data of " + me_;
+        return std::vector<std::uint8_t>(data.begin(), data.end());
+    }
+    std::optional<minishard::HandOff> received;
+
+private:
+    std::string me_;
+};
+
+static void a_leaving_owner_hands_its_data_to_the_next_owner() {
+    auto addrs = free_addresses(3);
+    std::vector<std::shared_ptr<Keeper>> handlers;
+    std::vector<minishard::Cluster> nodes;
+    for (const auto &addr : addrs) {
+        handlers.push_back(std::make_shared<Keeper>(addrs, 2, addr));
+        nodes.push_back(minishard::Cluster::join("cpp-hand-off", fast(addr), handlers.back()));
+    }
+    for (auto &node : nodes) node.wait_until(Health::Available, scaled(10s));
+    auto deadline = std::chrono::steady_clock::now() + scaled(10s);
+    while ((!nodes[0].get_node(0) || !nodes[0].get_node(1)) &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(1ms);
+    }
+    auto owner = nodes[0].get_node(0);
+    CHECK(owner.has_value());
+    if (!owner) return;
+    std::size_t leaver = 0;
+    while (addrs[leaver] != *owner) leaver++;
+    nodes[leaver].leave();
+    std::optional<minishard::HandOff> got;
+    while (!got && std::chrono::steady_clock::now() < deadline + scaled(10s)) {
+        for (std::size_t i = 0; i < handlers.size(); i++) {
+            std::lock_guard<std::mutex> lock(handlers[i]->mutex);
+            if (i != leaver && handlers[i]->received) got = handlers[i]->received;
+        }
+        std::this_thread::sleep_for(1ms);
+    }
+    CHECK(got.has_value());
+    if (!got) return;
+    CHECK(got->from == *owner);
+    CHECK(std::string(got->data.begin(), got->data.end()) == "data of " + *owner);
+}
+
+static void a_blocking_request_to_its_own_shard_runs_the_handler_in_host_dispatch() {
+    auto addrs = free_addresses(1);
+    auto handler = std::make_shared<Echo>(addrs, 1);
+    auto config = fast(addrs[0]);
+    config.dispatch(minishard::Dispatch::Host);
+    auto cluster = minishard::Cluster::join("cpp-host-req", config, handler);
+    auto deadline = std::chrono::steady_clock::now() + scaled(10s);
+    while (cluster.health() != Health::Available && std::chrono::steady_clock::now() < deadline) {
+        if (cluster.dispatch() == 0) std::this_thread::sleep_for(1ms);
+    }
+    // Only this thread dispatches: the request runs the handler itself.
+    auto reply = cluster.request(0, "mine", scaled(5s));
+    CHECK(reply.text().find("mine") != std::string::npos);
+    CHECK(reply.node == addrs[0]);
+}
+
 int main() {
     run("errors_are_exceptions_with_their_code", errors_are_exceptions_with_their_code);
     run("a_cluster_releases_its_handler_when_it_goes", a_cluster_releases_its_handler_when_it_goes);
@@ -328,6 +482,12 @@ int main() {
     run("a_clusters_own_log_sink_hears_its_lines_only", a_clusters_own_log_sink_hears_its_lines_only);
     run("host_dispatch_runs_handlers_on_the_dispatching_thread",
         host_dispatch_runs_handlers_on_the_dispatching_thread);
+    run("requests_reach_the_owner_with_futures_and_later_answers",
+        requests_reach_the_owner_with_futures_and_later_answers);
+    run("a_blocking_request_to_its_own_shard_runs_the_handler_in_host_dispatch",
+        a_blocking_request_to_its_own_shard_runs_the_handler_in_host_dispatch);
+    run("a_leaving_owner_hands_its_data_to_the_next_owner",
+        a_leaving_owner_hands_its_data_to_the_next_owner);
     std::printf("c++-wrapper: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

@@ -195,6 +195,56 @@ class History:
         self.check_epochs_successive()
         self.check_conflicts()
 
+    def check_requests(self, quiet_since: Optional[float] = None) -> None:
+        """7.10 with every node sending requests (`--request-load-ms`):
+        each request ends exactly once (a node that left gracefully printed
+        how many it sent: each of them ended); a reply comes from a node
+        that held the shard at that epoch while the request was on its way;
+        and every request sent after `quiet_since` (faults over, cluster
+        converged) succeeded."""
+        ended: dict[str, dict[int, list[Ev]]] = {}
+        issued: dict[str, int] = {}
+        for e in self.events:
+            if e.event in ("reply", "request_failed"):
+                ended.setdefault(e.proc, {}).setdefault(e.data["id"], []).append(e)
+            elif e.event == "requests":
+                issued[e.proc] = e.data["issued"]
+        for proc, by_id in ended.items():
+            for rid, evs in by_id.items():
+                if len(evs) > 1:
+                    self.v(f"10: {proc}'s request {rid} ended {len(evs)} times: "
+                           + ", ".join(e.event for e in evs))
+        for proc, n in issued.items():
+            missing = [i for i in range(1, n + 1) if i not in ended.get(proc, {})]
+            if missing:
+                self.v(f"10: {len(missing)} of the {n} requests {proc} sent never ended "
+                       f"(first ids {missing[:5]})")
+        for proc, by_id in ended.items():
+            for evs in by_id.values():
+                e = evs[0]
+                if e.event != "reply":
+                    continue
+                owner, shard, epoch, sent = e.data["owner"], e.data["shard"], e.data["epoch"], e.data["sent"]
+                # A won conflict raises an allocation's epoch (6.3); its
+                # replies carry the raised one from the moment the core
+                # raised it, which its `prolonged` line follows.
+                held = any(a.node == owner and a.shard == shard and epoch in a.epochs and a.start <= e.t
+                           and (a.end is None or a.end >= sent) for a in self.allocs)
+                if not held:
+                    self.v(f"10: {proc}'s request {e.data['id']} for shard {shard} was answered by {owner} "
+                           f"at epoch {epoch}, which did not hold it then (sent {sent:.0f}, answered {e.t:.0f})")
+        if quiet_since is not None:
+            late = [e for by_id in ended.values() for evs in by_id.values() for e in evs
+                    if e.event == "request_failed" and e.data["sent"] >= quiet_since]
+            for e in late[:5]:
+                self.v(f"10: after the faults stopped, {e.proc}'s request {e.data['id']} for shard "
+                       f"{e.data['shard']} failed: {e.data.get('error')} ({e.data.get('message')})")
+
+    def requests_since(self, proc: str, since: float) -> int:
+        """Replies `proc` got to requests it sent from `since` on."""
+        return sum(1 for e in self.events
+                   if e.proc == proc and e.event == "reply" and e.data["sent"] >= since)
+
     def check_epochs(self) -> None:
         """7.5: per node process, per shard, successive epochs only grow."""
         last: dict[tuple[str, int], Alloc] = {}
@@ -225,7 +275,9 @@ class History:
             by_shard.setdefault(a.shard, []).append(a)
         for shard, allocs in by_shard.items():
             for b in allocs:
-                before = [a for a in allocs if a.end is not None and a.end <= b.start]
+                # Not b itself: an allocation that ends within the
+                # millisecond it started (a claim finished as its node left).
+                before = [a for a in allocs if a is not b and a.end is not None and a.end <= b.start]
                 if not before:
                     continue
                 top = max(before, key=lambda a: a.current)

@@ -56,6 +56,10 @@ CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 PORT = 7000
 PROXY_BASE = 27000
+# Every node sends a request to each shard in turn this often, and prints
+# each one's outcome (`minishard node --request-load-ms`): checks.py's
+# check_requests reads them.
+REQUEST_LOAD_MS = 20
 UID_BASE = 40000
 COOKIE = "minishard-fault-tests"
 
@@ -409,7 +413,8 @@ class Cluster:
                "RUST_LOG": os.environ.get("FAULTS_RUST_LOG", "minishard=info")}
         args = [str(self.binary), "node", "--cluster", self.name, "--listen", node.addr,
                 "--members-file", str(self.members_file(i)), "--shards", str(self.shards), "--json",
-                "--score", node.score, *self.timing.args()]
+                "--score", node.score, *self.timing.args(),
+                "--handler", "echo", "--request-load-ms", str(REQUEST_LOAD_MS)]
         self.log.mark("start", node=node.addr, proc=node.proc_id)
         node.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, env=env,
                                      cwd="/", preexec_fn=become_node, close_fds=True)

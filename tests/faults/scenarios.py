@@ -30,6 +30,9 @@ class Ctx:
         self.violations: list[str] = []
         self.notes: list[str] = []
         self.t_begin = now_ms()
+        # Set once the scenario's faults are over and its cluster has
+        # converged again: every request sent from then on must succeed.
+        self.t_quiet: Optional[float] = None
 
     def start(self, n: int, shards: int, timing: Timing, scores: Optional[list[str]] = None,
               proxy: bool = False) -> Cluster:
@@ -106,6 +109,30 @@ class Ctx:
         self.notes.append(f"{label}: converged {t_conv - t0:.0f} ms after t0"
                           + (f", {took:.0f} ms after the group was connected again" if from_connect else ""))
         return t_conv
+
+    def requests_after_faults(self) -> None:
+        """At the end of a scenario: heals what is still cut, waits for the
+        running nodes to converge, then for each of them to get replies to
+        requests sent from then on (`check_requests` checks that none of
+        those failed)."""
+        c = self.cluster
+        assert c
+        running = [n.index for n in c.nodes if n.running()]
+        if not running:
+            return
+        if c.rules or c.proxy:
+            c.heal()
+        t0 = now_ms()
+        try:
+            self.converge(t0, "after the faults", idx=running, timeout_s=15, from_connect=False)
+        except AssertionError:
+            self.notes.append("requests after the faults: not checked (the running nodes do not converge)")
+            return
+        t_quiet = now_ms() + 50
+        procs = self.procs(running)
+        self.wait("replies to requests sent after the faults", 10,
+                  lambda h: all(h.requests_since(p, t_quiet) >= 5 for p in procs))
+        self.t_quiet = t_quiet
 
     def hold(self, ms: float) -> tuple[float, float]:
         """Keeps the present faults for `ms` (part of the scenario's script)."""

@@ -86,6 +86,11 @@ class Epochs(unittest.TestCase):
         h.check_epochs_successive()
         self.assertTrue(any("successive epochs must grow" in v for v in h.violations), h.violations)
 
+    def test_an_allocation_that_ends_within_its_first_millisecond(self):
+        h = hist(alloc(1, A, 0, 5), dealloc(1, A, 0, 5), alloc(2, B, 0, 6))
+        h.check_epochs_successive()
+        self.assertEqual(h.violations, [])
+
     def test_overlapping_sides_only_need_distinct_epochs(self):
         # B's claim (epoch 3) starts while A's (epoch 5) still runs: a split.
         h = hist(alloc(1, A, 0, 5), alloc(2, B, 0, 3), dealloc(6, A, 0, 5), dealloc(8, B, 0, 3),
@@ -243,6 +248,55 @@ class Counters(unittest.TestCase):
     def test_an_unexpected_listing_is_refused(self):
         with self.assertRaises(RuntimeError):
             parse_counters("iptables: No chain/target/match by that name.\n")
+
+
+def reply(t, node, rid, shard, owner, epoch, sent):
+    return (t, node, "reply", {"id": rid, "shard": shard, "owner": owner, "epoch": epoch, "sent": sent})
+
+
+def failed(t, node, rid, shard, sent, error="timeout"):
+    return (t, node, "request_failed", {"id": rid, "shard": shard, "sent": sent, "error": error})
+
+
+class Requests(unittest.TestCase):
+    def test_clean(self):
+        h = hist(alloc(1, A, 0, 1), reply(5, B, 1, 0, A, 1, 3), failed(9, B, 2, 0, 4),
+                 (10, B, "requests", {"issued": 2}))
+        h.check_requests()
+        self.assertEqual(h.violations, [])
+
+    def test_a_request_that_never_ended(self):
+        h = hist(alloc(1, A, 0, 1), reply(5, B, 1, 0, A, 1, 3), (10, B, "requests", {"issued": 2}))
+        h.check_requests()
+        self.assertTrue(any("never ended" in v for v in h.violations), h.violations)
+
+    def test_a_request_that_ended_twice(self):
+        h = hist(alloc(1, A, 0, 1), reply(5, B, 1, 0, A, 1, 3), failed(6, B, 1, 0, 3))
+        h.check_requests()
+        self.assertTrue(any("ended 2 times" in v for v in h.violations), h.violations)
+
+    def test_a_reply_from_a_node_that_no_longer_held_the_shard(self):
+        h = hist(alloc(1, A, 0, 1), dealloc(2, A, 0, 1), alloc(3, C, 0, 2), reply(6, B, 1, 0, A, 1, 4))
+        h.check_requests()
+        self.assertTrue(any("did not hold it" in v for v in h.violations), h.violations)
+
+    def test_a_reply_at_another_epoch(self):
+        h = hist(alloc(1, A, 0, 2), reply(6, B, 1, 0, A, 1, 4))
+        h.check_requests()
+        self.assertTrue(any("did not hold it" in v for v in h.violations), h.violations)
+
+    def test_a_reply_at_an_epoch_a_won_conflict_raised_it_to(self):
+        h = hist(alloc(1, A, 0, 1), prolonged(4, A, 0, 7, C), reply(6, B, 1, 0, A, 7, 5))
+        h.check_requests()
+        self.assertEqual(h.violations, [])
+        h = hist(alloc(1, A, 0, 1), prolonged(4, A, 0, 7, C), reply(6, B, 1, 0, A, 8, 5))
+        h.check_requests()
+        self.assertTrue(any("did not hold it" in v for v in h.violations), h.violations)
+
+    def test_a_failure_after_the_faults_stopped(self):
+        h = hist(alloc(1, A, 0, 1), failed(9, B, 1, 0, 8), failed(12, B, 2, 0, 11))
+        h.check_requests(quiet_since=10)
+        self.assertEqual(sum("after the faults stopped" in v for v in h.violations), 1, h.violations)
 
 
 def run_quietly() -> tuple[int, str]:

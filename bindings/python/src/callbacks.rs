@@ -18,10 +18,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
-use minishard::{CallbackError, Callbacks, Epoch, Health, NodeId, ReleaseReason, Shard};
+use minishard::{
+    CallbackError, Callbacks, Epoch, HandOff, Health, NodeId, ReleaseReason, Responder, Shard,
+};
 use pyo3::exceptions::{PyException, PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyString, PyTraceback, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyTraceback, PyTuple,
+};
 
 use crate::errors;
 
@@ -251,6 +255,35 @@ fn awaitable(value: &Bound<'_, PyAny>) -> bool {
     value.get_type().hasattr("__await__").unwrap_or(false)
 }
 
+/// What `handle_request` returned: the reply, or a future of it.
+enum Answer {
+    Now(Vec<u8>),
+    Later(Py<PyAny>),
+}
+
+impl Answer {
+    fn of(value: &Bound<'_, PyAny>) -> PyResult<Answer> {
+        if value.is_instance_of::<PyBytes>()
+            || value.is_instance_of::<PyByteArray>()
+            || value.is_instance_of::<PyMemoryView>()
+        {
+            return Ok(Answer::Now(
+                value
+                    .extract::<std::borrow::Cow<'_, [u8]>>()
+                    .map(|c| c.into_owned())
+                    .or_else(|_| value.call_method0("tobytes")?.extract::<Vec<u8>>())?,
+            ));
+        }
+        if value.hasattr("add_done_callback")? && !awaitable(value) {
+            return Ok(Answer::Later(value.clone().unbind()));
+        }
+        Err(PyTypeError::new_err(format!(
+            "handle_request returned {}: expected bytes (or a concurrent.futures.Future of bytes)",
+            short_repr(value)
+        )))
+    }
+}
+
 /// The bound methods of the application's object, fetched once at join.
 pub(crate) struct PyCallbacks {
     nodes: Py<PyAny>,
@@ -260,6 +293,8 @@ pub(crate) struct PyCallbacks {
     prolonged: Py<PyAny>,
     deallocated: Py<PyAny>,
     status_changed: Option<Py<PyAny>>,
+    /// Optional: without it, requests fail saying so.
+    handle_request: Option<Py<PyAny>>,
     /// Which of the trailing arguments the application's methods take.
     shapes: Shapes,
     /// `dispatch="asyncio"`: the loop bridge's `run(method, args)`, which
@@ -282,6 +317,10 @@ pub(crate) struct Shapes {
     pub prolonged_epoch: bool,
     /// `deallocated(winner, state, reason)`.
     pub deallocated_reason: bool,
+    /// `allocated(cluster, shard, epoch, hand_off)`.
+    pub allocated_hand_off: bool,
+    /// `prolonged(loser, state, epoch, hand_off)`.
+    pub prolonged_hand_off: bool,
 }
 
 impl PyCallbacks {
@@ -326,6 +365,7 @@ impl PyCallbacks {
             prolonged: required("prolonged")?,
             deallocated: required("deallocated")?,
             status_changed: method("status_changed", false)?,
+            handle_request: method("handle_request", false)?,
             shapes,
             bridge,
             shared,
@@ -474,9 +514,22 @@ impl Callbacks for PyCallbacks {
         shard: Shard,
         epoch: Epoch,
     ) -> Result<Py<PyAny>, CallbackError> {
+        self.allocated_with_hand_off(cluster, shard, epoch, None)
+    }
+
+    fn allocated_with_hand_off(
+        &mut self,
+        cluster: &str,
+        shard: Shard,
+        epoch: Epoch,
+        hand_off: Option<HandOff>,
+    ) -> Result<Py<PyAny>, CallbackError> {
         self.shard = Some(shard);
         let state = self.call("allocated", |py| {
-            let args = if self.shapes.allocated_epoch {
+            let args = if self.shapes.allocated_hand_off {
+                let hand_off = py_hand_off(py, hand_off)?;
+                (cluster, shard, epoch, hand_off).into_pyobject(py)?
+            } else if self.shapes.allocated_epoch {
                 (cluster, shard, epoch).into_pyobject(py)?
             } else {
                 (cluster, shard).into_pyobject(py)?
@@ -504,8 +557,25 @@ impl Callbacks for PyCallbacks {
         state: &mut Py<PyAny>,
         epoch: Epoch,
     ) -> Result<(), CallbackError> {
+        self.prolonged_with_hand_off(loser, state, epoch, None)
+    }
+
+    fn takes_hand_offs(&self) -> bool {
+        self.shapes.prolonged_hand_off
+    }
+
+    fn prolonged_with_hand_off(
+        &mut self,
+        loser: &NodeId,
+        state: &mut Py<PyAny>,
+        epoch: Epoch,
+        hand_off: Option<HandOff>,
+    ) -> Result<(), CallbackError> {
         self.call("prolonged", |py| {
-            let args = if self.shapes.prolonged_epoch {
+            let args = if self.shapes.prolonged_hand_off {
+                let hand_off = py_hand_off(py, hand_off)?;
+                (loser.as_str(), state.bind(py), epoch, hand_off).into_pyobject(py)?
+            } else if self.shapes.prolonged_epoch {
                 (loser.as_str(), state.bind(py), epoch).into_pyobject(py)?
             } else {
                 (loser.as_str(), state.bind(py)).into_pyobject(py)?
@@ -518,10 +588,19 @@ impl Callbacks for PyCallbacks {
     }
 
     fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, state: Py<PyAny>) {
+        self.deallocated_with_hand_off(winner, reason, state);
+    }
+
+    fn deallocated_with_hand_off(
+        &mut self,
+        winner: Option<&NodeId>,
+        reason: ReleaseReason,
+        state: Py<PyAny>,
+    ) -> Option<Vec<u8>> {
         // The engine has nothing to do about a failure here: it is logged.
         // The state moves in, so the application's last reference to it
-        // goes away while attached.
-        let _ = self.call("deallocated", |py| {
+        // goes away while attached. Bytes returned are the hand-off.
+        let hand_off = self.call("deallocated", |py| {
             let winner = winner.map(NodeId::as_str);
             let args = if self.shapes.deallocated_reason {
                 let reason = py
@@ -532,10 +611,46 @@ impl Callbacks for PyCallbacks {
             } else {
                 (winner, state.into_bound(py)).into_pyobject(py)?
             };
-            self.invoke(py, "deallocated", &self.deallocated, args)?;
-            Ok(())
+            let returned = self.invoke(py, "deallocated", &self.deallocated, args)?;
+            if returned.is_none() {
+                return Ok(None);
+            }
+            match Answer::of(&returned) {
+                Ok(Answer::Now(bytes)) => Ok(Some(bytes)),
+                _ => Err(PyTypeError::new_err(format!(
+                    "deallocated returned {}: return bytes to hand off, or None",
+                    short_repr(&returned)
+                ))),
+            }
         });
         self.shard = None;
+        hand_off.ok().flatten()
+    }
+
+    fn handle_request(&mut self, state: &mut Py<PyAny>, payload: Vec<u8>, responder: Responder) {
+        let Some(method) = &self.handle_request else {
+            return responder.fail("the callbacks object has no handle_request method");
+        };
+        let answer = self.call("handle_request", |py| {
+            let args = (state.bind(py), PyBytes::new(py, &payload)).into_pyobject(py)?;
+            let answer = self.invoke(py, "handle_request", method, args)?;
+            Answer::of(&answer)
+        });
+        match answer {
+            Ok(Answer::Now(bytes)) => responder.respond(bytes),
+            Ok(Answer::Later(future)) => {
+                // A concurrent.futures.Future: answered when it is done, on
+                // whichever thread completes it.
+                let _ = self.call("handle_request", |py| {
+                    let responder = Py::new(py, crate::requests::PyResponder::new(responder))?;
+                    py.import("minishard._cluster")?
+                        .getattr("_answer_when_done")?
+                        .call1((future.bind(py), responder))?;
+                    Ok(())
+                });
+            }
+            Err(error) => responder.fail(error.0),
+        }
     }
 
     fn status_changed(&mut self, cluster: &str, old: Health, new: Health) {
@@ -547,5 +662,18 @@ impl Callbacks for PyCallbacks {
             self.invoke(py, "status_changed", method, args)?;
             Ok(())
         });
+    }
+}
+
+/// A hand-off as Python sees it: `minishard.HandOff(node, epoch, data)`,
+/// or None.
+fn py_hand_off(py: Python<'_>, hand_off: Option<HandOff>) -> PyResult<Py<PyAny>> {
+    match hand_off {
+        None => Ok(py.None()),
+        Some(h) => Ok(py
+            .import("minishard._types")?
+            .getattr("HandOff")?
+            .call1((h.from.as_str(), h.epoch, PyBytes::new(py, &h.data)))?
+            .unbind()),
     }
 }

@@ -21,9 +21,10 @@ use minishard::{
     Cluster, Config, Dispatch, Error, Health, LocalState, NodeId, NodeState, Stats, TlsFiles,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::callbacks::{in_callback_of, PyCallbacks, Shapes, Shared};
+use crate::requests;
 use crate::watch::HealthWatch;
 use crate::{errors, logbridge};
 
@@ -233,7 +234,7 @@ impl NativeCluster {
     #[pyo3(signature = (
         name, callbacks, listen, cookie, *, advertise=None, observer=false, host_dispatch=false,
         loop_bridge=None, allocated_epoch=true, prolonged_epoch=true, deallocated_reason=true,
-        seconds=None, counts=None, tls_cert=None, tls_key=None, tls_ca=None
+        allocated_hand_off=false, prolonged_hand_off=false, seconds=None, counts=None, tls_cert=None, tls_key=None, tls_ca=None, metadata=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -249,11 +250,14 @@ impl NativeCluster {
         allocated_epoch: bool,
         prolonged_epoch: bool,
         deallocated_reason: bool,
+        allocated_hand_off: bool,
+        prolonged_hand_off: bool,
         seconds: Option<HashMap<String, f64>>,
         counts: Option<HashMap<String, u64>>,
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         tls_ca: Option<PathBuf>,
+        metadata: Option<std::collections::BTreeMap<String, String>>,
     ) -> PyResult<NativeCluster> {
         let mut config = Config::new(listen, cookie.into_owned());
         config.advertise = advertise;
@@ -276,6 +280,7 @@ impl NativeCluster {
         for (name, value) in counts.unwrap_or_default() {
             config.set(&name, value).map_err(|e| engine(py, e))?;
         }
+        config.metadata = metadata.unwrap_or_default();
         // minishard.join checks that the three come together.
         if let (Some(cert), Some(key), Some(ca)) = (tls_cert, tls_key, tls_ca) {
             config.tls = Some(TlsFiles { cert, key, ca });
@@ -290,6 +295,8 @@ impl NativeCluster {
             allocated_epoch,
             prolonged_epoch,
             deallocated_reason,
+            allocated_hand_off,
+            prolonged_hand_off,
         };
         let app = PyCallbacks::new(py, callbacks, shapes, loop_bridge, shared.clone())?;
         logbridge::start(py)?;
@@ -414,6 +421,11 @@ impl NativeCluster {
         }
         d.set_item("refusals", refusals)?;
         d.set_item("misconfigured", status.misconfigured)?;
+        let metadata = PyDict::new(py);
+        for (node, m) in &status.metadata {
+            metadata.set_item(node.as_str(), m.clone())?;
+        }
+        d.set_item("metadata", metadata)?;
         Ok(d)
     }
 
@@ -422,6 +434,93 @@ impl NativeCluster {
         let guard = self.cluster.load();
         let cluster = guard.as_ref().ok_or_else(|| errors::closed(py))?;
         Ok(cluster.snapshot().misconfiguration())
+    }
+
+    /// The metadata `node` published, or None if it is not in view or
+    /// published none.
+    fn node_metadata(
+        &self,
+        py: Python<'_>,
+        node: &str,
+    ) -> PyResult<Option<std::collections::BTreeMap<String, String>>> {
+        let id = NodeId::parse(node).map_err(|e| errors::invalid(py, e.to_string()))?;
+        Ok(self.cluster(py)?.node_metadata(&id).map(|m| (*m).clone()))
+    }
+
+    /// Sends a request and waits, detached, for its reply's bytes. Waits in
+    /// slices so that Ctrl-C interrupts it (the request is then abandoned,
+    /// not cancelled: a request already sent may still run).
+    fn _request<'py>(
+        &self,
+        py: Python<'py>,
+        shard: u32,
+        data: std::borrow::Cow<'_, [u8]>,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let timeout = seconds(py, "timeout", timeout)?;
+        let cluster = self.cluster(py)?;
+        let payload = data.into_owned();
+        let own = cluster.my_shard().is_some_and(|(mine, _)| mine == shard);
+        if own || in_callback_of(self.shared.id) {
+            // This node's own shard: the engine runs the handler on this
+            // thread when it can (no thread hop), and refuses at once what
+            // would wait for this very callback.
+            let reply = py
+                .detach(|| cluster.request(shard, payload, timeout))
+                .map_err(|e| requests::error(py, e))?;
+            return Ok(PyBytes::new(py, &reply.payload));
+        }
+        let pending = cluster.request_async(shard, payload, timeout);
+        drop(cluster);
+        loop {
+            if let Some(outcome) = py.detach(|| pending.wait_timeout(SIGNAL_SLICE)) {
+                let reply = outcome.map_err(|e| requests::error(py, e))?;
+                return Ok(PyBytes::new(py, &reply.payload));
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Sends a request; `done((data, node, epoch), None)` or `done(None,
+    /// exception)` is called once, where callbacks run.
+    fn _request_async(
+        &self,
+        py: Python<'_>,
+        shard: u32,
+        data: std::borrow::Cow<'_, [u8]>,
+        timeout: f64,
+        done: Py<PyAny>,
+    ) -> PyResult<()> {
+        let timeout = seconds(py, "timeout", timeout)?;
+        let cluster = self.cluster(py)?;
+        let payload = data.into_owned();
+        py.detach(|| {
+            cluster.request_then(shard, payload, timeout, move |outcome| {
+                Python::try_attach(|py| {
+                    let called = match outcome {
+                        Ok(reply) => done.call1(
+                            py,
+                            (
+                                (
+                                    PyBytes::new(py, &reply.payload),
+                                    reply.node.as_str(),
+                                    reply.epoch,
+                                ),
+                                py.None(),
+                            ),
+                        ),
+                        Err(error) => {
+                            let exception = requests::error(py, error).into_value(py);
+                            done.call1(py, (py.None(), exception))
+                        }
+                    };
+                    if let Err(err) = called {
+                        err.write_unraisable(py, None);
+                    }
+                });
+            })
+        });
+        Ok(())
     }
 
     /// The counters, as a dict.

@@ -9,6 +9,7 @@ mod callbacks;
 mod cluster;
 mod errors;
 mod logbridge;
+mod requests;
 mod watch;
 
 use pyo3::prelude::*;
@@ -17,6 +18,7 @@ use pyo3::prelude::*;
 fn _minishard(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logbridge::install();
     m.add_class::<cluster::NativeCluster>()?;
+    m.add_class::<requests::PyResponder>()?;
     m.add_function(wrap_pyfunction!(logbridge::shutdown_logging, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // The list of settings (minishard/src/settings.rs), for `join`'s

@@ -67,8 +67,11 @@ def test_three_members_for_a_while(script: str) -> None:
     outputs = finish(start_three(script, "--seconds", "2"))
     owned = {int(s) for out in outputs for s in re.findall(r"^owning shard (\d+) ", out, re.M)}
     assert owned == {0, 1}, f"shards owned: {owned}\n" + "\n".join(outputs)
+    # The three leave at about the same time, not at once: a standby may
+    # take a shard over in between (after `settle`), and give it up in turn.
+    allocations = sum(len(re.findall(r"^owning shard \d+ ", out, re.M)) for out in outputs)
     gave_up = sum(len(re.findall(r"gave it up to no one \(left\)$", out, re.M)) for out in outputs)
-    assert gave_up == 2, "each owner gives its shard up as it leaves:\n" + "\n".join(outputs)
+    assert gave_up == allocations, "each owner gives its shard up as it leaves:\n" + "\n".join(outputs)
 
 
 @pytest.mark.parametrize("script", SHOWN)

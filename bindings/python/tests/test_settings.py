@@ -16,7 +16,7 @@ from conftest import COOKIE, free_addresses
 # join's keywords that are not numeric settings.
 OTHERS = {
     "listen", "cookie", "advertise", "observer", "dispatch", "loop",
-    "tls_cert", "tls_key", "tls_ca",
+    "tls_cert", "tls_key", "tls_ca", "metadata",
 }
 
 

@@ -30,6 +30,9 @@ class Sessions(minishard.Callbacks[State]):
     def deallocated(self, winner: Optional[str], state: State, reason: minishard.Reason) -> None:
         assert reason in (minishard.Reason.LOST_CONFLICT, "left")
 
+    def handle_request(self, state: State, data: bytes) -> bytes:
+        return data + str(state["epoch"]).encode()
+
 
 class AsyncSessions(minishard.Callbacks[State]):
     """dispatch="asyncio": every callback but nodes and shard_count may await."""
@@ -69,9 +72,13 @@ def use(cluster: minishard.Cluster) -> None:
     ok: bool = cluster.wait_until(minishard.Health.AVAILABLE, timeout=1.5)
     wanted: minishard.HealthName = "transition"
     print(owner, owners, mine, health == "available", nodes, stats.allocations, ok, wanted)
+    reply: bytes = cluster.request(0, b"get k", timeout=1.0)
+    metadata: Optional[dict[str, str]] = cluster.node_metadata("127.0.0.1:7001")
+    by_node: dict[str, dict[str, str]] = status.metadata
+    print(reply, metadata, by_node)
     try:
         cluster.wait_until("available", timeout=0.1)
-    except minishard.TimeoutError:
+    except (minishard.TimeoutError, minishard.HandlerError, minishard.UncertainError):
         pass
     except minishard.Error as error:
         print(error)
@@ -80,10 +87,11 @@ def use(cluster: minishard.Cluster) -> None:
 async def use_async() -> None:
     dispatch: minishard.DispatchMode = "asyncio"
     async with minishard.join("sessions", AsyncSessions(), listen="127.0.0.1:7001",
-                              cookie=b"secret", dispatch=dispatch,
+                              cookie=b"secret", dispatch=dispatch, metadata={"http": "x:80"},
                               heartbeat_interval=0.05) as cluster:
         done: bool = await cluster.wait_until_async("available", timeout=5)
-        print(done)
+        answer: bytes = await cluster.request_async(1, bytearray(b"x"), timeout=0.5)
+        print(done, answer)
     with minishard.join("sessions", Sessions(), listen="127.0.0.1:7001", cookie=b"secret",
                         dispatch="thread") as other:
         await other.leave_async()

@@ -152,6 +152,7 @@ fn record(u: &mut Unstructured<'_>, author: NodeId) -> Result<Record> {
         offer,
         yielded,
         acknowledged: list(u, 3, claim)?,
+        metadata: Default::default(),
     })
 }
 
@@ -250,6 +251,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             SHARDS
         },
         timings: Timings::default(),
+        metadata: Default::default(),
     };
     let mut core = Core::new(config, 99, Instant::ZERO);
     let mut app = App::default();

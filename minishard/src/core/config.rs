@@ -130,6 +130,9 @@ pub struct CoreConfig {
     pub shard_count: u32,
     /// Protocol timings.
     pub timings: Timings,
+    /// What this node publishes about itself for applications (checked by
+    /// the engine's `Config::validate`).
+    pub metadata: std::sync::Arc<super::record::Metadata>,
 }
 
 /// The largest number of shards a cluster may keep. A bound the engine can
@@ -208,6 +211,7 @@ mod tests {
             members: ids(&["a:1", "b:1", "c:1"]),
             shard_count: 2,
             timings: Timings::default(),
+            metadata: Default::default(),
         }
     }
 

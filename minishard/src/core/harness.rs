@@ -45,6 +45,7 @@ pub fn rec(i: u8) -> Rec {
         offer: None,
         yielded: None,
         acknowledged: Vec::new(),
+        metadata: Default::default(),
         released: None,
     })
 }
@@ -143,6 +144,7 @@ impl Harness {
             members: members.iter().map(|&i| n(i)).collect(),
             shard_count: shards,
             timings: Timings::default(),
+            metadata: Default::default(),
         };
         config.validate().expect("a valid harness config");
         let mut h = Harness {

@@ -49,8 +49,8 @@ pub use config::{ConfigError, CoreConfig, Timings, MAX_SHARDS};
 pub use events::{Action, Call, CallId, Event, Outcome, RefusalReason, ReleaseReason};
 pub use ids::{AddressError, Incarnation, NodeId, Role};
 pub use record::{
-    next_epoch, Ack, Claim, Epoch, Holding, PeerMessage, Record, ScoreOffer, Shard, Sighting,
-    Yield, EPOCH_TAG_BITS,
+    next_epoch, Ack, Claim, Epoch, Holding, Metadata, PeerMessage, Record, ScoreOffer, Shard,
+    Sighting, Yield, EPOCH_TAG_BITS,
 };
 pub use snapshot::{CoreCounters, LocalState, NodeState, Owner, PeerRefusals, Snapshot};
 pub use time::Instant;
@@ -583,6 +583,7 @@ impl Core {
             offer: self.conflicts.offer().cloned(),
             yielded: self.allocation.yielded().cloned(),
             acknowledged: self.allocation.acknowledged().to_vec(),
+            metadata: self.config.metadata.clone(),
             released: self.allocation.released(),
         };
         if self
@@ -649,6 +650,16 @@ impl Core {
             health_views.push((self.config.me.clone(), self.watcher.health()));
         }
         health_views.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut metadata: Vec<(NodeId, Arc<record::Metadata>)> = self
+            .view
+            .present_records()
+            .filter(|(r, _)| !r.metadata.is_empty())
+            .map(|(r, _)| (r.node.clone(), r.metadata.clone()))
+            .collect();
+        if !self.config.metadata.is_empty() {
+            metadata.push((self.config.me.clone(), self.config.metadata.clone()));
+        }
+        metadata.sort_by(|a, b| a.0.cmp(&b.0));
         Snapshot {
             health: self.watcher.health(),
             health_views,
@@ -657,6 +668,7 @@ impl Core {
             local: self.allocation.state(),
             nodes,
             members: membership.list().clone(),
+            metadata,
             counters: self.out.counters,
             refusals: membership.refusals(now),
             misconfigured: membership.misconfiguration_settled(now, &self.view),

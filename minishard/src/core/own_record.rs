@@ -8,7 +8,7 @@ use super::config::Timings;
 use super::events::Outbox;
 use super::ids::{Incarnation, NodeId, Role};
 use super::record::{
-    Claim, Epoch, Holding, PeerMessage, Record, ScoreOffer, Shard, Sighting, Yield,
+    Claim, Epoch, Holding, Metadata, PeerMessage, Record, ScoreOffer, Shard, Sighting, Yield,
 };
 use super::time::Instant;
 use super::view::PeerView;
@@ -24,6 +24,7 @@ pub(super) struct Draft {
     pub offer: Option<ScoreOffer>,
     pub yielded: Option<Yield>,
     pub acknowledged: Vec<Claim>,
+    pub metadata: Arc<Metadata>,
     pub released: Option<(Shard, Epoch)>,
 }
 
@@ -50,6 +51,7 @@ impl OwnRecord {
                 offer: None,
                 yielded: None,
                 acknowledged: Vec::new(),
+                metadata: Arc::default(),
                 released: None,
             }),
             sees_due: None,
@@ -86,7 +88,8 @@ impl OwnRecord {
             || old.shard_count != draft.shard_count
             || old.offer != draft.offer
             || old.yielded != draft.yielded
-            || old.role != draft.role;
+            || old.role != draft.role
+            || old.metadata != draft.metadata;
         let sees_changed = old.sees != draft.sees;
         if sees_changed && !urgent {
             // A peer no longer seen goes out soon: until it does, the others
@@ -125,6 +128,7 @@ impl OwnRecord {
             offer: draft.offer,
             yielded: draft.yielded,
             acknowledged: draft.acknowledged,
+            metadata: draft.metadata,
             released: draft.released,
         });
         tracing::trace!(

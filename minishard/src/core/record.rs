@@ -5,6 +5,7 @@
 //! its author (docs/design.md 6.1, 6.3), unchanged, so the highest `version` of an
 //! incarnation is always the truth.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,10 @@ pub type Shard = u32;
 /// owner.
 pub type Epoch = u64;
 
+/// The small string map a node publishes with its record (its own HTTP
+/// address, a zone...): for applications that route with their own
+/// transport. Fixed for an incarnation; `Config::validate` bounds its size.
+pub type Metadata = BTreeMap<String, String>;
 /// The bits of an epoch that hold the claimant's tag.
 pub const EPOCH_TAG_BITS: u32 = 32;
 
@@ -218,6 +223,9 @@ pub struct Record {
     /// were acknowledged with `prolonged`: a loser calls `deallocated` with
     /// the winner's name only once it sees itself here.
     pub acknowledged: Vec<Claim>,
+    /// The node's metadata, as configured (the same in every version of an
+    /// incarnation's record).
+    pub metadata: Arc<Metadata>,
     /// The allocation its author held last, kept once it ended: a peer
     /// that only sees the record after (relays send the latest version)
     /// still learns its epoch, which a store may have taken writes at.

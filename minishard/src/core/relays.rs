@@ -362,6 +362,7 @@ mod tests {
             offer: None,
             yielded: None,
             acknowledged: Vec::new(),
+            metadata: Default::default(),
             released: None,
         })
     }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::events::RefusalReason;
 use super::ids::NodeId;
-use super::record::{Epoch, Shard};
+use super::record::{Epoch, Metadata, Shard};
 use super::watcher::Health;
 
 /// The owner of a shard in this node's view.
@@ -103,6 +103,9 @@ pub struct Snapshot {
     /// Each reachable node's own view of the health, as it last published it
     /// (this node's included): what a status tool shows for a cluster.
     pub health_views: Vec<(NodeId, Health)>,
+    /// The metadata of every node in view that published some (this
+    /// node's included), sorted by node.
+    pub metadata: Vec<(NodeId, Arc<Metadata>)>,
     /// Counters.
     pub counters: CoreCounters,
     /// Every member that refused this node for a misconfiguration, sorted.
@@ -141,6 +144,12 @@ impl Snapshot {
             "no member accepts this node: {}; check the cluster name, the cookie, the member list and the version on both sides",
             refusing.join("; ")
         ))
+    }
+
+    /// The metadata `node` published, if it is in view and published some.
+    pub fn metadata(&self, node: &NodeId) -> Option<&Arc<Metadata>> {
+        let at = self.metadata.binary_search_by(|(n, _)| n.cmp(node)).ok()?;
+        Some(&self.metadata[at].1)
     }
 
     /// This node's shard and epoch, if it owns one.

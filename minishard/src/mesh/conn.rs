@@ -25,7 +25,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 #[cfg(feature = "testing")]
 use super::faults::Faults;
 use super::tls::{self, Tls};
+use super::RequestSink;
 use crate::core::{NodeId, PeerMessage, Role};
+use crate::requests::Lane;
 use crate::wire::codec::{FrameDecoder, FrameEncoder, StreamError};
 use crate::wire::handshake::{
     fresh_nonce, peer_text, Answering, Dialing, Established, Identity, PeerFacts, Refusal,
@@ -46,6 +48,8 @@ pub(crate) struct Settings {
     pub heartbeat_timeout: Duration,
     pub handshake_timeout: Duration,
     pub send_queue: usize,
+    /// Frames a connection's request lane holds (see [`Lane`]).
+    pub request_lane: usize,
     pub tls: Option<Tls>,
     /// This node's own view as `minishard status` shows it (a JSON object),
     /// to answer a peer's [`Frame::StatusRequest`] with.
@@ -84,6 +88,7 @@ pub(crate) enum ConnEvent {
         peer: PeerFacts,
         dialed: bool,
         sender: mpsc::Sender<Frame>,
+        lane: Lane,
         kill: Arc<Notify>,
     },
     /// A message for the core.
@@ -388,17 +393,24 @@ pub(crate) struct Link {
     #[cfg(feature = "testing")]
     pub faults: Arc<Faults>,
     pub stats: Arc<MeshStats>,
+    pub requests: Arc<dyn RequestSink>,
 }
 
 /// Announces the connection to the mesh, then carries frames until it ends.
 pub(crate) async fn run(link: Link, streams: Streams) {
     let (sender, outbox) = mpsc::channel(link.settings.send_queue);
+    let (lane_sender, lane_frames) = mpsc::channel(link.settings.request_lane);
     let kill = Arc::new(Notify::new());
+    let lane = Lane {
+        frames: lane_sender,
+        kill: kill.clone(),
+    };
     let up = ConnEvent::Up {
         conn: link.conn,
         peer: link.peer.clone(),
         dialed: link.dialed,
         sender: sender.clone(),
+        lane: lane.clone(),
         kill: kill.clone(),
     };
     if link.events.send(up).await.is_err() {
@@ -416,6 +428,7 @@ pub(crate) async fn run(link: Link, streams: Streams) {
     let writing = tokio::spawn(write_loop(
         writer,
         outbox,
+        lane_frames,
         acks_out,
         link.settings.clone(),
         // The fault filter drops what goes to a peer cut off in a test.
@@ -423,7 +436,7 @@ pub(crate) async fn run(link: Link, streams: Streams) {
         (link.faults.clone(), peer.clone()),
     ));
     let reason = tokio::select! {
-        reason = read_loop(&link, reader, acks) => reason,
+        reason = read_loop(&link, reader, acks, &lane) => reason,
         () = kill.notified() => "closed by this node".to_owned(),
     };
     writing.abort();
@@ -437,9 +450,20 @@ pub(crate) async fn run(link: Link, streams: Streams) {
         .await;
 }
 
+/// Frames written after one that had to be waited for, before a flush, at
+/// most: a burst costs one system call, and the next heartbeat waits for
+/// at most this many bytes.
+const WRITE_BATCH_BYTES: usize = 256 << 10;
+
+/// Writes, in this order of priority: heartbeats and their answers, the
+/// core's messages, then the request lane. A heartbeat therefore waits for
+/// at most one batch of frames already taken, never behind a queue of
+/// requests; and a request flood cannot fill the core's queue, whose
+/// overflow would close the connection.
 async fn write_loop(
     mut writer: FramedWrite<Writer, FrameEncoder>,
     mut outbox: mpsc::Receiver<Frame>,
+    mut lane: mpsc::Receiver<Frame>,
     mut acks: mpsc::Receiver<Frame>,
     settings: Arc<Settings>,
     #[cfg(feature = "testing")] (faults, peer): (Arc<Faults>, NodeId),
@@ -448,24 +472,47 @@ async fn write_loop(
     let mut beat = tokio::time::interval_at(beat_grid_start(period), period);
     // A late tick is skipped, not shifted, so the beats stay on the grid.
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    #[cfg(feature = "testing")]
+    let cut = || faults.is_cut(&peer);
+    #[cfg(not(feature = "testing"))]
+    let cut = || false;
     loop {
         let frame = tokio::select! {
+            biased;
+            Some(answer) = acks.recv() => answer,
+            _ = beat.tick() => Frame::Heartbeat { sent_micros: clock_micros() },
             next = outbox.recv() => match next {
                 Some(frame) => frame,
                 // The mesh let go of this connection: flush and close.
                 None => break,
             },
-            Some(answer) = acks.recv() => answer,
-            _ = beat.tick() => Frame::Heartbeat { sent_micros: clock_micros() },
+            Some(frame) = lane.recv() => frame,
         };
-        #[cfg(feature = "testing")]
-        if faults.is_cut(&peer) {
-            continue;
+        let mut batched = 0;
+        let mut next = Some(frame);
+        while let Some(frame) = next.take() {
+            if !cut() {
+                let bytes = Bytes::from(wire::encode(&frame));
+                batched += bytes.len();
+                if writer.feed(bytes).await.is_err() {
+                    return;
+                }
+            }
+            if batched < WRITE_BATCH_BYTES {
+                next = outbox.try_recv().or_else(|_| lane.try_recv()).ok();
+            }
         }
-        if writer
-            .send(Bytes::from(wire::encode(&frame)))
-            .await
-            .is_err()
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+    // Answers already queued go out before the close.
+    while let Ok(frame) = lane.try_recv() {
+        if !cut()
+            && writer
+                .feed(Bytes::from(wire::encode(&frame)))
+                .await
+                .is_err()
         {
             return;
         }
@@ -477,6 +524,7 @@ async fn read_loop(
     link: &Link,
     mut reader: FramedRead<Reader, FrameDecoder>,
     acks: mpsc::Sender<Frame>,
+    lane: &Lane,
 ) -> String {
     let settings = &link.settings;
     let peer = &link.peer.node;
@@ -551,6 +599,11 @@ async fn read_loop(
                     return "engine stopped".into();
                 }
             }
+            // Requests bypass the core: the owner's handler or the waiting
+            // sender takes them straight from here.
+            Frame::Request(request) => link.requests.request(peer, lane, request),
+            Frame::Reply(reply) => link.requests.reply(peer, link.conn, reply),
+            Frame::HandOff(frame) => link.requests.hand_off(peer, frame),
             Frame::Refused { reason, .. } => {
                 return format!("refused by the peer: {}", peer_text(&reason))
             }

@@ -36,7 +36,9 @@ pub(crate) use tls::Tls;
 
 use crate::config::MeshNotice;
 use crate::core::{Event, Incarnation, NodeId, RefusalReason, Role};
+use crate::requests::Lane;
 use crate::wire::handshake::{PeerFacts, Refusal, RefusalKind, Refuser};
+use crate::wire::request::{Reply, Request};
 use crate::wire::Frame;
 
 /// A dial that found nobody listening (or failed on the way) is tried again
@@ -51,12 +53,24 @@ const BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// How long the larger address waits to be dialled before dialling itself.
 const DIAL_FALLBACK: Duration = Duration::from_secs(1);
 
+/// Where connections hand the request frames they read: past the core,
+/// which has no part in them.
+pub(crate) trait RequestSink: Send + Sync {
+    /// A peer's request for the shard this node owns.
+    fn request(&self, from: &NodeId, lane: &Lane, request: Request);
+    /// A peer's reply to a request this node sent on connection `conn`.
+    fn reply(&self, from: &NodeId, conn: ConnId, reply: Reply);
+    /// Part of a hand-off from a peer (docs/design.md 11.8).
+    fn hand_off(&self, from: &NodeId, frame: crate::wire::request::HandOff);
+}
+
 struct Live {
     conn: ConnId,
     incarnation: u64,
     role: Role,
     dialed: bool,
     sender: mpsc::Sender<Frame>,
+    lane: Lane,
     kill: Arc<Notify>,
 }
 
@@ -80,6 +94,7 @@ struct Shared {
     handshakes: Arc<Semaphore>,
     per_source: Mutex<HashMap<IpAddr, usize>>,
     max_per_source: usize,
+    requests: Arc<dyn RequestSink>,
 }
 
 impl Shared {
@@ -127,6 +142,7 @@ impl Shared {
             #[cfg(feature = "testing")]
             faults: self.faults.clone(),
             stats: self.stats.clone(),
+            requests: self.requests.clone(),
         }
     }
 
@@ -179,6 +195,7 @@ pub(crate) struct Mesh {
 
 impl Mesh {
     /// Starts listening; dialling starts with [`Mesh::set_members`].
+    #[allow(clippy::too_many_arguments)] // each is a separate part of the node
     pub(crate) fn start(
         listener: TcpListener,
         settings: Settings,
@@ -187,6 +204,7 @@ impl Mesh {
         #[cfg(feature = "testing")] faults: Arc<Faults>,
         stats: Arc<MeshStats>,
         events: mpsc::Sender<ConnEvent>,
+        requests: Arc<dyn RequestSink>,
     ) -> Mesh {
         let me = settings.identity.node.clone();
         let role = settings.identity.role;
@@ -205,6 +223,7 @@ impl Mesh {
             handshakes: Arc::new(Semaphore::new(max_handshakes)),
             per_source: Mutex::new(HashMap::new()),
             max_per_source,
+            requests,
         });
         let acceptor = tokio::spawn(accept_loop(listener, shared.clone())).abort_handle();
         Mesh {
@@ -257,10 +276,11 @@ impl Mesh {
                 peer,
                 dialed,
                 sender,
+                lane,
                 kill,
             } => {
                 let facts = peer.clone();
-                if self.on_up(conn, peer, dialed, sender, kill) {
+                if self.on_up(conn, peer, dialed, sender, lane, kill) {
                     let notice = MeshNotice::PeerUp {
                         peer: facts.node.clone(),
                     };
@@ -335,6 +355,7 @@ impl Mesh {
         peer: PeerFacts,
         dialed: bool,
         sender: mpsc::Sender<Frame>,
+        lane: Lane,
         kill: Arc<Notify>,
     ) -> bool {
         let new = Live {
@@ -343,6 +364,7 @@ impl Mesh {
             role: peer.role,
             dialed,
             sender,
+            lane,
             kill,
         };
         // Both ends keep the connection dialled by the smaller address.
@@ -383,6 +405,11 @@ impl Mesh {
                 true
             }
         }
+    }
+
+    /// The live connection to `peer` and its request lane.
+    pub(crate) fn lane(&self, peer: &NodeId) -> Option<(ConnId, Lane)> {
+        self.live.get(peer).map(|l| (l.conn, l.lane.clone()))
     }
 
     fn forget(&mut self, peer: &NodeId) {
@@ -661,10 +688,19 @@ mod tests {
             heartbeat_timeout: Duration::from_millis(500),
             handshake_timeout: Duration::from_secs(1),
             send_queue: 2,
+            request_lane: 16,
             tls: None,
             status_report: StatusSource(Arc::new(|| "{}".into())),
             source: None,
         }
+    }
+
+    struct NoRequests;
+
+    impl RequestSink for NoRequests {
+        fn request(&self, _: &NodeId, _: &Lane, _: Request) {}
+        fn hand_off(&self, _: &NodeId, _: crate::wire::request::HandOff) {}
+        fn reply(&self, _: &NodeId, _: ConnId, _: Reply) {}
     }
 
     #[tokio::test]
@@ -681,11 +717,13 @@ mod tests {
             Faults::new(),
             stats.clone(),
             events,
+            Arc::new(NoRequests),
         );
         // A connection whose writer is stuck (a peer that stopped reading):
         // nobody drains its queue of two.
         let (sender, _stuck) = mpsc::channel(2);
         let kill = Arc::new(Notify::new());
+        let (lane, _lane_frames) = mpsc::channel(2);
         let slow = NodeId::parse("127.0.0.1:9").unwrap();
         let up = ConnEvent::Up {
             conn: 1,
@@ -696,6 +734,10 @@ mod tests {
             },
             dialed: false,
             sender,
+            lane: Lane {
+                frames: lane,
+                kill: kill.clone(),
+            },
             kill: kill.clone(),
         };
         assert!(matches!(mesh.on_event(up).0, Some(Event::Connected { .. })));

@@ -18,12 +18,18 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::api::Callbacks;
 use crate::config::Dispatch;
-use crate::core::{Call, CallId, NodeId, Outcome};
+use crate::core::ReleaseReason;
+use crate::core::{Call, CallId, Epoch, NodeId, Outcome};
+use crate::requests::handoff::{HandOffs, Outgoing};
+use crate::requests::server::RequestJob;
 
 /// Something that turns a [`Call`] into an [`Outcome`]: the application.
 pub(crate) trait Runner: Send {
     /// Runs one callback.
     fn run(&mut self, call: &Call) -> Outcome;
+    /// Runs a request's handler if the application holds the request's
+    /// shard now; otherwise drops the job, which answers "not the owner".
+    fn request(&mut self, job: RequestJob);
     /// `nodes`, at join, with the raw answer for a precise error.
     fn nodes_at_join(&mut self) -> Result<Vec<NodeId>, String>;
     /// `shard_count`, at join.
@@ -37,15 +43,20 @@ pub(crate) struct AppRunner<C: Callbacks> {
     app: C,
     state: Option<C::State>,
     shard: Option<u32>,
+    /// The epoch of the current allocation, as its callbacks last gave it.
+    epoch: Option<Epoch>,
+    hand_offs: Arc<HandOffs>,
 }
 
 impl<C: Callbacks> AppRunner<C> {
-    pub(crate) fn new(cluster: String, app: C) -> AppRunner<C> {
+    pub(crate) fn new(cluster: String, app: C, hand_offs: Arc<HandOffs>) -> AppRunner<C> {
         AppRunner {
             cluster,
             app,
             state: None,
             shard: None,
+            epoch: None,
+            hand_offs,
         }
     }
 }
@@ -102,6 +113,34 @@ impl<C: Callbacks> Runner for AppRunner<C> {
         outcome
     }
 
+    fn request(&mut self, job: RequestJob) {
+        // Inside the allocation exactly: `state` is set once `allocated`
+        // returned and taken before `deallocated` starts.
+        let (Some(shard), Some(epoch), Some(state)) = (self.shard, self.epoch, self.state.as_mut())
+        else {
+            return drop(job);
+        };
+        if shard != job.shard() {
+            return drop(job);
+        }
+        let (payload, responder) = job.start(epoch);
+        let app = &mut self.app;
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| {
+            app.handle_request(state, payload, responder)
+        })) {
+            // The responder went with the unwinding: it answered that the
+            // handler dropped it.
+            tracing::warn!(
+                callback = "handle_request",
+                cluster = %self.cluster,
+                shard,
+                reason = %panic_message(payload),
+                callback_failure = true,
+                "callback failed"
+            );
+        }
+    }
+
     fn nodes_at_join(&mut self) -> Result<Vec<NodeId>, String> {
         let cluster = self.cluster.clone();
         match catch_unwind(AssertUnwindSafe(|| self.app.nodes(&cluster))) {
@@ -130,7 +169,12 @@ impl<C: Callbacks> AppRunner<C> {
             },
             Call::Allocated { shard, epoch } => {
                 self.shard = Some(*shard);
-                match self.app.allocated(cluster, *shard, *epoch) {
+                self.epoch = Some(*epoch);
+                let hand_off = self.hand_offs.for_allocation(*shard);
+                match self
+                    .app
+                    .allocated_with_hand_off(cluster, *shard, *epoch, hand_off)
+                {
                     Ok(state) => {
                         self.state = Some(state);
                         Outcome::Done
@@ -141,25 +185,59 @@ impl<C: Callbacks> AppRunner<C> {
                     }
                 }
             }
-            Call::Score { .. } => match self.state.as_mut() {
-                Some(state) => self
-                    .app
-                    .score(state)
-                    .map_or_else(|e| Outcome::Failed(e.0), Outcome::Score),
+            Call::Score { epoch, .. } => match self.state.as_mut() {
+                Some(state) => {
+                    self.epoch = Some(*epoch);
+                    self.app
+                        .score(state)
+                        .map_or_else(|e| Outcome::Failed(e.0), Outcome::Score)
+                }
                 None => Outcome::Failed("score asked with no allocation".into()),
             },
-            Call::Prolonged { loser, epoch, .. } => match self.state.as_mut() {
-                Some(state) => self
-                    .app
-                    .prolonged(loser, state, *epoch)
-                    .map_or_else(|e| Outcome::Failed(e.0), |()| Outcome::Done),
+            Call::Prolonged {
+                shard,
+                loser,
+                epoch,
+                won,
+            } => match self.state.as_mut() {
+                Some(state) => {
+                    self.epoch = Some(*epoch);
+                    // A loser that yielded says what it hands off, or that
+                    // it has nothing; one only outlived hands off nothing.
+                    let hand_off = (*won && self.app.takes_hand_offs())
+                        .then(|| self.hand_offs.loser_hand_off(*shard, loser))
+                        .flatten();
+                    self.app
+                        .prolonged_with_hand_off(loser, state, *epoch, hand_off)
+                        .map_or_else(|e| Outcome::Failed(e.0), |()| Outcome::Done)
+                }
                 None => Outcome::Failed("prolonged asked with no allocation".into()),
             },
-            Call::Deallocated { winner, reason, .. } => {
+            Call::Deallocated {
+                shard,
+                epoch,
+                winner,
+                reason,
+            } => {
                 self.shard = None;
+                self.epoch = None;
                 match self.state.take() {
                     Some(state) => {
-                        self.app.deallocated(winner.as_ref(), *reason, state);
+                        let data =
+                            self.app
+                                .deallocated_with_hand_off(winner.as_ref(), *reason, state);
+                        // Queued before the outcome goes back, so the engine
+                        // sends it ahead of the record that frees the shard.
+                        let tell_winner = *reason == ReleaseReason::LostConflict;
+                        if tell_winner || data.is_some() {
+                            self.hand_offs.released(Outgoing {
+                                shard: *shard,
+                                epoch: *epoch,
+                                reason: *reason,
+                                winner: winner.clone(),
+                                data,
+                            });
+                        }
                         Outcome::Done
                     }
                     None => Outcome::Failed("deallocated asked with no allocation".into()),
@@ -173,9 +251,38 @@ impl<C: Callbacks> AppRunner<C> {
     }
 }
 
+/// Work for the callback thread that does not come from the core.
+pub(crate) enum Errand {
+    /// A request for this node's handler.
+    Request(RequestJob),
+    /// A request's outcome for a function the application gave.
+    Completion(Box<dyn FnOnce() + Send>),
+}
+
 struct Queue {
+    /// The core's callbacks, which go first: a flood of requests must not
+    /// make a `score` late or hold back `deallocated`.
     jobs: VecDeque<(CallId, Call)>,
+    errands: VecDeque<Errand>,
     closed: bool,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.jobs.is_empty() && self.errands.is_empty()
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        match self.jobs.pop_front() {
+            Some((id, call)) => Some(Job::Core(id, call)),
+            None => self.errands.pop_front().map(Job::Errand),
+        }
+    }
+}
+
+enum Job {
+    Core(CallId, Call),
+    Errand(Errand),
 }
 
 /// The callbacks of one handle, waiting to run.
@@ -214,6 +321,7 @@ impl CallQueue {
         Ok(Arc::new(CallQueue {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
+                errands: VecDeque::new(),
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -241,8 +349,8 @@ impl CallQueue {
             .name(format!("minishard-cb-{cluster}"))
             .spawn(move || {
                 let _entered = span.enter();
-                while let Some((id, call)) = queue.next_blocking() {
-                    queue.run_one(id, &call);
+                while let Some(job) = queue.next_blocking() {
+                    queue.run_job(job);
                 }
             })?;
         *lock(&self.thread_id) = Some(handle.thread().id());
@@ -279,6 +387,10 @@ impl CallQueue {
         let mut queue = lock(&self.queue);
         queue.jobs.push_back((id, call));
         drop(queue);
+        self.wake();
+    }
+
+    fn wake(&self) {
         self.ready.notify_one();
         if self.dispatch == Dispatch::Host {
             // A full pipe already says "pending"; nothing more to say.
@@ -286,16 +398,102 @@ impl CallQueue {
         }
     }
 
-    fn next_blocking(&self) -> Option<(CallId, Call)> {
+    /// Queues a request for the handler, after the core's callbacks.
+    pub(crate) fn submit_request(&self, job: RequestJob) {
+        self.submit_errand(Errand::Request(job));
+    }
+
+    /// Runs `f` where callbacks run, after those queued. Once the queue has
+    /// closed, runs it here and now: an outcome is never lost.
+    pub(crate) fn submit_completion(&self, f: Box<dyn FnOnce() + Send>) {
+        self.submit_errand(Errand::Completion(f));
+    }
+
+    fn submit_errand(&self, errand: Errand) {
+        let mut queue = lock(&self.queue);
+        if queue.closed {
+            drop(queue);
+            return self.run_errand_here(errand);
+        }
+        queue.errands.push_back(errand);
+        drop(queue);
+        self.wake();
+    }
+
+    fn run_errand_here(&self, errand: Errand) {
+        match errand {
+            // Nobody will run it: dropped, it answers "not the owner".
+            Errand::Request(job) => drop(job),
+            Errand::Completion(f) => f(),
+        }
+    }
+
+    /// Runs a request's handler on the calling thread, if nothing else is
+    /// running or waiting to run (thread dispatch only): one at a time with
+    /// the other callbacks still, without waking the callback thread twice.
+    /// Gives the job back otherwise.
+    pub(crate) fn try_run_request_here(&self, job: RequestJob) -> Option<RequestJob> {
+        if self.dispatch != Dispatch::Thread {
+            return Some(job);
+        }
+        {
+            let queue = lock(&self.queue);
+            if !queue.is_empty() || queue.closed {
+                return Some(job);
+            }
+        }
+        let Ok(mut runner) = self.runner.try_lock() else {
+            return Some(job);
+        };
+        *lock(&self.running_on) = Some(thread::current().id());
+        runner.request(job);
+        *lock(&self.running_on) = None;
+        None
+    }
+
+    /// Answers every request still waiting for the handler "not the owner"
+    /// (the node is leaving); completions stay.
+    pub(crate) fn drop_requests(&self) {
+        let dropped: VecDeque<Errand> = {
+            let mut queue = lock(&self.queue);
+            let (requests, others) = std::mem::take(&mut queue.errands)
+                .into_iter()
+                .partition(|e| matches!(e, Errand::Request(_)));
+            queue.errands = others;
+            requests
+        };
+        drop(dropped);
+    }
+
+    fn next_blocking(&self) -> Option<Job> {
         let mut queue = lock(&self.queue);
         loop {
-            if let Some(job) = queue.jobs.pop_front() {
+            if let Some(job) = queue.pop() {
                 return Some(job);
             }
             if queue.closed {
                 return None;
             }
             queue = self.ready.wait(queue).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn run_job(&self, job: Job) {
+        match job {
+            Job::Core(id, call) => self.run_one(id, &call),
+            Job::Errand(Errand::Request(request)) => {
+                let mut runner = lock(&self.runner);
+                *lock(&self.running_on) = Some(thread::current().id());
+                runner.request(request);
+                *lock(&self.running_on) = None;
+            }
+            Job::Errand(Errand::Completion(f)) => {
+                // Not a callback of the engine's: it holds no runner, so it
+                // may wait for callbacks (e.g. make a blocking request).
+                if catch_unwind(AssertUnwindSafe(f)).is_err() {
+                    tracing::warn!("a request's completion function panicked");
+                }
+            }
         }
     }
 
@@ -314,12 +512,12 @@ impl CallQueue {
     pub(crate) fn dispatch(&self, max: usize) -> usize {
         let mut ran = 0;
         while ran < max {
-            let job = lock(&self.queue).jobs.pop_front();
-            let Some((id, call)) = job else { break };
-            self.run_one(id, &call);
+            let job = lock(&self.queue).pop();
+            let Some(job) = job else { break };
+            self.run_job(job);
             ran += 1;
         }
-        if lock(&self.queue).jobs.is_empty() {
+        if lock(&self.queue).is_empty() {
             let mut sink = [0u8; 64];
             while matches!((&self.wake_reader).read(&mut sink), Ok(n) if n > 0) {}
         }
@@ -346,7 +544,25 @@ impl CallQueue {
     /// Drops every callback not yet started (the node crashed: its
     /// application hears nothing more).
     pub(crate) fn abandon(&self) {
-        lock(&self.queue).jobs.clear();
+        let unrun: VecDeque<Errand> = {
+            let mut queue = lock(&self.queue);
+            queue.jobs.clear();
+            // Requests go unrun; the outcomes of this node's own requests
+            // are still delivered.
+            let (completions, requests) = std::mem::take(&mut queue.errands)
+                .into_iter()
+                .partition(|e| matches!(e, Errand::Completion(_)));
+            queue.errands = completions;
+            requests
+        };
+        // Dropped outside the lock: a dropped request answers its sender,
+        // which may queue again.
+        drop(unrun);
+    }
+
+    /// Whether anything waits to run (host dispatch).
+    pub(crate) fn has_pending(&self) -> bool {
+        !lock(&self.queue).is_empty()
     }
 
     /// Stops taking callbacks once the queued ones have run, and waits for

@@ -6,7 +6,8 @@
 //! published (an `ArcSwap`: no lock, no syscall); waits sleep on a condition
 //! variable the runtime signals on every new snapshot.
 
-mod calls;
+pub(crate) mod calls;
+
 mod logs;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::api::{Callbacks, Stats, Status};
@@ -26,8 +28,13 @@ use crate::core::{
 use crate::error::Error;
 #[cfg(feature = "testing")]
 use crate::mesh::faults::Faults;
-use crate::mesh::{ConnEvent, Mesh, MeshStats, Settings, StatusSource, Tls};
+use crate::mesh::{ConnEvent, ConnId, Mesh, MeshStats, RequestSink, Settings, StatusSource, Tls};
+use crate::requests::client::{Client, Limits};
+use crate::requests::handoff::{self, HandOffs};
+use crate::requests::server::{Server, View};
+use crate::requests::{Lane, PendingReply, Reply, RequestError, FRAME_OVERHEAD};
 use crate::wire::handshake::Identity;
+use crate::wire::request::{Reply as ReplyFrame, Request};
 use crate::wire::{Frame, MAX_CLUSTER_NAME_LEN};
 use calls::{AppRunner, CallQueue};
 use logs::LogQueue;
@@ -59,6 +66,27 @@ impl Changes {
     }
 }
 
+/// Both halves of this node's requests, where connections hand them.
+pub(crate) struct Requests {
+    client: Arc<Client>,
+    server: Server,
+    hand_offs: Arc<HandOffs>,
+}
+
+impl RequestSink for Requests {
+    fn request(&self, from: &NodeId, lane: &Lane, request: Request) {
+        self.server.incoming(from, lane, request);
+    }
+
+    fn reply(&self, from: &NodeId, conn: ConnId, reply: ReplyFrame) {
+        self.client.on_reply(from, conn, reply);
+    }
+
+    fn hand_off(&self, from: &NodeId, frame: crate::wire::request::HandOff) {
+        self.hand_offs.on_frame(from, frame);
+    }
+}
+
 /// One joined cluster: the engine behind a [`crate::Cluster`].
 pub(crate) struct Engine {
     name: String,
@@ -76,6 +104,7 @@ pub(crate) struct Engine {
     #[cfg(feature = "testing")]
     faults: Arc<Faults>,
     mesh_stats: Arc<MeshStats>,
+    requests: Arc<Requests>,
     logs: Arc<LogQueue>,
 }
 
@@ -97,7 +126,17 @@ impl Engine {
         }
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         let (results, results_rx) = mpsc::unbounded_channel();
-        let runner = Box::new(AppRunner::new(name.to_owned(), callbacks));
+        // Kept for anyone to take until a failover has surely ended.
+        let hand_offs = Arc::new(HandOffs::new(
+            config.hand_off_wait,
+            config.hand_off_limit as u64,
+            2 * config.timings.node_grace + config.hand_off_wait,
+        ));
+        let runner = Box::new(AppRunner::new(
+            name.to_owned(),
+            callbacks,
+            hand_offs.clone(),
+        ));
         let calls = CallQueue::new(runner, results, config.dispatch)
             .map_err(|e| Error::Io(format!("cannot create the callback queue: {e}")))?;
         let (members, shard_count) = calls
@@ -129,6 +168,7 @@ impl Engine {
             members,
             shard_count,
             timings: config.timings,
+            metadata: Arc::new(config.metadata.clone()),
         };
         core_config.validate()?;
 
@@ -163,6 +203,27 @@ impl Engine {
                 )
             }))
         };
+        let max_payload = config.frame_limit - FRAME_OVERHEAD;
+        let requests = Arc::new(Requests {
+            client: Client::new(
+                me.clone(),
+                snapshot.clone(),
+                calls.clone(),
+                Limits {
+                    in_flight: config.max_requests_in_flight,
+                    per_peer: config.max_requests_per_peer,
+                    max_payload,
+                },
+            ),
+            server: Server::new(
+                View::new(me.clone(), snapshot.clone()),
+                calls.clone(),
+                config.max_requests_per_peer,
+                config.max_requests_in_flight,
+                max_payload,
+            ),
+            hand_offs,
+        });
         let settings = Settings {
             identity: Identity {
                 cluster: name.to_owned(),
@@ -176,6 +237,9 @@ impl Engine {
             heartbeat_timeout: config.timings.heartbeat_timeout,
             handshake_timeout: config.handshake_timeout,
             send_queue: config.send_queue,
+            // Room for the requests this node sends to the peer and the
+            // answers to those the peer sends, each within its cap.
+            request_lane: 2 * config.max_requests_per_peer + 64,
             tls,
             status_report,
             source: listener
@@ -194,6 +258,12 @@ impl Engine {
             grace: config.timings.heartbeat_timeout,
             refusal_log: RefusalLog::default(),
             asking: HashMap::new(),
+            requests: requests.clone(),
+            observer: config.observer,
+            dialled: Arc::from(Vec::new()),
+            chunk: handoff::chunk_size(config.frame_limit),
+            hand_off_wait: config.hand_off_wait,
+            streams: Vec::new(),
         };
         let mesh_parts = MeshParts {
             listener,
@@ -246,6 +316,7 @@ impl Engine {
             #[cfg(feature = "testing")]
             faults,
             mesh_stats,
+            requests,
             logs,
         })
     }
@@ -350,6 +421,82 @@ impl Engine {
         Ok(self.calls.dispatch(max))
     }
 
+    /// Sends a request and waits for its outcome (docs/design.md 11).
+    pub(crate) fn request(
+        &self,
+        shard: crate::core::Shard,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Reply, RequestError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let client = &self.requests.client;
+        let (slot, id) = client.issue(shard, payload, timeout, None, true);
+        // Host dispatch: this thread may be the one that runs callbacks,
+        // this node's own handler among them; so it runs them while it
+        // waits (as `leave` does).
+        let pump = self.calls.dispatch_mode() == Dispatch::Host && !self.calls.is_callback_thread();
+        loop {
+            if let Some(outcome) = slot.try_take() {
+                return outcome;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if pump && self.calls.has_pending() {
+                self.calls.dispatch(usize::MAX);
+                continue;
+            }
+            let until = if pump {
+                deadline.min(now + Duration::from_millis(1))
+            } else {
+                deadline
+            };
+            if let Some(outcome) = slot.wait(until) {
+                return outcome;
+            }
+        }
+        if let Some(id) = id {
+            client.time_out(id);
+        }
+        slot.try_take().unwrap_or(Err(RequestError::Timeout))
+    }
+
+    /// Sends a request; its outcome is a future.
+    pub(crate) fn request_async(
+        &self,
+        shard: crate::core::Shard,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> PendingReply {
+        let client = &self.requests.client;
+        let (slot, id) = client.issue(shard, payload, timeout, None, false);
+        PendingReply::new(slot, id.map(|id| (client.clone(), id)))
+    }
+
+    /// Sends a request; `then` gets its outcome where callbacks run.
+    pub(crate) fn request_then(
+        &self,
+        shard: crate::core::Shard,
+        payload: Vec<u8>,
+        timeout: Duration,
+        then: impl FnOnce(Result<Reply, RequestError>) + Send + 'static,
+    ) {
+        let calls = self.calls.clone();
+        let deliver = Box::new(move |outcome| {
+            calls.submit_completion(Box::new(move || then(outcome)));
+        });
+        let _ = self
+            .requests
+            .client
+            .issue(shard, payload, timeout, Some(deliver), false);
+    }
+
+    /// Requests of this handle in flight now.
+    pub(crate) fn requests_in_flight(&self) -> usize {
+        self.requests.client.in_flight()
+    }
+
     pub(crate) fn event_fd(&self) -> Option<std::os::fd::RawFd> {
         (self.calls.dispatch_mode() == Dispatch::Host).then(|| self.calls.wake_fd())
     }
@@ -408,6 +555,12 @@ impl Engine {
         self.logs.finish();
         if abandon {
             self.calls.abandon();
+        }
+        // Every request still pending ends now; their outcomes for
+        // functions go through the queue, which runs them as it closes.
+        self.requests.client.close();
+        if self.calls.dispatch_mode() == Dispatch::Host && !abandon {
+            self.calls.dispatch(usize::MAX);
         }
         self.calls.close();
         self.changes.notify();
@@ -474,6 +627,15 @@ struct Driver {
     refusal_log: RefusalLog,
     /// Status requests sent, by peer, waiting for its report.
     asking: HashMap<NodeId, Vec<std::sync::mpsc::SyncSender<String>>>,
+    requests: Arc<Requests>,
+    observer: bool,
+    /// The members the mesh dials.
+    dialled: Arc<[NodeId]>,
+    /// The largest chunk of a hand-off.
+    chunk: usize,
+    hand_off_wait: Duration,
+    /// Hand-offs being streamed to their next owner.
+    streams: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Refusals are logged at most [`RefusalLog::PER_SECOND`] a second, so a
@@ -542,7 +704,9 @@ impl Driver {
             parts.faults,
             parts.stats,
             events,
+            self.requests.clone(),
         );
+        let timers = tokio::spawn(self.requests.client.clone().run_timers());
         let base = tokio::time::Instant::from_std(self.base);
         let mut timer: Option<core::Instant> = None;
         loop {
@@ -559,7 +723,10 @@ impl Driver {
             };
             let event = tokio::select! {
                 Some(event) = conn_events.recv() => self.on_mesh_event(&mut mesh, event),
-                Some((id, outcome)) = results.recv() => Some(Event::CallDone { id, outcome }),
+                Some((id, outcome)) = results.recv() => {
+                    self.send_hand_offs(&mut mesh);
+                    Some(Event::CallDone { id, outcome })
+                }
                 () = wake => Some(Event::Timeout),
                 command = commands.recv() => match command {
                     Some(Command::Leave) => Some(Event::Leave),
@@ -586,6 +753,7 @@ impl Driver {
                 if let Ok(event) = conn_events.try_recv() {
                     batch.extend(self.on_mesh_event(&mut mesh, event));
                 } else if let Ok((id, outcome)) = results.try_recv() {
+                    self.send_hand_offs(&mut mesh);
                     batch.push(Event::CallDone { id, outcome });
                 } else {
                     break;
@@ -596,6 +764,14 @@ impl Driver {
                 self.core.handle_all(now, batch);
             }
         }
+        timers.abort();
+        // Hand-offs under way finish before the connections close (a
+        // leaving node's goes to the standbys), within `hand_off_wait`.
+        let until = tokio::time::Instant::now() + self.hand_off_wait;
+        for stream in self.streams.drain(..) {
+            let _ = tokio::time::timeout_at(until, stream).await;
+        }
+        self.requests.hand_offs.close();
         mesh.shutdown(self.grace, &mut conn_events).await;
     }
 
@@ -607,6 +783,19 @@ impl Driver {
             return None;
         }
         let (event, notice) = mesh.on_event(event);
+        match &event {
+            Some(Event::Connected { peer, .. }) => {
+                if let Some((conn, lane)) = mesh.lane(peer) {
+                    self.requests.client.link_up(peer.clone(), conn, lane);
+                }
+                self.requests.hand_offs.link(peer, true);
+            }
+            Some(Event::Lost { peer }) => {
+                self.requests.client.link_down(peer);
+                self.requests.hand_offs.link(peer, false);
+            }
+            _ => {}
+        }
         if let Some(notice) = notice {
             match &notice {
                 crate::config::MeshNotice::PeerUp { peer } => tracing::info!(%peer, "peer up"),
@@ -622,6 +811,75 @@ impl Driver {
         event
     }
 
+    /// An observer dials the members it learned of through the ones in its
+    /// list too: its requests go straight to a shard's owner, which may be
+    /// any member.
+    fn dial_learned_members(&mut self, mesh: &mut Mesh, snapshot: &Snapshot) {
+        let learned: Vec<NodeId> = snapshot
+            .nodes
+            .iter()
+            .filter(|(n, state)| {
+                *state != crate::core::NodeState::Connected
+                    && *n != *self.core.me()
+                    && !self.dialled.contains(n)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !learned.is_empty() {
+            let mut all = self.dialled.to_vec();
+            all.extend(learned);
+            all.sort();
+            self.dialled = Arc::from(all);
+            mesh.set_members(&self.dialled);
+        }
+    }
+
+    /// Sends what `deallocated` handed off, before the core hears that it
+    /// returned: the `Start` goes on the core lane ahead of the record that
+    /// frees the shard, so the next owner knows to wait for the bytes. A
+    /// conflict's loser sends to its winner; a leaving node to every
+    /// standby, since the next owner is chosen after it left.
+    fn send_hand_offs(&mut self, mesh: &mut Mesh) {
+        self.streams.retain(|s| !s.is_finished());
+        for out in self.requests.hand_offs.take_outgoing() {
+            let targets: Vec<NodeId> = match (out.reason, &out.winner) {
+                (core::ReleaseReason::LostConflict, Some(winner)) => vec![winner.clone()],
+                (core::ReleaseReason::Left, _) if out.data.is_some() => self
+                    .snapshot
+                    .load()
+                    .nodes
+                    .iter()
+                    .filter(|(n, s)| *s == core::NodeState::Standby && n != self.core.me())
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if targets.is_empty() && out.data.is_some() {
+                tracing::info!(shard = out.shard, reason = %out.reason, "a hand-off has no next owner to go to: dropped");
+            }
+            let data = out.data.map(Bytes::from);
+            for to in targets {
+                let Some((_, lane)) = mesh.lane(&to) else {
+                    tracing::info!(shard = out.shard, %to, "the next owner is not connected: the hand-off is lost");
+                    continue;
+                };
+                let start = crate::wire::request::HandOff::Start {
+                    shard: out.shard,
+                    epoch: out.epoch,
+                    len: data.as_ref().map(|d| d.len() as u64),
+                };
+                if mesh.send(&to, Frame::HandOff(start)) {
+                    continue;
+                }
+                if let Some(data) = data.clone() {
+                    self.streams.push(tokio::spawn(handoff::stream(
+                        lane, out.shard, out.epoch, data, self.chunk,
+                    )));
+                }
+            }
+        }
+    }
+
     /// Carries out the core's actions. Returns true once the node has left.
     fn carry_out(&mut self, mesh: &mut Mesh, timer: &mut Option<core::Instant>) -> bool {
         let mut closed = false;
@@ -629,6 +887,7 @@ impl Driver {
             match action {
                 Action::Send { to, message } => {
                     if mesh.send(&to, Frame::Peer(message)) {
+                        self.requests.client.link_down(&to);
                         let now = self.now();
                         self.core.handle(now, Event::Lost { peer: to });
                     }
@@ -637,11 +896,23 @@ impl Driver {
                 Action::CancelTimer => *timer = None,
                 Action::Call { id, call } => self.calls.submit(id, call),
                 Action::Publish(snapshot) => {
+                    if self.observer {
+                        self.dial_learned_members(mesh, &snapshot);
+                    }
                     self.snapshot.store(snapshot);
                     self.changes.notify();
+                    self.requests.client.on_view_changed();
                 }
-                Action::SetMembers(members) => mesh.set_members(&members),
-                Action::Close => closed = true,
+                Action::SetMembers(members) => {
+                    mesh.set_members(&members);
+                    self.dialled = members;
+                }
+                Action::Close => {
+                    // Queued requests are answered "not the owner" while the
+                    // connections can still carry the answers.
+                    self.requests.server.close();
+                    closed = true;
+                }
             }
         }
         closed

@@ -468,6 +468,7 @@ impl Sim {
             members: node.list.clone(),
             shard_count: self.config.shard_count,
             timings: self.config.timings,
+            metadata: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@
 
 pub mod codec;
 pub mod handshake;
+pub mod request;
 pub mod seal;
 
 use bincode::config::{self, Config};
@@ -24,7 +25,8 @@ pub use handshake::{Challenge, Hello, Proof};
 /// The protocol version this build speaks. Peers must speak the same.
 ///
 /// 2: frames after the handshake are sealed ([`seal`]) unless over TLS.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: requests and replies ([`request`]); records carry metadata.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The default largest frame, in bytes (docs/design.md 10).
 pub const DEFAULT_FRAME_LIMIT: usize = 1 << 20;
@@ -86,6 +88,12 @@ pub enum Frame {
         /// The JSON object.
         json: String,
     },
+    /// A request for the shard the peer owns (docs/design.md 11).
+    Request(request::Request),
+    /// The answer to a request the peer sent.
+    Reply(request::Reply),
+    /// Part of a hand-off to this node (docs/design.md 11.8).
+    HandOff(request::HandOff),
 }
 
 impl Frame {
@@ -102,6 +110,9 @@ impl Frame {
             Frame::Peer(_) => "peer message",
             Frame::StatusRequest => "status request",
             Frame::StatusReport { .. } => "status report",
+            Frame::Request(_) => "request",
+            Frame::Reply(_) => "reply",
+            Frame::HandOff(_) => "hand-off",
         }
     }
 }

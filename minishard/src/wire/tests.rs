@@ -105,6 +105,7 @@ fn record() -> impl Strategy<Value = Record> {
                 offer,
                 yielded,
                 acknowledged: Vec::new(),
+                metadata: Default::default(),
                 released: None,
             },
         )
@@ -154,6 +155,11 @@ fn frame() -> impl Strategy<Value = Frame> {
         )
             .prop_map(|(mut r, current, acknowledged)| {
                 r.acknowledged = acknowledged;
+                r.metadata = Arc::new(
+                    [("http".to_owned(), format!("{}", r.node))]
+                        .into_iter()
+                        .collect(),
+                );
                 Frame::Peer(PeerMessage::Relay {
                     record: Arc::new(r),
                     current,
@@ -163,6 +169,35 @@ fn frame() -> impl Strategy<Value = Frame> {
             .prop_map(|e| Frame::Peer(PeerMessage::Epochs(e))),
         Just(Frame::StatusRequest),
         ".{0,80}".prop_map(|json| Frame::StatusReport { json }),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            prop::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(id, shard, payload)| Frame::Request(request::Request {
+                id,
+                shard,
+                payload: payload.into(),
+            })),
+        (any::<u64>(), reply_outcome())
+            .prop_map(|(id, outcome)| Frame::Reply(request::Reply { id, outcome })),
+    ]
+}
+
+fn reply_outcome() -> impl Strategy<Value = request::ReplyOutcome> {
+    use request::ReplyOutcome;
+    prop_oneof![
+        (any::<u64>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(epoch, payload)| {
+            ReplyOutcome::Answered {
+                epoch,
+                payload: payload.into(),
+            }
+        }),
+        (any::<u64>(), ".{0,20}")
+            .prop_map(|(epoch, message)| ReplyOutcome::Failed { epoch, message }),
+        proptest::option::of((node(), any::<u64>()))
+            .prop_map(|owner| ReplyOutcome::NotOwner { owner }),
+        Just(ReplyOutcome::Overloaded),
     ]
 }
 

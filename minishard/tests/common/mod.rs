@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use minishard::{
-    CallbackError, Callbacks, Cluster, Config, Health, NodeId, ReleaseReason, Timings,
+    CallbackError, Callbacks, Cluster, Config, Health, NodeId, ReleaseReason, Responder, Timings,
 };
 
 /// What one application was told, in order.
@@ -32,6 +32,13 @@ pub enum Told {
     Status {
         old: Health,
         new: Health,
+    },
+    /// `handle_request` ran for this payload, in the allocation of `shard`
+    /// at `epoch` (the request handler answers `shard epoch payload`).
+    Handled {
+        shard: u32,
+        epoch: u64,
+        payload: Vec<u8>,
     },
 }
 
@@ -110,6 +117,18 @@ impl Callbacks for App {
 
     fn status_changed(&mut self, _cluster: &str, old: Health, new: Health) {
         self.journal.push(Told::Status { old, new });
+    }
+
+    fn handle_request(&mut self, state: &mut u32, payload: Vec<u8>, responder: Responder) {
+        let epoch = responder.epoch();
+        let mut reply = format!("{state} {epoch} ").into_bytes();
+        reply.extend_from_slice(&payload);
+        self.journal.push(Told::Handled {
+            shard: *state,
+            epoch,
+            payload,
+        });
+        responder.respond(reply);
     }
 }
 

@@ -23,8 +23,11 @@ from ._errors import (
     ClosedError,
     ConfigError,
     Error,
+    HandlerError,
     InvalidArgumentError,
     MisconfiguredError,
+    OverloadedError,
+    UncertainError,
 )
 # Not in __all__: a star import must not shadow the built-ins of these names.
 from ._errors import IOError as IOError
@@ -39,6 +42,7 @@ from ._types import (
     LocalState,
     NodeState,
     Owner,
+    HandOff,
     Reason,
     Refusals,
     Stats,
@@ -51,6 +55,7 @@ __all__ = [
     "Callbacks",
     "CallbacksLike",
     "Health",
+    "HandOff",
     "Reason",
     "HealthName",
     "DispatchMode",
@@ -66,5 +71,8 @@ __all__ = [
     "ClosedError",
     "InvalidArgumentError",
     "MisconfiguredError",
+    "HandlerError",
+    "OverloadedError",
+    "UncertainError",
     "__version__",
 ]

@@ -24,6 +24,7 @@ from ._errors import (
     InvalidArgumentError,
     MisconfiguredError,
     TimeoutError,
+    UncertainError,
 )
 from ._loopbridge import LoopBridge
 from ._types import (
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     # asyncio, inspect and logging are imported where they are used:
     # `import minishard` stays cheap for programs that never need them.
     import asyncio
+    import concurrent.futures
     from types import TracebackType
 
 # A path argument: a str or anything os.fspath takes that gives one.
@@ -63,7 +65,16 @@ _LIMITS = {name: unit for name, unit, *_ in _minishard.SETTINGS if unit != "ms"}
 _COUNT_MAX = 2**64 - 1
 # The callbacks that may be `async def` (with dispatch="asyncio"): nodes and
 # shard_count are called inside join, which cannot await.
-_MAY_BE_ASYNC = ("allocated", "score", "prolonged", "deallocated", "status_changed")
+_MAY_BE_ASYNC = (
+    "allocated",
+    "score",
+    "prolonged",
+    "deallocated",
+    "status_changed",
+    "handle_request",
+)
+# The payload types a request takes.
+Data = Union[bytes, bytearray, memoryview]
 
 # Every cluster joined and not yet left. Holding them here means a cluster
 # stays joined while the application runs, whether or not it keeps a
@@ -141,7 +152,77 @@ class Cluster(_minishard.NativeCluster):
             local=LocalState(*d["local"]),
             refusals={peer: Refusals(*r) for peer, r in d["refusals"].items()},
             misconfigured=d["misconfigured"],
+            metadata=d["metadata"],
         )
+
+    def request(self, shard: int, data: Data, *, timeout: float = 5.0) -> bytes:
+        """Sends ``data`` to the owner of ``shard`` and returns its reply
+        (docs/design.md 11), waiting with the GIL released. Any node may ask,
+        members and observers alike. While no owner is known (a failover, a
+        hand-over) it waits for one; a node that is no longer the owner
+        passes it on; it is sent to an owner at most once.
+
+        Raises ``minishard.TimeoutError``, ``HandlerError`` (the handler
+        raised: its message), ``OverloadedError``, ``UncertainError`` (the
+        connection was lost after sending: the handler may or may not have
+        run), ``ClosedError``, ``InvalidArgumentError`` (no such shard, data
+        over the frame limit, or this node's own shard from inside its own
+        callback). With ``dispatch="asyncio"`` on the loop's thread it runs
+        the callbacks itself meanwhile; prefer ``await request_async()``
+        there."""
+        payload = _data(data)
+        limit = _request_timeout(timeout)
+        pumping = self._pumping_bridge("request", "await cluster.request_async(...)")
+        if pumping is None:
+            return self._request(shard, payload, limit)
+        bridge: LoopBridge = pumping
+        result: Dict[str, Any] = {}
+
+        def send() -> None:
+            try:
+                result["reply"] = self._request(shard, payload, limit)
+            except BaseException as error:  # handed to the caller below
+                result["error"] = error
+            bridge.wake()
+
+        worker = threading.Thread(target=send, name="minishard-request", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            bridge.pump(0.05)
+        if "error" in result:
+            raise result["error"]
+        reply: bytes = result["reply"]
+        return reply
+
+    async def request_async(self, shard: int, data: Data, *, timeout: float = 5.0) -> bytes:
+        """``request`` for coroutines: the event loop keeps running while
+        the request is on its way. It may be awaited from inside an async
+        callback, for this node's own shard too (its handler then runs once
+        that callback has finished). Cancelling the task abandons the wait,
+        not the request."""
+        import asyncio
+
+        payload = _data(data)
+        limit = _request_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        replied: asyncio.Future[bytes] = loop.create_future()
+
+        def settle(reply: Optional[Tuple[bytes, str, int]], error: Optional[BaseException]) -> None:
+            if replied.done():
+                return
+            if error is not None:
+                replied.set_exception(error)
+            elif reply is not None:
+                replied.set_result(reply[0])
+
+        def done(reply: Optional[Tuple[bytes, str, int]], error: Optional[BaseException]) -> None:
+            try:
+                loop.call_soon_threadsafe(settle, reply, error)
+            except RuntimeError:
+                pass  # The loop has closed: nobody waits any more.
+
+        self._request_async(shard, payload, limit, done)
+        return await replied
 
     def stats(self) -> Stats:
         """Counters since join; after ``leave()``, the final ones."""
@@ -349,9 +430,47 @@ class Cluster(_minishard.NativeCluster):
         return f"<minishard.Cluster {self.name!r} node={self.node} {state}>"
 
 
+def _data(data: Any) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise InvalidArgumentError(
+        f"data must be bytes, bytearray or memoryview, not {type(data).__name__}"
+    )
+
+
+def _request_timeout(timeout: Any) -> float:
+    limit = _time_limit(timeout)
+    if limit is None:
+        raise InvalidArgumentError("a request needs a finite timeout")
+    return limit
+
+
+def _answer_when_done(future: "concurrent.futures.Future[Any]", responder: Any) -> None:
+    """A ``handle_request`` returned a future: answer the request with its
+    result once it is done, on whichever thread completes it."""
+
+    def done(f: "concurrent.futures.Future[Any]") -> None:
+        try:
+            result = f.result()
+            if isinstance(result, (bytearray, memoryview)):
+                result = bytes(result)
+            if not isinstance(result, bytes):
+                raise TypeError(
+                    f"handle_request's future gave {type(result).__name__}: expected bytes"
+                )
+        except BaseException as error:
+            responder.fail(f"{type(error).__name__}: {error}")
+            return
+        responder.respond(result)
+
+    future.add_done_callback(done)
+
+
 def _takes_epoch(callbacks: Any) -> bool:
     """Whether ``callbacks.allocated`` accepts ``(cluster, shard, epoch)``."""
-    return _takes(callbacks, "allocated", 3)
+    return _takes(callbacks, "allocated", 3) or _takes(callbacks, "allocated", 4)
 
 
 def _takes(callbacks: Any, name: str, count: int) -> bool:
@@ -420,9 +539,14 @@ def join(
     max_handshakes: Optional[int] = None,
     max_handshakes_per_source: Optional[int] = None,
     send_queue: Optional[int] = None,
+    max_requests_in_flight: Optional[int] = None,
+    max_requests_per_peer: Optional[int] = None,
+    hand_off_wait: Optional[float] = None,
+    hand_off_limit: Optional[int] = None,
     tls_cert: Optional[StrPath] = None,
     tls_key: Optional[StrPath] = None,
     tls_ca: Optional[StrPath] = None,
+    metadata: Optional[Dict[str, str]] = None,
 ) -> Cluster:
     """Joins ``cluster`` as the node listening on ``listen`` (``"host:port"``;
     port 0 picks a free one, then the node is known by the bound address).
@@ -434,7 +558,8 @@ def join(
     The numeric settings are README's configuration table (the engine's
     list, ``minishard._minishard.SETTINGS``): timings in seconds, the others
     in whole units (``frame_limit`` in bytes, ``max_handshakes`` and
-    ``max_handshakes_per_source`` in connections, ``send_queue`` in frames);
+    ``max_handshakes_per_source`` in connections, ``send_queue`` in frames,
+    ``max_requests_in_flight`` and ``max_requests_per_peer`` in requests);
     unset ones keep their defaults, and one out of its range raises
     ``ConfigError`` naming it. ``dispatch`` says where callbacks run: ``"thread"`` (a callback
     thread of the cluster's own), ``"asyncio"`` (on ``loop``, by default the
@@ -455,6 +580,14 @@ def join(
     host of its address), and the cookie is still checked on top. A file
     that cannot be read, is not PEM, or a key that does not fit the
     certificate raises ``ConfigError`` naming it.
+
+    ``metadata`` (a small ``{str: str}`` map, at most 64 entries and 4096
+    bytes) is published with this node's record: every node sees it in
+    ``status().metadata`` and ``node_metadata(node)``. ``max_requests_in_flight``
+    (default 4096) and ``max_requests_per_peer`` (default 1024) cap the
+    requests this node has in flight, in all and to one peer, and those
+    waiting here for its ``handle_request``: beyond them,
+    ``OverloadedError``.
     """
     if not isinstance(cluster, str) or not cluster:
         raise ConfigError(f"the cluster name must be a non-empty str, not {cluster!r}")
@@ -521,6 +654,11 @@ def join(
             DeprecationWarning,
             stacklevel=2,
         )
+    if metadata is not None and (
+        not isinstance(metadata, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    ):
+        raise ConfigError(f"metadata must be a dict of str to str, not {metadata!r}")
     bridge = None if loop is None else LoopBridge(loop)
     given = locals()
     # Any: the native constructor's keywords have a type each.
@@ -544,9 +682,12 @@ def join(
         allocated_epoch=takes_epoch,
         prolonged_epoch=_takes(callbacks, "prolonged", 3),
         deallocated_reason=_takes(callbacks, "deallocated", 3),
+        allocated_hand_off=_takes(callbacks, "allocated", 4),
+        prolonged_hand_off=_takes(callbacks, "prolonged", 4),
         tls_cert=tls_paths["tls_cert"],
         tls_key=tls_paths["tls_key"],
         tls_ca=tls_paths["tls_ca"],
+        metadata=metadata,
         seconds=seconds,
         counts=counts,
     )

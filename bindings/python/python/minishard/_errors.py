@@ -19,6 +19,9 @@ __all__ = [
     "ClosedError",
     "InvalidArgumentError",
     "MisconfiguredError",
+    "HandlerError",
+    "OverloadedError",
+    "UncertainError",
 ]
 
 
@@ -61,3 +64,18 @@ class MisconfiguredError(Error):
     is part of no cluster and cannot become available, so ``wait_until``
     raises this at once rather than time out; the message names the members
     that refuse it and what they said (``status()["refusals"]`` has them)."""
+
+
+class HandlerError(Error):
+    """The owner's ``handle_request`` failed (the message is its own), or
+    dropped its responder without answering."""
+
+
+class OverloadedError(Error):
+    """Too many requests in flight (from this handle, to that owner, or
+    waiting at it): the handler did not run; try again later."""
+
+
+class UncertainError(Error):
+    """The connection to the owner was lost after the request was sent:
+    the handler may or may not have run. Requests are never sent twice."""

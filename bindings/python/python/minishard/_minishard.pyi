@@ -28,11 +28,14 @@ class NativeCluster:
         allocated_epoch: bool = ...,
         prolonged_epoch: bool = ...,
         deallocated_reason: bool = ...,
+        allocated_hand_off: bool = ...,
+        prolonged_hand_off: bool = ...,
         seconds: Optional[Dict[str, float]] = ...,
         counts: Optional[Dict[str, int]] = ...,
         tls_cert: Optional[str] = ...,
         tls_key: Optional[str] = ...,
         tls_ca: Optional[str] = ...,
+        metadata: Optional[Dict[str, str]] = ...,
     ) -> _C: ...
     @property
     def name(self) -> str:
@@ -53,6 +56,16 @@ class NativeCluster:
         """dispatch="host": runs up to `max` pending callbacks here."""
     def fileno(self) -> Optional[int]:
         """dispatch="host": readable while callbacks are pending."""
+    def node_metadata(self, node: str) -> Optional[Dict[str, str]]:
+        """The metadata `node` published, or None (not in view, or none)."""
+    def _request(self, shard: int, data: bytes, timeout: float) -> bytes: ...
+    def _request_async(
+        self,
+        shard: int,
+        data: bytes,
+        timeout: float,
+        done: Callable[[Optional[Tuple[bytes, str, int]], Optional[BaseException]], None],
+    ) -> None: ...
     def _native_leave(self, pump: Optional[Any] = ...) -> None: ...
     def _health(self) -> _HealthName: ...
     def _status(self) -> Dict[str, Any]: ...
@@ -72,3 +85,11 @@ class NativeCluster:
         """TESTING ONLY: restore traffic with every peer."""
     def _testing_crash_native(self, pump: Optional[Any] = ...) -> None:
         """TESTING ONLY: stop at once, as if the process died."""
+
+class Responder:
+    """Answers one request, once, from any thread (what a handle_request
+    that returned a concurrent.futures.Future is answered through)."""
+    @property
+    def epoch(self) -> int: ...
+    def respond(self, data: bytes) -> None: ...
+    def fail(self, message: str) -> None: ...

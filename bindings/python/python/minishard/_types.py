@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from typing import (
+    TYPE_CHECKING,
     Any,
     Awaitable,
     Dict,
@@ -23,6 +24,9 @@ from typing import (
     TypeVar,
     Union,
 )
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 __all__ = [
     "HealthName",
@@ -91,6 +95,21 @@ class Reason(str, enum.Enum):
         return self.value
 
 
+class HandOff(NamedTuple):
+    """What the previous owner of a shard handed off (docs/design.md 11.8):
+    the bytes its ``deallocated`` returned, given to ``allocated`` (after it
+    left) or ``prolonged`` (after it lost a conflict) when they take a
+    ``hand_off`` argument; ``None`` there when it gave nothing or the
+    hand-off was lost."""
+
+    node: str
+    """The node whose allocation ended."""
+    epoch: int
+    """The epoch of that allocation."""
+    data: bytes
+    """The bytes."""
+
+
 class NodeState(NamedTuple):
     """How this node sees one node: ``state`` is ``"unavailable"``,
     ``"connected"`` (an observer), ``"standby"``, ``"active"`` (then
@@ -149,6 +168,8 @@ class Status(NamedTuple):
     """No member accepts this node and some refuse it: it is part of no
     cluster and cannot become available (``wait_until`` raises
     ``MisconfiguredError``)."""
+    #: The metadata each node in view published (nodes with none left out).
+    metadata: Dict[str, Dict[str, str]] = {}
 
 
 class Stats(NamedTuple):
@@ -248,3 +269,16 @@ class Callbacks(Generic[S]):
     ) -> Optional[Awaitable[None]]:
         """This node's view of the cluster's health changed."""
         return None
+
+    def handle_request(
+        self, state: S, data: bytes
+    ) -> Union[bytes, "concurrent.futures.Future[bytes]", Awaitable[bytes]]:
+        """A request for this node's shard (``cluster.request`` on any
+        node): return the reply's bytes. It runs only inside the allocation
+        (after ``allocated`` returned, before ``deallocated`` starts), one at
+        a time with the other callbacks. To answer later, from another
+        thread, return a ``concurrent.futures.Future`` and set its result
+        there; with ``dispatch="asyncio"`` it may be ``async def``. An
+        exception fails the request with ``minishard.HandlerError`` (and is
+        logged). Default: no handler, every request fails."""
+        raise NotImplementedError("this node's callbacks do not override handle_request")

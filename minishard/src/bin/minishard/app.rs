@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use minishard::{CallbackError, Callbacks, Health, MeshNotice, NodeId, ReleaseReason};
+use std::collections::HashMap;
+
+use minishard::{CallbackError, Callbacks, Health, MeshNotice, NodeId, ReleaseReason, Responder};
 use serde_json::{json, Map, Value};
 
 /// How `score` answers.
@@ -30,6 +32,52 @@ impl std::str::FromStr for ScoreMode {
                 .map_err(|_| format!("fixed:N needs an integer, not {n:?}")),
             _ => Err(format!("unknown score {s:?}: expected uptime or fixed:N")),
         }
+    }
+}
+
+/// What `handle_request` does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Handler {
+    /// No handler: requests fail, saying so.
+    #[default]
+    None,
+    /// Answers `<node> <epoch> <payload>`.
+    Echo,
+    /// An in-memory key-value store per shard: `set K V`, `get K`, `del K`.
+    Kv,
+}
+
+impl std::str::FromStr for Handler {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Handler, String> {
+        match s {
+            "none" => Ok(Handler::None),
+            "echo" => Ok(Handler::Echo),
+            "kv" => Ok(Handler::Kv),
+            _ => Err(format!("unknown handler {s:?}: expected echo, kv or none")),
+        }
+    }
+}
+
+/// One `kv` command against a shard's store: the answer, or why not.
+pub fn kv_command(store: &mut HashMap<String, String>, command: &str) -> Result<String, String> {
+    let mut words = command.splitn(3, ' ');
+    match (words.next(), words.next(), words.next()) {
+        (Some("set"), Some(key), Some(value)) => {
+            store.insert(key.to_owned(), value.to_owned());
+            Ok("OK".into())
+        }
+        (Some("get"), Some(key), None) => store
+            .get(key)
+            .cloned()
+            .ok_or_else(|| format!("no key {key:?}")),
+        (Some("del"), Some(key), None) => Ok(match store.remove(key) {
+            Some(_) => "1".into(),
+            None => "0".into(),
+        }),
+        _ => Err(format!(
+            "unknown command {command:?}: expected set K V, get K or del K"
+        )),
     }
 }
 
@@ -161,6 +209,8 @@ pub struct Held {
     pub shard: u32,
     pub epoch: u64,
     pub since: Instant,
+    /// The shard's data with the `kv` handler.
+    pub kv: HashMap<String, String>,
 }
 
 /// Where the member list comes from each time the engine asks for it.
@@ -222,6 +272,9 @@ pub struct PrintingApp {
     pub shards: u32,
     pub score: ScoreMode,
     pub printer: Printer,
+    pub handler: Handler,
+    /// This node's address, for the echo handler's answers.
+    pub me: String,
 }
 
 impl Callbacks for PrintingApp {
@@ -248,6 +301,7 @@ impl Callbacks for PrintingApp {
             shard,
             epoch,
             since: Instant::now(),
+            kv: HashMap::new(),
         })
     }
 
@@ -295,6 +349,22 @@ impl Callbacks for PrintingApp {
             json!({ "old": old.as_str(), "new": new.as_str() }),
         );
     }
+
+    fn handle_request(&mut self, state: &mut Held, payload: Vec<u8>, responder: Responder) {
+        let text = String::from_utf8_lossy(&payload);
+        match self.handler {
+            Handler::None => responder.fail("this node runs without --handler"),
+            Handler::Echo => {
+                let mut reply = format!("{} {} ", self.me, responder.epoch()).into_bytes();
+                reply.extend_from_slice(&payload);
+                responder.respond(reply);
+            }
+            Handler::Kv => match kv_command(&mut state.kv, &text) {
+                Ok(answer) => responder.respond(answer.into_bytes()),
+                Err(why) => responder.fail(why),
+            },
+        }
+    }
 }
 
 /// An epoch as people read it: its count, then its claimant's tag in hex
@@ -309,7 +379,18 @@ pub(crate) fn show_epoch(epoch: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_members;
+    use super::{kv_command, parse_members};
+
+    #[test]
+    fn the_kv_handler_sets_gets_and_deletes() {
+        let mut store = Default::default();
+        assert_eq!(kv_command(&mut store, "set a hello world"), Ok("OK".into()));
+        assert_eq!(kv_command(&mut store, "get a"), Ok("hello world".into()));
+        assert_eq!(kv_command(&mut store, "del a"), Ok("1".into()));
+        assert_eq!(kv_command(&mut store, "del a"), Ok("0".into()));
+        assert!(kv_command(&mut store, "get a").is_err());
+        assert!(kv_command(&mut store, "frobnicate").is_err());
+    }
 
     #[test]
     fn a_member_list_file_takes_commas_spaces_lines_and_comments() {

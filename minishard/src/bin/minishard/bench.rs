@@ -32,6 +32,10 @@ pub struct Args {
     /// Skip the lookup measurements (get_node, with_node).
     #[arg(long)]
     no_lookups: bool,
+    /// Measure requests only (round trips, throughput, first reply after a
+    /// fault), next to a bare tokio echo.
+    #[arg(long)]
+    only_requests: bool,
     /// Only the scale scenarios of `--sizes` (cold start, failover, heal,
     /// idle cost).
     #[arg(long)]
@@ -77,6 +81,15 @@ pub fn run(args: Args) -> Result<(), String> {
             seal::leave_frames_unsealed_for_benchmarks();
         }
         return idle_probe(size, Duration::from_secs(args.idle_secs), t);
+    }
+    if args.only_requests {
+        if args.unsealed {
+            // What sealing costs a request: compare with a sealed run.
+            seal::leave_frames_unsealed_for_benchmarks();
+        }
+        crate::bench_requests::run(args.runs, t, &mut rows)?;
+        print_rows(&args, rows);
+        return Ok(());
     }
     check_fd_limit(args.sizes.iter().copied().max().unwrap_or(5))?;
 
@@ -185,6 +198,7 @@ pub fn run(args: Args) -> Result<(), String> {
     bench_conditions::flood(args.runs, t, &mut rows)?;
 
     frame_costs(&args, &mut rows);
+    crate::bench_requests::run(args.runs, t, &mut rows)?;
 
     if args.no_lookups {
         print_rows(&args, rows);
@@ -603,6 +617,8 @@ fn start_one_host(local: &mut LocalCluster, i: usize) -> Result<(), String> {
         shards: local.shards,
         score: ScoreMode::Uptime,
         printer: node.printer.clone(),
+        handler: crate::app::Handler::Echo,
+        me: node.address.clone(),
     };
     node.cluster = Some(Cluster::join(&local.name, app, config).map_err(|e| e.to_string())?);
     Ok(())

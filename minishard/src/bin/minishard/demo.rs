@@ -12,7 +12,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use minishard::{Health, LocalState, Timings};
+use minishard::{Health, LocalState, PendingReply, Timings};
 
 use crate::app::ScoreMode;
 use crate::local::{LocalCluster, Wiring};
@@ -81,6 +81,50 @@ impl Narrator {
     }
 }
 
+/// How long a demo request may wait, an owner's grace included.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends a request for every shard from node `from` and says who answered.
+fn ask_all(n: &Narrator, local: &LocalCluster, from: usize) -> Result<(), String> {
+    let c = local.nodes[from]
+        .cluster
+        .as_ref()
+        .ok_or("the asking node is not running")?;
+    for shard in 0..c.shard_count() {
+        let pending = c.request_async(shard, format!("hello shard {shard}"), ASK_TIMEOUT);
+        n.answered(local, from, shard, Instant::now(), pending)?;
+    }
+    Ok(())
+}
+
+impl Narrator {
+    /// Waits for a request's reply and says where it landed.
+    fn answered(
+        &self,
+        local: &LocalCluster,
+        from: usize,
+        shard: u32,
+        sent: Instant,
+        pending: PendingReply,
+    ) -> Result<(), String> {
+        let reply = pending
+            .wait()
+            .map_err(|e| format!("a request from n{from} to shard {shard} failed: {e}"))?;
+        let by = local
+            .index_of(&reply.node)
+            .map_or_else(|| reply.node.to_string(), |i| format!("n{i}"));
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            out,
+            "           request n{from} -> shard {shard}: answered by {by} at epoch {} after {:?}: {:?}",
+            reply.epoch,
+            sent.elapsed(),
+            String::from_utf8_lossy(&reply.payload)
+        );
+        Ok(())
+    }
+}
+
 pub fn run(_args: Args) -> Result<(), String> {
     let started = Instant::now();
     let out: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(std::io::stdout()));
@@ -110,11 +154,31 @@ pub fn run(_args: Args) -> Result<(), String> {
     let took = a.wait(step, "cold start", |l| l.settled(&l.everyone()))?;
     n.say(&format!("available everywhere after {took:?}"));
     n.table(&a);
+    n.say("requests from n4 land on each shard's owner (each node answers `<node> <epoch> <payload>`)");
+    ask_all(&n, &a, 4)?;
 
     let victim = a.owner(0, 0).ok_or("nobody owns shard 0")?;
     let viewer = (victim + 1) % 5;
     n.say(&format!("n{victim}, owner of shard 0, crashes (no goodbye): its shard stays reserved for node_grace"));
     a.crash(victim);
+    // Once n{viewer} has noticed the owner is gone (its heartbeats stopped),
+    // a request for shard 0 waits for the next owner. (One sent before
+    // that, into the dead connection, would end `Uncertain`: requests are
+    // never sent twice.)
+    a.wait(step, "the crash noticed", |l| {
+        l.nodes[viewer].cluster.as_ref().is_some_and(|c| {
+            c.status().nodes.iter().any(|(id, state)| {
+                l.index_of(id) == Some(victim)
+                    && *state != minishard::NodeState::Active { shard: 0 }
+            })
+        })
+    })?;
+    let during = a.nodes[viewer].cluster.as_ref().map(|c| {
+        (
+            Instant::now(),
+            c.request_async(0, "sent during the failover", ASK_TIMEOUT),
+        )
+    });
     let took = a.wait(step, "failover", |l| {
         l.owner(viewer, 0).is_some_and(|o| o != victim) && l.settled(&l.everyone())
     })?;
@@ -123,6 +187,10 @@ pub fn run(_args: Args) -> Result<(), String> {
         a.owner(viewer, 0).unwrap_or(0)
     ));
     n.table(&a);
+    if let Some((sent, pending)) = during {
+        n.say(&format!("the request n{viewer} sent for shard 0 once it saw the owner gone waited for the new owner:"));
+        n.answered(&a, viewer, 0, sent, pending)?;
+    }
 
     n.say(&format!(
         "n{victim} restarts with a new incarnation and joins as a standby"
@@ -138,6 +206,12 @@ pub fn run(_args: Args) -> Result<(), String> {
     ));
     let left_at = Instant::now();
     a.leave(leaver)?;
+    let after_leave = a.nodes[viewer].cluster.as_ref().map(|c| {
+        (
+            Instant::now(),
+            c.request_async(1, format!("sent as n{leaver} left"), ASK_TIMEOUT),
+        )
+    });
     a.wait(step, "hand-over", |l| {
         l.owner(viewer, 1).is_some_and(|o| o != leaver)
     })?;
@@ -146,6 +220,9 @@ pub fn run(_args: Args) -> Result<(), String> {
         a.owner(viewer, 1).unwrap_or(0),
         left_at.elapsed()
     ));
+    if let Some((sent, pending)) = after_leave {
+        n.answered(&a, viewer, 1, sent, pending)?;
+    }
     a.start(leaver)?;
     a.wait(step, "rejoin", |l| {
         l.settled(&l.everyone()) && l.everyone().len() == 5
@@ -228,6 +305,9 @@ pub fn run(_args: Args) -> Result<(), String> {
         healed_at.elapsed()
     ));
     n.table(&b);
+    n.say("after the heal, requests from both former sides land on the winners");
+    ask_all(&n, &b, 0)?;
+    ask_all(&n, &b, 5)?;
     for i in 0..6 {
         b.leave(i)?;
     }

@@ -174,6 +174,8 @@ impl LocalCluster {
             shards: self.shards,
             score: self.score,
             printer: node.printer.clone(),
+            handler: crate::app::Handler::Echo,
+            me: node.address.clone(),
         };
         node.cluster = Some(Cluster::join(&self.name, app, config).map_err(|e| e.to_string())?);
         Ok(())

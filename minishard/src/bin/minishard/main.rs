@@ -9,10 +9,13 @@ mod bench;
 mod bench_conditions;
 #[cfg(feature = "testing")]
 mod bench_processes;
+#[cfg(feature = "testing")]
+mod bench_requests;
 mod demo;
 mod local;
 mod node;
 mod options;
+mod request;
 mod status;
 mod switch;
 
@@ -41,6 +44,9 @@ enum Command {
     Node(node::Args),
     /// Join a cluster as an observer, print its state, and exit.
     Status(status::Args),
+    /// Join a cluster as an observer, send one request to a shard's owner,
+    /// print the reply, and exit.
+    Request(request::Args),
     /// Measure start-up, failover, hand-over and lookup costs on loopback
     /// (only in a build with the test hooks, which it crashes nodes with:
     /// `cargo run --release -p minishard --features testing -- bench`).
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Node(args) => node::run(args),
         Command::Status(args) => status::run(args),
+        Command::Request(args) => request::run(args),
         #[cfg(feature = "testing")]
         Command::Bench(args) => bench::run(args),
     };

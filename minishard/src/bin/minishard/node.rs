@@ -4,15 +4,16 @@
 //! so, and exits with an error after `--refused-exit-after-ms`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use minishard::{Cluster, Config};
+use minishard::{Cluster, Config, RequestError};
 use serde_json::json;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::app::{MemberSource, Printer, PrintingApp, ScoreMode};
+use crate::app::{Handler, MemberSource, Printer, PrintingApp, ScoreMode};
 use crate::options::{CookieArgs, SettingArgs, TlsArgs};
 
 #[derive(clap::Args)]
@@ -65,6 +66,81 @@ pub struct Args {
         value_name = "MS"
     )]
     refused_exit_after_ms: u64,
+    /// What requests for this node's shard get: echo answers `<node>
+    /// <epoch> <payload>`; kv keeps a key-value store per shard (`set K V`,
+    /// `get K`, `del K`); none fails them.
+    #[arg(long, default_value = "none")]
+    handler: Handler,
+    /// Metadata published with this node's record, KEY=VALUE (repeat it
+    /// for more); other nodes see it in `status` and `node_metadata`.
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = key_value)]
+    metadata: Vec<(String, String)>,
+    /// Send a request to each shard in turn every MS milliseconds, and
+    /// print each one's outcome (`reply` or `request_failed`), for tests
+    /// and demonstrations under load.
+    #[arg(long, value_name = "MS")]
+    request_load_ms: Option<u64>,
+    /// The timeout of those requests.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    request_timeout_ms: u64,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The short name of a request error, as the `request_failed` event says.
+pub fn error_kind(error: &RequestError) -> &'static str {
+    match error {
+        RequestError::Timeout => "timeout",
+        RequestError::NoSuchShard { .. } => "no_such_shard",
+        RequestError::Overloaded => "overloaded",
+        RequestError::HandlerFailed(_) => "handler_failed",
+        RequestError::Uncertain => "uncertain",
+        RequestError::Closed => "closed",
+        RequestError::TooLarge { .. } => "too_large",
+        RequestError::InsideCallback => "inside_callback",
+        _ => "other",
+    }
+}
+
+/// Sends requests to every shard in turn until `stop`, printing each
+/// outcome; returns how many it sent.
+fn load(
+    cluster: &Cluster,
+    printer: &Printer,
+    every: Duration,
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> u64 {
+    let issued = AtomicU64::new(0);
+    while !stop.load(Ordering::Acquire) {
+        let shards = cluster.shard_count().max(1);
+        let id = issued.fetch_add(1, Ordering::Relaxed) + 1;
+        let shard = (id % u64::from(shards)) as u32;
+        let sent = unix_ms();
+        let printer = printer.clone();
+        cluster.request_then(shard, format!("{id}"), timeout, move |outcome| match outcome {
+            Ok(reply) => printer.event(
+                "reply",
+                json!({ "id": id, "shard": shard, "sent": sent, "owner": reply.node.as_str(), "epoch": reply.epoch }),
+            ),
+            Err(error) => printer.event(
+                "request_failed",
+                json!({ "id": id, "shard": shard, "sent": sent, "error": error_kind(&error), "message": error.to_string() }),
+            ),
+        });
+        std::thread::sleep(every);
+    }
+    issued.load(Ordering::Relaxed)
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -81,6 +157,7 @@ pub fn run(args: Args) -> Result<(), String> {
     config.advertise = args.advertise.clone();
     args.settings.apply(&mut config)?;
     config.tls = args.tls.files();
+    config.metadata = args.metadata.iter().cloned().collect();
     let hook_printer = printer.clone();
     config.notice_hook = Some(Arc::new(move |n| hook_printer.notice(n)));
     let members = match &args.members_file {
@@ -92,6 +169,11 @@ pub fn run(args: Args) -> Result<(), String> {
         shards: args.shards,
         score: args.score,
         printer: printer.clone(),
+        handler: args.handler,
+        me: config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| args.listen.clone()),
     };
     let cluster = Cluster::join(&args.cluster, app, config).map_err(|e| e.to_string())?;
     printer.event(
@@ -102,6 +184,21 @@ pub fn run(args: Args) -> Result<(), String> {
             "nodes": cluster.snapshot().members.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
         }),
     );
+    let cluster = Arc::new(cluster);
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = args.request_load_ms.map(|ms| {
+        let (cluster, printer, stop) = (cluster.clone(), printer.clone(), stop.clone());
+        let timeout = Duration::from_millis(args.request_timeout_ms);
+        std::thread::spawn(move || {
+            load(
+                &cluster,
+                &printer,
+                Duration::from_millis(ms),
+                timeout,
+                &stop,
+            )
+        })
+    });
     let refused_exit_after = Duration::from_millis(args.refused_exit_after_ms);
     let mut misconfigured_since: Option<Instant> = None;
     let signal = loop {
@@ -121,6 +218,7 @@ pub fn run(args: Args) -> Result<(), String> {
             (Some(why), Some(since))
                 if !refused_exit_after.is_zero() && since.elapsed() >= refused_exit_after =>
             {
+                stop.store(true, Ordering::Release);
                 printer.event("leaving", json!({ "reason": "misconfigured" }));
                 cluster.leave().map_err(|e| e.to_string())?;
                 printer.event("left", json!({}));
@@ -131,6 +229,12 @@ pub fn run(args: Args) -> Result<(), String> {
             (Some(_), Some(_)) => {}
         }
     };
+    stop.store(true, Ordering::Release);
+    if let Some(loader) = loader {
+        let issued = loader.join().unwrap_or(0);
+        // Every one of them prints its outcome before `left`.
+        printer.event("requests", json!({ "issued": issued }));
+    }
     let name = if signal == SIGINT {
         "SIGINT"
     } else {

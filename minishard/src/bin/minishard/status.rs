@@ -38,8 +38,8 @@ pub struct Args {
 }
 
 /// An observer's application: it never holds a shard.
-struct Watch {
-    connect: String,
+pub struct Watch {
+    pub connect: String,
 }
 
 impl Callbacks for Watch {
@@ -132,6 +132,7 @@ pub fn run(args: Args) -> Result<(), String> {
             "refusals": report["refusals"],
             "misconfigured": report["misconfigured"],
             "stats": report["stats"],
+            "metadata": report["metadata"],
         });
         println!("{out}");
         return Ok(());
@@ -142,12 +143,22 @@ pub fn run(args: Args) -> Result<(), String> {
     );
     for (shard, owner) in owners.iter().enumerate() {
         match (owner["node"].as_str(), owner["epoch"].as_u64()) {
-            (Some(node), Some(epoch)) => println!("  shard {shard:>3}  {node} (epoch {epoch})"),
+            (Some(node), Some(epoch)) => println!(
+                "  shard {shard:>3}  {node} (epoch {})",
+                crate::app::show_epoch(epoch)
+            ),
             _ => println!("  shard {shard:>3}  -"),
         }
     }
     for (node, state) in &nodes {
-        println!("  node {node:<24} {}", state_name(state));
+        // What the node published with its record (--meta), if anything.
+        let meta: String = report["metadata"][node.as_str()]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!(" {k}={}", v.as_str().unwrap_or("?")))
+            .collect();
+        println!("  node {node:<24} {}{meta}", state_name(state));
     }
     for refusal in report["refusals"].as_array().into_iter().flatten() {
         println!(

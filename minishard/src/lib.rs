@@ -53,6 +53,7 @@ pub use config::{
     MIN_SEND_QUEUE,
 };
 pub use core::{
-    Epoch, Health, LocalState, NodeId, NodeState, Owner, ReleaseReason, Shard, Snapshot, Timings,
+    Epoch, Health, LocalState, NodeId, NodeState, Owner, Quorum, ReleaseReason, Shard, Snapshot,
+    Timings,
 };
 pub use error::{CallbackError, Error};

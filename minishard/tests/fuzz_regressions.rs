@@ -43,6 +43,7 @@ fn an_observer_does_not_learn_an_absurd_shard_count() {
         members: vec![id(member)],
         shard_count: 0,
         timings: Timings::default(),
+        quorum: Default::default(),
     };
     config.validate().unwrap();
     let mut core = Core::new(config, 7, Instant::ZERO);
@@ -92,6 +93,7 @@ fn a_configuration_over_the_shard_limit_is_refused() {
         shard_count: MAX_SHARDS + 1,
         members,
         timings: Timings::default(),
+        quorum: Default::default(),
     };
     let err = config.validate().unwrap_err().to_string();
     assert!(err.contains("over the limit"), "{err}");
@@ -112,6 +114,7 @@ fn a_node_never_claims_at_an_epoch_it_cannot_raise() {
         members: vec![id(me), id(peer)],
         shard_count: 1,
         timings: Timings::default(),
+        quorum: Default::default(),
     };
     let mut core = Core::new(config, 7, Instant::ZERO);
     let mut now = Instant::ZERO;

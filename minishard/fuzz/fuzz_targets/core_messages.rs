@@ -250,6 +250,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             SHARDS
         },
         timings: Timings::default(),
+        quorum: Default::default(),
     };
     let mut core = Core::new(config, 99, Instant::ZERO);
     let mut app = App::default();

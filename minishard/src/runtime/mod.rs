@@ -117,6 +117,7 @@ impl Engine {
             members,
             shard_count,
             timings: config.timings,
+            quorum: config.quorum,
         };
         core_config.validate()?;
 

@@ -729,7 +729,10 @@ fn two_owners_a_favoured_by_a_tie() -> (Sim, usize, usize, usize) {
     } else {
         ((y, &groups[1]), (x, &groups[0]))
     };
-    assert!(a.epoch < b.epoch, "precondition: A would win a tie: {a:?} {b:?}");
+    assert!(
+        a.epoch < b.epoch,
+        "precondition: A would win a tie: {a:?} {b:?}"
+    );
     let (ia, ib) = (index_of(&sim, &a.node), index_of(&sim, &b.node));
     let b_peer = b_group.iter().copied().find(|&i| i != ib).unwrap();
     (sim, ia, ib, b_peer)

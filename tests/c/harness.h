@@ -478,6 +478,8 @@ typedef struct {
     const char *tls_cert[MAX_NODES], *tls_key[MAX_NODES], *tls_ca[MAX_NODES];
     /* When set, every node's node_grace (ms, before TIME_SCALE). */
     uint64_t node_grace_ms;
+    /* Every node's quorum (MINISHARD_QUORUM_ANY unless set). */
+    minishard_quorum quorum;
 } local;
 
 /* Joins node i. */
@@ -488,6 +490,11 @@ static inline int local_join(local *l, size_t i) {
     if (cfg == NULL) return 0;
     if (l->node_grace_ms != 0 &&
         minishard_config_set_node_grace_ms(cfg, l->node_grace_ms * time_scale()) != MINISHARD_OK) {
+        print_last_error();
+        minishard_config_free(cfg);
+        return 0;
+    }
+    if (minishard_config_set_quorum(cfg, l->quorum) != MINISHARD_OK) {
         print_last_error();
         minishard_config_free(cfg);
         return 0;

@@ -233,7 +233,7 @@ impl NativeCluster {
     #[pyo3(signature = (
         name, callbacks, listen, cookie, *, advertise=None, observer=false, host_dispatch=false,
         loop_bridge=None, allocated_epoch=true, prolonged_epoch=true, deallocated_reason=true,
-        seconds=None, counts=None, tls_cert=None, tls_key=None, tls_ca=None
+        seconds=None, counts=None, choices=None, tls_cert=None, tls_key=None, tls_ca=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -251,6 +251,7 @@ impl NativeCluster {
         deallocated_reason: bool,
         seconds: Option<HashMap<String, f64>>,
         counts: Option<HashMap<String, u64>>,
+        choices: Option<HashMap<String, String>>,
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         tls_ca: Option<PathBuf>,
@@ -275,6 +276,9 @@ impl NativeCluster {
         }
         for (name, value) in counts.unwrap_or_default() {
             config.set(&name, value).map_err(|e| engine(py, e))?;
+        }
+        for (name, value) in choices.unwrap_or_default() {
+            config.set_choice(&name, &value).map_err(|e| engine(py, e))?;
         }
         // minishard.join checks that the three come together.
         if let (Some(cert), Some(key), Some(ca)) = (tls_cert, tls_key, tls_ca) {

@@ -84,8 +84,9 @@ async def use_async() -> None:
                               heartbeat_interval=0.05) as cluster:
         done: bool = await cluster.wait_until_async("available", timeout=5)
         print(done)
+    quorum: minishard.Quorum = "majority"
     with minishard.join("sessions", Sessions(), listen="127.0.0.1:7001", cookie=b"secret",
-                        dispatch="thread") as other:
+                        dispatch="thread", quorum=quorum) as other:
         await other.leave_async()
 
 

@@ -345,7 +345,13 @@ fn strict_mode_a_proposal_gives_way_to_a_rival_that_ranks_above_it_and_no_other(
         let mut h = Harness::with_quorum(1, &[1, 2, 3], 1, Quorum::Majority);
         h.connect(2).record(rec(2).sees(&[1]));
         h.wait(ms(600));
-        assert_eq!(h.holding(), Holding::Proposing { shard: 0, epoch: e(1, 1) });
+        assert_eq!(
+            h.holding(),
+            Holding::Proposing {
+                shard: 0,
+                epoch: e(1, 1)
+            }
+        );
         // Node 2's view differed for a moment: it proposed the same shard.
         h.record(rec(2).v(2).sees(&[1]).holding(Holding::Proposing {
             shard: 0,

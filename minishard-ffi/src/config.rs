@@ -281,9 +281,11 @@ pub unsafe extern "C" fn minishard_config_set_quorum(
             config.quorum = match quorum {
                 q if q == minishard_quorum::MINISHARD_QUORUM_ANY as u32 => Quorum::Any,
                 q if q == minishard_quorum::MINISHARD_QUORUM_MAJORITY as u32 => Quorum::Majority,
-                other => return Err(Failure::invalid(format_args!(
+                other => {
+                    return Err(Failure::invalid(format_args!(
                     "quorum must be MINISHARD_QUORUM_ANY or MINISHARD_QUORUM_MAJORITY, not {other}"
-                ))),
+                )))
+                }
             };
             Ok(())
         })

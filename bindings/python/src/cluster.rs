@@ -278,7 +278,9 @@ impl NativeCluster {
             config.set(&name, value).map_err(|e| engine(py, e))?;
         }
         for (name, value) in choices.unwrap_or_default() {
-            config.set_choice(&name, &value).map_err(|e| engine(py, e))?;
+            config
+                .set_choice(&name, &value)
+                .map_err(|e| engine(py, e))?;
         }
         // minishard.join checks that the three come together.
         if let (Some(cert), Some(key), Some(ca)) = (tls_cert, tls_key, tls_ca) {

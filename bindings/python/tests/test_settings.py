@@ -46,7 +46,7 @@ def test_every_setting_is_a_keyword_of_join_and_nothing_else_is() -> None:
         alias = name.title().replace("_", "")
         assert signature.parameters[name].default is None, name
         assert signature.parameters[name].annotation == f"Optional[{alias}]", name
-        assert typing.get_args(getattr(minishard, alias)) == options, name
+        assert typing.get_args(getattr(minishard, alias)) == tuple(options), name
 
 
 @pytest.mark.parametrize("setting", _minishard.SETTINGS, ids=lambda s: s[0])

@@ -12,7 +12,7 @@ __version__: str
 SETTINGS: Tuple[Tuple[str, str, int, int, int, str], ...]
 # Every setting that is a choice of names: (name, options, doc), the
 # default first (minishard/src/settings.rs).
-CHOICES: Tuple[Tuple[str, Tuple[str, ...], str], ...]
+CHOICES: Tuple[Tuple[str, List[str], str], ...]
 
 def shutdown_logging() -> None: ...
 

@@ -28,6 +28,12 @@ class Alloc:
     winner: Optional[str] = None
     scores: list = field(default_factory=list)      # (t, score)
     prolonged: list = field(default_factory=list)   # (t, loser)
+    # Epochs a won conflict raised it to, in order (`prolonged` says so).
+    raised: list = field(default_factory=list)
+
+    @property
+    def current_epoch(self) -> int:
+        return self.raised[-1] if self.raised else self.epoch
 
     def holds_at(self, t: float) -> bool:
         return self.start <= t and (self.end is None or t < self.end)
@@ -79,7 +85,9 @@ class History:
                 self.allocs.append(a)
                 held[e.proc] = a
             elif e.event in ("score", "prolonged"):
-                if cur is None or cur.shard != d.get("shard") or cur.epoch != d.get("epoch"):
+                # `prolonged` may raise the allocation's epoch (above its losers').
+                raise_ok = e.event == "prolonged" and cur is not None and (d.get("epoch") or 0) > cur.current_epoch
+                if cur is None or cur.shard != d.get("shard") or (cur.current_epoch != d.get("epoch") and not raise_ok):
                     self.v(f"4: {e.node} got `{e.event}` for shard {d.get('shard')} epoch {d.get('epoch')} at {e.t:.0f} "
                            f"while holding {cur.shard if cur else 'nothing'}")
                     continue
@@ -87,8 +95,10 @@ class History:
                     cur.scores.append((e.t, d["score"]))
                 else:
                     cur.prolonged.append((e.t, d["loser"]))
+                    if raise_ok:
+                        cur.raised.append(d["epoch"])
             elif e.event == "deallocated":
-                if cur is None or cur.shard != d.get("shard") or cur.epoch != d.get("epoch"):
+                if cur is None or cur.shard != d.get("shard") or cur.current_epoch != d.get("epoch"):
                     self.v(f"4: {e.node} deallocated shard {d.get('shard')} epoch {d.get('epoch')} at {e.t:.0f} "
                            f"without a matching allocated (holding {cur.shard if cur else 'nothing'})")
                     continue

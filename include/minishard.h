@@ -351,6 +351,35 @@ typedef uint32_t minishard_dispatch_mode;
 #endif // __cplusplus
 
 /**
+ * Which members a node must see to hold shards (see
+ * `minishard_config_set_quorum`).
+ */
+enum minishard_quorum
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * At least `shard_count` members (the default): both sides of a split
+   * with members enough keep their shards, and the conflict is resolved
+   * by score when they meet.
+   */
+  MINISHARD_QUORUM_ANY = 0,
+  /**
+   * A strict majority of the member list too: at most one side of a
+   * split holds shards, and no two nodes ever hold a shard at once.
+   */
+  MINISHARD_QUORUM_MAJORITY = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum minishard_quorum minishard_quorum;
+#else
+typedef uint32_t minishard_quorum;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * One node's membership of one cluster: an opaque handle from
  * `minishard_join`, freed with `minishard_cluster_free`.
  *
@@ -877,6 +906,25 @@ minishard_result minishard_config_set_observer(struct minishard_config *cfg,
  */
 minishard_result minishard_config_set_dispatch(struct minishard_config *cfg,
                                                minishard_dispatch_mode dispatch);
+
+/**
+ * Sets which members this node must see to hold or claim a shard:
+ * `MINISHARD_QUORUM_ANY` (default MINISHARD_QUORUM_ANY): at least
+ * `shard_count`; or `MINISHARD_QUORUM_MAJORITY`: a strict majority of the
+ * member list as well (more than half, this node included), so that at
+ * most one side of a network split keeps shards and no two nodes ever
+ * hold a shard at the same instant. The side without a majority becomes
+ * degraded and gives its shard up, even with `shard_count` members.
+ *
+ * Errors: `MINISHARD_INVALID_ARGUMENT` for any other value; the
+ * configuration is then unchanged.
+ *
+ * # Safety
+ *
+ * `cfg`: a live configuration.
+ */
+minishard_result minishard_config_set_quorum(struct minishard_config *cfg,
+                                             minishard_quorum quorum);
 
 /**
  * How often each connection carries a heartbeat, in milliseconds

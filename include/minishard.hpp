@@ -136,6 +136,12 @@ enum class Dispatch : std::uint32_t {
     Host = MINISHARD_DISPATCH_HOST,      ///< only inside Cluster::dispatch
 };
 
+/// Which members a node must see to hold shards.
+enum class Quorum : std::uint32_t {
+    Any = MINISHARD_QUORUM_ANY,            ///< shard_count of them (the default)
+    Majority = MINISHARD_QUORUM_MAJORITY,  ///< and a strict majority of the list
+};
+
 /// Settings for one node in one cluster (owns a minishard_config).
 class Config {
 public:
@@ -164,6 +170,13 @@ public:
     Config &dispatch(Dispatch mode) {
         detail::check(minishard_config_set_dispatch(
             cfg_.get(), static_cast<minishard_dispatch_mode>(mode)));
+        return *this;
+    }
+    /// Quorum::Majority: at most one side of a split keeps shards, and no
+    /// two nodes ever hold a shard at once (minishard_config_set_quorum).
+    Config &quorum(Quorum quorum) {
+        detail::check(minishard_config_set_quorum(
+            cfg_.get(), static_cast<minishard_quorum>(quorum)));
         return *this;
     }
     Config &heartbeat_interval(std::chrono::milliseconds ms) {

@@ -9,7 +9,7 @@ use std::ffi::{c_char, c_int, CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use minishard::{settings, Config, Dispatch, TlsFiles};
+use minishard::{settings, Config, Dispatch, Quorum, TlsFiles};
 
 use crate::buffer::{mut_arg, str_arg};
 use crate::error::{call, minishard_result, Failure, Outcome};
@@ -40,6 +40,25 @@ pub enum minishard_dispatch_mode {
 /// A `minishard_dispatch_mode` as C passes it in: any `uint32_t`.
 #[allow(non_camel_case_types)]
 pub type minishard_dispatch_mode_code = u32;
+
+/// Which members a node must see to hold shards (see
+/// `minishard_config_set_quorum`).
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum minishard_quorum {
+    /// At least `shard_count` members (the default): both sides of a split
+    /// with members enough keep their shards, and the conflict is resolved
+    /// by score when they meet.
+    MINISHARD_QUORUM_ANY = 0,
+    /// A strict majority of the member list too: at most one side of a
+    /// split holds shards, and no two nodes ever hold a shard at once.
+    MINISHARD_QUORUM_MAJORITY = 1,
+}
+
+/// A `minishard_quorum` as C passes it in: any `uint32_t`.
+#[allow(non_camel_case_types)]
+pub type minishard_quorum_code = u32;
 
 /// A new configuration with the defaults (README's configuration table), except
 /// that the listen address and the cookie are empty: set both before
@@ -230,6 +249,42 @@ pub unsafe extern "C" fn minishard_config_set_dispatch(
                     return Err(Failure::invalid(format_args!(
                         "dispatch must be MINISHARD_DISPATCH_THREAD or MINISHARD_DISPATCH_HOST, not {other}"
                     )))
+                }
+            };
+            Ok(())
+        })
+    }
+}
+
+/// Sets which members this node must see to hold or claim a shard:
+/// `MINISHARD_QUORUM_ANY` (default MINISHARD_QUORUM_ANY): at least
+/// `shard_count`; or `MINISHARD_QUORUM_MAJORITY`: a strict majority of the
+/// member list as well (more than half, this node included), so that at
+/// most one side of a network split keeps shards and no two nodes ever
+/// hold a shard at the same instant. The side without a majority becomes
+/// degraded and gives its shard up, even with `shard_count` members.
+///
+/// Errors: `MINISHARD_INVALID_ARGUMENT` for any other value; the
+/// configuration is then unchanged.
+///
+/// # Safety
+///
+/// `cfg`: a live configuration.
+#[no_mangle]
+pub unsafe extern "C" fn minishard_config_set_quorum(
+    cfg: *mut minishard_config,
+    quorum: minishard_quorum_code,
+) -> minishard_result {
+    // SAFETY: the caller's contract covers `cfg`.
+    unsafe {
+        set(cfg, |config| {
+            config.quorum = match quorum {
+                q if q == minishard_quorum::MINISHARD_QUORUM_ANY as u32 => Quorum::Any,
+                q if q == minishard_quorum::MINISHARD_QUORUM_MAJORITY as u32 => Quorum::Majority,
+                other => {
+                    return Err(Failure::invalid(format_args!(
+                    "quorum must be MINISHARD_QUORUM_ANY or MINISHARD_QUORUM_MAJORITY, not {other}"
+                )))
                 }
             };
             Ok(())

@@ -1,9 +1,11 @@
 //! The C setters are the list of settings (`minishard/src/settings.rs`):
 //! the header declares `minishard_config_set_NAME` (`_ms` for a timing) for
 //! every setting, each documents the setting's default, and no numeric
-//! setter exists that the list does not declare.
+//! setter exists that the list does not declare. A setting that is a
+//! choice of names ([`CHOICES`]) has a setter taking an enum whose
+//! constants are `MINISHARD_NAME_OPTION`, one per option.
 
-use minishard::settings::SETTINGS;
+use minishard::settings::{CHOICES, SETTINGS};
 
 /// Setters of settings that are not numbers, so not in the list.
 const NOT_NUMERIC: &[&str] = &[
@@ -67,9 +69,38 @@ fn problems(header: &str) -> Vec<String> {
             Some(_) => {}
         }
     }
+    for choice in CHOICES {
+        let wanted = choice.c_setter();
+        let constant =
+            |option: &str| format!("MINISHARD_{}_{}", choice.name, option).to_uppercase();
+        let Some((_, doc)) = declared.iter().find(|(name, _)| *name == wanted) else {
+            problems.push(format!(
+                "{} has no C setter: add {wanted} to minishard-ffi/src/config.rs \
+                 (see minishard/src/settings.rs) and regenerate the header",
+                choice.name
+            ));
+            continue;
+        };
+        let default = format!("default {}", constant(choice.default()));
+        if !doc.contains(&default) {
+            problems.push(format!(
+                "{wanted}'s documentation does not say `{default}`: {doc}"
+            ));
+        }
+        for option in choice.options {
+            let constant = constant(option);
+            if !header.contains(&format!("  {constant} = ")) {
+                problems.push(format!(
+                    "the header has no constant {constant} for {wanted}"
+                ));
+            }
+        }
+    }
     for (name, _) in &declared {
         let stem = name.trim_start_matches("minishard_config_set_");
-        let known = NOT_NUMERIC.contains(&stem) || SETTINGS.iter().any(|s| s.c_setter() == *name);
+        let known = NOT_NUMERIC.contains(&stem)
+            || SETTINGS.iter().any(|s| s.c_setter() == *name)
+            || CHOICES.iter().any(|c| c.c_setter() == *name);
         if !known {
             problems.push(format!(
                 "{name} sets nothing minishard/src/settings.rs declares: declare the setting there"
@@ -98,4 +129,14 @@ fn a_missing_setter_a_stale_default_or_an_undeclared_setter_is_caught() {
     let stale = header.replace("(default 4096)", "(default 2048)");
     assert_ne!(stale, header, "send_queue's doc says its default");
     assert_eq!(problems(&stale).len(), 1);
+    let no_majority = header.replace("MINISHARD_QUORUM_MAJORITY = ", "MINISHARD_QUORUM_MOST = ");
+    assert_ne!(no_majority, header, "the quorum's options are constants");
+    assert_eq!(
+        problems(&no_majority).len(),
+        1,
+        "{:?}",
+        problems(&no_majority)
+    );
+    let without = header.replace("minishard_config_set_quorum(", "minishard_config_set_q(");
+    assert_eq!(problems(&without).len(), 2, "{:?}", problems(&without));
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::core::{Metadata, NodeId, Timings};
+use crate::core::{Metadata, NodeId, Quorum, Timings};
 use crate::error::Error;
 use crate::settings::{self, default_count, default_duration, Unit};
 
@@ -102,6 +102,10 @@ pub struct Config {
     pub cookie: Vec<u8>,
     /// Protocol timings.
     pub timings: Timings,
+    /// The members this node must see to hold shards: `shard_count` of
+    /// them, or in [`Quorum::Majority`] a strict majority of the member
+    /// list too (docs/design.md 6.7).
+    pub quorum: Quorum,
     /// Join as an observer: see the shard map, never host a shard.
     pub observer: bool,
     /// Where callbacks run.
@@ -151,6 +155,7 @@ impl fmt::Debug for Config {
             .field("advertise", &self.advertise)
             .field("cookie", &format_args!("<{} bytes>", self.cookie.len()))
             .field("timings", &self.timings)
+            .field("quorum", &self.quorum)
             .field("observer", &self.observer)
             .field("dispatch", &self.dispatch)
             .field("frame_limit", &self.frame_limit)
@@ -176,6 +181,7 @@ impl Config {
             advertise: None,
             cookie: cookie.into(),
             timings: Timings::default(),
+            quorum: Quorum::default(),
             observer: false,
             dispatch: Dispatch::Thread,
             frame_limit: default_count("frame_limit"),
@@ -241,6 +247,34 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Sets the choice `name` (one of [`crate::settings::CHOICES`]) to the
+    /// option called `value`, refusing an unknown name or option with the
+    /// message `join` would give.
+    pub fn set_choice(&mut self, name: &str, value: &str) -> Result<(), Error> {
+        let choice = settings::choice(name)
+            .ok_or_else(|| Error::Config(format!("there is no setting {name:?}")))?;
+        choice
+            .check(value)
+            .map_err(|why| Error::Config(format!("{name} {why}")))?;
+        match name {
+            "quorum" => self.quorum = value.parse()?,
+            _ => {
+                return Err(Error::Config(format!(
+                    "setting {name} has no field in Config"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// The option the choice `name` is set to.
+    pub fn get_choice(&self, name: &str) -> Option<&'static str> {
+        match name {
+            "quorum" => Some(self.quorum.as_str()),
+            _ => None,
+        }
     }
 
     /// Sets the timing `name` to `value` exactly (below a millisecond too),
@@ -383,6 +417,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no setting \"sendqueue\""));
+    }
+
+    #[test]
+    fn every_choice_has_a_field_set_by_name_and_refuses_other_names() {
+        for c in settings::CHOICES {
+            let mut config = Config::new("127.0.0.1:7000", b"secret".to_vec());
+            assert_eq!(config.get_choice(c.name), Some(c.default()), "{}", c.name);
+            for option in c.options {
+                config.set_choice(c.name, option).unwrap();
+                assert_eq!(config.get_choice(c.name), Some(*option));
+            }
+            let before = config.get_choice(c.name);
+            let err = config
+                .set_choice(c.name, "nonsense")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("{} must be", c.name)), "{err}");
+            assert_eq!(
+                config.get_choice(c.name),
+                before,
+                "a refused value changes nothing"
+            );
+        }
+        let mut config = Config::new("127.0.0.1:7000", b"s".to_vec());
+        config.set_choice("quorum", "majority").unwrap();
+        assert_eq!(config.quorum, Quorum::Majority);
+        assert!(config.set_choice("quorom", "majority").is_err());
     }
 
     #[test]

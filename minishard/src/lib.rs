@@ -55,8 +55,8 @@ pub use config::{
     MAX_SEND_QUEUE, MIN_SEND_QUEUE,
 };
 pub use core::{
-    Epoch, Health, LocalState, Metadata, NodeId, NodeState, Owner, PeerRefusals, RefusalReason,
-    ReleaseReason, Shard, Snapshot, Timings, EPOCH_TAG_BITS,
+    Epoch, Health, LocalState, Metadata, NodeId, NodeState, Owner, PeerRefusals, Quorum,
+    RefusalReason, ReleaseReason, Shard, Snapshot, Timings, EPOCH_TAG_BITS,
 };
 pub use error::{CallbackError, Error};
 pub use requests::handoff::HandOff;

@@ -35,8 +35,12 @@
 //!    --test settings`.
 //!
 //! `cargo test` and the Python tests name every surface still missing.
-//! Settings that are not a number (the TLS files, the listen address, the
-//! cookie) are plain `Config` fields and setters of their own.
+//!
+//! A setting that takes one of a few names ([`CHOICES`]: the quorum) goes
+//! through the same surfaces: `Config::set_choice`, `--NAME NAME`, a C
+//! setter taking an enum, a Python keyword typed as a `Literal`, and a row
+//! of README's table. Settings that are neither (the TLS files, the listen
+//! address, the cookie) are plain `Config` fields and setters of their own.
 
 use std::time::Duration;
 
@@ -237,6 +241,59 @@ pub const SETTINGS: &[Setting] = &[
     },
 ];
 
+/// A setting that takes one of a few names rather than a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    /// Its name: the `Config` field and the Python keyword; the C setter
+    /// is `minishard_config_set_` + name, the command's flag `--` + name
+    /// with dashes.
+    pub name: &'static str,
+    /// The names it takes, the default first.
+    pub options: &'static [&'static str],
+    /// What it does, in one line (README's table, `--help`).
+    pub doc: &'static str,
+}
+
+/// Every setting that is a choice of names, in README's order (after the
+/// numeric ones).
+pub const CHOICES: &[Choice] = &[Choice {
+    name: "quorum",
+    options: &["any", "majority"],
+    doc: "`majority`: hold shards only while seeing a strict majority of the member list too, so no two nodes ever hold a shard at once (docs/design.md 6.7)",
+}];
+
+impl Choice {
+    /// Its default.
+    pub fn default(&self) -> &'static str {
+        self.options[0]
+    }
+
+    /// Whether `value` is one of its names; if not, what is wrong, to
+    /// follow its name ("… must be …").
+    pub fn check(&self, value: &str) -> Result<(), String> {
+        if self.options.contains(&value) {
+            return Ok(());
+        }
+        let names: Vec<String> = self.options.iter().map(|o| format!("{o:?}")).collect();
+        Err(format!("must be {}, not {value:?}", names.join(" or ")))
+    }
+
+    /// The command's flag for it, without the dashes in front.
+    pub fn flag(&self) -> String {
+        self.name.replace('_', "-")
+    }
+
+    /// The C setter's name.
+    pub fn c_setter(&self) -> String {
+        format!("minishard_config_set_{}", self.name)
+    }
+}
+
+/// The choice called `name`.
+pub fn choice(name: &str) -> Option<&'static Choice> {
+    CHOICES.iter().find(|c| c.name == name)
+}
+
 /// The setting called `name`.
 pub fn setting(name: &str) -> Option<&'static Setting> {
     SETTINGS.iter().find(|s| s.name == name)
@@ -343,6 +400,19 @@ pub fn markdown_table() -> String {
             s.doc
         ));
     }
+    for c in CHOICES {
+        table.push_str(&format!(
+            "| `{}` | `{}` | {} | {} |\n",
+            c.name,
+            c.default(),
+            c.options
+                .iter()
+                .map(|o| format!("`{o}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            c.doc
+        ));
+    }
     table
 }
 
@@ -381,6 +451,35 @@ mod tests {
             settle.check(DAY + 1).unwrap_err(),
             format!("must be between 1 and {DAY} ms, not {}", DAY + 1)
         );
+    }
+
+    #[test]
+    fn choices_are_named_once_among_all_settings_and_refuse_other_names() {
+        for (i, c) in CHOICES.iter().enumerate() {
+            assert!(
+                CHOICES[..i].iter().all(|d| d.name != c.name) && setting(c.name).is_none(),
+                "{} is declared twice",
+                c.name
+            );
+            assert!(c.options.len() >= 2 && c.check(c.default()).is_ok());
+        }
+        let quorum = choice("quorum").unwrap();
+        assert_eq!(quorum.default(), "any");
+        assert_eq!(
+            quorum.check("most").unwrap_err(),
+            "must be \"any\" or \"majority\", not \"most\""
+        );
+        assert_eq!(quorum.flag(), "quorum");
+        assert_eq!(quorum.c_setter(), "minishard_config_set_quorum");
+        let options: Vec<&str> = crate::core::Quorum::ALL
+            .iter()
+            .map(|q| q.as_str())
+            .collect();
+        assert_eq!(
+            quorum.options, options,
+            "the list names every Quorum, the default first"
+        );
+        assert_eq!(crate::core::Quorum::default().as_str(), quorum.default());
     }
 
     #[test]

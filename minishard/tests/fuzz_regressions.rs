@@ -45,6 +45,7 @@ fn an_observer_does_not_learn_an_absurd_shard_count() {
         shard_count: 0,
         timings: Timings::default(),
         metadata: Default::default(),
+        quorum: Default::default(),
     };
     config.validate().unwrap();
     let mut core = Core::new(config, 7, Instant::ZERO);
@@ -95,6 +96,7 @@ fn a_configuration_over_the_shard_limit_is_refused() {
         members,
         timings: Timings::default(),
         metadata: Default::default(),
+        quorum: Default::default(),
     };
     let err = config.validate().unwrap_err().to_string();
     assert!(err.contains("over the limit"), "{err}");
@@ -116,6 +118,7 @@ fn a_node_never_claims_at_an_epoch_it_cannot_raise() {
         shard_count: 1,
         timings: Timings::default(),
         metadata: Default::default(),
+        quorum: Default::default(),
     };
     let mut core = Core::new(config, 7, Instant::ZERO);
     let mut now = Instant::ZERO;

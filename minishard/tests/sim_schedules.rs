@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use minishard::sim::schedule::{self, Report};
+use minishard::Quorum;
 
 /// Consecutive seeds run, from 1: enough to meet every kind of fault many
 /// times, few enough to stay well under 20 s in a debug build.
@@ -65,9 +66,10 @@ const REGRESSION_SEEDS: [u64; 7] = [113831, 5551, 201798, 114099, 201885, 102375
 
 #[test]
 fn schedules_that_once_failed_keep_every_invariant() {
+    // In the mode they failed in (before strict mode existed), and strict.
     let failures: Vec<String> = REGRESSION_SEEDS
         .iter()
-        .map(|&seed| schedule::run(seed))
+        .flat_map(|&seed| [Quorum::Any, Quorum::Majority].map(|q| schedule::run_in(seed, q, false)))
         .filter(|r| !r.violations.is_empty())
         .map(|r| describe_failure(&r))
         .collect();
@@ -119,4 +121,9 @@ fn three_hundred_random_schedules_keep_every_invariant() {
     assert!(failovers > 0, "no schedule failed a shard over");
     assert!(degradations > 0, "no schedule degraded a node");
     assert!(leaves > 0, "no schedule made a node leave");
+    // Strict mode's invariant (never two holders) met shards that moved.
+    assert!(
+        reports.iter().any(|r| r.strict && r.failovers > 0),
+        "no strict-mode schedule failed a shard over"
+    );
 }

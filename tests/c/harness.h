@@ -493,6 +493,8 @@ typedef struct {
     void (*deallocated_with_hand_off)(void *user_data, const char *winner_or_null,
                                       minishard_release_reason reason, void *state,
                                       minishard_hand_off_writer *hand_off);
+    /* Every node's quorum (MINISHARD_QUORUM_ANY unless set). */
+    minishard_quorum quorum;
 } local;
 
 /* Joins node i. */
@@ -516,6 +518,11 @@ static inline int local_join(local *l, size_t i) {
     }
     if (l->node_grace_ms != 0 &&
         minishard_config_set_node_grace_ms(cfg, l->node_grace_ms * time_scale()) != MINISHARD_OK) {
+        print_last_error();
+        minishard_config_free(cfg);
+        return 0;
+    }
+    if (minishard_config_set_quorum(cfg, l->quorum) != MINISHARD_OK) {
         print_last_error();
         minishard_config_free(cfg);
         return 0;

@@ -2,7 +2,8 @@
  * A 4-node, 2-shard cluster inside one C process, callbacks on the engine's
  * callback thread: convergence, get_node agreement, failover after a crash
  * (with lookups hammered from other threads meanwhile), graceful leave,
- * a split whose heal is resolved by score, and failing allocated callbacks.
+ * a split whose heal is resolved by score, the same split in strict mode
+ * (no owner on either side), and failing allocated callbacks.
  *
  * It crashes and splits nodes with the minishard_testing_* functions, so it
  * links a library built with the cargo feature `testing`.
@@ -284,6 +285,53 @@ static void a_split_two_two_heals_to_the_higher_score(void) {
     local_stop(&l);
 }
 
+/* Strict mode: two halves of four members each have as many members as
+ * shards, but neither has a majority: both degrade and give their shards
+ * up (no side keeps one), and nobody allocates anything during the split.
+ * Healed, the cluster converges again. */
+static void in_strict_mode_a_split_two_two_leaves_no_owner_on_either_side(void) {
+    local l;
+    const size_t left[2] = {0, 1}, right[2] = {2, 3};
+    size_t i, allocated_before[4];
+    int all_degraded = 0;
+    double deadline, split_at;
+    int failures_before = test_failures;
+    REQUIRE(local_prepare(&l, "strict22", 4, 2, MINISHARD_DISPATCH_THREAD));
+    l.quorum = MINISHARD_QUORUM_MAJORITY;
+    for (i = 0; i < 4; i++) REQUIRE(local_join(&l, i));
+    REQUIRE(local_converged(&l, 2, 10000));
+    for (i = 0; i < 4; i++) allocated_before[i] = app_count(&l.apps[i], EV_ALLOCATED);
+    split_at = now_ms();
+    local_split(&l, left, 2, right, 2);
+    deadline = now_ms() + 2 * BOUND_MS * (double)time_scale();
+    while (!all_degraded && now_ms() < deadline) {
+        all_degraded = 1;
+        for (i = 0; i < 4; i++) {
+            uint32_t shard;
+            uint64_t epoch;
+            all_degraded &= minishard_get_health(l.nodes[i]) == MINISHARD_HEALTH_DEGRADED &&
+                            minishard_my_shard(l.nodes[i], &shard, &epoch) == MINISHARD_NOT_FOUND;
+        }
+        if (!all_degraded) pause_ms(5);
+    }
+    CHECK(all_degraded);
+    /* Past the grace: still nobody claims a shard on either side. */
+    pause_ms(2 * GRACE_MS * (double)time_scale());
+    for (i = 0; i < 4; i++) {
+        CHECK(app_count(&l.apps[i], EV_ALLOCATED) == allocated_before[i]);
+        CHECK(local_owner(&l, i, 0) == -1 && local_owner(&l, i, 1) == -1);
+        if (allocated_before[i] > 0) {
+            CHECK(app_last_release(&l.apps[i]) == MINISHARD_RELEASE_DEGRADED);
+        }
+    }
+    local_heal(&l);
+    CHECK(local_converged(&l, 2, 2 * BOUND_MS));
+    if (test_failures > failures_before) {
+        for (i = 0; i < 4; i++) app_dump(&l.apps[i], l.addrs[i], split_at);
+    }
+    local_stop(&l);
+}
+
 static void failed_allocated_callbacks_release_the_shard_and_it_lands_elsewhere(void) {
     local l;
     size_t i, failed = 0, dangling = 0;
@@ -327,6 +375,7 @@ int main(void) {
     RUN(a_crashed_owner_fails_over_after_the_grace_while_readers_look_up);
     RUN(a_graceful_leave_hands_over_without_waiting_for_the_grace);
     RUN(a_split_two_two_heals_to_the_higher_score);
+    RUN(in_strict_mode_a_split_two_two_leaves_no_owner_on_either_side);
     RUN(failed_allocated_callbacks_release_the_shard_and_it_lands_elsewhere);
     return finish("c-cluster");
 }

@@ -142,6 +142,17 @@ static void errors_are_exceptions_with_their_code() {
         CHECK(e.code() == MINISHARD_CONFIG);
         CHECK(std::strstr(e.what(), "MINISHARD_CONFIG: configuration error: invalid listen address") != nullptr);
     }
+    {
+        minishard::Config config;
+        config.quorum(minishard::Quorum::Majority).quorum(minishard::Quorum::Any);
+        try {
+            config.quorum(static_cast<minishard::Quorum>(5));
+            CHECK(false);
+        } catch (const minishard::Error &e) {
+            CHECK(e.code() == MINISHARD_INVALID_ARGUMENT);
+            CHECK(std::strstr(e.what(), "quorum must be MINISHARD_QUORUM_ANY or MINISHARD_QUORUM_MAJORITY, not 5") != nullptr);
+        }
+    }
     auto addrs = free_addresses(1);
     auto zero = std::make_shared<Recorder>(addrs, 0);
     try {

@@ -100,6 +100,11 @@ static void config_setters_refuse_bad_values_with_a_message(void) {
     CHECK_RC(minishard_config_set_dispatch(cfg, (minishard_dispatch_mode)7), MINISHARD_INVALID_ARGUMENT);
     CHECK(last_error_mentions("MINISHARD_DISPATCH_HOST"));
     CHECK_RC(minishard_config_set_dispatch(cfg, MINISHARD_DISPATCH_HOST), MINISHARD_OK);
+    CHECK_RC(minishard_config_set_quorum(cfg, (minishard_quorum)2), MINISHARD_INVALID_ARGUMENT);
+    CHECK(last_error_mentions("quorum must be MINISHARD_QUORUM_ANY or MINISHARD_QUORUM_MAJORITY, not 2"));
+    CHECK_RC(minishard_config_set_quorum(NULL, MINISHARD_QUORUM_MAJORITY), MINISHARD_INVALID_ARGUMENT);
+    CHECK_RC(minishard_config_set_quorum(cfg, MINISHARD_QUORUM_MAJORITY), MINISHARD_OK);
+    CHECK_RC(minishard_config_set_quorum(cfg, MINISHARD_QUORUM_ANY), MINISHARD_OK);
     CHECK_RC(minishard_config_set_observer(cfg, 1), MINISHARD_OK);
     minishard_config_free(cfg);
     minishard_config_free(NULL);

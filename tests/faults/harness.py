@@ -336,8 +336,11 @@ class Cluster:
 
     def __init__(self, ns: Namespace, log: EventLog, n: int, shards: int, timing: Timing,
                  name: str = "faults", scores: Optional[list[str]] = None, proxy: bool = False,
-                 logdir: Optional[Path] = None, binary: Optional[Path] = None):
+                 logdir: Optional[Path] = None, binary: Optional[Path] = None,
+                 quorum: Optional[str] = None):
         self.ns, self.log, self.shards, self.timing, self.name = ns, log, shards, timing, name
+        # `--quorum`: "majority" for strict mode; None keeps the default.
+        self.quorum = quorum
         self.binary = binary or REPO / "target" / "release" / "minishard"
         self.logdir = logdir
         self.nodes = [Node(i, f"127.0.0.{11 + i}", UID_BASE + 11 + i,
@@ -414,7 +417,8 @@ class Cluster:
         args = [str(self.binary), "node", "--cluster", self.name, "--listen", node.addr,
                 "--members-file", str(self.members_file(i)), "--shards", str(self.shards), "--json",
                 "--score", node.score, *self.timing.args(),
-                "--handler", "echo", "--request-load-ms", str(REQUEST_LOAD_MS)]
+                "--handler", "echo", "--request-load-ms", str(REQUEST_LOAD_MS),
+                *(["--quorum", self.quorum] if self.quorum else [])]
         self.log.mark("start", node=node.addr, proc=node.proc_id)
         node.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, env=env,
                                      cwd="/", preexec_fn=become_node, close_fds=True)

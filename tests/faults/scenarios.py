@@ -35,10 +35,10 @@ class Ctx:
         self.t_quiet: Optional[float] = None
 
     def start(self, n: int, shards: int, timing: Timing, scores: Optional[list[str]] = None,
-              proxy: bool = False) -> Cluster:
+              proxy: bool = False, quorum: Optional[str] = None) -> Cluster:
         self.timing, self.shards = timing, shards
         self.cluster = Cluster(self.ns, self.log, n, shards, timing, scores=scores, proxy=proxy,
-                               logdir=self.logdir, binary=self.binary)
+                               logdir=self.logdir, binary=self.binary, quorum=quorum)
         self.cluster.start_all()
         t0 = self.log.mark("started")
         self.converge(t0, "cold start", timeout_s=20)
@@ -289,6 +289,73 @@ def split_3_3_scores(ctx: Ctx) -> None:
             ctx.violations.append(f"3: shard {s}: winner {best.node} got prolonged {pro}, expected exactly one for {loser.node}")
     ctx.check_no_moves(t_heal, now_ms(), "after the heal (no new allocation)", deallocs=False)
     ctx.notes.append(f"conflicts resolved: {h.conflicts()}")
+
+
+@scenario("majority_3_3", "strict mode, 6 nodes / 2 shards split 3/3: neither side has a majority, both "
+          "degrade and hold nothing, nobody claims; the heal converges; never two owners")
+def majority_3_3(ctx: Ctx) -> None:
+    c = ctx.start(6, 2, FAST, quorum="majority")
+    owners = ctx.owners()
+    rest = [i for i in range(6) if i not in owners.values()]
+    side_a = [owners[0]] + rest[:2]
+    side_b = [owners[1]] + rest[2:]
+    t_cut = c.split(side_a, side_b)
+    everyone = ctx.procs()
+    ctx.wait("both sides degraded, no shard held anywhere", 10,
+             lambda h: all(h.health_at(p, now_ms()) == "degraded" for p in everyone)
+             and all(not h.holders(s, now_ms() + 1e6) for s in range(2)),
+             lambda h: f"{[(p, h.health_at(p, now_ms())) for p in everyone]}, "
+                       f"holders {[[str(a) for a in h.holders(s, now_ms() + 1e6)] for s in range(2)]}")
+    # Past both sides' grace and a claim's proposal window, three times over.
+    ctx.hold(3 * (ctx.timing.grace + 2 * ctx.timing.hb_timeout))
+    ctx.expect_drops("3/3 split", [(a, b) for a in side_a for b in side_b] +
+                     [(b, a) for a in side_a for b in side_b])
+    t_heal = c.heal()
+    h = ctx.history()
+    h.check_degraded(ctx.procs(side_a) + ctx.procs(side_b), t_cut, "3/3 split in strict mode")
+    ctx.violations += h.violations
+    ctx.check_no_moves(t_cut, t_heal, "3/3 split in strict mode: nobody may claim", deallocs=False)
+    released = [a for a in h.deallocs(t_cut, t_heal)]
+    if sorted(a.shard for a in released) != [0, 1]:
+        ctx.violations.append(f"3/3 split in strict mode: expected both owners to give their shard up, "
+                              f"got {[str(a) for a in released]}")
+    ctx.converge(t_heal, "heal")
+    ctx.final.append(lambda h: h.check_no_overlap(ctx.t_begin, ctx.t_stop, "7.11 (strict mode)"))
+
+
+@scenario("majority_4_2", "strict mode, 6 nodes / 2 shards split 4/2 with an owner on each side: the 2 side "
+          "degrades before the 4 side takes its shard; the 4 side keeps both; never two owners")
+def majority_4_2(ctx: Ctx) -> None:
+    c = ctx.start(6, 2, FAST, quorum="majority")
+    owners = ctx.owners()
+    rest = [i for i in range(6) if i not in owners.values()]
+    # Shard 1's owner and one standby on the small side: the big side keeps
+    # shard 0 and must take shard 1.
+    small = [owners[1], rest[0]]
+    big = [i for i in range(6) if i not in small]
+    t_cut = c.split(big, small)
+    ctx.wait("small side degraded", 10, lambda h: all(h.health_at(p, now_ms()) == "degraded"
+                                                      for p in ctx.procs(small)))
+    ctx.converge(t_cut, "big side during the split", idx=big, from_connect=False)
+    ctx.hold(2000)
+    ctx.expect_drops("4/2 split", [(a, b) for a in big for b in small] +
+                     [(b, a) for a in big for b in small])
+    t_heal = c.heal()
+    h = ctx.history()
+    big_addrs = {c.nodes[i].addr for i in big}
+    taken = list(h.moves(t_cut, t_heal, big_addrs))
+    if [a.shard for a in taken] != [1]:
+        ctx.violations.append(f"4/2 split in strict mode: the big side should take shard 1 once and keep "
+                              f"shard 0, it allocated {[str(a) for a in taken]}")
+    h.check_degraded(ctx.procs(small), t_cut, "small side", before=min((a.start for a in taken), default=None))
+    ctx.violations += h.violations
+    small_addrs = {c.nodes[i].addr for i in small}
+    for a in h.moves(t_cut, t_heal, small_addrs):
+        ctx.violations.append(f"4/2 split in strict mode: {a} on the small side")
+    ctx.converge(t_heal, "heal")
+    ctx.hold(1000)
+    ctx.check_no_moves(t_heal, now_ms(), "after the heal")
+    ctx.final.append(lambda h: h.check_no_overlap(ctx.t_begin, ctx.t_stop, "7.11 (strict mode)"))
 
 
 @scenario("asymmetric", "A hears B, B does not hear A: the link drops and stays down, nothing moves, nobody degrades; heal converges")

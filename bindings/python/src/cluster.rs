@@ -234,7 +234,7 @@ impl NativeCluster {
     #[pyo3(signature = (
         name, callbacks, listen, cookie, *, advertise=None, observer=false, host_dispatch=false,
         loop_bridge=None, allocated_epoch=true, prolonged_epoch=true, deallocated_reason=true,
-        allocated_hand_off=false, prolonged_hand_off=false, seconds=None, counts=None, tls_cert=None, tls_key=None, tls_ca=None, metadata=None
+        allocated_hand_off=false, prolonged_hand_off=false, seconds=None, counts=None, choices=None, tls_cert=None, tls_key=None, tls_ca=None, metadata=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -254,6 +254,7 @@ impl NativeCluster {
         prolonged_hand_off: bool,
         seconds: Option<HashMap<String, f64>>,
         counts: Option<HashMap<String, u64>>,
+        choices: Option<HashMap<String, String>>,
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         tls_ca: Option<PathBuf>,
@@ -281,6 +282,11 @@ impl NativeCluster {
             config.set(&name, value).map_err(|e| engine(py, e))?;
         }
         config.metadata = metadata.unwrap_or_default();
+        for (name, value) in choices.unwrap_or_default() {
+            config
+                .set_choice(&name, &value)
+                .map_err(|e| engine(py, e))?;
+        }
         // minishard.join checks that the three come together.
         if let (Some(cert), Some(key), Some(ca)) = (tls_cert, tls_key, tls_ca) {
             config.tls = Some(TlsFiles { cert, key, ca });

@@ -28,5 +28,10 @@ fn _minishard(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .map(|s| (s.name, s.unit.name(), s.default, s.min, s.max, s.doc))
         .collect();
     m.add("SETTINGS", pyo3::types::PyTuple::new(m.py(), settings)?)?;
+    let choices: Vec<_> = minishard::settings::CHOICES
+        .iter()
+        .map(|c| (c.name, c.options.to_vec(), c.doc))
+        .collect();
+    m.add("CHOICES", pyo3::types::PyTuple::new(m.py(), choices)?)?;
     Ok(())
 }

@@ -98,6 +98,42 @@ def test_a_graceful_leave_hands_over_without_waiting_for_the_grace(local):
     cluster.converged()
 
 
+def test_in_strict_mode_a_three_three_split_leaves_no_owner_and_a_four_two_keeps_the_four(local):
+    cluster = local("strict33", 6, 2, quorum="majority")
+    cluster.converged()
+    allocations = [len(app.journal.of("allocated")) for app in cluster.apps]
+    cluster.split([0, 1, 2], [3, 4, 5])
+
+    def nobody_holds() -> bool:
+        return all(
+            c.health() == "degraded" and c.my_shard() is None and c.shard_map() == [None, None]
+            for c in cluster.running()
+        )
+
+    # Three of six is enough members for two shards, but not a majority.
+    assert eventually(BOUND * 2, nobody_holds), [
+        (c.node, c.health(), c.my_shard()) for c in cluster.running()
+    ]
+    time.sleep(FAST["node_grace"] * 2)
+    assert nobody_holds(), "past the grace, still no owner on either side"
+    assert [len(app.journal.of("allocated")) for app in cluster.apps] == allocations
+    for app, before in zip(cluster.apps, allocations):
+        if before:
+            assert app.journal.of("reason")[-1][1] is minishard.Reason.DEGRADED
+    cluster.heal()
+    cluster.converged(BOUND * 2)
+    # Four against two: the four keep or take every shard, the two degrade.
+    big, small = [0, 1, 2, 3], [4, 5]
+    cluster.split(big, small)
+    assert eventually(
+        BOUND * 2,
+        lambda: all(cluster[i].health() == "degraded" for i in small)
+        and all(cluster.owner(i, s) in big for i in big for s in (0, 1))
+        and all(cluster[i].health() == "available" for i in big),
+    )
+    assert all(cluster[i].my_shard() is None for i in small)
+
+
 def test_a_three_three_split_keeps_both_sides_whole_and_the_heal_keeps_the_higher_score(local):
     cluster = local("split33", 6, 2)
     cluster.converged()

@@ -35,7 +35,7 @@ def test_mypy_strict_rejects_misspelt_healths_and_dispatch_modes():
         for number, line in enumerate(path.read_text().splitlines(), start=1)
         if line.rstrip().endswith("# rejected")
     }
-    assert len(marked) == 5
+    assert len(marked) == 6
     checked = mypy(path)
     assert checked.returncode == 1, checked.stdout + checked.stderr
     reported = {

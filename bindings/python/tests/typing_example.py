@@ -92,8 +92,9 @@ async def use_async() -> None:
         done: bool = await cluster.wait_until_async("available", timeout=5)
         answer: bytes = await cluster.request_async(1, bytearray(b"x"), timeout=0.5)
         print(done, answer)
+    quorum: minishard.Quorum = "majority"
     with minishard.join("sessions", Sessions(), listen="127.0.0.1:7001", cookie=b"secret",
-                        dispatch="thread") as other:
+                        dispatch="thread", quorum=quorum) as other:
         await other.leave_async()
 
 

@@ -33,6 +33,7 @@ async def typos_async(cluster: minishard.Cluster) -> None:
 
 def join_typo() -> None:
     minishard.join("c", App(), listen="127.0.0.1:7001", cookie=b"s", dispatch="asynco")  # rejected
+    minishard.join("c", App(), listen="127.0.0.1:7001", cookie=b"s", quorum="majorty")  # rejected
 
 
 if __name__ == "__main__":

@@ -252,6 +252,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         },
         timings: Timings::default(),
         metadata: Default::default(),
+        quorum: Default::default(),
     };
     let mut core = Core::new(config, 99, Instant::ZERO);
     let mut app = App::default();

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use super::config::{CoreConfig, Timings};
+use super::config::{CoreConfig, Quorum, Timings};
 use super::events::{Call, CallId, Outbox, Outcome, ReleaseReason};
 use super::ids::{Incarnation, NodeId, Role};
 use super::membership::Membership;
@@ -32,6 +32,7 @@ pub(super) struct Ctx<'a> {
     pub tag: u32,
     pub timings: &'a Timings,
     pub shard_count: u32,
+    pub quorum: Quorum,
     pub view: &'a PeerView,
     pub members: &'a Membership,
 }
@@ -52,6 +53,7 @@ impl<'a> Ctx<'a> {
             tag: epoch_tag(&config.me, incarnation),
             timings: &config.timings,
             shard_count: config.shard_count,
+            quorum: config.quorum,
             view,
             members,
         }
@@ -108,6 +110,13 @@ enum Local {
         retry_at: Option<Instant>,
     },
     Standby,
+    /// Strict mode: a claim announced, waiting out [`Timings::proposal_window`]
+    /// before its `allocated` runs (docs/design.md 6.7).
+    Proposing {
+        shard: Shard,
+        epoch: Epoch,
+        since: Instant,
+    },
     Claiming {
         shard: Shard,
         epoch: Epoch,
@@ -189,6 +198,7 @@ impl Allocation {
         match self.local {
             Local::Idle { .. } => Holding::Idle,
             Local::Standby => Holding::Standby,
+            Local::Proposing { shard, epoch, .. } => Holding::Proposing { shard, epoch },
             Local::Claiming {
                 shard,
                 epoch,
@@ -210,7 +220,9 @@ impl Allocation {
             Local::Active { shard, epoch, .. } | Local::Yielding { shard, epoch, .. } => {
                 LocalState::Allocated { shard, epoch }
             }
-            Local::Standby | Local::Claiming { .. } => LocalState::Standby,
+            Local::Standby | Local::Proposing { .. } | Local::Claiming { .. } => {
+                LocalState::Standby
+            }
             Local::Idle { .. } | Local::Releasing { .. } | Local::Left => LocalState::Idle,
         }
     }
@@ -248,9 +260,10 @@ impl Allocation {
     }
 
     /// The instants a lifecycle rule waits for.
-    pub fn next_deadline(&self, now: Instant, settle: std::time::Duration) -> Option<Instant> {
+    pub fn next_deadline(&self, now: Instant, timings: &Timings) -> Option<Instant> {
         let retry = match self.local {
             Local::Idle { retry_at } => retry_at,
+            Local::Proposing { since, .. } => Some(since + timings.proposal_window()),
             _ => None,
         };
         let claims =
@@ -258,7 +271,7 @@ impl Allocation {
         [
             retry,
             claims,
-            self.paired.map(|_| self.paired_since + settle),
+            self.paired.map(|_| self.paired_since + timings.settle),
         ]
         .into_iter()
         .flatten()
@@ -339,6 +352,11 @@ impl Allocation {
                 self.paired = None;
             }
             (Local::Standby, Some(_)) => self.local = Local::Idle { retry_at: None },
+            (Local::Proposing { shard, .. }, Some(why)) => {
+                // Nothing ran yet: the proposal is withdrawn, no callback.
+                tracing::debug!(shard, %why, "the proposal is withdrawn");
+                self.local = Local::Idle { retry_at: None };
+            }
             _ => {}
         }
     }
@@ -347,7 +365,7 @@ impl Allocation {
     /// once nothing is held any more, so the node can publish that it left.
     pub fn leave_step(&mut self, ctx: &Ctx<'_>, why: ReleaseReason, out: &mut Outbox) -> bool {
         match &mut self.local {
-            Local::Idle { .. } | Local::Standby => {
+            Local::Idle { .. } | Local::Standby | Local::Proposing { .. } => {
                 self.local = Local::Left;
                 true
             }
@@ -580,6 +598,9 @@ impl Allocation {
         may_claim: bool,
         out: &mut Outbox,
     ) -> Option<(CallId, Call)> {
+        if let Local::Proposing { .. } = self.local {
+            return self.advance_proposal(ctx, may_claim, out);
+        }
         let pairing = self.paired_shard(ctx).filter(|_| may_claim);
         let shard = pairing.as_ref().and_then(|p| p.paired).map(|(s, _)| s);
         if shard != self.paired {
@@ -628,6 +649,19 @@ impl Allocation {
             return None;
         };
         self.highest[shard as usize] = Some(ctx.claim(epoch));
+        if ctx.quorum == Quorum::Majority {
+            tracing::debug!(shard, epoch, "proposing");
+            self.local = Local::Proposing {
+                shard,
+                epoch,
+                since: ctx.now,
+            };
+            return None;
+        }
+        Some(self.start_claim(shard, epoch, out))
+    }
+
+    fn start_claim(&mut self, shard: Shard, epoch: Epoch, out: &mut Outbox) -> (CallId, Call) {
         let call = out.next_call_id();
         self.local = Local::Claiming {
             shard,
@@ -636,7 +670,66 @@ impl Allocation {
             release: None,
         };
         tracing::debug!(shard, epoch, "claiming");
-        Some((call, Call::Allocated { shard, epoch }))
+        (call, Call::Allocated { shard, epoch })
+    }
+
+    /// Strict mode (docs/design.md 6.7): two standbys whose views differ
+    /// for a moment may pair with the same free shard. Each announces its
+    /// claim as a proposal and waits [`Timings::proposal_window`]; a proposal that
+    /// sees any other reservation of its shard — a claim or allocation, or
+    /// a proposal that ranks above it (higher epoch, then smaller address)
+    /// — is withdrawn before any callback runs. Two proposals made within a
+    /// message's delay of each other both show before either window ends,
+    /// so at most one of them goes on to `allocated`.
+    fn advance_proposal(
+        &mut self,
+        ctx: &Ctx<'_>,
+        may_claim: bool,
+        out: &mut Outbox,
+    ) -> Option<(CallId, Call)> {
+        let Local::Proposing {
+            shard,
+            epoch,
+            since,
+        } = self.local
+        else {
+            return None;
+        };
+        let outranks_mine = |node: &NodeId, holding: Holding| match holding {
+            Holding::Proposing { shard: s, epoch: e } => {
+                s == shard && (e > epoch || (e == epoch && node < ctx.me))
+            }
+            other => other.reserved().is_some_and(|(s, _)| s == shard),
+        };
+        let rival = ctx
+            .view
+            .present_records()
+            .filter(|(r, _)| r.role == Role::Member && r.node != *ctx.me)
+            .find(|(r, _)| outranks_mine(&r.node, r.holding))
+            .map(|(r, _)| r.node.clone());
+        if rival.is_some() || !may_claim {
+            tracing::debug!(shard, epoch, ?rival, may_claim, "the proposal is withdrawn");
+            self.local = Local::Standby;
+            self.paired = None;
+            return None;
+        }
+        if ctx.now < since + ctx.timings.proposal_window() {
+            return None;
+        }
+        // A rival proposal withdrawn meanwhile may have announced a higher
+        // epoch: the allocation goes above it.
+        let epoch = match self.seen(shard) {
+            seen if seen > epoch => {
+                let Some(raised) = next_epoch(seen, ctx.tag) else {
+                    self.local = Local::Standby;
+                    return None;
+                };
+                self.highest[shard as usize] = Some(ctx.claim(raised));
+                raised
+            }
+            _ => epoch,
+        };
+        Some(self.start_claim(shard, epoch, out))
     }
 
     /// The shard the deterministic pairing gives this node, if it is on

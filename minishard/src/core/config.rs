@@ -85,6 +85,14 @@ impl Timings {
         })
     }
 
+    /// How long a claim stands announced in strict mode before its
+    /// `allocated` runs (docs/design.md 6.7): a rival claim made up to a
+    /// message's delay later shows within it — and a message later than a
+    /// heartbeat timeout means a lost link, as its heartbeats wait behind it.
+    pub fn proposal_window(&self) -> Duration {
+        self.heartbeat_timeout * 2
+    }
+
     /// Refuses timings out of their range and orderings that break the
     /// guarantees.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -116,6 +124,60 @@ impl Timings {
     }
 }
 
+/// Which members a node must see to hold or claim shards
+/// (docs/design.md 5, 6.7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Quorum {
+    /// At least `shard_count` members: both sides of a split with members
+    /// enough keep working, and a conflict is resolved when they meet.
+    #[default]
+    Any,
+    /// A strict majority of the member list as well: at most one side of
+    /// any split holds shards, and no two nodes ever hold one at once.
+    Majority,
+}
+
+impl Quorum {
+    /// Every quorum, in the order the settings list names them.
+    pub const ALL: [Quorum; 2] = [Quorum::Any, Quorum::Majority];
+
+    /// Its name in settings, flags, logs and the bindings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quorum::Any => "any",
+            Quorum::Majority => "majority",
+        }
+    }
+
+    /// The members (this node included) a node must see to hold or claim
+    /// shards, out of a member list of `members` keeping `shard_count`.
+    pub fn members_needed(self, shard_count: usize, members: usize) -> usize {
+        match self {
+            Quorum::Any => shard_count,
+            // Strictly more than half: two disjoint sides cannot both have it.
+            Quorum::Majority => shard_count.max(members / 2 + 1),
+        }
+    }
+}
+
+impl fmt::Display for Quorum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Quorum {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Quorum, ConfigError> {
+        Quorum::ALL
+            .into_iter()
+            .find(|q| q.as_str() == s)
+            .ok_or_else(|| {
+                ConfigError::new(format!("quorum must be \"any\" or \"majority\", not {s:?}"))
+            })
+    }
+}
+
 /// What one node's core needs to run in one cluster.
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
@@ -133,6 +195,8 @@ pub struct CoreConfig {
     /// What this node publishes about itself for applications (checked by
     /// the engine's `Config::validate`).
     pub metadata: std::sync::Arc<super::record::Metadata>,
+    /// The members a node must see to hold shards.
+    pub quorum: Quorum,
 }
 
 /// The largest number of shards a cluster may keep. A bound the engine can
@@ -212,6 +276,7 @@ mod tests {
             shard_count: 2,
             timings: Timings::default(),
             metadata: Default::default(),
+            quorum: Quorum::Any,
         }
     }
 
@@ -284,6 +349,18 @@ mod tests {
             .contains("not in the member list"));
         c.role = Role::Observer;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn a_majority_is_strictly_more_than_half_and_never_below_the_shard_count() {
+        assert_eq!(Quorum::Any.members_needed(2, 6), 2);
+        assert_eq!(Quorum::Majority.members_needed(2, 6), 4);
+        assert_eq!(Quorum::Majority.members_needed(2, 5), 3);
+        assert_eq!(Quorum::Majority.members_needed(5, 6), 5);
+        assert_eq!(Quorum::Majority.members_needed(1, 1), 1);
+        assert_eq!("majority".parse::<Quorum>(), Ok(Quorum::Majority));
+        let err = "most".parse::<Quorum>().unwrap_err().to_string();
+        assert_eq!(err, "quorum must be \"any\" or \"majority\", not \"most\"");
     }
 
     #[test]

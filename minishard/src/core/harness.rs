@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::{
     Action, Call, CallId, Claim, Core, CoreConfig, Epoch, Event, Health, Holding, Instant, NodeId,
-    Outcome, PeerMessage, Record, RefusalReason, Role, ScoreOffer, Shard, Sighting, Snapshot,
-    Timings, Yield,
+    Outcome, PeerMessage, Quorum, Record, RefusalReason, Role, ScoreOffer, Shard, Sighting,
+    Snapshot, Timings, Yield,
 };
 
 /// The address of node `i`.
@@ -138,6 +138,11 @@ impl Harness {
     /// Node `me` of `members` keeping `shards` shards, started at 0 with the
     /// default timings.
     pub fn new(me: u8, members: &[u8], shards: u32) -> Harness {
+        Harness::with_quorum(me, members, shards, Quorum::Any)
+    }
+
+    /// The same, holding shards only with `quorum` (docs/design.md 6.7).
+    pub fn with_quorum(me: u8, members: &[u8], shards: u32, quorum: Quorum) -> Harness {
         let config = CoreConfig {
             me: n(me),
             role: Role::Member,
@@ -145,6 +150,7 @@ impl Harness {
             shard_count: shards,
             timings: Timings::default(),
             metadata: Default::default(),
+            quorum,
         };
         config.validate().expect("a valid harness config");
         let mut h = Harness {

@@ -45,7 +45,7 @@ pub mod watcher;
 
 use std::sync::Arc;
 
-pub use config::{ConfigError, CoreConfig, Timings, MAX_SHARDS};
+pub use config::{ConfigError, CoreConfig, Quorum, Timings, MAX_SHARDS};
 pub use events::{Action, Call, CallId, Event, Outcome, RefusalReason, ReleaseReason};
 pub use ids::{AddressError, Incarnation, NodeId, Role};
 pub use record::{
@@ -524,11 +524,16 @@ impl Core {
                 _ => false,
             }
         });
+        // An observer that has not learned the shard count yet knows nothing.
+        let shard_count = (self.config.shard_count as usize).max(1);
         Observation {
             visible_members: visible_peers
                 + usize::from(self.membership.counts_itself(now, &self.view)),
-            // An observer that has not learned the shard count yet knows nothing.
-            shard_count: (self.config.shard_count as usize).max(1),
+            // docs/design.md 6.7: in strict mode also a majority of the list.
+            needed_members: self
+                .config
+                .quorum
+                .members_needed(shard_count, self.membership.list().len()),
             settled_ownership,
         }
     }
@@ -631,9 +636,10 @@ impl Core {
         }
         let own_state = match self.allocation.holding() {
             Holding::Active { shard, .. } => NodeState::Active { shard },
-            Holding::Claiming { .. } | Holding::Yielding { .. } | Holding::Releasing { .. } => {
-                NodeState::Transition
-            }
+            Holding::Proposing { .. }
+            | Holding::Claiming { .. }
+            | Holding::Yielding { .. }
+            | Holding::Releasing { .. } => NodeState::Transition,
             Holding::Standby => NodeState::Standby,
             Holding::Idle if am_member => NodeState::Standby,
             Holding::Idle | Holding::Left => NodeState::Connected,
@@ -684,7 +690,10 @@ impl Core {
             (
                 Liveness::Up,
                 Some(
-                    Holding::Claiming { .. } | Holding::Yielding { .. } | Holding::Releasing { .. },
+                    Holding::Proposing { .. }
+                    | Holding::Claiming { .. }
+                    | Holding::Yielding { .. }
+                    | Holding::Releasing { .. },
                 ),
             ) => NodeState::Transition,
             (Liveness::Up, _) => NodeState::Standby,
@@ -698,7 +707,7 @@ impl Core {
         let candidates = [
             self.watcher.deadline(),
             self.view.next_grace_end(t.node_grace),
-            self.allocation.next_deadline(now, t.settle),
+            self.allocation.next_deadline(now, t),
             self.conflicts.next_deadline(t.score_deadline),
             self.own.next_deadline(),
             self.relays.next_deadline(now, &self.view),

@@ -99,13 +99,24 @@ pub enum Holding {
     },
     /// Left the cluster for good (this incarnation): its shard is free now.
     Left,
+    /// Strict mode (docs/design.md 6.7): announced a claim that waits, before
+    /// its `allocated` runs, for any rival claim made meanwhile to show.
+    /// The shard is reserved; the claim does not contend in a conflict
+    /// (no callback has run): it is withdrawn if a rival shows.
+    Proposing {
+        /// The shard proposed.
+        shard: Shard,
+        /// The epoch the allocation will have.
+        epoch: Epoch,
+    },
 }
 
 impl Holding {
     /// The shard and epoch this holding reserves, if any.
     pub fn reserved(self) -> Option<(Shard, Epoch)> {
         match self {
-            Holding::Claiming { shard, epoch }
+            Holding::Proposing { shard, epoch }
+            | Holding::Claiming { shard, epoch }
             | Holding::Active { shard, epoch }
             | Holding::Yielding { shard, epoch }
             | Holding::Releasing { shard, epoch } => Some((shard, epoch)),

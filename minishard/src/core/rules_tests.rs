@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::harness::{e, n, rec, Harness};
-use super::{Ack, Call, Epoch, Health, Holding, RefusalReason, ReleaseReason, ScoreOffer};
+use super::{Ack, Call, Epoch, Health, Holding, Quorum, RefusalReason, ReleaseReason, ScoreOffer};
 
 fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
@@ -467,4 +467,113 @@ fn a_node_refused_as_a_non_member_is_misconfigured_only_after_a_member_poll() {
         .misconfiguration()
         .unwrap()
         .contains("not_a_member"));
+}
+
+/// This node, 1, of six members keeping two shards, sees 2 (the owner of
+/// shard 1), 3 and 4, and has allocated shard 0.
+fn four_of_six(quorum: Quorum) -> Harness {
+    let mut h = Harness::with_quorum(1, &[1, 2, 3, 4, 5, 6], 2, quorum);
+    h.connect(2)
+        .record(rec(2).sees(&[1, 3, 4]).active(1, e(2, 1)));
+    for i in [3, 4] {
+        h.connect(i).record(rec(i).sees(&[1, 2, 3, 4]));
+    }
+    h.wait(ms(2000));
+    assert_eq!(allocated(&h.answer_all()), vec![0]);
+    assert_eq!(h.health(), Health::Available);
+    h
+}
+
+#[test]
+fn strict_mode_a_node_that_sees_only_half_the_members_degrades_and_gives_its_shard_up() {
+    let mut h = four_of_six(Quorum::Majority);
+    // 3 of 6, this node included: enough for two shards, not a majority.
+    h.lose(4).wait(ms(999));
+    assert_eq!(h.health(), Health::Transition);
+    let released = |calls: &[Call]| {
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::Deallocated { .. }))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(released(&h.answer_all()), [], "it holds on for a while");
+    h.wait(ms(1));
+    assert_eq!(h.health(), Health::Degraded);
+    assert!(matches!(
+        released(&h.answer_all()).as_slice(),
+        [Call::Deallocated {
+            shard: 0,
+            winner: None,
+            reason: ReleaseReason::Degraded,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn by_default_half_the_members_are_enough_when_they_are_shard_count_or_more() {
+    let mut h = four_of_six(Quorum::Any);
+    h.lose(4).wait(ms(5000));
+    assert_eq!(h.health(), Health::Available);
+    assert!(h
+        .answer_all()
+        .iter()
+        .all(|c| !matches!(c, Call::Deallocated { .. })));
+}
+
+#[test]
+fn strict_mode_announces_a_claim_and_waits_before_allocated_runs() {
+    let mut h = Harness::with_quorum(1, &[1, 2, 3], 1, Quorum::Majority);
+    h.connect(2).record(rec(2).sees(&[1]));
+    h.wait(ms(600));
+    assert!(matches!(h.holding(), Holding::Proposing { shard: 0, .. }));
+    let window = h.timings().proposal_window();
+    h.wait(window - ms(100));
+    assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
+    h.wait(ms(100));
+    assert_eq!(allocated(&h.answer_all()), vec![0]);
+}
+
+#[test]
+fn strict_mode_a_proposal_gives_way_to_a_rival_that_ranks_above_it_and_no_other() {
+    for (rival_epoch, this_node_allocates) in [(e(2, 2), false), (e(2, 0), true)] {
+        let mut h = Harness::with_quorum(1, &[1, 2, 3], 1, Quorum::Majority);
+        h.connect(2).record(rec(2).sees(&[1]));
+        h.wait(ms(600));
+        assert_eq!(
+            h.holding(),
+            Holding::Proposing {
+                shard: 0,
+                epoch: e(1, 1)
+            }
+        );
+        // Node 2's view differed for a moment: it proposed the same shard.
+        h.record(rec(2).v(2).sees(&[1]).holding(Holding::Proposing {
+            shard: 0,
+            epoch: rival_epoch,
+        }));
+        h.wait(ms(3000));
+        let calls = allocated(&h.answer_all());
+        if this_node_allocates {
+            assert_eq!(calls, vec![0], "a rival ranking below gives way");
+        } else {
+            assert_eq!(calls, Vec::<u32>::new(), "withdrawn before any callback");
+            assert_eq!(h.holding(), Holding::Standby);
+        }
+    }
+}
+
+#[test]
+fn strict_mode_a_proposal_gives_way_to_a_claim_whatever_its_epoch() {
+    let mut h = Harness::with_quorum(1, &[1, 2, 3], 1, Quorum::Majority);
+    h.connect(2).record(rec(2).sees(&[1]));
+    h.wait(ms(600));
+    h.record(rec(2).v(2).sees(&[1]).holding(Holding::Claiming {
+        shard: 0,
+        epoch: e(2, 0),
+    }));
+    h.wait(ms(3000));
+    assert_eq!(allocated(&h.answer_all()), Vec::<u32>::new());
+    assert_eq!(h.holding(), Holding::Standby);
 }

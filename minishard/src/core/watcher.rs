@@ -56,8 +56,9 @@ impl std::str::FromStr for Health {
 pub struct Observation {
     /// Members visible: connected with handshake done, plus this node if it is one.
     pub visible_members: usize,
-    /// How many shards the cluster keeps.
-    pub shard_count: usize,
+    /// How many members must be visible to hold shards: the shard count,
+    /// or more in strict mode (docs/design.md 6.7).
+    pub needed_members: usize,
     /// Every shard has exactly one holder, that holder is an active owner
     /// this node can reach, and no claim or release is in flight.
     pub settled_ownership: bool,
@@ -88,7 +89,7 @@ impl Watcher {
 
     /// Applies an observation; returns `(old, new)` if the health changed.
     pub fn update(&mut self, now: Instant, seen: Observation) -> Option<(Health, Health)> {
-        let next = if seen.visible_members < seen.shard_count {
+        let next = if seen.visible_members < seen.needed_members {
             let since = *self.too_few_since.get_or_insert(now);
             if self.health == Health::Degraded || now >= since + self.transition_timeout {
                 Health::Degraded
@@ -107,7 +108,7 @@ impl Watcher {
         (old != next).then_some((old, next))
     }
 
-    /// Whether fewer members are visible than the cluster keeps shards: a
+    /// Whether fewer members are visible than holding shards needs: a
     /// node in this state holds on to its shard for a while (a member that
     /// flaps comes back) but takes no new one, which it would likely give up
     /// again when it degrades.
@@ -133,7 +134,7 @@ mod tests {
     fn seen(visible: usize, settled: bool) -> Observation {
         Observation {
             visible_members: visible,
-            shard_count: 3,
+            needed_members: 3,
             settled_ownership: settled,
         }
     }

@@ -169,6 +169,7 @@ impl Engine {
             shard_count,
             timings: config.timings,
             metadata: Arc::new(config.metadata.clone()),
+            quorum: config.quorum,
         };
         core_config.validate()?;
 

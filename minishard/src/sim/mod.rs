@@ -30,7 +30,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::core::{
     Action, Call, CallId, Claim, Core, CoreConfig, Epoch, Event, Health, Holding, Incarnation,
-    Instant, NodeId, Outcome, PeerMessage, RefusalReason, Role, Shard, Snapshot, Timings, Yield,
+    Instant, NodeId, Outcome, PeerMessage, Quorum, RefusalReason, Role, Shard, Snapshot, Timings,
+    Yield,
 };
 pub use ledger::{Allocation, Ending, Ledger};
 use network::{Delivery, Net};
@@ -46,6 +47,10 @@ pub struct SimConfig {
     pub shard_count: u32,
     /// Protocol timings.
     pub timings: Timings,
+    /// The members a node must see to hold shards; in strict mode the
+    /// ledger also checks that no two nodes ever hold a shard at once
+    /// (docs/design.md 6.7, 7.11).
+    pub quorum: Quorum,
     /// Seed for every random choice.
     pub seed: u64,
 }
@@ -58,6 +63,7 @@ impl SimConfig {
             observers: 0,
             shard_count,
             timings: Timings::default(),
+            quorum: Quorum::Any,
             seed: 1,
         }
     }
@@ -219,6 +225,13 @@ pub struct Sim {
     unseen_withdrawals: Vec<(NodeId, u32, Epoch)>,
     trace: bool,
     delivered: Delivered,
+    /// Strict mode (docs/design.md 6.7, 7.11): every `allocated` is checked
+    /// to start while no other node holds its shard.
+    strict: bool,
+    /// Strict mode: allocations that started while another node's engine
+    /// had already given the shard up but its application had not been
+    /// told yet, its callbacks held up by a slow one of its own.
+    excused_overlaps: u64,
 }
 
 /// Messages that reached a node, by kind.
@@ -271,6 +284,7 @@ impl Sim {
         for node in &mut nodes {
             node.list = members.clone();
         }
+        let strict = config.quorum == Quorum::Majority;
         Sim {
             rng: StdRng::seed_from_u64(config.seed),
             config,
@@ -283,6 +297,8 @@ impl Sim {
             net: Net::default(),
             behaviour: Behaviour::default(),
             ledger: Ledger::default(),
+            strict,
+            excused_overlaps: 0,
             yields: Vec::new(),
             failed_claims: Vec::new(),
             health_log: Vec::new(),
@@ -469,6 +485,7 @@ impl Sim {
             shard_count: self.config.shard_count,
             timings: self.config.timings,
             metadata: Default::default(),
+            quorum: self.config.quorum,
         }
     }
 
@@ -996,24 +1013,30 @@ impl Sim {
             PeerMessage::Relay { .. } => self.delivered.relays += 1,
             PeerMessage::Epochs(_) => self.delivered.epochs += 1,
         }
+        let (me, incarnation) = (self.nodes[to].id.clone(), self.nodes[to].incarnation);
         let seen = &mut self.nodes[to].seen_epochs;
         let mut note = |shard: u32, epoch: Epoch| {
             if let Some(e) = seen.get_mut(shard as usize) {
                 *e = (*e).max(epoch);
             }
         };
+        // A node's own claim coming back to it (a strict-mode proposal is
+        // announced before its `allocated`) is not an epoch of another's.
+        let own = |node: &NodeId, of: Incarnation| *node == me && of == incarnation;
         match &d.message {
             PeerMessage::Record(record) | PeerMessage::Relay { record, .. } => {
-                if let Some((shard, epoch)) = record.holding.reserved() {
-                    note(shard, epoch);
-                }
-                if let Some(offer) = &record.offer {
-                    note(offer.shard, offer.epoch);
+                if !own(&record.node, record.incarnation) {
+                    if let Some((shard, epoch)) = record.holding.reserved() {
+                        note(shard, epoch);
+                    }
+                    if let Some(offer) = &record.offer {
+                        note(offer.shard, offer.epoch);
+                    }
                 }
             }
             PeerMessage::Epochs(highest) => {
                 for (shard, claim) in highest.iter().enumerate() {
-                    if let Some(claim) = claim {
+                    if let Some(claim) = claim.as_ref().filter(|c| !own(&c.node, c.incarnation)) {
                         note(shard as u32, claim.epoch);
                     }
                 }
@@ -1300,6 +1323,10 @@ impl Sim {
         if slow {
             node.slow_until = node.slow_until.max(self.now + duration);
         }
+        if let (true, Call::Allocated { shard, epoch }) = (self.strict, &call) {
+            self.check_sole_holder(i, *shard, *epoch);
+        }
+        let node = &mut self.nodes[i];
         self.ledger.begin(
             self.now,
             (&node.id, node.incarnation, node.role),
@@ -1316,6 +1343,44 @@ impl Sim {
                 outcome,
             },
         );
+    }
+
+    /// Strict mode: node `i`'s application is about to be told it holds
+    /// `shard`, and no other node's application may hold it now (an
+    /// allocation is held from its `allocated` to its `deallocated`, or to
+    /// its node's crash) — whatever the network did. Excused, and counted:
+    /// a holder whose engine gave the shard up in time while its
+    /// application, busy with a slow callback, has not heard it yet
+    /// (callbacks run one at a time; README says so).
+    fn check_sole_holder(&mut self, i: usize, shard: Shard, epoch: Epoch) {
+        let me = self.nodes[i].id.clone();
+        let other = self
+            .ledger
+            .open_allocations()
+            .find(|a| a.shard == shard && a.node != me)
+            .map(|a| (a.node.clone(), a.epoch, a.start));
+        let Some((holder, theirs, since)) = other else {
+            return;
+        };
+        let excused = self.index_of(&holder).is_some_and(|h| {
+            let released = self.nodes[h].core.as_ref().is_some_and(
+                |c| matches!(c.record().holding, Holding::Releasing { shard: s, .. } if s == shard),
+            );
+            released && self.nodes[h].slow_until > self.now
+        });
+        if excused {
+            self.excused_overlaps += 1;
+            return;
+        }
+        self.ledger.violations.push(format!(
+            "t={} node={me}: strict mode: allocated shard {shard} (epoch {epoch}) while {holder} holds it (epoch {theirs}, since {since}): two holders at once",
+            self.now
+        ));
+    }
+
+    /// Strict mode: allocations excused by [`Sim::check_sole_holder`].
+    pub fn excused_overlaps(&self) -> u64 {
+        self.excused_overlaps
     }
 
     /// The core asks for a `score` only in a real conflict: another allocation of the

@@ -18,6 +18,7 @@ fn holding() -> impl Strategy<Value = Holding> {
         Just(Holding::Standby),
         Just(Holding::Left),
         (any::<u32>(), any::<u64>()).prop_map(|(shard, epoch)| Holding::Claiming { shard, epoch }),
+        (any::<u32>(), any::<u64>()).prop_map(|(shard, epoch)| Holding::Proposing { shard, epoch }),
         (any::<u32>(), any::<u64>()).prop_map(|(shard, epoch)| Holding::Active { shard, epoch }),
         (any::<u32>(), any::<u64>()).prop_map(|(shard, epoch)| Holding::Releasing { shard, epoch }),
         (any::<u32>(), any::<u64>()).prop_map(|(shard, epoch)| Holding::Yielding { shard, epoch }),

@@ -36,6 +36,7 @@ from ._types import (
     NodeState,
     Owner,
     Refusals,
+    Quorum,
     Stats,
     Status,
 )
@@ -61,6 +62,8 @@ _TIMINGS = tuple(name for name, unit, *_ in _minishard.SETTINGS if unit == "ms")
 # The others count whole units, named in their messages; the engine checks
 # every range, naming the setting (README's configuration table).
 _LIMITS = {name: unit for name, unit, *_ in _minishard.SETTINGS if unit != "ms"}
+# The settings that are a choice of names (the quorum): name -> options.
+_CHOICES = {name: options for name, options, _doc in _minishard.CHOICES}
 # The largest count the engine takes (a usize).
 _COUNT_MAX = 2**64 - 1
 # The callbacks that may be `async def` (with dispatch="asyncio"): nodes and
@@ -543,6 +546,7 @@ def join(
     max_requests_per_peer: Optional[int] = None,
     hand_off_wait: Optional[float] = None,
     hand_off_limit: Optional[int] = None,
+    quorum: Optional[Quorum] = None,
     tls_cert: Optional[StrPath] = None,
     tls_key: Optional[StrPath] = None,
     tls_ca: Optional[StrPath] = None,
@@ -561,7 +565,11 @@ def join(
     ``max_handshakes_per_source`` in connections, ``send_queue`` in frames,
     ``max_requests_in_flight`` and ``max_requests_per_peer`` in requests);
     unset ones keep their defaults, and one out of its range raises
-    ``ConfigError`` naming it. ``dispatch`` says where callbacks run: ``"thread"`` (a callback
+    ``ConfigError`` naming it. ``quorum="majority"`` holds shards only while
+    this node sees a strict majority of the member list (and ``shard_count``
+    members): at most one side of a split keeps shards, so no two nodes
+    ever hold one at once; the default, ``"any"``, keeps both sides of a
+    split with enough members working. ``dispatch`` says where callbacks run: ``"thread"`` (a callback
     thread of the cluster's own), ``"asyncio"`` (on ``loop``, by default the
     running loop: callbacks then never run concurrently with your
     coroutines; async callbacks are awaited there before the engine moves
@@ -668,6 +676,9 @@ def join(
     counts: Dict[str, Any] = {
         name: _count(name, given[name]) for name in _LIMITS if given[name] is not None
     }
+    choices: Dict[str, str] = {
+        name: _choice(name, given[name]) for name in _CHOICES if given[name] is not None
+    }
 
     node = Cluster.__new__(
         Cluster,
@@ -690,6 +701,7 @@ def join(
         metadata=metadata,
         seconds=seconds,
         counts=counts,
+        choices=choices,
     )
     node._dispatch = dispatch
     node._bridge = bridge
@@ -697,6 +709,16 @@ def join(
     with _joined_lock:
         _joined.add(node)
     return node
+
+
+def _choice(name: str, value: Any) -> str:
+    """A choice's option, by name: anything else is refused here with the
+    engine's message (minishard/src/settings.rs)."""
+    options = _CHOICES[name]
+    if not isinstance(value, str) or value not in options:
+        expected = " or ".join(f'"{o}"' for o in options)
+        raise ConfigError(f"{name} must be {expected}, not {value!r}")
+    return value
 
 
 def _leave_all_at_exit() -> None:

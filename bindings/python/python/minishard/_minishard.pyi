@@ -10,6 +10,9 @@ __version__: str
 # Every numeric setting: (name, unit, default, min, max, doc), the unit
 # "ms" for a timing (minishard/src/settings.rs).
 SETTINGS: Tuple[Tuple[str, str, int, int, int, str], ...]
+# Every setting that is a choice of names: (name, options, doc), the
+# default first (minishard/src/settings.rs).
+CHOICES: Tuple[Tuple[str, List[str], str], ...]
 
 def shutdown_logging() -> None: ...
 
@@ -32,6 +35,7 @@ class NativeCluster:
         prolonged_hand_off: bool = ...,
         seconds: Optional[Dict[str, float]] = ...,
         counts: Optional[Dict[str, int]] = ...,
+        choices: Optional[Dict[str, str]] = ...,
         tls_cert: Optional[str] = ...,
         tls_key: Optional[str] = ...,
         tls_ca: Optional[str] = ...,

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HealthName",
     "DispatchMode",
+    "Quorum",
     "Health",
     "Reason",
     "NodeState",
@@ -49,6 +50,12 @@ fails ``mypy --strict``."""
 
 DispatchMode = Literal["thread", "asyncio", "host"]
 """Where callbacks run: ``join(..., dispatch=...)``."""
+
+Quorum = Literal["any", "majority"]
+"""Which members a node must see to hold shards: ``join(..., quorum=...)``.
+``"any"`` (the default): ``shard_count`` of them; ``"majority"``: a strict
+majority of the member list too, so no two nodes ever hold a shard at once
+(docs/design.md 6.7)."""
 
 NodeStateName = Literal["unavailable", "connected", "standby", "active", "transition"]
 LocalStateName = Literal["idle", "standby", "allocated"]

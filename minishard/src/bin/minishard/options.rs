@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use minishard::settings::{show, show_range, SETTINGS};
+use minishard::settings::{show, show_range, CHOICES, SETTINGS};
 use minishard::{Config, TlsFiles};
 
 /// Where the cluster's cookie comes from.
@@ -45,12 +45,14 @@ impl CookieArgs {
     }
 }
 
-/// Every numeric setting as a flag, built from the list of settings
-/// (`minishard::settings`): `--NAME` in its unit, `--NAME-ms` for a timing.
-/// A flag not given keeps the setting's default.
+/// Every setting as a flag, built from the list of settings
+/// (`minishard::settings`): `--NAME` in its unit, `--NAME-ms` for a timing,
+/// `--NAME OPTION` for a choice (`--quorum majority`). A flag not given
+/// keeps the setting's default.
 #[derive(Clone, Debug, Default)]
 pub struct SettingArgs {
     given: Vec<(&'static str, u64)>,
+    chosen: Vec<(&'static str, String)>,
 }
 
 impl SettingArgs {
@@ -58,6 +60,9 @@ impl SettingArgs {
     pub fn apply(&self, config: &mut Config) -> Result<(), String> {
         for (name, value) in &self.given {
             config.set(name, *value).map_err(|e| e.to_string())?;
+        }
+        for (name, value) in &self.chosen {
+            config.set_choice(name, value).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -77,12 +82,31 @@ impl clap::FromArgMatches for SettingArgs {
                 self.given.push((setting.name, *value));
             }
         }
+        for choice in CHOICES {
+            if let Some(value) = matches.get_one::<String>(choice.name) {
+                self.chosen.retain(|(name, _)| *name != choice.name);
+                self.chosen.push((choice.name, value.clone()));
+            }
+        }
         Ok(())
     }
 }
 
 impl clap::Args for SettingArgs {
     fn augment_args(command: clap::Command) -> clap::Command {
+        let command = CHOICES.iter().fold(command, |command, choice| {
+            command.arg(
+                clap::Arg::new(choice.name)
+                    .long(choice.flag())
+                    .value_name(choice.name.to_uppercase())
+                    .value_parser(clap::builder::PossibleValuesParser::new(choice.options))
+                    .help(format!(
+                        "{} (default {})",
+                        choice.doc.replace('`', ""),
+                        choice.default()
+                    )),
+            )
+        });
         SETTINGS.iter().fold(command, |command, setting| {
             let unit = setting.unit.name().to_uppercase();
             command.arg(
@@ -169,6 +193,30 @@ mod tests {
             Some(20),
             "a flag not given keeps the default"
         );
+    }
+
+    #[test]
+    fn every_choice_is_a_flag_taking_its_options_only() {
+        let command = SettingArgs::augment_args(clap::Command::new("node"));
+        for choice in CHOICES {
+            assert!(
+                command
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some(choice.flag().as_str())),
+                "no --{}",
+                choice.flag()
+            );
+        }
+        let mut config = Config::new("127.0.0.1:7000", b"s".to_vec());
+        parse(&[]).unwrap().apply(&mut config).unwrap();
+        assert_eq!(config.quorum, minishard::Quorum::Any, "the default");
+        parse(&["--quorum", "majority"])
+            .unwrap()
+            .apply(&mut config)
+            .unwrap();
+        assert_eq!(config.quorum, minishard::Quorum::Majority);
+        let err = parse(&["--quorum", "most"]).unwrap_err().to_string();
+        assert!(err.contains("possible values: any, majority"), "{err}");
     }
 
     #[test]

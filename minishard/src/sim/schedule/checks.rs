@@ -8,11 +8,17 @@ use std::time::Duration;
 
 use super::super::ledger::{Allocation, Ending};
 use super::super::Sim;
-use crate::core::{Claim, Health, Instant, NodeId, Shard, Timings, Yield};
+use crate::core::{Claim, Health, Instant, NodeId, Quorum, Shard, Timings, Yield};
 
-/// 7.1 and 7.9: once faults stop, every group that can converges within this.
-pub(super) fn convergence_bound(t: &Timings) -> Duration {
-    t.heartbeat_timeout + t.node_grace + Duration::from_millis(100)
+/// 7.1 and 7.9: once faults stop, every group that can converges within
+/// this; in strict mode a claim also waits out its proposal window
+/// (docs/design.md 6.7).
+pub(super) fn convergence_bound(t: &Timings, quorum: Quorum) -> Duration {
+    let base = t.heartbeat_timeout + t.node_grace + Duration::from_millis(100);
+    match quorum {
+        Quorum::Any => base,
+        Quorum::Majority => base + t.proposal_window(),
+    }
 }
 
 /// 7.9: in a group whose members reach each other only through others,
@@ -62,18 +68,30 @@ pub(super) fn visible_members(sim: &Sim, i: usize) -> usize {
     peers + usize::from(acts_as_member(sim, i))
 }
 
+/// The members a node with a member list of `listed` must see to hold
+/// shards: the shard count, or a strict majority too (docs/design.md 6.7).
+pub(super) fn members_needed(sim: &Sim, listed: usize) -> usize {
+    let config = sim.config();
+    config
+        .quorum
+        .members_needed(config.shard_count as usize, listed)
+}
+
+/// What node `i` must see, by the member list its core has in force.
+fn needed_by(sim: &Sim, i: usize) -> usize {
+    members_needed(sim, sim.admitted_by(i).len())
+}
+
 /// Whether node `i` takes part as a member and sees members enough to
 /// hold shards (so it is never degraded).
 pub(super) fn capable(sim: &Sim, i: usize) -> bool {
-    acts_as_member(sim, i) && visible_members(sim, i) >= sim.config().shard_count as usize
+    acts_as_member(sim, i) && visible_members(sim, i) >= needed_by(sim, i)
 }
 
 /// Whether node `i` sees too few members to hold shards, so it must be
-/// degraded and hold nothing (docs/design.md 5, 7.2).
+/// degraded and hold nothing (docs/design.md 5, 6.7, 7.2).
 pub(super) fn must_degrade(sim: &Sim, i: usize) -> bool {
-    sim.is_running(i)
-        && !sim.is_observer(i)
-        && visible_members(sim, i) < sim.config().shard_count as usize
+    sim.is_running(i) && !sim.is_observer(i) && visible_members(sim, i) < needed_by(sim, i)
 }
 
 fn index_of(sim: &Sim, node: &NodeId) -> Option<usize> {
@@ -101,8 +119,9 @@ pub(super) fn group_problem(sim: &Sim, group: &[usize]) -> Option<String> {
         let health = sim.health(i);
         if health != Some(Health::Degraded) {
             return Some(format!(
-                "{id} sees {} members (fewer than {shard_count}) but is {health:?}, not degraded",
-                visible_members(sim, i)
+                "{id} sees {} members (fewer than the {} it needs) but is {health:?}, not degraded",
+                visible_members(sim, i),
+                needed_by(sim, i)
             ));
         }
         if let Some(a) = sim.ledger().open_of(id, sim.incarnation(i)) {

@@ -61,8 +61,11 @@ fn describe_failure(r: &Report) -> String {
 ///   never told `prolonged`;
 /// - 202170: a member added back to the list, whose record a neighbour
 ///   relayed once before this node listed it, was never learnt again, and a
-///   chain through it lost sight of the owner beyond (core/unlisted.rs).
-const REGRESSION_SEEDS: [u64; 7] = [113831, 5551, 201798, 114099, 201885, 102375, 202170];
+///   chain through it lost sight of the owner beyond (core/unlisted.rs);
+/// - 17529 (strict mode): a rival's proposal, withdrawn, left its higher
+///   epoch in the epoch tables, and the owner looked stale to a fenced
+///   store though no allocation had that epoch.
+const REGRESSION_SEEDS: [u64; 8] = [113831, 5551, 201798, 114099, 201885, 102375, 202170, 17529];
 
 #[test]
 fn schedules_that_once_failed_keep_every_invariant() {

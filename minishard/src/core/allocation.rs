@@ -300,7 +300,13 @@ impl Allocation {
             incarnation: record.incarnation,
             epoch,
         };
-        if let Some((shard, epoch)) = record.holding.reserved() {
+        // A proposal (strict mode) is no allocation: its epoch fences
+        // nothing, and a withdrawn one must not make the owner look stale.
+        let allocation = record
+            .holding
+            .reserved()
+            .filter(|_| !matches!(record.holding, Holding::Proposing { .. }));
+        if let Some((shard, epoch)) = allocation {
             self.note(shard, claim(epoch));
         }
         if let Some(offer) = &record.offer {
@@ -648,8 +654,9 @@ impl Allocation {
             );
             return None;
         };
-        self.highest[shard as usize] = Some(ctx.claim(epoch));
         if ctx.quorum == Quorum::Majority {
+            // Not an allocation yet: no store can have seen its epoch, so
+            // it enters no epoch table until its claim starts.
             tracing::debug!(shard, epoch, "proposing");
             self.local = Local::Proposing {
                 shard,
@@ -658,6 +665,7 @@ impl Allocation {
             };
             return None;
         }
+        self.highest[shard as usize] = Some(ctx.claim(epoch));
         Some(self.start_claim(shard, epoch, out))
     }
 
@@ -716,19 +724,19 @@ impl Allocation {
         if ctx.now < since + ctx.timings.proposal_window() {
             return None;
         }
-        // A rival proposal withdrawn meanwhile may have announced a higher
-        // epoch: the allocation goes above it.
+        // An allocation that ended meanwhile, elsewhere, may have had a
+        // higher epoch: this one goes above it.
         let epoch = match self.seen(shard) {
             seen if seen > epoch => {
                 let Some(raised) = next_epoch(seen, ctx.tag) else {
                     self.local = Local::Standby;
                     return None;
                 };
-                self.highest[shard as usize] = Some(ctx.claim(raised));
                 raised
             }
             _ => epoch,
         };
+        self.highest[shard as usize] = Some(ctx.claim(epoch));
         Some(self.start_claim(shard, epoch, out))
     }
 

@@ -63,8 +63,8 @@ fn describe_failure(r: &Report) -> String {
 ///   relayed once before this node listed it, was never learnt again, and a
 ///   chain through it lost sight of the owner beyond (core/unlisted.rs);
 /// - 17529 (strict mode): a rival's proposal, withdrawn, left its higher
-///   epoch in the epoch tables, and the owner looked stale to a fenced
-///   store though no allocation had that epoch.
+///   epoch in the epoch tables, and the model store took it for an
+///   allocation's (the check now counts only epochs some allocation had).
 const REGRESSION_SEEDS: [u64; 8] = [113831, 5551, 201798, 114099, 201885, 102375, 202170, 17529];
 
 #[test]

@@ -300,13 +300,7 @@ impl Allocation {
             incarnation: record.incarnation,
             epoch,
         };
-        // A proposal (strict mode) is no allocation: its epoch fences
-        // nothing, and a withdrawn one must not make the owner look stale.
-        let allocation = record
-            .holding
-            .reserved()
-            .filter(|_| !matches!(record.holding, Holding::Proposing { .. }));
-        if let Some((shard, epoch)) = allocation {
+        if let Some((shard, epoch)) = record.holding.reserved() {
             self.note(shard, claim(epoch));
         }
         if let Some(offer) = &record.offer {
@@ -654,9 +648,8 @@ impl Allocation {
             );
             return None;
         };
+        self.highest[shard as usize] = Some(ctx.claim(epoch));
         if ctx.quorum == Quorum::Majority {
-            // Not an allocation yet: no store can have seen its epoch, so
-            // it enters no epoch table until its claim starts.
             tracing::debug!(shard, epoch, "proposing");
             self.local = Local::Proposing {
                 shard,
@@ -665,7 +658,6 @@ impl Allocation {
             };
             return None;
         }
-        self.highest[shard as usize] = Some(ctx.claim(epoch));
         Some(self.start_claim(shard, epoch, out))
     }
 
@@ -724,19 +716,19 @@ impl Allocation {
         if ctx.now < since + ctx.timings.proposal_window() {
             return None;
         }
-        // An allocation that ended meanwhile, elsewhere, may have had a
-        // higher epoch: this one goes above it.
+        // A rival proposal withdrawn meanwhile may have announced a higher
+        // epoch: the allocation goes above it.
         let epoch = match self.seen(shard) {
             seen if seen > epoch => {
                 let Some(raised) = next_epoch(seen, ctx.tag) else {
                     self.local = Local::Standby;
                     return None;
                 };
+                self.highest[shard as usize] = Some(ctx.claim(raised));
                 raised
             }
             _ => epoch,
         };
-        self.highest[shard as usize] = Some(ctx.claim(epoch));
         Some(self.start_claim(shard, epoch, out))
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::super::ledger::{Allocation, Ending};
 use super::super::Sim;
-use crate::core::{Claim, Health, Instant, NodeId, Quorum, Shard, Timings, Yield};
+use crate::core::{Claim, Epoch, Health, Instant, NodeId, Quorum, Shard, Timings, Yield};
 
 /// 7.1 and 7.9: once faults stop, every group that can converges within
 /// this; in strict mode a claim also waits out its proposal window
@@ -209,10 +209,19 @@ fn fencing_problem(sim: &Sim, group: &[usize], holders: &[Vec<usize>]) -> Option
                 held.epoch
             ));
         }
+        // A store sees the writes of allocations only: a strict-mode
+        // proposal withdrawn before its `allocated` announced an epoch
+        // nobody wrote with.
+        let allocated = |epoch: Epoch| {
+            sim.ledger()
+                .allocations
+                .iter()
+                .any(|a| a.shard == shard as Shard && a.epochs.contains(&epoch))
+        };
         for &i in group {
             if let Some(seen) = sim
                 .highest_seen(i, shard as Shard)
-                .filter(|seen| seen.epoch > held.epoch)
+                .filter(|seen| seen.epoch > held.epoch && allocated(seen.epoch))
             {
                 return Some(format!(
                     "fencing: {holder} holds shard {shard} at epoch {}, below epoch {} of {}'s allocation, which {} knows of: a fenced store would refuse the owner",

@@ -7,7 +7,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{eventually, Configure, Local};
@@ -50,9 +50,16 @@ fn a_sink_that_takes_a_second_per_line_delays_no_heartbeat() {
     .expect("the only subscriber of this test process");
     let notices = Arc::new(AtomicUsize::new(0));
     let told = notices.clone();
+    let silences = Arc::new(Mutex::new(Vec::new()));
+    let heard = silences.clone();
     let slow_hook: Configure = Arc::new(move |_, config| {
-        let told = told.clone();
-        config.notice_hook = Some(Arc::new(move |_: &MeshNotice| {
+        let (told, heard) = (told.clone(), heard.clone());
+        config.notice_hook = Some(Arc::new(move |notice: &MeshNotice| {
+            if let MeshNotice::PeerDown { peer, reason } = notice {
+                if reason.starts_with("no heartbeat") {
+                    heard.lock().unwrap().push(format!("{peer}: {reason}"));
+                }
+            }
             std::thread::sleep(PER_LINE);
             told.fetch_add(1, Ordering::Relaxed);
         }));
@@ -76,14 +83,17 @@ fn a_sink_that_takes_a_second_per_line_delays_no_heartbeat() {
         handled.load(Ordering::Relaxed),
         notices.load(Ordering::Relaxed)
     );
+    // No connection went silent: with the engine's thread stuck in a sink,
+    // its peers would have heard no heartbeat for 250 ms and dropped it. (A
+    // connection replaced when both ends dialled at once, closed by the
+    // peer, is not what this is about.)
+    assert_eq!(
+        *silences.lock().unwrap(),
+        Vec::<String>::new(),
+        "connections went silent while the sinks were busy"
+    );
     for cluster in local.running() {
         let stats = cluster.stats();
-        assert_eq!(
-            stats.reconnects,
-            0,
-            "{}: a connection was lost while the sinks were busy",
-            cluster.node_id()
-        );
         assert_eq!(cluster.health(), Health::Available, "{}", cluster.node_id());
         assert_eq!(stats.log_lines_dropped, 0, "{}", cluster.node_id());
     }

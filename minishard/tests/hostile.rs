@@ -558,7 +558,8 @@ fn a_recorded_handshake_and_its_frames_replayed_on_a_new_connection_are_refused(
     // hello with a fresh nonce, so the recorded proof no longer fits.
     let mut replay = Raw::connect(&listen);
     for (_, bytes) in &tape {
-        replay.0.write_all(bytes).unwrap();
+        // The node may refuse the proof and close before the rest is sent.
+        let _ = replay.0.write_all(bytes);
     }
     let reason = replay.refusal();
     assert!(

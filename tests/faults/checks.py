@@ -234,8 +234,12 @@ class History:
                     self.v(f"10: {proc}'s request {e.data['id']} for shard {shard} was answered by {owner} "
                            f"at epoch {epoch}, which did not hold it then (sent {sent:.0f}, answered {e.t:.0f})")
         if quiet_since is not None:
+            # A request cut short because its own node was being stopped
+            # (`closed`: the handle left) is no failure of the cluster.
+            leaving = {e.proc for e in self.events if e.event == "leaving"}
             late = [e for by_id in ended.values() for evs in by_id.values() for e in evs
-                    if e.event == "request_failed" and e.data["sent"] >= quiet_since]
+                    if e.event == "request_failed" and e.data["sent"] >= quiet_since
+                    and not (e.data.get("error") == "closed" and e.proc in leaving)]
             for e in late[:5]:
                 self.v(f"10: after the faults stopped, {e.proc}'s request {e.data['id']} for shard "
                        f"{e.data['shard']} failed: {e.data.get('error')} ({e.data.get('message')})")

@@ -418,6 +418,9 @@ class Cluster:
                 "--members-file", str(self.members_file(i)), "--shards", str(self.shards), "--json",
                 "--score", node.score, *self.timing.args(),
                 "--handler", "echo", "--request-load-ms", str(REQUEST_LOAD_MS),
+                # A member removed from the list stays up as the scenarios
+                # need (it would exit after 5 s of refusals by default).
+                "--refused-exit-after-ms", "0",
                 *(["--quorum", self.quorum] if self.quorum else [])]
         self.log.mark("start", node=node.addr, proc=node.proc_id)
         node.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, env=env,

@@ -265,6 +265,15 @@ class Requests(unittest.TestCase):
         h.check_requests()
         self.assertEqual(h.violations, [])
 
+    def test_a_request_cut_short_by_its_own_leave_is_excused_after_the_faults(self):
+        rows = [alloc(1, A, 0, 1), (8, B, "leaving", {"signal": "SIGTERM"}), failed(9, B, 1, 0, 7, "closed")]
+        h = hist(*rows)
+        h.check_requests(quiet_since=5)
+        self.assertEqual(h.violations, [])
+        h = hist(alloc(1, A, 0, 1), failed(9, B, 1, 0, 7, "closed"))
+        h.check_requests(quiet_since=5)
+        self.assertTrue(any("after the faults stopped" in v for v in h.violations), h.violations)
+
     def test_a_request_that_never_ended(self):
         h = hist(alloc(1, A, 0, 1), reply(5, B, 1, 0, A, 1, 3), (10, B, "requests", {"issued": 2}))
         h.check_requests()

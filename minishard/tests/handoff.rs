@@ -110,6 +110,9 @@ impl Nodes {
             .map(|i| {
                 let mut config = Config::new(addresses[i].clone(), COOKIE.to_vec());
                 config.timings = fast();
+                // Whether the bytes arrive is the question, not how fast: a
+                // loaded machine must not turn a late hand-off into none.
+                config.hand_off_wait = Duration::from_secs(10);
                 let store = Store {
                     me: addresses[i].clone(),
                     members: addresses.clone(),

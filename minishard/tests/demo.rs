@@ -21,6 +21,7 @@ fn the_demo_runs_every_step_to_the_end() {
     for step in [
         "failed over to",
         "handed over to",
+        "the key set before the leave is read back from the new owner",
         "the 2-side is degraded",
         "resolved in",
         "waited for the new owner",

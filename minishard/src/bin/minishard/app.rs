@@ -9,7 +9,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use std::collections::HashMap;
 
-use minishard::{CallbackError, Callbacks, Health, MeshNotice, NodeId, ReleaseReason, Responder};
+use minishard::{
+    CallbackError, Callbacks, HandOff, Health, MeshNotice, NodeId, ReleaseReason, Responder,
+};
 use serde_json::{json, Map, Value};
 
 /// How `score` answers.
@@ -78,6 +80,27 @@ pub fn kv_command(store: &mut HashMap<String, String>, command: &str) -> Result<
         _ => Err(format!(
             "unknown command {command:?}: expected set K V, get K or del K"
         )),
+    }
+}
+
+/// A `kv` store as handed off to the shard's next owner: a JSON object of
+/// strings, so a person reading a capture can tell what moved.
+pub fn kv_hand_off(store: &HashMap<String, String>) -> Vec<u8> {
+    serde_json::to_vec(store).unwrap_or_default()
+}
+
+/// A `kv` store another node handed off, or why it cannot be read.
+pub fn kv_received(hand_off: &HandOff) -> Result<HashMap<String, String>, String> {
+    serde_json::from_slice(&hand_off.data)
+        .map_err(|e| format!("the hand-off from {} is no kv store: {e}", hand_off.from))
+}
+
+/// After a won conflict the winner keeps its own keys and adds the loser's
+/// keys it does not have: the winner's allocation is the one that went on,
+/// so where both wrote a key the winner's value is the later truth.
+pub fn kv_merge(store: &mut HashMap<String, String>, loser: HashMap<String, String>) {
+    for (key, value) in loser {
+        store.entry(key).or_insert(value);
     }
 }
 
@@ -294,14 +317,32 @@ impl Callbacks for PrintingApp {
         Ok(self.shards)
     }
 
-    fn allocated(&mut self, _cluster: &str, shard: u32, epoch: u64) -> Result<Held, CallbackError> {
-        self.printer
-            .event("allocated", json!({ "shard": shard, "epoch": epoch }));
+    fn allocated(&mut self, cluster: &str, shard: u32, epoch: u64) -> Result<Held, CallbackError> {
+        self.allocated_with_hand_off(cluster, shard, epoch, None)
+    }
+
+    /// With the kv handler the store starts as the previous owner handed
+    /// it off (after a graceful leave), or empty.
+    fn allocated_with_hand_off(
+        &mut self,
+        _cluster: &str,
+        shard: u32,
+        epoch: u64,
+        hand_off: Option<HandOff>,
+    ) -> Result<Held, CallbackError> {
+        let mut fields = json!({ "shard": shard, "epoch": epoch });
+        let mut kv = HashMap::new();
+        if self.handler == Handler::Kv {
+            if let Some(received) = self.kv_received(hand_off.as_ref(), &mut fields) {
+                kv = received;
+            }
+        }
+        self.printer.event("allocated", fields);
         Ok(Held {
             shard,
             epoch,
             since: Instant::now(),
-            kv: HashMap::new(),
+            kv,
         })
     }
 
@@ -323,24 +364,61 @@ impl Callbacks for PrintingApp {
         state: &mut Held,
         epoch: u64,
     ) -> Result<(), CallbackError> {
+        self.prolonged_with_hand_off(loser, state, epoch, None)
+    }
+
+    /// The kv handler waits for a conflict's loser to hand its store off.
+    fn takes_hand_offs(&self) -> bool {
+        self.handler == Handler::Kv
+    }
+
+    /// With the kv handler the winner of a conflict merges the loser's
+    /// store into its own (`kv_merge`).
+    fn prolonged_with_hand_off(
+        &mut self,
+        loser: &NodeId,
+        state: &mut Held,
+        epoch: u64,
+        hand_off: Option<HandOff>,
+    ) -> Result<(), CallbackError> {
         state.epoch = epoch;
-        self.printer.event(
-            "prolonged",
-            json!({ "shard": state.shard, "epoch": state.epoch, "loser": loser.as_str() }),
-        );
+        let mut fields =
+            json!({ "shard": state.shard, "epoch": state.epoch, "loser": loser.as_str() });
+        if self.handler == Handler::Kv {
+            if let Some(received) = self.kv_received(hand_off.as_ref(), &mut fields) {
+                kv_merge(&mut state.kv, received);
+            }
+        }
+        self.printer.event("prolonged", fields);
         Ok(())
     }
 
     fn deallocated(&mut self, winner: Option<&NodeId>, reason: ReleaseReason, state: Held) {
-        self.printer.event(
-            "deallocated",
-            json!({
-                "shard": state.shard,
-                "epoch": state.epoch,
-                "winner": winner.map(NodeId::as_str),
-                "reason": reason.as_str(),
-            }),
-        );
+        self.deallocated_with_hand_off(winner, reason, state);
+    }
+
+    /// With the kv handler the store goes to the next owner when there is
+    /// one: the winner of a lost conflict, or after a leave the standby
+    /// that takes the shard. For any other reason it is dropped.
+    fn deallocated_with_hand_off(
+        &mut self,
+        winner: Option<&NodeId>,
+        reason: ReleaseReason,
+        state: Held,
+    ) -> Option<Vec<u8>> {
+        let mut fields = json!({
+            "shard": state.shard,
+            "epoch": state.epoch,
+            "winner": winner.map(NodeId::as_str),
+            "reason": reason.as_str(),
+        });
+        let next_owner = matches!(reason, ReleaseReason::LostConflict | ReleaseReason::Left);
+        let hand_off = (self.handler == Handler::Kv && next_owner).then(|| {
+            fields["handed_off_keys"] = json!(state.kv.len());
+            kv_hand_off(&state.kv)
+        });
+        self.printer.event("deallocated", fields);
+        hand_off
     }
 
     fn status_changed(&mut self, _cluster: &str, old: Health, new: Health) {
@@ -367,6 +445,33 @@ impl Callbacks for PrintingApp {
     }
 }
 
+impl PrintingApp {
+    /// The kv store in a hand-off, noted in the event's `fields`: how many
+    /// keys came from whom, or that none came.
+    fn kv_received(
+        &self,
+        hand_off: Option<&HandOff>,
+        fields: &mut Value,
+    ) -> Option<HashMap<String, String>> {
+        let Some(hand_off) = hand_off else {
+            fields["received_keys"] = Value::Null;
+            return None;
+        };
+        fields["from"] = json!(hand_off.from.as_str());
+        match kv_received(hand_off) {
+            Ok(store) => {
+                fields["received_keys"] = json!(store.len());
+                Some(store)
+            }
+            Err(why) => {
+                fields["received_keys"] = Value::Null;
+                fields["error"] = json!(why);
+                None
+            }
+        }
+    }
+}
+
 /// An epoch as people read it: its count, then its claimant's tag in hex
 /// (`3.9f2c41d7`), the two parts `--json` keeps together as one number.
 pub(crate) fn show_epoch(epoch: u64) -> String {
@@ -379,7 +484,9 @@ pub(crate) fn show_epoch(epoch: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{kv_command, parse_members};
+    use std::collections::HashMap;
+
+    use super::{kv_command, kv_merge, parse_members};
 
     #[test]
     fn the_kv_handler_sets_gets_and_deletes() {
@@ -390,6 +497,25 @@ mod tests {
         assert_eq!(kv_command(&mut store, "del a"), Ok("0".into()));
         assert!(kv_command(&mut store, "get a").is_err());
         assert!(kv_command(&mut store, "frobnicate").is_err());
+    }
+
+    #[test]
+    fn a_conflicts_winner_keeps_its_keys_and_adds_the_losers_others() {
+        let mut winner: HashMap<String, String> =
+            [("a".into(), "mine".into()), ("b".into(), "mine".into())].into();
+        let loser: HashMap<String, String> =
+            [("b".into(), "theirs".into()), ("c".into(), "theirs".into())].into();
+        kv_merge(&mut winner, loser);
+        let mut merged: Vec<_> = winner.into_iter().collect();
+        merged.sort();
+        assert_eq!(
+            merged,
+            [
+                ("a".to_string(), "mine".to_string()),
+                ("b".into(), "mine".into()),
+                ("c".into(), "theirs".into())
+            ]
+        );
     }
 
     #[test]

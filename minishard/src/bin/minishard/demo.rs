@@ -1,7 +1,9 @@
 //! `minishard demo`: a local cluster in this process, narrated.
 //!
-//! Five nodes keep three shards: cold start, the crash of an owner and its
-//! failover, a graceful leave, a 3/2 split where the small side degrades.
+//! Five nodes keep three shards, each a key-value store (the kv handler):
+//! cold start, the crash of an owner and its failover, a graceful leave that
+//! hands the store to the next owner, a 3/2 split where the small side
+//! degrades.
 //! Then six nodes keep two shards through a 3/3 split where both sides
 //! allocate, and the heal resolves each conflict by score. Every step waits
 //! for its outcome with a deadline; the demo fails if one does not happen.
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use minishard::{Health, LocalState, PendingReply, Timings};
 
-use crate::app::ScoreMode;
+use crate::app::{Handler, ScoreMode};
 use crate::local::{LocalCluster, Wiring};
 
 #[derive(clap::Args)]
@@ -84,14 +86,20 @@ impl Narrator {
 /// How long a demo request may wait, an owner's grace included.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Sends a request for every shard from node `from` and says who answered.
-fn ask_all(n: &Narrator, local: &LocalCluster, from: usize) -> Result<(), String> {
+/// Sends a request for every shard from node `from` (the payload made by
+/// `payload` from the shard) and says who answered.
+fn ask_all(
+    n: &Narrator,
+    local: &LocalCluster,
+    from: usize,
+    payload: impl Fn(u32) -> String,
+) -> Result<(), String> {
     let c = local.nodes[from]
         .cluster
         .as_ref()
         .ok_or("the asking node is not running")?;
     for shard in 0..c.shard_count() {
-        let pending = c.request_async(shard, format!("hello shard {shard}"), ASK_TIMEOUT);
+        let pending = c.request_async(shard, payload(shard), ASK_TIMEOUT);
         n.answered(local, from, shard, Instant::now(), pending)?;
     }
     Ok(())
@@ -99,6 +107,7 @@ fn ask_all(n: &Narrator, local: &LocalCluster, from: usize) -> Result<(), String
 
 impl Narrator {
     /// Waits for a request's reply and says where it landed.
+    /// Returns the reply's bytes.
     fn answered(
         &self,
         local: &LocalCluster,
@@ -106,7 +115,7 @@ impl Narrator {
         shard: u32,
         sent: Instant,
         pending: PendingReply,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<u8>, String> {
         let reply = pending
             .wait()
             .map_err(|e| format!("a request from n{from} to shard {shard} failed: {e}"))?;
@@ -121,7 +130,7 @@ impl Narrator {
             sent.elapsed(),
             String::from_utf8_lossy(&reply.payload)
         );
-        Ok(())
+        Ok(reply.payload)
     }
 }
 
@@ -149,13 +158,16 @@ pub fn run(_args: Args) -> Result<(), String> {
         Some((out.clone(), started)),
         Wiring::Switched,
     )?;
-    n.say("cold start: 5 nodes, 3 shards");
+    a.handler = Handler::Kv;
+    n.say("cold start: 5 nodes, 3 shards, each shard a key-value store on its owner");
     a.start_all()?;
     let took = a.wait(step, "cold start", |l| l.settled(&l.everyone()))?;
     n.say(&format!("available everywhere after {took:?}"));
     n.table(&a);
-    n.say("requests from n4 land on each shard's owner (each node answers `<node> <epoch> <payload>`)");
-    ask_all(&n, &a, 4)?;
+    n.say("requests from n4 land on each shard's owner (`set K V`, `get K`, `del K`)");
+    ask_all(&n, &a, 4, |shard| {
+        format!("set greeting hello shard {shard}")
+    })?;
 
     let victim = a.owner(0, 0).ok_or("nobody owns shard 0")?;
     let viewer = (victim + 1) % 5;
@@ -176,7 +188,7 @@ pub fn run(_args: Args) -> Result<(), String> {
     let during = a.nodes[viewer].cluster.as_ref().map(|c| {
         (
             Instant::now(),
-            c.request_async(0, "sent during the failover", ASK_TIMEOUT),
+            c.request_async(0, "set sent-during-the-failover yes", ASK_TIMEOUT),
         )
     });
     let took = a.wait(step, "failover", |l| {
@@ -201,17 +213,24 @@ pub fn run(_args: Args) -> Result<(), String> {
     })?;
     let leaver = a.owner(0, 1).ok_or("nobody owns shard 1")?;
     let viewer = (leaver + 1) % 5;
+    let value = format!("written to n{leaver} before it left");
+    n.say(&format!("n{viewer} sets a key in shard 1, on n{leaver}"));
+    let set = a.nodes[viewer]
+        .cluster
+        .as_ref()
+        .map(|c| c.request_async(1, format!("set note {value}"), ASK_TIMEOUT));
+    if let Some(pending) = set {
+        n.answered(&a, viewer, 1, Instant::now(), pending)?;
+    }
     n.say(&format!(
-        "n{leaver}, owner of shard 1, leaves gracefully: the hand-over needs no grace"
+        "n{leaver}, owner of shard 1, leaves gracefully: the hand-over needs no grace, and its store goes to the next owner"
     ));
     let left_at = Instant::now();
     a.leave(leaver)?;
-    let after_leave = a.nodes[viewer].cluster.as_ref().map(|c| {
-        (
-            Instant::now(),
-            c.request_async(1, format!("sent as n{leaver} left"), ASK_TIMEOUT),
-        )
-    });
+    let after_leave = a.nodes[viewer]
+        .cluster
+        .as_ref()
+        .map(|c| (Instant::now(), c.request_async(1, "get note", ASK_TIMEOUT)));
     a.wait(step, "hand-over", |l| {
         l.owner(viewer, 1).is_some_and(|o| o != leaver)
     })?;
@@ -221,7 +240,14 @@ pub fn run(_args: Args) -> Result<(), String> {
         left_at.elapsed()
     ));
     if let Some((sent, pending)) = after_leave {
-        n.answered(&a, viewer, 1, sent, pending)?;
+        let read = n.answered(&a, viewer, 1, sent, pending)?;
+        if read != value.as_bytes() {
+            return Err(format!(
+                "the key set before the leave read {:?} from the new owner, not {value:?}",
+                String::from_utf8_lossy(&read)
+            ));
+        }
+        n.say("the key set before the leave is read back from the new owner: the store moved with the shard");
     }
     a.start(leaver)?;
     a.wait(step, "rejoin", |l| {
@@ -264,7 +290,7 @@ pub fn run(_args: Args) -> Result<(), String> {
     }
 
     // Part two: six nodes, two shards, a 3/3 split.
-    n.say("six nodes keep two shards; score = how long the allocation has lived (older wins)");
+    n.say("six nodes keep two shards, answering requests with `<node> <epoch> <payload>`; score = how long the allocation has lived (older wins)");
     let mut b = LocalCluster::new(
         "demo-33",
         6,
@@ -306,8 +332,9 @@ pub fn run(_args: Args) -> Result<(), String> {
     ));
     n.table(&b);
     n.say("after the heal, requests from both former sides land on the winners");
-    ask_all(&n, &b, 0)?;
-    ask_all(&n, &b, 5)?;
+    let hello = |shard| format!("hello shard {shard}");
+    ask_all(&n, &b, 0, hello)?;
+    ask_all(&n, &b, 5, hello)?;
     for i in 0..6 {
         b.leave(i)?;
     }

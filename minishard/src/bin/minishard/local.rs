@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use minishard::{Cluster, Config, Health, NodeId, Timings};
 
-use crate::app::{Logged, MemberSource, Printer, PrintingApp, ScoreMode};
+use crate::app::{Handler, Logged, MemberSource, Printer, PrintingApp, ScoreMode};
 use crate::switch::{node_ip, Switch};
 
 /// How the nodes are wired, and so how faults are made.
@@ -51,6 +51,9 @@ pub struct LocalCluster {
     pub shards: u32,
     pub timings: Timings,
     pub nodes: Vec<LocalNode>,
+    /// What the nodes started from now on answer requests with (echo
+    /// unless set).
+    pub handler: Handler,
     score: ScoreMode,
     faults: Faults,
 }
@@ -146,6 +149,7 @@ impl LocalCluster {
             shards,
             timings,
             nodes,
+            handler: Handler::Echo,
             score,
             faults,
         })
@@ -174,7 +178,7 @@ impl LocalCluster {
             shards: self.shards,
             score: self.score,
             printer: node.printer.clone(),
-            handler: crate::app::Handler::Echo,
+            handler: self.handler,
             me: node.address.clone(),
         };
         node.cluster = Some(Cluster::join(&self.name, app, config).map_err(|e| e.to_string())?);

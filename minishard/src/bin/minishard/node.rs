@@ -68,7 +68,10 @@ pub struct Args {
     refused_exit_after_ms: u64,
     /// What requests for this node's shard get: echo answers `<node>
     /// <epoch> <payload>`; kv keeps a key-value store per shard (`set K V`,
-    /// `get K`, `del K`); none fails them.
+    /// `get K`, `del K`) that moves with the shard: on a graceful leave the
+    /// next owner gets the whole store, and the winner of a conflict keeps
+    /// its own keys and adds those of the loser's it does not have (a crash
+    /// loses the store); none fails them.
     #[arg(long, default_value = "none")]
     handler: Handler,
     /// Metadata published with this node's record, KEY=VALUE (repeat it

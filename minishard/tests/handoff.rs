@@ -291,6 +291,27 @@ impl Nodes {
     }
 }
 
+impl Nodes {
+    /// Restores every link but the one between `x` and `y`.
+    fn heal_all_but(&self, x: usize, y: usize) {
+        for i in 0..self.addresses.len() {
+            for j in 0..self.addresses.len() {
+                if i != j && (i, j) != (x, y) && (i, j) != (y, x) {
+                    if let Some(c) = &self.clusters[i] {
+                        c.heal(&NodeId::parse(&self.addresses[j]).unwrap());
+                    }
+                }
+            }
+        }
+    }
+
+    fn heal_link(&self, x: usize, y: usize) {
+        let id = |i: usize| NodeId::parse(&self.addresses[i]).unwrap();
+        self.cluster(x).heal(&id(y));
+        self.cluster(y).heal(&id(x));
+    }
+}
+
 impl Drop for Nodes {
     /// A test that failed with a door shut must not leave a callback
     /// waiting for ever.
@@ -506,5 +527,51 @@ fn after_a_leave_a_receiver_that_dies_takes_its_copy_along_and_another_standby_u
     assert_eq!(
         got,
         Got::Allocated(0, Some((me.clone(), format!("{me} via {me}").into_bytes())))
+    );
+}
+
+#[test]
+fn a_losers_bytes_reach_a_winner_it_reconnects_to_only_after_the_conflict_ended() {
+    let nodes = Nodes::start("hand-off-reconnect", 4, 1);
+    assert!(eventually(WAIT, || nodes.converged(1)));
+    let first = nodes.owner(0, 0).unwrap();
+    let others: Vec<usize> = (0..4).filter(|i| *i != first).collect();
+    let (a, b) = (vec![first, others[0]], vec![others[1], others[2]]);
+    nodes.cut(&a, &b);
+    assert!(eventually(WAIT, || nodes
+        .owner(b[0], 0)
+        .is_some_and(|o| b.contains(&o))));
+    let second = nodes.owner(b[0], 0).unwrap();
+    *nodes.scores[first].lock().unwrap() = 10;
+    nodes.losing.shut();
+    // Every link but the two owners' comes back: they resolve the conflict
+    // through the other nodes, and the loser gives up while it has no
+    // connection to its winner, as after a heal where the others redial
+    // first.
+    nodes.heal_all_but(first, second);
+    assert!(
+        eventually(WAIT, || !nodes.losing.held().is_empty()),
+        "the conflict was not resolved: {:?}",
+        (0..4).map(|i| nodes.log(i)).collect::<Vec<_>>()
+    );
+    nodes.heal_link(first, second);
+    nodes.losing.open();
+    let name = &nodes.addresses[second];
+    let wanted = Got::Prolonged(
+        name.clone(),
+        Some((name.clone(), format!("{name} via {name}").into_bytes())),
+    );
+    assert!(
+        eventually(WAIT, || nodes
+            .log(first)
+            .iter()
+            .any(|g| matches!(g, Got::Prolonged(..)))),
+        "the winner was never prolonged: {:?}",
+        nodes.log(first)
+    );
+    assert!(
+        eventually(WAIT, || nodes.log(first).contains(&wanted)),
+        "the winner got {:?}, not {wanted:?}",
+        nodes.log(first)
     );
 }

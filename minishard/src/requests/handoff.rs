@@ -9,7 +9,7 @@
 //! allocation starts or is prolonged, waiting at most `hand_off_wait` for
 //! one still arriving. Nothing here touches the core.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,10 @@ struct Inner {
     incoming: Vec<Incoming>,
     outgoing: Vec<Outgoing>,
     connected: HashSet<NodeId>,
+    /// How many times each peer's connection went down, so a wait can
+    /// tell a connection lost while it waited from one not up yet.
+    downs: HashMap<NodeId, u64>,
+    closed: bool,
 }
 
 /// One node's hand-offs, both ways.
@@ -113,6 +117,7 @@ impl HandOffs {
             inner.connected.insert(peer.clone());
         } else {
             inner.connected.remove(peer);
+            *inner.downs.entry(peer.clone()).or_default() += 1;
             inner.incoming.retain(|i| i.from != *peer || i.complete());
             drop(inner);
             self.changed.notify_all();
@@ -225,12 +230,16 @@ impl HandOffs {
     }
 
     /// What the winner of a conflict over `shard` receives from `loser`:
-    /// waits (at most `hand_off_wait`) for the loser to say, unless its
-    /// connection is down.
+    /// waits (at most `hand_off_wait`) for the loser to say, unless the
+    /// loser's connection goes down meanwhile. A loser not connected yet is
+    /// waited for: after a heal the conflict is often resolved through
+    /// other nodes before the two have dialled each other again, and the
+    /// loser sends once they have.
     pub(crate) fn loser_hand_off(&self, shard: Shard, loser: &NodeId) -> Option<HandOff> {
         let deadline = Instant::now() + self.wait;
         let mut inner = lock(&self.inner);
         self.prune(&mut inner, Instant::now());
+        let downs = inner.downs.get(loser).copied().unwrap_or(0);
         loop {
             let at = inner
                 .incoming
@@ -245,7 +254,8 @@ impl HandOffs {
                 });
             }
             let now = Instant::now();
-            if !inner.connected.contains(loser) || now >= deadline {
+            let dropped = inner.downs.get(loser).copied().unwrap_or(0) != downs;
+            if dropped || inner.closed || now >= deadline {
                 if now >= deadline {
                     tracing::debug!(%loser, shard, "no hand-off from the loser in time");
                 }
@@ -261,7 +271,10 @@ impl HandOffs {
 
     /// Gives up every wait: the node is closing.
     pub(crate) fn close(&self) {
-        lock(&self.inner).connected.clear();
+        let mut inner = lock(&self.inner);
+        inner.connected.clear();
+        inner.closed = true;
+        drop(inner);
         self.changed.notify_all();
     }
 }
@@ -376,7 +389,33 @@ mod tests {
         h.on_frame(&a, start(0, 5, Some(1)));
         h.on_frame(&a, chunk(0, 5, b"z"));
         assert_eq!(h.loser_hand_off(0, &a).unwrap().data, b"z".to_vec());
-        // A loser not connected has nothing to send.
-        assert_eq!(h.loser_hand_off(0, &b), None);
+        // A loser whose connection goes down while it is waited for has
+        // nothing more to send (the wait would last a minute otherwise).
+        let h = HandOffs::new(Duration::from_secs(60), 8, Duration::from_secs(60));
+        h.link(&a, true);
+        let waiting = std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| h.loser_hand_off(0, &a));
+            while !waiting.is_finished() {
+                h.link(&a, false);
+                std::thread::yield_now();
+            }
+            waiting.join().unwrap()
+        });
+        assert_eq!(waiting, None);
+    }
+
+    #[test]
+    fn a_winner_waits_for_a_loser_not_connected_yet() {
+        let h = HandOffs::new(Duration::from_secs(60), 8, Duration::from_secs(60));
+        let b = node("b:1");
+        let got = std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| h.loser_hand_off(0, &b));
+            // The loser dials in only after the winner began to wait.
+            h.link(&b, true);
+            h.on_frame(&b, start(0, 3, Some(2)));
+            h.on_frame(&b, chunk(0, 3, b"ok"));
+            waiting.join().unwrap()
+        });
+        assert_eq!(got.map(|g| g.data), Some(b"ok".to_vec()));
     }
 }

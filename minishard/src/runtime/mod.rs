@@ -265,6 +265,7 @@ impl Engine {
             chunk: handoff::chunk_size(config.frame_limit),
             hand_off_wait: config.hand_off_wait,
             streams: Vec::new(),
+            deferred: Vec::new(),
         };
         let mesh_parts = MeshParts {
             listener,
@@ -637,6 +638,19 @@ struct Driver {
     hand_off_wait: Duration,
     /// Hand-offs being streamed to their next owner.
     streams: Vec<tokio::task::JoinHandle<()>>,
+    /// A lost conflict's hand-offs waiting for the connection to the winner.
+    deferred: Vec<Deferred>,
+}
+
+/// A hand-off for a conflict's winner not connected (yet): after a heal the
+/// conflict is often resolved through other nodes before the two have
+/// dialled each other again, and the winner waits for it (11.8).
+struct Deferred {
+    to: NodeId,
+    shard: core::Shard,
+    epoch: core::Epoch,
+    data: Option<Bytes>,
+    until: std::time::Instant,
 }
 
 /// Refusals are logged at most [`RefusalLog::PER_SECOND`] a second, so a
@@ -790,6 +804,7 @@ impl Driver {
                     self.requests.client.link_up(peer.clone(), conn, lane);
                 }
                 self.requests.hand_offs.link(peer, true);
+                self.send_deferred_hand_offs(mesh, peer);
             }
             Some(Event::Lost { peer }) => {
                 self.requests.client.link_down(peer);
@@ -860,24 +875,69 @@ impl Driver {
             }
             let data = out.data.map(Bytes::from);
             for to in targets {
-                let Some((_, lane)) = mesh.lane(&to) else {
-                    tracing::info!(shard = out.shard, %to, "the next owner is not connected: the hand-off is lost");
-                    continue;
-                };
-                let start = crate::wire::request::HandOff::Start {
-                    shard: out.shard,
-                    epoch: out.epoch,
-                    len: data.as_ref().map(|d| d.len() as u64),
-                };
-                if mesh.send(&to, Frame::HandOff(start)) {
+                if out.reason == core::ReleaseReason::LostConflict && mesh.lane(&to).is_none() {
+                    self.deferred.push(Deferred {
+                        to,
+                        shard: out.shard,
+                        epoch: out.epoch,
+                        data: data.clone(),
+                        until: std::time::Instant::now() + self.hand_off_wait,
+                    });
                     continue;
                 }
-                if let Some(data) = data.clone() {
-                    self.streams.push(tokio::spawn(handoff::stream(
-                        lane, out.shard, out.epoch, data, self.chunk,
-                    )));
-                }
+                self.start_hand_off(mesh, &to, out.shard, out.epoch, data.clone());
             }
+        }
+    }
+
+    /// The `Start` of a hand-off to `to`, then its bytes in chunks.
+    fn start_hand_off(
+        &mut self,
+        mesh: &mut Mesh,
+        to: &NodeId,
+        shard: core::Shard,
+        epoch: core::Epoch,
+        data: Option<Bytes>,
+    ) {
+        let Some((_, lane)) = mesh.lane(to) else {
+            tracing::info!(shard, %to, "the next owner is not connected: the hand-off is lost");
+            return;
+        };
+        let start = crate::wire::request::HandOff::Start {
+            shard,
+            epoch,
+            len: data.as_ref().map(|d| d.len() as u64),
+        };
+        if mesh.send(to, Frame::HandOff(start)) {
+            return;
+        }
+        if let Some(data) = data {
+            self.streams.push(tokio::spawn(handoff::stream(
+                lane, shard, epoch, data, self.chunk,
+            )));
+        }
+    }
+
+    /// `peer` connected: the hand-offs that waited for it go now, unless
+    /// they waited past `hand_off_wait` (the winner no longer waits).
+    fn send_deferred_hand_offs(&mut self, mesh: &mut Mesh, peer: &NodeId) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let (due, waiting): (Vec<Deferred>, Vec<Deferred>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .filter(|d| {
+                let live = d.until > now;
+                if !live {
+                    tracing::info!(shard = d.shard, to = %d.to, "the winner did not connect within hand_off_wait: the hand-off is lost");
+                }
+                live
+            })
+            .partition(|d| d.to == *peer);
+        self.deferred = waiting;
+        for d in due {
+            self.start_hand_off(mesh, &d.to, d.shard, d.epoch, d.data);
         }
     }
 

@@ -26,6 +26,7 @@ fn the_demo_runs_every_step_to_the_end() {
         "resolved in",
         "waited for the new owner",
         "land on the winners",
+        "both sides' keys are there",
         "demo finished",
     ] {
         assert!(

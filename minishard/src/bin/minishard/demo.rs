@@ -5,7 +5,8 @@
 //! hands the store to the next owner, a 3/2 split where the small side
 //! degrades.
 //! Then six nodes keep two shards through a 3/3 split where both sides
-//! allocate, and the heal resolves each conflict by score. Every step waits
+//! allocate and write keys, and the heal resolves each conflict by score:
+//! each loser hands its store to the winner, which merges it into its own. Every step waits
 //! for its outcome with a deadline; the demo fails if one does not happen.
 //! The nodes talk through a switch in this process (`switch.rs`), which
 //! makes the crash and the splits.
@@ -14,7 +15,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use minishard::{Health, LocalState, PendingReply, Timings};
+use minishard::{Health, LocalState, PendingReply, Reply, RequestError, Timings};
 
 use crate::app::{Handler, ScoreMode};
 use crate::local::{LocalCluster, Wiring};
@@ -105,9 +106,28 @@ fn ask_all(
     Ok(())
 }
 
+/// Node `from` reads `key` of `shard`: the value and the node that answered.
+fn read_key(
+    n: &Narrator,
+    local: &LocalCluster,
+    from: usize,
+    shard: u32,
+    key: &str,
+) -> Result<(String, usize), String> {
+    let c = local.nodes[from]
+        .cluster
+        .as_ref()
+        .ok_or("the asking node is not running")?;
+    let pending = c.request_async(shard, format!("get {key}"), ASK_TIMEOUT);
+    let reply = n.answered(local, from, shard, Instant::now(), pending)?;
+    let by = local
+        .index_of(&reply.node)
+        .ok_or("a reply from a node not in the demo")?;
+    Ok((String::from_utf8_lossy(&reply.payload).into_owned(), by))
+}
+
 impl Narrator {
     /// Waits for a request's reply and says where it landed.
-    /// Returns the reply's bytes.
     fn answered(
         &self,
         local: &LocalCluster,
@@ -115,10 +135,21 @@ impl Narrator {
         shard: u32,
         sent: Instant,
         pending: PendingReply,
-    ) -> Result<Vec<u8>, String> {
-        let reply = pending
-            .wait()
-            .map_err(|e| format!("a request from n{from} to shard {shard} failed: {e}"))?;
+    ) -> Result<Reply, String> {
+        self.shown(local, from, shard, sent, pending.wait())
+    }
+
+    /// Says where a request's reply landed, or fails with its error.
+    fn shown(
+        &self,
+        local: &LocalCluster,
+        from: usize,
+        shard: u32,
+        sent: Instant,
+        outcome: Result<Reply, RequestError>,
+    ) -> Result<Reply, String> {
+        let reply =
+            outcome.map_err(|e| format!("a request from n{from} to shard {shard} failed: {e}"))?;
         let by = local
             .index_of(&reply.node)
             .map_or_else(|| reply.node.to_string(), |i| format!("n{i}"));
@@ -130,7 +161,7 @@ impl Narrator {
             sent.elapsed(),
             String::from_utf8_lossy(&reply.payload)
         );
-        Ok(reply.payload)
+        Ok(reply)
     }
 }
 
@@ -240,7 +271,21 @@ pub fn run(_args: Args) -> Result<(), String> {
         left_at.elapsed()
     ));
     if let Some((sent, pending)) = after_leave {
-        let read = n.answered(&a, viewer, 1, sent, pending)?;
+        let outcome = match pending.wait() {
+            // Sent to n{leaver} just as it closed its connections: requests
+            // are never sent twice by the library, but a read is safe to
+            // send again.
+            Err(RequestError::Uncertain) => {
+                n.say(&format!("n{viewer}'s read reached n{leaver} as it closed (uncertain); a read is safe to repeat, so it asks again"));
+                let c = a.nodes[viewer]
+                    .cluster
+                    .as_ref()
+                    .ok_or("the asking node is not running")?;
+                c.request_async(1, "get note", ASK_TIMEOUT).wait()
+            }
+            outcome => outcome,
+        };
+        let read = n.shown(&a, viewer, 1, sent, outcome)?.payload;
         if read != value.as_bytes() {
             return Err(format!(
                 "the key set before the leave read {:?} from the new owner, not {value:?}",
@@ -290,7 +335,7 @@ pub fn run(_args: Args) -> Result<(), String> {
     }
 
     // Part two: six nodes, two shards, a 3/3 split.
-    n.say("six nodes keep two shards, answering requests with `<node> <epoch> <payload>`; score = how long the allocation has lived (older wins)");
+    n.say("six nodes keep two shards, each a key-value store; score = how long the allocation has lived (older wins)");
     let mut b = LocalCluster::new(
         "demo-33",
         6,
@@ -300,6 +345,7 @@ pub fn run(_args: Args) -> Result<(), String> {
         Some((out.clone(), started)),
         Wiring::Switched,
     )?;
+    b.handler = Handler::Kv;
     b.start_all()?;
     b.wait(step, "cold start of six", |l| l.settled(&l.everyone()))?;
     n.table(&b);
@@ -310,31 +356,60 @@ pub fn run(_args: Args) -> Result<(), String> {
         l.settled(&left) && l.settled(&right)
     })?;
     n.table(&b);
+    n.say(
+        "each side writes to its own owners: n0 sets `left` and `both`, n5 sets `right` and `both`",
+    );
+    for (from, side) in [(0, "left"), (5, "right")] {
+        ask_all(&n, &b, from, |_| {
+            format!("set {side} written on the {side} side")
+        })?;
+        ask_all(&n, &b, from, |_| format!("set both {side}"))?;
+    }
     n.say("heal: each shard now has two owners; they exchange scores and the lower one gives up");
     let healed_at = Instant::now();
     b.heal();
-    b.wait(step, "conflicts resolved", |l| l.settled(&l.everyone()))?;
-    let resolved = b
-        .events_since(healed_at)
-        .into_iter()
-        .filter(|(_, e)| {
-            e.event == "prolonged" || (e.event == "deallocated" && !e.fields["winner"].is_null())
-        })
-        .count();
-    if resolved < 4 {
-        return Err(format!(
-            "expected a prolonged and a deallocated(winner) per shard, saw {resolved} events"
-        ));
-    }
+    // Each winner's `prolonged` comes once its loser's store is in, which
+    // may be after every node sees one owner per shard: wait for both.
+    let resolved = |l: &LocalCluster| {
+        l.events_since(healed_at)
+            .into_iter()
+            .filter(|(_, e)| {
+                e.event == "prolonged"
+                    || (e.event == "deallocated" && !e.fields["winner"].is_null())
+            })
+            .count()
+    };
+    b.wait(step, "conflicts resolved", |l| {
+        l.settled(&l.everyone()) && resolved(l) >= 4
+    })
+    .map_err(|e| {
+        format!(
+            "{e}: expected a prolonged and a deallocated(winner) per shard, saw {} events",
+            resolved(&b)
+        )
+    })?;
     n.say(&format!(
         "resolved in {:?}: one owner per shard, the higher score",
         healed_at.elapsed()
     ));
     n.table(&b);
-    n.say("after the heal, requests from both former sides land on the winners");
-    let hello = |shard| format!("hello shard {shard}");
-    ask_all(&n, &b, 0, hello)?;
-    ask_all(&n, &b, 5, hello)?;
+    n.say("after the heal, requests from both former sides land on the winners; each loser handed its store to its winner, which kept its own keys and added the loser's others");
+    for shard in 0..2 {
+        for (from, key) in [(0, "right"), (5, "left"), (0, "both"), (5, "both")] {
+            let (value, by) = read_key(&n, &b, from, shard, key)?;
+            let winner_side = if left.contains(&by) { "left" } else { "right" };
+            let wanted = match key {
+                "both" => winner_side.to_string(),
+                side => format!("written on the {side} side"),
+            };
+            if value != wanted {
+                return Err(format!(
+                    "shard {shard}'s {key:?} read {value:?} from its winner n{by}, not {wanted:?}"
+                ));
+            }
+        }
+    }
+    n.say("both sides' keys are there; where both sides wrote `both`, the winner's value stayed");
     for i in 0..6 {
         b.leave(i)?;
     }

@@ -337,8 +337,11 @@ class Cluster:
     def __init__(self, ns: Namespace, log: EventLog, n: int, shards: int, timing: Timing,
                  name: str = "faults", scores: Optional[list[str]] = None, proxy: bool = False,
                  logdir: Optional[Path] = None, binary: Optional[Path] = None,
-                 quorum: Optional[str] = None):
+                 quorum: Optional[str] = None, handler: str = "echo"):
         self.ns, self.log, self.shards, self.timing, self.name = ns, log, shards, timing, name
+        # `--handler`: echo, or kv (a key-value store per shard that moves
+        # with the shard on a leave or a conflict).
+        self.handler = handler
         # `--quorum`: "majority" for strict mode; None keeps the default.
         self.quorum = quorum
         self.binary = binary or REPO / "target" / "release" / "minishard"
@@ -417,7 +420,7 @@ class Cluster:
         args = [str(self.binary), "node", "--cluster", self.name, "--listen", node.addr,
                 "--members-file", str(self.members_file(i)), "--shards", str(self.shards), "--json",
                 "--score", node.score, *self.timing.args(),
-                "--handler", "echo", "--request-load-ms", str(REQUEST_LOAD_MS),
+                "--handler", self.handler, "--request-load-ms", str(REQUEST_LOAD_MS),
                 # A member removed from the list stays up as the scenarios
                 # need (it would exit after 5 s of refusals by default).
                 "--refused-exit-after-ms", "0",
@@ -430,6 +433,22 @@ class Cluster:
         t = threading.Thread(target=self._read, args=(node, node.proc, node.proc_id), daemon=True)
         t.start()
         self._readers.append(t)
+
+    def request(self, via: int, shard: int, data: str, timeout_ms: int = 5000) -> dict:
+        """`minishard request` through node `via` to the owner of `shard`:
+        its JSON answer (`reply`, `node`, `epoch`, or `error`, `message`)."""
+        args = [str(self.binary), "request", "--cluster", self.name, "--connect", self.nodes[via].addr,
+                "--shard", str(shard), "--json", "--timeout-ms", str(timeout_ms),
+                *self.timing.args(), data]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MINISHARD_COOKIE": COOKIE,
+               "RUST_LOG": "minishard=warn"}
+        r = subprocess.run(args, capture_output=True, text=True, env=env, cwd="/",
+                           timeout=timeout_ms / 1000 + 15)
+        self.log.mark("request", node=self.nodes[via].addr, shard=shard, data=data, out=r.stdout.strip())
+        try:
+            return json.loads(r.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            return {"error": "no answer", "message": f"exit {r.returncode}: {r.stderr.strip()[-300:]}"}
 
     def _read(self, node: Node, proc: subprocess.Popen, proc_id: str) -> None:
         assert proc.stdout is not None

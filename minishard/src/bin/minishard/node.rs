@@ -116,10 +116,12 @@ pub fn error_kind(error: &RequestError) -> &'static str {
 }
 
 /// Sends requests to every shard in turn until `stop`, printing each
-/// outcome; returns how many it sent.
+/// outcome; returns how many it sent. Each one's payload is its id, which
+/// the kv handler would refuse: with kv it is `set load <id>`.
 fn load(
     cluster: &Cluster,
     printer: &Printer,
+    handler: Handler,
     every: Duration,
     timeout: Duration,
     stop: &AtomicBool,
@@ -131,7 +133,11 @@ fn load(
         let shard = (id % u64::from(shards)) as u32;
         let sent = unix_ms();
         let printer = printer.clone();
-        cluster.request_then(shard, format!("{id}"), timeout, move |outcome| match outcome {
+        let payload = match handler {
+            Handler::Kv => format!("set load {id}"),
+            _ => format!("{id}"),
+        };
+        cluster.request_then(shard, payload, timeout, move |outcome| match outcome {
             Ok(reply) => printer.event(
                 "reply",
                 json!({ "id": id, "shard": shard, "sent": sent, "owner": reply.node.as_str(), "epoch": reply.epoch }),
@@ -192,10 +198,12 @@ pub fn run(args: Args) -> Result<(), String> {
     let loader = args.request_load_ms.map(|ms| {
         let (cluster, printer, stop) = (cluster.clone(), printer.clone(), stop.clone());
         let timeout = Duration::from_millis(args.request_timeout_ms);
+        let handler = args.handler;
         std::thread::spawn(move || {
             load(
                 &cluster,
                 &printer,
+                handler,
                 Duration::from_millis(ms),
                 timeout,
                 &stop,

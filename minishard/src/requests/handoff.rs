@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn a_winner_waits_for_its_loser_to_say_and_no_longer() {
         let h = hand_offs(Duration::from_secs(60));
-        let (a, b) = (node("a:1"), node("b:1"));
+        let a = node("a:1");
         h.link(&a, true);
         h.on_frame(&a, start(0, 4, None));
         assert_eq!(h.loser_hand_off(0, &a), None, "it had nothing");

@@ -290,12 +290,23 @@ pub(crate) struct Lane {
     /// Closes the connection: a peer that lets its lane fill up has stopped
     /// reading, or floods us with requests beyond every cap.
     pub(crate) kill: Arc<Notify>,
+    /// The connection's socket, for a request or reply written at once by
+    /// the thread that makes it while the connection is idle (plain TCP).
+    pub(crate) direct: Option<Arc<crate::mesh::SharedWriter>>,
 }
 
 impl Lane {
-    /// Queues a frame; a full lane closes the connection (whose requests
-    /// then end `Uncertain` at the sender) rather than grow.
+    /// Sends a request or reply: written on this thread when the connection
+    /// is idle, queued otherwise; a full lane closes the connection (whose
+    /// requests then end `Uncertain` at the sender) rather than grow.
     pub(crate) fn push(&self, frame: Frame) {
+        let frame = match &self.direct {
+            Some(direct) => match direct.try_write_now(frame, &self.frames) {
+                Ok(()) => return,
+                Err(frame) => frame,
+            },
+            None => frame,
+        };
         if let Err(mpsc::error::TrySendError::Full(_)) = self.frames.try_send(frame) {
             tracing::warn!("a peer's request lane is full: closing the connection");
             self.kill.notify_one();

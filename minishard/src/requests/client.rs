@@ -82,6 +82,10 @@ enum Route {
     Done,
     /// To this node's own handler.
     Local(RequestJob),
+    /// To a peer, once the book's lock is released: a frame written on
+    /// this thread (sealing 64 KiB takes a while) holds no other requester
+    /// up. The request is recorded as sent already, so its reply finds it.
+    Send(Lane, Frame),
 }
 
 /// One handle's requests in flight.
@@ -175,7 +179,9 @@ impl Client {
             self.set_timer(&mut book, deadline, id);
             (id, self.route(&mut book, id, now))
         };
-        if let Route::Local(job) = route {
+        if let Route::Send(lane, frame) = route {
+            lane.push(frame);
+        } else if let Route::Local(job) = route {
             if blocking && self.calls.is_callback_thread() {
                 self.end(id, Err(RequestError::InsideCallback));
             } else if blocking {
@@ -251,17 +257,18 @@ impl Client {
             return Route::Done;
         }
         *sent += 1;
-        lane.push(Frame::Request(Request {
+        let frame = Frame::Request(Request {
             id,
             shard: p.shard,
             payload: p.payload.clone(),
-        }));
+        });
         p.place = Place::Sent {
             peer: target,
             conn: *conn,
         };
+        let lane = lane.clone();
         book.waiting.remove(&id);
-        Route::Done
+        Route::Send(lane, frame)
     }
 
     fn self_arc(&self) -> Arc<Client> {
@@ -344,8 +351,10 @@ impl Client {
 
     fn run_routes(&self, routes: Vec<Route>) {
         for route in routes {
-            if let Route::Local(job) = route {
-                self.calls.submit_request(job);
+            match route {
+                Route::Done => {}
+                Route::Local(job) => self.calls.submit_request(job),
+                Route::Send(lane, frame) => lane.push(frame),
             }
         }
     }

@@ -25,6 +25,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, Notify};
 
 use crate::core::{Epoch, NodeId, Shard};
+use crate::runtime::calls::CallQueue;
 use crate::wire::request::{Reply as ReplyFrame, ReplyOutcome};
 use crate::wire::Frame;
 
@@ -307,6 +308,11 @@ impl Lane {
             },
             None => frame,
         };
+        self.queue(frame);
+    }
+
+    /// Queues a frame for the connection's writer (see [`Lane::push`]).
+    pub(crate) fn queue(&self, frame: Frame) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.frames.try_send(frame) {
             tracing::warn!("a peer's request lane is full: closing the connection");
             self.kill.notify_one();
@@ -322,14 +328,28 @@ pub(crate) enum ReplyTo {
         id: u64,
     },
     /// Back over the connection it came on.
-    Remote { lane: Lane, id: u64 },
+    Remote {
+        lane: Lane,
+        id: u64,
+        /// The handler's queue: while more work waits there, the reply is
+        /// queued for the connection's writer, which sends a burst of
+        /// replies in one write, rather than written at once on its own.
+        calls: Arc<CallQueue>,
+    },
 }
 
 impl ReplyTo {
     pub(crate) fn send(self, outcome: ReplyOutcome) {
         match self {
             ReplyTo::Local { client, id } => client.on_local_reply(id, outcome),
-            ReplyTo::Remote { lane, id } => lane.push(Frame::Reply(ReplyFrame { id, outcome })),
+            ReplyTo::Remote { lane, id, calls } => {
+                let reply = Frame::Reply(ReplyFrame { id, outcome });
+                if calls.errands_waiting() {
+                    lane.queue(reply);
+                } else {
+                    lane.push(reply);
+                }
+            }
         }
     }
 }

@@ -560,13 +560,17 @@ pub(crate) async fn run(link: Link, streams: Streams) {
         Writer::Tls(w) => (Output::Tls(w), None),
     };
     let handshake_left = !parts.write_buf.is_empty();
+    let direct = socket.is_some();
     let shared = Arc::new(SharedWriter {
         state: Mutex::new(WriterState {
             encoder: parts.codec,
             // Whatever the handshake left unwritten goes first.
             pending: parts.write_buf,
             writing: false,
-            socket: socket.clone(),
+            // Moved, not cloned: the write half shuts down when its last
+            // handle goes, and that must be the writer's as it closes, or
+            // a peer would learn of a leave only by a missed heartbeat.
+            socket,
         }),
         leftover: Notify::new(),
         #[cfg(feature = "testing")]
@@ -578,7 +582,7 @@ pub(crate) async fn run(link: Link, streams: Streams) {
     let lane = Lane {
         frames: lane_sender,
         kill: kill.clone(),
-        direct: socket.is_some().then(|| shared.clone()),
+        direct: direct.then(|| shared.clone()),
     };
     let up = ConnEvent::Up {
         conn: link.conn,

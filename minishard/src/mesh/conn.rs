@@ -10,17 +10,20 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Buf, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{lookup_host, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::{timeout, timeout_at, Instant as TokioInstant};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 
 #[cfg(feature = "testing")]
 use super::faults::Faults;
@@ -115,10 +118,42 @@ pub(crate) enum ConnEvent {
     },
 }
 
-/// The two directions of a connection, over plain TCP or TLS alike: the
-/// rest of this file never knows which.
+/// The two directions of a connection, over plain TCP or TLS alike. The
+/// write side keeps a plain socket as itself: once the connection runs,
+/// other threads may write a request or reply on it directly.
 type Reader = Box<dyn AsyncRead + Send + Unpin>;
-type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+pub(crate) enum Writer {
+    Plain(OwnedWriteHalf),
+    Tls(Box<dyn AsyncWrite + Send + Unpin>),
+}
+
+impl AsyncWrite for Writer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Writer::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            Writer::Tls(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Writer::Plain(w) => Pin::new(w).poll_flush(cx),
+            Writer::Tls(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Writer::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            Writer::Tls(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
 
 pub(crate) struct Streams {
     reader: FramedRead<Reader, FrameDecoder>,
@@ -136,12 +171,12 @@ fn streams(reader: Reader, writer: Writer) -> Streams {
 
 fn plain(stream: TcpStream) -> Streams {
     let (read, write) = stream.into_split();
-    streams(Box::new(read), Box::new(write))
+    streams(Box::new(read), Writer::Plain(write))
 }
 
 fn encrypted<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> Streams {
     let (read, write) = tokio::io::split(stream);
-    streams(Box::new(read), Box::new(write))
+    streams(Box::new(read), Writer::Tls(Box::new(write)))
 }
 
 /// Says what went wrong reading a frame, in the protocol's words.
@@ -164,7 +199,7 @@ impl Streams {
 
     async fn write(&mut self, frame: &Frame) -> Result<(), String> {
         self.writer
-            .send(Bytes::from(wire::encode(frame)))
+            .send(frame)
             .await
             .map_err(|e| format!("write failed: {e}"))
     }
@@ -396,14 +431,158 @@ pub(crate) struct Link {
     pub requests: Arc<dyn RequestSink>,
 }
 
+/// The write side of a running connection, shared by its writer task and
+/// the threads that send requests and replies on it.
+///
+/// A request or reply is written by the thread that makes it (the
+/// requester's, or the handler's responding), when the connection has
+/// nothing queued or being written and runs over plain TCP: it is then
+/// encoded, sealed and handed to the socket at once, instead of waking the
+/// engine's thread to do so — one thread hop less each way of a round
+/// trip. Anything else, and a request or reply that finds the connection
+/// busy, goes through the writer task as before, which writes heartbeats
+/// first. Frames are sealed and reach the socket in one order, that of
+/// this lock: a direct write only happens when nothing else is pending,
+/// and bytes the socket did not take are finished by the writer task
+/// before anything else.
+pub(crate) struct SharedWriter {
+    state: Mutex<WriterState>,
+    /// Wakes the writer task for bytes a direct write left (a full socket).
+    leftover: Notify,
+    #[cfg(feature = "testing")]
+    cut: (Arc<Faults>, NodeId),
+}
+
+struct WriterState {
+    encoder: FrameEncoder,
+    /// Encoded (and sealed) bytes not yet written, in order.
+    pending: BytesMut,
+    /// The writer task is writing bytes it took: only it writes now.
+    writing: bool,
+    /// The socket, for direct writes: none over TLS, and none once the
+    /// connection closes (so that no lane keeps it open).
+    socket: Option<Arc<OwnedWriteHalf>>,
+}
+
+impl std::fmt::Debug for SharedWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedWriter")
+    }
+}
+
+impl SharedWriter {
+    fn lock(&self) -> MutexGuard<'_, WriterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_cut(&self) -> bool {
+        #[cfg(feature = "testing")]
+        return self.cut.0.is_cut(&self.cut.1);
+        #[cfg(not(feature = "testing"))]
+        false
+    }
+
+    /// Writes `frame` on this thread if the connection is idle: nothing
+    /// queued on `lane`, nothing pending, nobody writing. Gives the frame
+    /// back otherwise, for the lane. Never waits: a busy lock is busy.
+    pub(crate) fn try_write_now(
+        &self,
+        frame: Frame,
+        lane: &mpsc::Sender<Frame>,
+    ) -> Result<(), Frame> {
+        if payload_len(&frame) > DIRECT_WRITE_MAX {
+            return Err(frame);
+        }
+        let Ok(mut state) = self.state.try_lock() else {
+            return Err(frame);
+        };
+        let idle =
+            !state.writing && state.pending.is_empty() && lane.capacity() == lane.max_capacity();
+        let Some(socket) = state.socket.clone().filter(|_| idle) else {
+            return Err(frame);
+        };
+        if self.is_cut() {
+            return Err(frame);
+        }
+        let state = &mut *state;
+        // A frame that does not encode (over the limit) is the writer
+        // task's to fail on, which closes the connection.
+        if state.encoder.encode(&frame, &mut state.pending).is_err() {
+            return Err(frame);
+        }
+        while !state.pending.is_empty() {
+            match socket.try_write(&state.pending) {
+                Ok(n) => state.pending.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Full, or failed: the writer task finishes the frame, or
+                // meets the error and ends the connection.
+                Err(_) => break,
+            }
+        }
+        if !state.pending.is_empty() {
+            self.leftover.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// The largest payload a thread writes itself. The writer task waits for
+/// the lock while a direct write seals its frame: a frame of up to this
+/// size holds it for tens of microseconds, a 1 MiB one would hold the
+/// engine's thread for the better part of a millisecond.
+const DIRECT_WRITE_MAX: usize = 128 << 10;
+
+fn payload_len(frame: &Frame) -> usize {
+    use crate::wire::request::{Reply, ReplyOutcome};
+    match frame {
+        Frame::Request(request) => request.payload.len(),
+        Frame::Reply(Reply {
+            outcome: ReplyOutcome::Answered { payload, .. },
+            ..
+        }) => payload.len(),
+        Frame::Reply(Reply {
+            outcome: ReplyOutcome::Failed { message, .. },
+            ..
+        }) => message.len(),
+        _ => 0,
+    }
+}
+
 /// Announces the connection to the mesh, then carries frames until it ends.
 pub(crate) async fn run(link: Link, streams: Streams) {
+    let Streams { reader, writer } = streams;
+    let parts = writer.into_parts();
+    let (output, socket) = match parts.io {
+        Writer::Plain(half) => {
+            let socket = Arc::new(half);
+            (Output::Plain(socket.clone()), Some(socket))
+        }
+        Writer::Tls(w) => (Output::Tls(w), None),
+    };
+    let handshake_left = !parts.write_buf.is_empty();
+    let direct = socket.is_some();
+    let shared = Arc::new(SharedWriter {
+        state: Mutex::new(WriterState {
+            encoder: parts.codec,
+            // Whatever the handshake left unwritten goes first.
+            pending: parts.write_buf,
+            writing: false,
+            // Moved, not cloned: the write half shuts down when its last
+            // handle goes, and that must be the writer's as it closes, or
+            // a peer would learn of a leave only by a missed heartbeat.
+            socket,
+        }),
+        leftover: Notify::new(),
+        #[cfg(feature = "testing")]
+        cut: (link.faults.clone(), link.peer.node.clone()),
+    });
     let (sender, outbox) = mpsc::channel(link.settings.send_queue);
     let (lane_sender, lane_frames) = mpsc::channel(link.settings.request_lane);
     let kill = Arc::new(Notify::new());
     let lane = Lane {
         frames: lane_sender,
         kill: kill.clone(),
+        direct: direct.then(|| shared.clone()),
     };
     let up = ConnEvent::Up {
         conn: link.conn,
@@ -423,23 +602,26 @@ pub(crate) async fn run(link: Link, streams: Streams) {
     // Heartbeat answers and status reports: answers to the peer, which the
     // mesh's outbox does not carry.
     let (acks, acks_out) = mpsc::channel(16);
-    let Streams { reader, writer } = streams;
     let peer = link.peer.node.clone();
+    if handshake_left {
+        shared.leftover.notify_one();
+    }
     let writing = tokio::spawn(write_loop(
-        writer,
+        output,
+        shared.clone(),
         outbox,
         lane_frames,
         acks_out,
         link.settings.clone(),
-        // The fault filter drops what goes to a peer cut off in a test.
-        #[cfg(feature = "testing")]
-        (link.faults.clone(), peer.clone()),
     ));
     let reason = tokio::select! {
         reason = read_loop(&link, reader, acks, &lane) => reason,
         () = kill.notified() => "closed by this node".to_owned(),
     };
     writing.abort();
+    // Lanes outlive the connection (a responder may hold one): they must
+    // not keep its socket open.
+    shared.lock().socket = None;
     let _ = link
         .events
         .send(ConnEvent::Down {
@@ -448,6 +630,45 @@ pub(crate) async fn run(link: Link, streams: Streams) {
             reason,
         })
         .await;
+}
+
+/// Where the writer task writes.
+enum Output {
+    /// The socket, shared with direct writes.
+    Plain(Arc<OwnedWriteHalf>),
+    Tls(Box<dyn AsyncWrite + Send + Unpin>),
+}
+
+impl Output {
+    async fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Output::Plain(socket) => {
+                while !bytes.is_empty() {
+                    socket.writable().await?;
+                    match socket.try_write(bytes) {
+                        Ok(n) => bytes = &bytes[n..],
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            Output::Tls(w) => {
+                w.write_all(bytes).await?;
+                w.flush().await
+            }
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            // The last handle of the write half shuts it down as it goes.
+            Output::Plain(socket) => drop(socket),
+            Output::Tls(mut w) => {
+                let _ = w.shutdown().await;
+            }
+        }
+    }
 }
 
 /// Frames written after one that had to be waited for, before a flush, at
@@ -459,65 +680,85 @@ const WRITE_BATCH_BYTES: usize = 256 << 10;
 /// core's messages, then the request lane. A heartbeat therefore waits for
 /// at most one batch of frames already taken, never behind a queue of
 /// requests; and a request flood cannot fill the core's queue, whose
-/// overflow would close the connection.
+/// overflow would close the connection. Bytes a direct write left go
+/// before all of these (they are a frame begun on the socket).
 async fn write_loop(
-    mut writer: FramedWrite<Writer, FrameEncoder>,
+    mut output: Output,
+    shared: Arc<SharedWriter>,
     mut outbox: mpsc::Receiver<Frame>,
     mut lane: mpsc::Receiver<Frame>,
     mut acks: mpsc::Receiver<Frame>,
     settings: Arc<Settings>,
-    #[cfg(feature = "testing")] (faults, peer): (Arc<Faults>, NodeId),
 ) {
     let period = settings.heartbeat_interval;
     let mut beat = tokio::time::interval_at(beat_grid_start(period), period);
     // A late tick is skipped, not shifted, so the beats stay on the grid.
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    #[cfg(feature = "testing")]
-    let cut = || faults.is_cut(&peer);
-    #[cfg(not(feature = "testing"))]
-    let cut = || false;
+    let mut spare = BytesMut::new();
+    let mut closing = false;
+    let mut first_after_close = None;
     loop {
-        let frame = tokio::select! {
+        let first = if let Some(frame) = first_after_close.take() {
+            Some(frame)
+        } else {
+            tokio::select! {
             biased;
-            Some(answer) = acks.recv() => answer,
-            _ = beat.tick() => Frame::Heartbeat { sent_micros: clock_micros() },
+            Some(answer) = acks.recv() => Some(answer),
+            _ = beat.tick() => Some(Frame::Heartbeat { sent_micros: clock_micros() }),
             next = outbox.recv() => match next {
-                Some(frame) => frame,
+                Some(frame) => Some(frame),
                 // The mesh let go of this connection: flush and close.
-                None => break,
+                None => {
+                    closing = true;
+                    None
+                }
             },
-            Some(frame) = lane.recv() => frame,
+            () = shared.leftover.notified() => None,
+            Some(frame) = lane.recv() => Some(frame),
+            }
         };
-        let mut batched = 0;
-        let mut next = Some(frame);
-        while let Some(frame) = next.take() {
-            if !cut() {
-                let bytes = Bytes::from(wire::encode(&frame));
-                batched += bytes.len();
-                if writer.feed(bytes).await.is_err() {
+        let out = {
+            let mut state = shared.lock();
+            let state = &mut *state;
+            state.writing = true;
+            let mut out = std::mem::replace(&mut state.pending, std::mem::take(&mut spare));
+            let mut next = first;
+            while let Some(frame) = next.take() {
+                if !shared.is_cut() && state.encoder.encode(&frame, &mut out).is_err() {
                     return;
                 }
+                if out.len() < WRITE_BATCH_BYTES {
+                    next = if closing {
+                        // Answers already queued go out before the close.
+                        lane.try_recv().ok()
+                    } else {
+                        outbox.try_recv().or_else(|_| lane.try_recv()).ok()
+                    };
+                }
             }
-            if batched < WRITE_BATCH_BYTES {
-                next = outbox.try_recv().or_else(|_| lane.try_recv()).ok();
-            }
-        }
-        if writer.flush().await.is_err() {
+            out
+        };
+        if !out.is_empty() && output.write_all(&out).await.is_err() {
             return;
         }
-    }
-    // Answers already queued go out before the close.
-    while let Ok(frame) = lane.try_recv() {
-        if !cut()
-            && writer
-                .feed(Bytes::from(wire::encode(&frame)))
-                .await
-                .is_err()
-        {
-            return;
+        spare = out;
+        spare.clear();
+        shared.lock().writing = false;
+        if closing {
+            match lane.try_recv() {
+                Ok(frame) => first_after_close = Some(frame),
+                Err(_) => break,
+            }
         }
     }
-    let _ = SinkExt::<Bytes>::close(&mut writer).await;
+    // Direct writes stop before the socket closes.
+    let socket = {
+        let mut state = shared.lock();
+        state.writing = true;
+        state.socket.take()
+    };
+    drop(socket);
+    output.close().await;
 }
 
 async fn read_loop(

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use conn::{Admission, Link};
-pub(crate) use conn::{ConnEvent, ConnId, MeshStats, Settings, StatusSource};
+pub(crate) use conn::{ConnEvent, ConnId, MeshStats, Settings, SharedWriter, StatusSource};
 #[cfg(feature = "testing")]
 use faults::Faults;
 pub(crate) use tls::Tls;
@@ -735,6 +735,7 @@ mod tests {
             dialed: false,
             sender,
             lane: Lane {
+                direct: None,
                 frames: lane,
                 kill: kill.clone(),
             },

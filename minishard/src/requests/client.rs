@@ -82,6 +82,15 @@ enum Route {
     Done,
     /// To this node's own handler.
     Local(RequestJob),
+    /// To a peer, once the book's lock is released: a frame written on
+    /// this thread (sealing 64 KiB takes a while) holds no other requester
+    /// up. The request is recorded as sent already, so its reply finds it.
+    /// `alone`: no other request of this handle is in flight to that peer.
+    Send {
+        lane: Lane,
+        frame: Frame,
+        alone: bool,
+    },
 }
 
 /// One handle's requests in flight.
@@ -175,7 +184,9 @@ impl Client {
             self.set_timer(&mut book, deadline, id);
             (id, self.route(&mut book, id, now))
         };
-        if let Route::Local(job) = route {
+        if let Route::Send { lane, frame, alone } = route {
+            send(&lane, frame, alone);
+        } else if let Route::Local(job) = route {
             if blocking && self.calls.is_callback_thread() {
                 self.end(id, Err(RequestError::InsideCallback));
             } else if blocking {
@@ -250,18 +261,20 @@ impl Client {
             self.end_locked(book, id, Err(RequestError::Overloaded));
             return Route::Done;
         }
+        let alone = *sent == 0;
         *sent += 1;
-        lane.push(Frame::Request(Request {
+        let frame = Frame::Request(Request {
             id,
             shard: p.shard,
             payload: p.payload.clone(),
-        }));
+        });
         p.place = Place::Sent {
             peer: target,
             conn: *conn,
         };
+        let lane = lane.clone();
         book.waiting.remove(&id);
-        Route::Done
+        Route::Send { lane, frame, alone }
     }
 
     fn self_arc(&self) -> Arc<Client> {
@@ -344,8 +357,10 @@ impl Client {
 
     fn run_routes(&self, routes: Vec<Route>) {
         for route in routes {
-            if let Route::Local(job) = route {
-                self.calls.submit_request(job);
+            match route {
+                Route::Done => {}
+                Route::Local(job) => self.calls.submit_request(job),
+                Route::Send { lane, frame, alone } => send(&lane, frame, alone),
             }
         }
     }
@@ -562,6 +577,19 @@ impl Client {
     /// Requests in flight now (for tests and stats).
     pub(crate) fn in_flight(&self) -> usize {
         locked(&self.book).pending.len()
+    }
+}
+
+/// A lone request is written at once, on this thread, if its connection
+/// is idle: its round trip is what the caller waits for. One among others
+/// in flight to the same peer goes to the connection's writer, which sends
+/// those that pile up in one write (and the peer reads them in one wake-up):
+/// with many requesters, batching is worth more than the hop it costs.
+fn send(lane: &Lane, frame: Frame, alone: bool) {
+    if alone {
+        lane.push(frame);
+    } else {
+        lane.queue(frame);
     }
 }
 

@@ -25,6 +25,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, Notify};
 
 use crate::core::{Epoch, NodeId, Shard};
+use crate::runtime::calls::CallQueue;
 use crate::wire::request::{Reply as ReplyFrame, ReplyOutcome};
 use crate::wire::Frame;
 
@@ -290,12 +291,28 @@ pub(crate) struct Lane {
     /// Closes the connection: a peer that lets its lane fill up has stopped
     /// reading, or floods us with requests beyond every cap.
     pub(crate) kill: Arc<Notify>,
+    /// The connection's socket, for a request or reply written at once by
+    /// the thread that makes it while the connection is idle (plain TCP).
+    pub(crate) direct: Option<Arc<crate::mesh::SharedWriter>>,
 }
 
 impl Lane {
-    /// Queues a frame; a full lane closes the connection (whose requests
-    /// then end `Uncertain` at the sender) rather than grow.
+    /// Sends a request or reply: written on this thread when the connection
+    /// is idle, queued otherwise; a full lane closes the connection (whose
+    /// requests then end `Uncertain` at the sender) rather than grow.
     pub(crate) fn push(&self, frame: Frame) {
+        let frame = match &self.direct {
+            Some(direct) => match direct.try_write_now(frame, &self.frames) {
+                Ok(()) => return,
+                Err(frame) => frame,
+            },
+            None => frame,
+        };
+        self.queue(frame);
+    }
+
+    /// Queues a frame for the connection's writer (see [`Lane::push`]).
+    pub(crate) fn queue(&self, frame: Frame) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.frames.try_send(frame) {
             tracing::warn!("a peer's request lane is full: closing the connection");
             self.kill.notify_one();
@@ -311,14 +328,28 @@ pub(crate) enum ReplyTo {
         id: u64,
     },
     /// Back over the connection it came on.
-    Remote { lane: Lane, id: u64 },
+    Remote {
+        lane: Lane,
+        id: u64,
+        /// The handler's queue: while more work waits there, the reply is
+        /// queued for the connection's writer, which sends a burst of
+        /// replies in one write, rather than written at once on its own.
+        calls: Arc<CallQueue>,
+    },
 }
 
 impl ReplyTo {
     pub(crate) fn send(self, outcome: ReplyOutcome) {
         match self {
             ReplyTo::Local { client, id } => client.on_local_reply(id, outcome),
-            ReplyTo::Remote { lane, id } => lane.push(Frame::Reply(ReplyFrame { id, outcome })),
+            ReplyTo::Remote { lane, id, calls } => {
+                let reply = Frame::Reply(ReplyFrame { id, outcome });
+                if calls.errands_waiting() {
+                    lane.queue(reply);
+                } else {
+                    lane.push(reply);
+                }
+            }
         }
     }
 }

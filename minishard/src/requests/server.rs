@@ -209,6 +209,7 @@ impl Server {
         let to = ReplyTo::Remote {
             lane: lane.clone(),
             id,
+            calls: self.calls.clone(),
         };
         self.calls.submit_request(RequestJob::new(
             shard,

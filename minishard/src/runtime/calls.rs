@@ -451,6 +451,12 @@ impl CallQueue {
         None
     }
 
+    /// Whether more work waits for the callback thread now: requests for
+    /// the handler, or completions.
+    pub(crate) fn errands_waiting(&self) -> bool {
+        !lock(&self.queue).errands.is_empty()
+    }
+
     /// Answers every request still waiting for the handler "not the owner"
     /// (the node is leaving); completions stay.
     pub(crate) fn drop_requests(&self) {

@@ -14,7 +14,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::seal::{Opener, Sealer, TAG_LEN};
-use super::{WireError, HANDSHAKE_FRAME_LIMIT};
+use super::{Frame, WireError, HANDSHAKE_FRAME_LIMIT};
 
 /// Bytes of the length before each frame.
 pub const LENGTH_PREFIX_LEN: usize = 4;
@@ -133,6 +133,8 @@ impl Decoder for FrameDecoder {
 pub struct FrameEncoder {
     limit: usize,
     sealer: Option<Sealer>,
+    /// Bytes the last frame took on the stream, prefix and tag included.
+    last_len: usize,
 }
 
 impl FrameEncoder {
@@ -141,13 +143,66 @@ impl FrameEncoder {
         FrameEncoder {
             limit: HANDSHAKE_FRAME_LIMIT,
             sealer: None,
+            last_len: 0,
         }
     }
 
     /// After the handshake: frames of up to `limit` bytes, sealed with
     /// `sealer` (`None` when TLS protects the stream).
     pub fn established(limit: usize, sealer: Option<Sealer>) -> FrameEncoder {
-        FrameEncoder { limit, sealer }
+        FrameEncoder {
+            limit,
+            sealer,
+            last_len: 0,
+        }
+    }
+
+    /// Bytes the last frame encoded took on the stream.
+    pub fn last_len(&self) -> usize {
+        self.last_len
+    }
+
+    /// Seals the body that starts after the length prefix at `start` and
+    /// writes the prefix; undoes the frame if it is over the limit.
+    fn finish(&mut self, start: usize, dst: &mut BytesMut) -> Result<(), StreamError> {
+        let body = dst.len() - start - LENGTH_PREFIX_LEN;
+        if body > self.limit {
+            dst.truncate(start);
+            return Err(WireError::TooLarge {
+                len: body,
+                limit: self.limit,
+            }
+            .into());
+        }
+        let overhead = if self.sealer.is_some() { TAG_LEN } else { 0 };
+        // Fits: limits are at most `MAX_FRAME_LIMIT`, 64 MiB.
+        dst[start..start + LENGTH_PREFIX_LEN]
+            .copy_from_slice(&((body + overhead) as u32).to_be_bytes());
+        if let Some(sealer) = &mut self.sealer {
+            match sealer.seal(&mut dst[start + LENGTH_PREFIX_LEN..]) {
+                Ok(tag) => dst.extend_from_slice(&tag),
+                Err(error) => {
+                    dst.truncate(start);
+                    return Err(error.into());
+                }
+            }
+        }
+        self.last_len = dst.len() - start;
+        Ok(())
+    }
+}
+
+/// A frame encoded straight into the stream's buffer: no body of its own
+/// is allocated, and a request's payload is copied once, into the buffer
+/// the socket is written from.
+impl Encoder<&Frame> for FrameEncoder {
+    type Error = StreamError;
+
+    fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), StreamError> {
+        let start = dst.len();
+        dst.put_u32(0);
+        super::encode_into(frame, dst);
+        self.finish(start, dst)
     }
 }
 
@@ -165,18 +220,8 @@ impl Encoder<Bytes> for FrameEncoder {
         let overhead = if self.sealer.is_some() { TAG_LEN } else { 0 };
         let start = dst.len();
         dst.reserve(LENGTH_PREFIX_LEN + frame.len() + overhead);
-        // Fits: limits are at most `MAX_FRAME_LIMIT`, 64 MiB.
-        dst.put_u32((frame.len() + overhead) as u32);
+        dst.put_u32(0);
         dst.extend_from_slice(&frame);
-        if let Some(sealer) = &mut self.sealer {
-            match sealer.seal(&mut dst[start + LENGTH_PREFIX_LEN..]) {
-                Ok(tag) => dst.extend_from_slice(&tag),
-                Err(error) => {
-                    dst.truncate(start);
-                    return Err(error.into());
-                }
-            }
-        }
-        Ok(())
+        self.finish(start, dst)
     }
 }

@@ -176,13 +176,14 @@ impl Relays {
             {
                 continue;
             }
-            if deferred(&record.node, *current) {
+            let stamp = (record.incarnation, record.version, *current);
+            // Whether another relayer covers it is asked only of what is
+            // new to the peer: the question costs a walk over sightings.
+            if sent.stamps.get(&record.node) == Some(&stamp) || deferred(&record.node, *current) {
                 continue;
             }
-            let stamp = (record.incarnation, record.version, *current);
-            if sent.stamps.insert(record.node.clone(), stamp) != Some(stamp) {
-                relays.push((record.clone(), *current));
-            }
+            sent.stamps.insert(record.node.clone(), stamp);
+            relays.push((record.clone(), *current));
         }
         relays
     }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -90,7 +90,7 @@ pub(crate) enum ConnEvent {
         conn: ConnId,
         peer: PeerFacts,
         dialed: bool,
-        sender: mpsc::Sender<Frame>,
+        sender: mpsc::Sender<Bytes>,
         lane: Lane,
         kill: Arc<Notify>,
     },
@@ -685,7 +685,7 @@ const WRITE_BATCH_BYTES: usize = 256 << 10;
 async fn write_loop(
     mut output: Output,
     shared: Arc<SharedWriter>,
-    mut outbox: mpsc::Receiver<Frame>,
+    mut outbox: mpsc::Receiver<Bytes>,
     mut lane: mpsc::Receiver<Frame>,
     mut acks: mpsc::Receiver<Frame>,
     settings: Arc<Settings>,
@@ -703,10 +703,10 @@ async fn write_loop(
         } else {
             tokio::select! {
             biased;
-            Some(answer) = acks.recv() => Some(answer),
-            _ = beat.tick() => Some(Frame::Heartbeat { sent_micros: clock_micros() }),
+            Some(answer) = acks.recv() => Some(answer.into()),
+            _ = beat.tick() => Some(Frame::Heartbeat { sent_micros: clock_micros() }.into()),
             next = outbox.recv() => match next {
-                Some(frame) => Some(frame),
+                Some(bytes) => Some(Outgoing::Encoded(bytes)),
                 // The mesh let go of this connection: flush and close.
                 None => {
                     closing = true;
@@ -714,7 +714,7 @@ async fn write_loop(
                 }
             },
             () = shared.leftover.notified() => None,
-            Some(frame) = lane.recv() => Some(frame),
+            Some(frame) = lane.recv() => Some(frame.into()),
             }
         };
         let out = {
@@ -724,15 +724,25 @@ async fn write_loop(
             let mut out = std::mem::replace(&mut state.pending, std::mem::take(&mut spare));
             let mut next = first;
             while let Some(frame) = next.take() {
-                if !shared.is_cut() && state.encoder.encode(&frame, &mut out).is_err() {
-                    return;
+                if !shared.is_cut() {
+                    let encoded = match frame {
+                        Outgoing::Frame(frame) => state.encoder.encode(&frame, &mut out),
+                        Outgoing::Encoded(bytes) => state.encoder.encode(bytes, &mut out),
+                    };
+                    if encoded.is_err() {
+                        return;
+                    }
                 }
                 if out.len() < WRITE_BATCH_BYTES {
                     next = if closing {
                         // Answers already queued go out before the close.
-                        lane.try_recv().ok()
+                        lane.try_recv().ok().map(Outgoing::Frame)
                     } else {
-                        outbox.try_recv().or_else(|_| lane.try_recv()).ok()
+                        outbox
+                            .try_recv()
+                            .map(Outgoing::Encoded)
+                            .or_else(|_| lane.try_recv().map(Outgoing::Frame))
+                            .ok()
                     };
                 }
             }
@@ -746,7 +756,7 @@ async fn write_loop(
         shared.lock().writing = false;
         if closing {
             match lane.try_recv() {
-                Ok(frame) => first_after_close = Some(frame),
+                Ok(frame) => first_after_close = Some(frame.into()),
                 Err(_) => break,
             }
         }
@@ -759,6 +769,19 @@ async fn write_loop(
     };
     drop(socket);
     output.close().await;
+}
+
+/// What the writer takes: a frame to encode, or one the mesh encoded (a
+/// record for every peer is encoded once, not once per connection).
+enum Outgoing {
+    Frame(Frame),
+    Encoded(Bytes),
+}
+
+impl From<Frame> for Outgoing {
+    fn from(frame: Frame) -> Outgoing {
+        Outgoing::Frame(frame)
+    }
 }
 
 async fn read_loop(

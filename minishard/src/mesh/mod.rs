@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use rand::Rng;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -39,7 +40,7 @@ use crate::core::{Event, Incarnation, NodeId, RefusalReason, Role};
 use crate::requests::Lane;
 use crate::wire::handshake::{PeerFacts, Refusal, RefusalKind, Refuser};
 use crate::wire::request::{Reply, Request};
-use crate::wire::Frame;
+use crate::wire::{self, Frame};
 
 /// A dial that found nobody listening (or failed on the way) is tried again
 /// this soon at first: in a cold start the peer is usually a few
@@ -69,7 +70,8 @@ struct Live {
     incarnation: u64,
     role: Role,
     dialed: bool,
-    sender: mpsc::Sender<Frame>,
+    /// Frames for the writer, encoded.
+    sender: mpsc::Sender<Bytes>,
     lane: Lane,
     kill: Arc<Notify>,
 }
@@ -354,7 +356,7 @@ impl Mesh {
         conn: ConnId,
         peer: PeerFacts,
         dialed: bool,
-        sender: mpsc::Sender<Frame>,
+        sender: mpsc::Sender<Bytes>,
         lane: Lane,
         kill: Arc<Notify>,
     ) -> bool {
@@ -431,6 +433,15 @@ impl Mesh {
     /// far behind: it is disconnected (returns true: the core must hear it
     /// is lost) rather than let memory grow.
     pub(crate) fn send(&mut self, to: &NodeId, frame: Frame) -> bool {
+        if !self.live.contains_key(to) {
+            return false;
+        }
+        self.send_encoded(to, Bytes::from(wire::encode(&frame)))
+    }
+
+    /// [`Mesh::send`] for a frame already encoded: a message for every
+    /// peer is encoded once, not once per connection.
+    pub(crate) fn send_encoded(&mut self, to: &NodeId, frame: Bytes) -> bool {
         let Some(live) = self.live.get(to) else {
             return false;
         };

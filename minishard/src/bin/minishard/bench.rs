@@ -351,9 +351,13 @@ fn scale(size: usize, args: &Args, t: Timings, rows: &mut Vec<Row>) -> Result<()
             .sum();
         let healed_at = Instant::now();
         local.heal();
-        match poll(&local, step, "heal", |l| l.settled(&l.everyone())) {
+        let heal_result = poll(&local, step, "heal", |l| l.settled(&l.everyone()));
+        match heal_result {
             Ok(_) => heal.push(ms(healed_at.elapsed())),
-            Err(_) => unsettled_heals += 1,
+            Err(error) => {
+                unsettled_heals += 1;
+                eprintln!("{size} nodes, run {run}: {error}");
+            }
         }
         let after: u64 = local
             .running()
@@ -594,11 +598,63 @@ fn poll(
     let started = Instant::now();
     while !condition(local) {
         if started.elapsed() > timeout {
-            return Err(format!("{what}: not done within {timeout:?}"));
+            return Err(format!(
+                "{what}: not done within {timeout:?} ({})",
+                where_it_stands(local)
+            ));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(started.elapsed())
+}
+
+/// What a cluster that did not settle looks like: health, maps, churn.
+fn where_it_stands(local: &LocalCluster) -> String {
+    let clusters: Vec<&Cluster> = local.running().map(|(_, c)| c).collect();
+    let count = |h: minishard::Health| clusters.iter().filter(|c| c.health() == h).count();
+    let mut maps: Vec<_> = clusters.iter().map(|c| c.shard_map()).collect();
+    let unowned = maps
+        .iter()
+        .map(|m| m.iter().filter(|o| o.is_none()).count())
+        .sum::<usize>();
+    maps.sort();
+    maps.dedup();
+    let stats: Vec<_> = clusters.iter().map(|c| c.stats()).collect();
+    let sum = |f: fn(&minishard::Stats) -> u64| stats.iter().map(f).sum::<u64>();
+    // Why connections went down or were refused, most frequent first.
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    for (_, logged) in local.events_since(Instant::now() - Duration::from_secs(3600)) {
+        if logged.event == "peer_down" || logged.event == "refused" {
+            let reason = logged.fields["reason"].as_str().unwrap_or("").to_string();
+            // Addresses and numbers differ from line to line; the kind does not.
+            let kind: String = reason
+                .chars()
+                .filter(|c| !c.is_ascii_digit())
+                .take(70)
+                .collect();
+            *reasons
+                .entry(format!("{}: {kind}", logged.event))
+                .or_default() += 1;
+        }
+    }
+    let mut reasons: Vec<(String, usize)> = reasons.into_iter().collect();
+    reasons.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let reasons: Vec<String> = reasons
+        .iter()
+        .take(4)
+        .map(|(r, n)| format!("{n} x {r}"))
+        .collect();
+    format!(
+        "available {}, transition {}, degraded {}; {} different maps, {unowned} unowned shards over all views; {} reconnects, {} ignored messages, {} log lines dropped; {}",
+        count(minishard::Health::Available),
+        count(minishard::Health::Transition),
+        count(minishard::Health::Degraded),
+        maps.len(),
+        sum(|s| s.reconnects),
+        sum(|s| s.ignored_messages),
+        sum(|s| s.log_lines_dropped),
+        reasons.join("; "),
+    )
 }
 
 /// Starts node `i` as `LocalCluster::start` does, except that every peer

@@ -317,8 +317,13 @@ impl<'v> Relayers<'v> {
         let mut bits = vec![0u64; self.peers.len().div_ceil(64)];
         let mut any = false;
         if let Some(record) = view.record(to).filter(|_| view.is_fresh(to)) {
+            // The target's sightings and the relayers are both sorted by
+            // node: one merge walk, not a search per sighting (this ran for
+            // every target after every change during a heal).
+            let mut relayers = self.sees.iter().peekable();
             for sighting in &record.sees {
-                if let Some(theirs) = self.sees.get(&sighting.node) {
+                while relayers.next_if(|(r, _)| ***r < sighting.node).is_some() {}
+                if let Some((_, theirs)) = relayers.next_if(|(r, _)| ***r == sighting.node) {
                     any = true;
                     for (mine, theirs) in bits.iter_mut().zip(theirs) {
                         *mine |= theirs;

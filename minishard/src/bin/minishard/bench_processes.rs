@@ -1,6 +1,8 @@
 //! `minishard bench` rows for real node processes: n `minishard node`
 //! processes started at once, until every one has printed that the cluster
-//! is available, then the CPU each one spends at idle.
+//! is available, then the CPU each one spends at idle, then a failover
+//! after an owner's `kill -9` and a hand-over after an owner's SIGTERM
+//! (a graceful leave): what an application running the command sees.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -15,9 +17,55 @@ use crate::local::free_addresses;
 /// The instant each node first printed `available`, by node index.
 type Available = Arc<Mutex<Vec<Option<Instant>>>>;
 
+/// Every `allocated` printed: node index, shard, when it was read.
+type Allocated = Arc<Mutex<Vec<(usize, u64, Instant)>>>;
+
 struct Nodes {
     children: Vec<Child>,
     available: Available,
+    allocated: Allocated,
+}
+
+impl Nodes {
+    /// The node that most recently printed `allocated` for `shard`.
+    fn owner(&self, shard: u64) -> Option<usize> {
+        let allocated = self.allocated.lock().unwrap_or_else(|p| p.into_inner());
+        allocated
+            .iter()
+            .rev()
+            .find(|(_, s, _)| *s == shard)
+            .map(|(i, _, _)| *i)
+    }
+
+    /// When a node other than `not` printed `allocated` for `shard` after
+    /// `since`, waiting at most `timeout`.
+    fn allocated_after(
+        &self,
+        shard: u64,
+        not: usize,
+        since: Instant,
+        timeout: Duration,
+    ) -> Result<Instant, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self
+                .allocated
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|(i, s, at)| *s == shard && *i != not && *at >= since)
+                .map(|(_, _, at)| *at);
+            if let Some(at) = found {
+                return Ok(at);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "shard {shard} not allocated again within {timeout:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 impl Drop for Nodes {
@@ -34,9 +82,11 @@ fn start(run: usize, n: usize) -> Result<(Nodes, Instant), String> {
     let members = addresses.join(",");
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let available: Available = Arc::new(Mutex::new(vec![None; n]));
+    let allocated: Allocated = Arc::default();
     let mut nodes = Nodes {
         children: Vec::new(),
         available: available.clone(),
+        allocated: allocated.clone(),
     };
     let started = Instant::now();
     for (i, address) in addresses.iter().enumerate() {
@@ -53,11 +103,18 @@ fn start(run: usize, n: usize) -> Result<(Nodes, Instant), String> {
         let stdout = child.stdout.take().ok_or("no stdout")?;
         nodes.children.push(child);
         let available = available.clone();
+        let allocated = allocated.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let Ok(event) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
+                if event["event"] == "allocated" {
+                    if let Some(shard) = event["shard"].as_u64() {
+                        let mut allocated = allocated.lock().unwrap_or_else(|p| p.into_inner());
+                        allocated.push((i, shard, Instant::now()));
+                    }
+                }
                 if event["event"] == "status" && event["new"] == "available" {
                     let mut available = available.lock().unwrap_or_else(|p| p.into_inner());
                     available[i].get_or_insert_with(Instant::now);
@@ -97,6 +154,8 @@ pub fn node_processes(
 ) -> Result<(), String> {
     let mut cold = Vec::new();
     let mut cpu = Vec::new();
+    let (mut failover, mut hand_over) = (Vec::new(), Vec::new());
+    let grace = minishard::Timings::default().node_grace;
     for run in 0..runs {
         let (nodes, started) = start(run, n)?;
         let deadline = started + Duration::from_secs(30);
@@ -131,6 +190,32 @@ pub fn node_processes(
                 cpu.push((cpu_seconds_of(*pid)? - before) / secs * 100.0);
             }
         }
+        // Failover: the owner of shard 0 is killed (the kernel closes its
+        // sockets as it dies); until another node's `allocated`.
+        let mut nodes = nodes;
+        let victim = nodes
+            .owner(0)
+            .ok_or("nobody printed allocated for shard 0")?;
+        let killed_at = Instant::now();
+        nodes.children[victim]
+            .kill()
+            .map_err(|e| format!("cannot kill a node: {e}"))?;
+        let at = nodes.allocated_after(0, victim, killed_at, grace * 3)?;
+        failover.push(ms(at - killed_at) - ms(grace));
+        // Hand-over: the owner of shard 1 (another node) is asked to leave.
+        let Some(leaver) = nodes.owner(1).filter(|o| *o != victim) else {
+            continue;
+        };
+        let asked_at = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &nodes.children[leaver].id().to_string()])
+            .status()
+            .map_err(|e| format!("cannot signal a node: {e}"))?;
+        if !status.success() {
+            return Err("kill -TERM failed".into());
+        }
+        let at = nodes.allocated_after(1, leaver, asked_at, grace * 3)?;
+        hand_over.push(ms(at - asked_at));
     }
     rows.push(Row {
         what: format!(
@@ -151,6 +236,30 @@ pub fn node_processes(
         note: format!(
             "median over processes; highest {:.3}%",
             cpu.iter().copied().fold(0.0, f64::max)
+        ),
+    });
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{lo:.1} to {hi:.1} ms over {} runs", v.len())
+    };
+    rows.push(Row {
+        what: format!("{n} `minishard node` processes: failover after kill -9, above node_grace"),
+        median: median(failover.clone()),
+        unit: "ms",
+        note: format!(
+            "until the next owner prints allocated, minus {} ms; {}",
+            grace.as_millis(),
+            range(&failover)
+        ),
+    });
+    rows.push(Row {
+        what: format!("{n} `minishard node` processes: hand-over after SIGTERM (leave)"),
+        median: median(hand_over.clone()),
+        unit: "ms",
+        note: format!(
+            "until the next owner prints allocated; {}",
+            range(&hand_over)
         ),
     });
     Ok(())

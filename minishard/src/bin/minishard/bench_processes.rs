@@ -17,13 +17,24 @@ use crate::local::free_addresses;
 /// The instant each node first printed `available`, by node index.
 type Available = Arc<Mutex<Vec<Option<Instant>>>>;
 
-/// Every `allocated` printed: node index, shard, when it was read.
-type Allocated = Arc<Mutex<Vec<(usize, u64, Instant)>>>;
+/// Every `allocated` printed: node index, shard, and when, by the node's
+/// own clock (`t`, ms since the epoch): the time a line takes through the
+/// pipe and this process's reader thread is not the cluster's.
+type Allocated = Arc<Mutex<Vec<(usize, u64, u64)>>>;
+
+/// Now, in ms since the epoch, as the nodes print `t`.
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 struct Nodes {
     children: Vec<Child>,
     available: Available,
     allocated: Allocated,
+    /// When (its clock, ms) each node printed `leaving`: it calls `leave()`.
+    leaving: Arc<Mutex<Vec<Option<u64>>>>,
 }
 
 impl Nodes {
@@ -37,15 +48,15 @@ impl Nodes {
             .map(|(i, _, _)| *i)
     }
 
-    /// When a node other than `not` printed `allocated` for `shard` after
-    /// `since`, waiting at most `timeout`.
+    /// When (ms since the epoch) a node other than `not` printed
+    /// `allocated` for `shard` at or after `since`, waiting at most `timeout`.
     fn allocated_after(
         &self,
         shard: u64,
         not: usize,
-        since: Instant,
+        since: u64,
         timeout: Duration,
-    ) -> Result<Instant, String> {
+    ) -> Result<u64, String> {
         let deadline = Instant::now() + timeout;
         loop {
             let found = self
@@ -83,10 +94,12 @@ fn start(run: usize, n: usize) -> Result<(Nodes, Instant), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let available: Available = Arc::new(Mutex::new(vec![None; n]));
     let allocated: Allocated = Arc::default();
+    let leaving = Arc::new(Mutex::new(vec![None; n]));
     let mut nodes = Nodes {
         children: Vec::new(),
         available: available.clone(),
         allocated: allocated.clone(),
+        leaving: leaving.clone(),
     };
     let started = Instant::now();
     for (i, address) in addresses.iter().enumerate() {
@@ -104,16 +117,20 @@ fn start(run: usize, n: usize) -> Result<(Nodes, Instant), String> {
         nodes.children.push(child);
         let available = available.clone();
         let allocated = allocated.clone();
+        let leaving = leaving.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let Ok(event) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
                 if event["event"] == "allocated" {
-                    if let Some(shard) = event["shard"].as_u64() {
+                    if let (Some(shard), Some(t)) = (event["shard"].as_u64(), event["t"].as_u64()) {
                         let mut allocated = allocated.lock().unwrap_or_else(|p| p.into_inner());
-                        allocated.push((i, shard, Instant::now()));
+                        allocated.push((i, shard, t));
                     }
+                }
+                if event["event"] == "leaving" {
+                    leaving.lock().unwrap_or_else(|p| p.into_inner())[i] = event["t"].as_u64();
                 }
                 if event["event"] == "status" && event["new"] == "available" {
                     let mut available = available.lock().unwrap_or_else(|p| p.into_inner());
@@ -190,23 +207,15 @@ pub fn node_processes(
                 cpu.push((cpu_seconds_of(*pid)? - before) / secs * 100.0);
             }
         }
-        // Failover: the owner of shard 0 is killed (the kernel closes its
-        // sockets as it dies); until another node's `allocated`.
+        // Hand-over: the owner of shard 1 is asked to leave (SIGTERM);
+        // until the next owner's `allocated`. First, while every member is
+        // up: with a member down, the successor cannot know that every
+        // standby pairs as it does, and waits `settle` (docs/design.md 6.2).
         let mut nodes = nodes;
-        let victim = nodes
-            .owner(0)
-            .ok_or("nobody printed allocated for shard 0")?;
-        let killed_at = Instant::now();
-        nodes.children[victim]
-            .kill()
-            .map_err(|e| format!("cannot kill a node: {e}"))?;
-        let at = nodes.allocated_after(0, victim, killed_at, grace * 3)?;
-        failover.push(ms(at - killed_at) - ms(grace));
-        // Hand-over: the owner of shard 1 (another node) is asked to leave.
-        let Some(leaver) = nodes.owner(1).filter(|o| *o != victim) else {
-            continue;
-        };
-        let asked_at = Instant::now();
+        let leaver = nodes
+            .owner(1)
+            .ok_or("nobody printed allocated for shard 1")?;
+        let asked_at = epoch_ms();
         let status = Command::new("kill")
             .args(["-TERM", &nodes.children[leaver].id().to_string()])
             .status()
@@ -215,7 +224,22 @@ pub fn node_processes(
             return Err("kill -TERM failed".into());
         }
         let at = nodes.allocated_after(1, leaver, asked_at, grace * 3)?;
-        hand_over.push(ms(at - asked_at));
+        // From the moment it calls `leave()`: the signal's delivery is the
+        // system's, not the library's.
+        let left_at = nodes.leaving.lock().unwrap_or_else(|p| p.into_inner())[leaver]
+            .ok_or("the leaver did not print leaving")?;
+        hand_over.push(at.saturating_sub(left_at) as f64);
+        // Failover: the owner of shard 0 is killed (the kernel closes its
+        // sockets as it dies); until another node's `allocated`.
+        let victim = nodes
+            .owner(0)
+            .ok_or("nobody printed allocated for shard 0")?;
+        let killed_at = epoch_ms();
+        nodes.children[victim]
+            .kill()
+            .map_err(|e| format!("cannot kill a node: {e}"))?;
+        let at = nodes.allocated_after(0, victim, killed_at, grace * 3)?;
+        failover.push((at - killed_at) as f64 - ms(grace));
     }
     rows.push(Row {
         what: format!(
@@ -248,13 +272,13 @@ pub fn node_processes(
         median: median(failover.clone()),
         unit: "ms",
         note: format!(
-            "until the next owner prints allocated, minus {} ms; {}",
+            "until the next owner prints allocated (its clock, ms), minus {} ms; {}",
             grace.as_millis(),
             range(&failover)
         ),
     });
     rows.push(Row {
-        what: format!("{n} `minishard node` processes: hand-over after SIGTERM (leave)"),
+        what: format!("{n} `minishard node` processes: hand-over after SIGTERM, from leave()"),
         median: median(hand_over.clone()),
         unit: "ms",
         note: format!(

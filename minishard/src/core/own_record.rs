@@ -3,7 +3,6 @@
 //! only author of its own record).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::config::Timings;
 use super::events::Outbox;
@@ -93,10 +92,10 @@ impl OwnRecord {
             || old.metadata != draft.metadata;
         let sees_changed = old.sees != draft.sees;
         if sees_changed && !urgent {
-            // A peer no longer seen goes out at once: until it does, the
-            // others count that peer unreachable rather than suspect, and
-            // its failover waits (held back for `settle / 2`, it put 13 ms
-            // above `node_grace` on every failover). New sightings (a cold
+            // A peer no longer seen goes out soon: until it does, the others
+            // count that peer unreachable rather than suspect, and its
+            // failover waits (this `settle / 2` is most of the 13 ms a
+            // failover takes above `node_grace`). New sightings (a cold
             // start makes hundreds) wait for a heartbeat interval, to go
             // out together.
             let sees = &draft.sees;
@@ -105,7 +104,7 @@ impl OwnRecord {
                     .map_or(true, |at| sees[at] != *s)
             });
             let wait = if lost_one {
-                Duration::ZERO
+                timings.settle / 2
             } else {
                 timings.heartbeat_interval
             };

@@ -195,13 +195,15 @@ class History:
         self.check_epochs_successive()
         self.check_conflicts()
 
-    def check_requests(self, quiet_since: Optional[float] = None) -> None:
+    def check_requests(self, quiet_since: Optional[float] = None,
+                       quiet_until: Optional[float] = None) -> None:
         """7.10 with every node sending requests (`--request-load-ms`):
         each request ends exactly once (a node that left gracefully printed
         how many it sent: each of them ended); a reply comes from a node
         that held the shard at that epoch while the request was on its way;
         and every request sent after `quiet_since` (faults over, cluster
-        converged) succeeded."""
+        converged) and before `quiet_until` (when the nodes began to be
+        stopped: a request sent then may meet its owner's leave) succeeded."""
         ended: dict[str, dict[int, list[Ev]]] = {}
         issued: dict[str, int] = {}
         for e in self.events:
@@ -239,6 +241,7 @@ class History:
             leaving = {e.proc for e in self.events if e.event == "leaving"}
             late = [e for by_id in ended.values() for evs in by_id.values() for e in evs
                     if e.event == "request_failed" and e.data["sent"] >= quiet_since
+                    and (quiet_until is None or e.data["sent"] < quiet_until)
                     and not (e.data.get("error") == "closed" and e.proc in leaving)]
             for e in late[:5]:
                 self.v(f"10: after the faults stopped, {e.proc}'s request {e.data['id']} for shard "

@@ -31,8 +31,11 @@ class Ctx:
         self.notes: list[str] = []
         self.t_begin = now_ms()
         # Set once the scenario's faults are over and its cluster has
-        # converged again: every request sent from then on must succeed.
+        # converged again: every request sent from then on must succeed,
+        # until `t_quiet_end`, when the harness starts stopping the nodes
+        # (a request sent then may meet its owner's leave: `uncertain`).
         self.t_quiet: Optional[float] = None
+        self.t_quiet_end: Optional[float] = None
 
     def start(self, n: int, shards: int, timing: Timing, scores: Optional[list[str]] = None,
               proxy: bool = False, quorum: Optional[str] = None, handler: str = "echo") -> Cluster:
@@ -133,6 +136,7 @@ class Ctx:
         self.wait("replies to requests sent after the faults", 10,
                   lambda h: all(h.requests_since(p, t_quiet) >= 5 for p in procs))
         self.t_quiet = t_quiet
+        self.t_quiet_end = now_ms()
 
     def hold(self, ms: float) -> tuple[float, float]:
         """Keeps the present faults for `ms` (part of the scenario's script)."""

@@ -90,7 +90,7 @@ pub(crate) enum ConnEvent {
         conn: ConnId,
         peer: PeerFacts,
         dialed: bool,
-        sender: mpsc::Sender<Bytes>,
+        sender: mpsc::Sender<Outgoing>,
         lane: Lane,
         kill: Arc<Notify>,
     },
@@ -685,7 +685,7 @@ const WRITE_BATCH_BYTES: usize = 256 << 10;
 async fn write_loop(
     mut output: Output,
     shared: Arc<SharedWriter>,
-    mut outbox: mpsc::Receiver<Bytes>,
+    mut outbox: mpsc::Receiver<Outgoing>,
     mut lane: mpsc::Receiver<Frame>,
     mut acks: mpsc::Receiver<Frame>,
     settings: Arc<Settings>,
@@ -706,7 +706,7 @@ async fn write_loop(
             Some(answer) = acks.recv() => Some(answer.into()),
             _ = beat.tick() => Some(Frame::Heartbeat { sent_micros: clock_micros() }.into()),
             next = outbox.recv() => match next {
-                Some(bytes) => Some(Outgoing::Encoded(bytes)),
+                Some(frame) => Some(frame),
                 // The mesh let go of this connection: flush and close.
                 None => {
                     closing = true;
@@ -740,7 +740,6 @@ async fn write_loop(
                     } else {
                         outbox
                             .try_recv()
-                            .map(Outgoing::Encoded)
                             .or_else(|_| lane.try_recv().map(Outgoing::Frame))
                             .ok()
                     };
@@ -771,9 +770,10 @@ async fn write_loop(
     output.close().await;
 }
 
-/// What the writer takes: a frame to encode, or one the mesh encoded (a
-/// record for every peer is encoded once, not once per connection).
-enum Outgoing {
+/// What the writer takes: a frame, encoded straight into its buffer, or a
+/// frame's body encoded already (a record for every peer is encoded once,
+/// not once per connection).
+pub(crate) enum Outgoing {
     Frame(Frame),
     Encoded(Bytes),
 }
@@ -781,6 +781,12 @@ enum Outgoing {
 impl From<Frame> for Outgoing {
     fn from(frame: Frame) -> Outgoing {
         Outgoing::Frame(frame)
+    }
+}
+
+impl From<Bytes> for Outgoing {
+    fn from(body: Bytes) -> Outgoing {
+        Outgoing::Encoded(body)
     }
 }
 

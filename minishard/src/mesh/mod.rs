@@ -23,14 +23,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use rand::Rng;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use conn::{Admission, Link};
-pub(crate) use conn::{ConnEvent, ConnId, MeshStats, Settings, SharedWriter, StatusSource};
+pub(crate) use conn::{
+    ConnEvent, ConnId, MeshStats, Outgoing, Settings, SharedWriter, StatusSource,
+};
 #[cfg(feature = "testing")]
 use faults::Faults;
 pub(crate) use tls::Tls;
@@ -40,7 +41,6 @@ use crate::core::{Event, Incarnation, NodeId, RefusalReason, Role};
 use crate::requests::Lane;
 use crate::wire::handshake::{PeerFacts, Refusal, RefusalKind, Refuser};
 use crate::wire::request::{Reply, Request};
-use crate::wire::{self, Frame};
 
 /// A dial that found nobody listening (or failed on the way) is tried again
 /// this soon at first: in a cold start the peer is usually a few
@@ -70,8 +70,7 @@ struct Live {
     incarnation: u64,
     role: Role,
     dialed: bool,
-    /// Frames for the writer, encoded.
-    sender: mpsc::Sender<Bytes>,
+    sender: mpsc::Sender<Outgoing>,
     lane: Lane,
     kill: Arc<Notify>,
 }
@@ -356,7 +355,7 @@ impl Mesh {
         conn: ConnId,
         peer: PeerFacts,
         dialed: bool,
-        sender: mpsc::Sender<Bytes>,
+        sender: mpsc::Sender<Outgoing>,
         lane: Lane,
         kill: Arc<Notify>,
     ) -> bool {
@@ -429,23 +428,14 @@ impl Mesh {
         self.live.contains_key(peer)
     }
 
-    /// Queues a frame for a peer. A peer whose queue is full has fallen too
+    /// Queues a frame (or one encoded already) for a peer. A peer whose queue is full has fallen too
     /// far behind: it is disconnected (returns true: the core must hear it
     /// is lost) rather than let memory grow.
-    pub(crate) fn send(&mut self, to: &NodeId, frame: Frame) -> bool {
-        if !self.live.contains_key(to) {
-            return false;
-        }
-        self.send_encoded(to, Bytes::from(wire::encode(&frame)))
-    }
-
-    /// [`Mesh::send`] for a frame already encoded: a message for every
-    /// peer is encoded once, not once per connection.
-    pub(crate) fn send_encoded(&mut self, to: &NodeId, frame: Bytes) -> bool {
+    pub(crate) fn send(&mut self, to: &NodeId, frame: impl Into<Outgoing>) -> bool {
         let Some(live) = self.live.get(to) else {
             return false;
         };
-        match live.sender.try_send(frame) {
+        match live.sender.try_send(frame.into()) {
             Ok(()) => false,
             Err(mpsc::error::TrySendError::Closed(_)) => false,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -684,6 +674,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, eager: bool) {
 mod tests {
     use super::*;
     use crate::wire::handshake::Identity;
+    use crate::wire::Frame;
 
     fn settings() -> Settings {
         Settings {

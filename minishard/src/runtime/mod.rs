@@ -28,7 +28,9 @@ use crate::core::{
 use crate::error::Error;
 #[cfg(feature = "testing")]
 use crate::mesh::faults::Faults;
-use crate::mesh::{ConnEvent, ConnId, Mesh, MeshStats, RequestSink, Settings, StatusSource, Tls};
+use crate::mesh::{
+    ConnEvent, ConnId, Mesh, MeshStats, Outgoing, RequestSink, Settings, StatusSource, Tls,
+};
 use crate::requests::client::{Client, Limits};
 use crate::requests::handoff::{self, HandOffs};
 use crate::requests::server::{Server, View};
@@ -666,24 +668,24 @@ struct LastEncoded {
 }
 
 impl LastEncoded {
-    fn of(&mut self, message: crate::core::PeerMessage) -> Bytes {
+    /// The message as the writer takes it: a record or relay encoded once
+    /// for the peers it goes to in a row, anything else as a frame.
+    fn of(&mut self, message: crate::core::PeerMessage) -> Outgoing {
         use crate::core::PeerMessage;
-        let key = match &message {
-            PeerMessage::Record(record) => Some((record.clone(), None)),
-            PeerMessage::Relay { record, current } => Some((record.clone(), Some(*current))),
-            PeerMessage::Epochs(_) => None,
+        let (record, relayed) = match &message {
+            PeerMessage::Record(record) => (record.clone(), None),
+            PeerMessage::Relay { record, current } => (record.clone(), Some(*current)),
+            PeerMessage::Epochs(_) => return Frame::Peer(message).into(),
         };
-        if let (Some((record, relayed)), Some((last, last_relayed, bytes))) = (&key, &self.last) {
+        if let Some((last, last_relayed, bytes)) = &self.last {
             // Holding the `Arc` keeps its address from being reused.
-            if Arc::ptr_eq(record, last) && relayed == last_relayed {
-                return bytes.clone();
+            if Arc::ptr_eq(&record, last) && relayed == *last_relayed {
+                return bytes.clone().into();
             }
         }
         let bytes = Bytes::from(crate::wire::encode(&Frame::Peer(message)));
-        if let Some((record, relayed)) = key {
-            self.last = Some((record, relayed, bytes.clone()));
-        }
-        bytes
+        self.last = Some((record, relayed, bytes.clone()));
+        bytes.into()
     }
 }
 
@@ -981,7 +983,7 @@ impl Driver {
         while let Some(action) = self.core.poll_action() {
             match action {
                 Action::Send { to, message } => {
-                    if mesh.send_encoded(&to, self.encoded.of(message)) {
+                    if mesh.send(&to, self.encoded.of(message)) {
                         self.requests.client.link_down(&to);
                         let now = self.now();
                         self.core.handle(now, Event::Lost { peer: to });

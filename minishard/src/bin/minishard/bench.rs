@@ -87,6 +87,8 @@ pub fn run(args: Args) -> Result<(), String> {
             // What sealing costs a request: compare with a sealed run.
             seal::leave_frames_unsealed_for_benchmarks();
         }
+        // Sealing is most of what a 64 KiB round trip adds to the echo's.
+        frame_costs(&args, &mut rows);
         crate::bench_requests::run(args.runs, t, &mut rows)?;
         print_rows(&args, rows);
         return Ok(());

@@ -517,7 +517,7 @@ fn frame_costs(args: &Args, rows: &mut Vec<Row>) {
         };
         let (sealed, plain) = (per_frame(true), per_frame(false));
         rows.push(Row {
-            what: format!("frame of {label}: seal + open (ChaCha20-Poly1305)"),
+            what: format!("frame of {label}: seal + open (AES-256-GCM)"),
             median: sealed,
             unit: "ns/frame",
             note: format!(

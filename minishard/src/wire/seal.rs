@@ -26,11 +26,11 @@
 //!   VAES/AVX2 code) it seals and opens a 64 KiB frame 4 to 5 times faster
 //!   than ring's ChaCha20-Poly1305, which protocol versions 2 and 3 used:
 //!   17-21 us against 80-93 us for seal plus open (ring alone, the two
-//!   measured in turn in one process), 27 against 108 us through this
-//!   codec (`minishard bench`, busy machine), and that was most of what a
-//!   64 KiB request's round trip added to a bare TCP echo. At 100 B it is
-//!   0.33-0.48 against 0.54-0.56 us (0.47 against 0.75 us through the
-//!   codec). No timing leaks either way: with AES-NI and CLMUL the cipher
+//!   measured in turn in one process), 21.5 against 88.6 us through this
+//!   codec (medians of `minishard bench` runs of the two builds in turn),
+//!   and that was most of what a 64 KiB request's round trip added to a
+//!   bare TCP echo. At 100 B it is 0.33-0.48 against 0.54-0.56 us (0.35
+//!   against 0.57 us through the codec). No timing leaks either way: with AES-NI and CLMUL the cipher
 //!   and GHASH run in hardware; on an x86 CPU without them ring uses a
 //!   vector-permute AES (SSSE3, `vpaes`) and a table-free GHASH, and
 //!   without SSSE3 a bitsliced AES, all constant-time (ring 0.17:

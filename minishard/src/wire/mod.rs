@@ -26,7 +26,8 @@ pub use handshake::{Challenge, Hello, Proof};
 ///
 /// 2: frames after the handshake are sealed ([`seal`]) unless over TLS.
 /// 3: requests and replies ([`request`]); records carry metadata.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: frames are sealed with AES-256-GCM instead of ChaCha20-Poly1305.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The default largest frame, in bytes (docs/design.md 10).
 pub const DEFAULT_FRAME_LIMIT: usize = 1 << 20;

@@ -21,7 +21,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{lookup_host, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{timeout, timeout_at, Instant as TokioInstant};
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 
@@ -235,7 +235,7 @@ const RTT_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// and on one host (or hosts kept in step by NTP) its peers' beats arrive
 /// together too: a node of n peers wakes a few times per interval, not 2n
 /// times, which is what an idle mesh of many nodes spends its CPU on.
-fn beat_grid_start(period: Duration) -> TokioInstant {
+pub(crate) fn beat_grid_start(period: Duration) -> TokioInstant {
     let period_ns = period.as_nanos().max(1);
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -421,6 +421,9 @@ where
 /// Everything a running connection needs besides its socket.
 pub(crate) struct Link {
     pub conn: ConnId,
+    /// Changes once per heartbeat interval: the node's one beat (see
+    /// [`super::beat`]), which every connection's writer follows.
+    pub beat: watch::Receiver<()>,
     pub peer: PeerFacts,
     pub dialed: bool,
     pub settings: Arc<Settings>,
@@ -612,7 +615,7 @@ pub(crate) async fn run(link: Link, streams: Streams) {
         outbox,
         lane_frames,
         acks_out,
-        link.settings.clone(),
+        link.beat.clone(),
     ));
     let reason = tokio::select! {
         reason = read_loop(&link, reader, acks, &lane) => reason,
@@ -688,12 +691,10 @@ async fn write_loop(
     mut outbox: mpsc::Receiver<Outgoing>,
     mut lane: mpsc::Receiver<Frame>,
     mut acks: mpsc::Receiver<Frame>,
-    settings: Arc<Settings>,
+    mut beat: watch::Receiver<()>,
 ) {
-    let period = settings.heartbeat_interval;
-    let mut beat = tokio::time::interval_at(beat_grid_start(period), period);
-    // A late tick is skipped, not shifted, so the beats stay on the grid.
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The first heartbeat goes at the node's next beat, as every later one.
+    beat.mark_unchanged();
     let mut spare = BytesMut::new();
     let mut closing = false;
     let mut first_after_close = None;
@@ -704,7 +705,9 @@ async fn write_loop(
             tokio::select! {
             biased;
             Some(answer) = acks.recv() => Some(answer.into()),
-            _ = beat.tick() => Some(Frame::Heartbeat { sent_micros: clock_micros() }.into()),
+            // The beat stops only as the mesh shuts down, when this
+            // connection is closing too.
+            Ok(()) = beat.changed() => Some(Frame::Heartbeat { sent_micros: clock_micros() }.into()),
             next = outbox.recv() => match next {
                 Some(frame) => Some(frame),
                 // The mesh let go of this connection: flush and close.

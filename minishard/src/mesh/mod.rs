@@ -25,7 +25,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use rand::Rng;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use conn::{Admission, Link};
@@ -87,6 +87,9 @@ struct Shared {
     /// idle node's wake-ups are most of its CPU).
     lost: Mutex<HashMap<NodeId, Arc<Notify>>>,
     stopping: AtomicBool,
+    /// The node's beat, which every connection's writer follows (see
+    /// [`beat`]).
+    beat: watch::Receiver<()>,
     next_conn: AtomicU64,
     #[cfg(feature = "testing")]
     faults: Arc<Faults>,
@@ -136,6 +139,7 @@ impl Shared {
     fn link(self: &Arc<Self>, peer: PeerFacts, dialed: bool) -> Link {
         Link {
             conn: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            beat: self.beat.clone(),
             peer,
             dialed,
             settings: self.settings.clone(),
@@ -192,6 +196,7 @@ pub(crate) struct Mesh {
     ever_connected: HashSet<NodeId>,
     dialers: HashMap<NodeId, tokio::task::AbortHandle>,
     acceptor: tokio::task::AbortHandle,
+    beat: tokio::task::AbortHandle,
 }
 
 impl Mesh {
@@ -209,6 +214,8 @@ impl Mesh {
     ) -> Mesh {
         let me = settings.identity.node.clone();
         let role = settings.identity.role;
+        let heartbeat_interval = settings.heartbeat_interval;
+        let (beats, beat_seen) = watch::channel(());
         let shared = Arc::new(Shared {
             settings: Arc::new(settings),
             events,
@@ -216,6 +223,7 @@ impl Mesh {
             connected: Mutex::new(HashMap::new()),
             lost: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            beat: beat_seen,
             next_conn: AtomicU64::new(1),
             #[cfg(feature = "testing")]
             faults,
@@ -227,6 +235,7 @@ impl Mesh {
             requests,
         });
         let acceptor = tokio::spawn(accept_loop(listener, shared.clone())).abort_handle();
+        let beat = tokio::spawn(beat(beats, heartbeat_interval)).abort_handle();
         Mesh {
             shared,
             me,
@@ -235,6 +244,7 @@ impl Mesh {
             ever_connected: HashSet::new(),
             dialers: HashMap::new(),
             acceptor,
+            beat,
         }
     }
 
@@ -473,6 +483,24 @@ impl Mesh {
             }
         })
         .await;
+        self.beat.abort();
+    }
+}
+
+/// The node's heartbeat clock: one timer for all its connections, each of
+/// whose writers sends a heartbeat when it ticks. A timer per connection
+/// cost a timer re-armed per peer per interval, each waking the runtime's
+/// driver through its eventfd (tokio does so for a deadline earlier than
+/// the one it is parked on): four system calls and an extra turn of the
+/// event loop per interval at five nodes, for beats that went out in the
+/// same wake-up anyway.
+async fn beat(beats: watch::Sender<()>, period: Duration) {
+    let mut ticks = tokio::time::interval_at(conn::beat_grid_start(period), period);
+    // A late tick is skipped, not shifted, so the beats stay on the grid.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        beats.send_replace(());
     }
 }
 

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -229,21 +229,6 @@ impl Streams {
 /// A heartbeat is answered at most this often: enough for a round-trip
 /// figure, without doubling the frames an idle mesh carries.
 const RTT_SAMPLE_EVERY: Duration = Duration::from_secs(1);
-
-/// The next instant on a grid of `period` that every node reading the same
-/// wall clock shares. A node's connections then all beat in one wake-up,
-/// and on one host (or hosts kept in step by NTP) its peers' beats arrive
-/// together too: a node of n peers wakes a few times per interval, not 2n
-/// times, which is what an idle mesh of many nodes spends its CPU on.
-pub(crate) fn beat_grid_start(period: Duration) -> TokioInstant {
-    let period_ns = period.as_nanos().max(1);
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let until_next = period_ns - since_epoch % period_ns;
-    TokioInstant::now() + Duration::from_nanos(u64::try_from(until_next).unwrap_or(0))
-}
 
 /// Microseconds on a process-wide monotonic clock, for heartbeat round trips.
 fn clock_micros() -> u64 {

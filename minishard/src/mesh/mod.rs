@@ -11,6 +11,7 @@
 //! A connection runs over plain TCP or, when configured, mutual TLS (`tls`);
 //! the cookie handshake (`crate::wire::handshake`) runs on top of either.
 
+mod beat;
 mod conn;
 #[cfg(feature = "testing")]
 pub(crate) mod faults;
@@ -235,7 +236,7 @@ impl Mesh {
             requests,
         });
         let acceptor = tokio::spawn(accept_loop(listener, shared.clone())).abort_handle();
-        let beat = tokio::spawn(beat(beats, heartbeat_interval)).abort_handle();
+        let beat = tokio::spawn(beat::run(beats, heartbeat_interval)).abort_handle();
         Mesh {
             shared,
             me,
@@ -484,23 +485,6 @@ impl Mesh {
         })
         .await;
         self.beat.abort();
-    }
-}
-
-/// The node's heartbeat clock: one timer for all its connections, each of
-/// whose writers sends a heartbeat when it ticks. A timer per connection
-/// cost a timer re-armed per peer per interval, each waking the runtime's
-/// driver through its eventfd (tokio does so for a deadline earlier than
-/// the one it is parked on): four system calls and an extra turn of the
-/// event loop per interval at five nodes, for beats that went out in the
-/// same wake-up anyway.
-async fn beat(beats: watch::Sender<()>, period: Duration) {
-    let mut ticks = tokio::time::interval_at(conn::beat_grid_start(period), period);
-    // A late tick is skipped, not shifted, so the beats stay on the grid.
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        ticks.tick().await;
-        beats.send_replace(());
     }
 }
 

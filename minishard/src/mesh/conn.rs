@@ -14,14 +14,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{lookup_host, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{timeout, timeout_at, Instant as TokioInstant};
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 
@@ -230,21 +230,6 @@ impl Streams {
 /// figure, without doubling the frames an idle mesh carries.
 const RTT_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
-/// The next instant on a grid of `period` that every node reading the same
-/// wall clock shares. A node's connections then all beat in one wake-up,
-/// and on one host (or hosts kept in step by NTP) its peers' beats arrive
-/// together too: a node of n peers wakes a few times per interval, not 2n
-/// times, which is what an idle mesh of many nodes spends its CPU on.
-fn beat_grid_start(period: Duration) -> TokioInstant {
-    let period_ns = period.as_nanos().max(1);
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let until_next = period_ns - since_epoch % period_ns;
-    TokioInstant::now() + Duration::from_nanos(u64::try_from(until_next).unwrap_or(0))
-}
-
 /// Microseconds on a process-wide monotonic clock, for heartbeat round trips.
 fn clock_micros() -> u64 {
     static BASE: OnceLock<std::time::Instant> = OnceLock::new();
@@ -421,6 +406,9 @@ where
 /// Everything a running connection needs besides its socket.
 pub(crate) struct Link {
     pub conn: ConnId,
+    /// Changes once per heartbeat interval: the node's one beat (see
+    /// [`super::beat`]), which every connection's writer follows.
+    pub beat: watch::Receiver<()>,
     pub peer: PeerFacts,
     pub dialed: bool,
     pub settings: Arc<Settings>,
@@ -612,7 +600,7 @@ pub(crate) async fn run(link: Link, streams: Streams) {
         outbox,
         lane_frames,
         acks_out,
-        link.settings.clone(),
+        link.beat.clone(),
     ));
     let reason = tokio::select! {
         reason = read_loop(&link, reader, acks, &lane) => reason,
@@ -688,12 +676,10 @@ async fn write_loop(
     mut outbox: mpsc::Receiver<Outgoing>,
     mut lane: mpsc::Receiver<Frame>,
     mut acks: mpsc::Receiver<Frame>,
-    settings: Arc<Settings>,
+    mut beat: watch::Receiver<()>,
 ) {
-    let period = settings.heartbeat_interval;
-    let mut beat = tokio::time::interval_at(beat_grid_start(period), period);
-    // A late tick is skipped, not shifted, so the beats stay on the grid.
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The first heartbeat goes at the node's next beat, as every later one.
+    beat.mark_unchanged();
     let mut spare = BytesMut::new();
     let mut closing = false;
     let mut first_after_close = None;
@@ -704,7 +690,9 @@ async fn write_loop(
             tokio::select! {
             biased;
             Some(answer) = acks.recv() => Some(answer.into()),
-            _ = beat.tick() => Some(Frame::Heartbeat { sent_micros: clock_micros() }.into()),
+            // The beat stops only as the mesh shuts down, when this
+            // connection is closing too.
+            Ok(()) = beat.changed() => Some(Frame::Heartbeat { sent_micros: clock_micros() }.into()),
             next = outbox.recv() => match next {
                 Some(frame) => Some(frame),
                 // The mesh let go of this connection: flush and close.

@@ -11,6 +11,7 @@
 //! A connection runs over plain TCP or, when configured, mutual TLS (`tls`);
 //! the cookie handshake (`crate::wire::handshake`) runs on top of either.
 
+mod beat;
 mod conn;
 #[cfg(feature = "testing")]
 pub(crate) mod faults;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use rand::Rng;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use conn::{Admission, Link};
@@ -87,6 +88,9 @@ struct Shared {
     /// idle node's wake-ups are most of its CPU).
     lost: Mutex<HashMap<NodeId, Arc<Notify>>>,
     stopping: AtomicBool,
+    /// The node's beat, which every connection's writer follows (see
+    /// [`beat`]).
+    beat: watch::Receiver<()>,
     next_conn: AtomicU64,
     #[cfg(feature = "testing")]
     faults: Arc<Faults>,
@@ -136,6 +140,7 @@ impl Shared {
     fn link(self: &Arc<Self>, peer: PeerFacts, dialed: bool) -> Link {
         Link {
             conn: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            beat: self.beat.clone(),
             peer,
             dialed,
             settings: self.settings.clone(),
@@ -192,6 +197,7 @@ pub(crate) struct Mesh {
     ever_connected: HashSet<NodeId>,
     dialers: HashMap<NodeId, tokio::task::AbortHandle>,
     acceptor: tokio::task::AbortHandle,
+    beat: tokio::task::AbortHandle,
 }
 
 impl Mesh {
@@ -209,6 +215,8 @@ impl Mesh {
     ) -> Mesh {
         let me = settings.identity.node.clone();
         let role = settings.identity.role;
+        let heartbeat_interval = settings.heartbeat_interval;
+        let (beats, beat_seen) = watch::channel(());
         let shared = Arc::new(Shared {
             settings: Arc::new(settings),
             events,
@@ -216,6 +224,7 @@ impl Mesh {
             connected: Mutex::new(HashMap::new()),
             lost: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            beat: beat_seen,
             next_conn: AtomicU64::new(1),
             #[cfg(feature = "testing")]
             faults,
@@ -227,6 +236,7 @@ impl Mesh {
             requests,
         });
         let acceptor = tokio::spawn(accept_loop(listener, shared.clone())).abort_handle();
+        let beat = tokio::spawn(beat::run(beats, heartbeat_interval)).abort_handle();
         Mesh {
             shared,
             me,
@@ -235,6 +245,7 @@ impl Mesh {
             ever_connected: HashSet::new(),
             dialers: HashMap::new(),
             acceptor,
+            beat,
         }
     }
 
@@ -473,6 +484,7 @@ impl Mesh {
             }
         })
         .await;
+        self.beat.abort();
     }
 }
 

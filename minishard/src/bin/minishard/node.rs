@@ -229,9 +229,19 @@ pub fn run(args: Args) -> Result<(), String> {
         std::thread::spawn(move || {
             let mut misconfigured_since: Option<Instant> = None;
             while !stop.load(Ordering::Acquire) {
-                // Woken by a change of the node's view, or after a while.
+                // Woken by the snapshot that changes whether the node is
+                // misconfigured (or by the leave, which ends the wait), and
+                // while it is, when it is time to give up. Looking again on
+                // a fixed tick woke an idle node ten times a second for
+                // nothing: a snapshot that does not change says nothing new.
+                let wait = match misconfigured_since {
+                    Some(since) if !refused_exit_after.is_zero() => {
+                        refused_exit_after.saturating_sub(since.elapsed())
+                    }
+                    _ => UNCHANGED_WAIT,
+                };
                 let _ =
-                    cluster.wait_for(|s| s.misconfigured != misconfigured_since.is_some(), TICK);
+                    cluster.wait_for(|s| s.misconfigured != misconfigured_since.is_some(), wait);
                 let snapshot = cluster.snapshot();
                 match (snapshot.misconfiguration(), misconfigured_since) {
                     (None, _) => misconfigured_since = None,
@@ -287,5 +297,7 @@ enum Stop {
     Misconfigured(String),
 }
 
-/// How often the misconfiguration watcher looks again while nothing changes.
-const TICK: Duration = Duration::from_millis(100);
+/// The misconfiguration watcher's wait while there is no deadline to give
+/// up at: any length will do (it is woken by a change), short enough that
+/// `Instant + wait` cannot overflow.
+const UNCHANGED_WAIT: Duration = Duration::from_secs(3600);

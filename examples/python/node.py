@@ -8,7 +8,6 @@ from __future__ import annotations   # for `str | None` on Python 3.9
 import argparse
 import logging
 import signal
-import threading
 import time
 
 import minishard
@@ -40,9 +39,9 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--seconds", type=float, help="leave this long after the cluster is available")
 parser.add_argument("members", nargs="+", help="this node's address first, then the other members'")
 args = parser.parse_args()
-stop = threading.Event()
-signal.signal(signal.SIGINT, lambda *_: stop.set())
-signal.signal(signal.SIGTERM, lambda *_: stop.set())
+stop: list[int] = []   # not a threading.Event: its set() in a signal handler can deadlock on its own wait()
+signal.signal(signal.SIGINT, lambda *_: stop.append(signal.SIGINT))
+signal.signal(signal.SIGTERM, lambda *_: stop.append(signal.SIGTERM))
 
 with minishard.join("sessions", Sessions(args.members), listen=args.members[0],
                     cookie=b"change me") as cluster:   # a long random secret in production
@@ -51,7 +50,7 @@ with minishard.join("sessions", Sessions(args.members), listen=args.members[0],
     print(cluster.shard_map(), cluster.my_shard())     # [owner or None, ...], (shard, epoch) or None
     print(cluster.status().health == "available")     # Health members compare equal to strings
     until = time.monotonic() + (args.seconds or float("inf"))
-    while not stop.is_set() and time.monotonic() < until:
-        stop.wait(0.1)   # wakes up to run the signal handler: Ctrl-C may reach another thread
+    while not stop and time.monotonic() < until:
+        time.sleep(0.1)   # the main thread runs signal handlers between these
 # leaving the block leaves the cluster (so does cluster.leave(), and interpreter exit)
 print("left", flush=True)
